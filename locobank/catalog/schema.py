@@ -1,0 +1,166 @@
+"""The catalog's tables. Alembic migrations in ``migrations/`` are the only way they reach a database."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints keep future SQLite batch migrations (table copy) able to refer to them.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JOB_STATUSES = ("pending", "running", "done", "failed")
+MODEL_KINDS = ("pixel", "latent")
+
+
+def utcnow() -> datetime:
+    """Naive UTC, so SQLite and Postgres store and compare the same values."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    """Declarative base whose metadata the migrations are compared against."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Model(Base):
+    """A diffusion model, identified by the fingerprint of its config."""
+
+    __tablename__ = "models"
+    __table_args__ = (CheckConstraint("kind IN ('pixel', 'latent')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(512))
+    revision: Mapped[str | None] = mapped_column(String(128))
+    fingerprint: Mapped[str] = mapped_column(String(16), unique=True)
+    resolution: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Image(Base):
+    """A source image, identified by the sha256 of its file bytes."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+
+
+class Mask(Base):
+    """A region of one image to edit; ``uri`` says where the harvester reads it from."""
+
+    __tablename__ = "masks"
+    __table_args__ = (UniqueConstraint("image_id", "label", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True)
+    label: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    area: Mapped[int] = mapped_column(Integer)
+    uri: Mapped[str | None] = mapped_column(Text)
+
+
+class HarvestRun(Base):
+    """One set of harvest parameters on one model; the same command maps to the same run."""
+
+    __tablename__ = "harvest_runs"
+    __table_args__ = (UniqueConstraint("model_id", "params_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params_hash: Mapped[str] = mapped_column(String(64))
+    locobank_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Job(Base):
+    """One (image, mask) pair of a run, claimed by workers under a lease."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("run_id", "image_id", "mask_id"),
+        CheckConstraint("status IN ('pending', 'running', 'done', 'failed')", name="status"),
+        Index("ix_jobs_run_id_status", "run_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("harvest_runs.id"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    mask_id: Mapped[int] = mapped_column(ForeignKey("masks.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Vector(Base):
+    """A direction's safetensors bytes, addressed by the sha256 of those bytes."""
+
+    __tablename__ = "vectors"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Direction(Base):
+    """One edit direction found by one job, with the provenance needed to trust and reuse it."""
+
+    __tablename__ = "directions"
+    __table_args__ = (
+        UniqueConstraint("job_id", "rank_index"),
+        CheckConstraint("label_sign IS NULL OR label_sign IN (-1, 1)", name="label_sign"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    rank_index: Mapped[int] = mapped_column(Integer)
+    singular_value: Mapped[float] = mapped_column(Float)
+    t_edit: Mapped[int] = mapped_column(Integer)
+    t_edit_frac: Mapped[float] = mapped_column(Float)
+    null_rank: Mapped[int] = mapped_column(Integer)
+    vector_sha256: Mapped[str] = mapped_column(ForeignKey("vectors.sha256"), index=True)
+    norm: Mapped[float] = mapped_column(Float)
+    shape: Mapped[list[int]] = mapped_column(JSON)
+    diagnostics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    label: Mapped[str | None] = mapped_column(String(256), index=True)
+    label_score: Mapped[float | None] = mapped_column(Float)
+    label_sign: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)

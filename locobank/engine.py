@@ -1,0 +1,240 @@
+"""LOCO Edit on a loaded model: reach the edit time, find directions, and edit images.
+
+This is the validating layer over :mod:`locobank.loco`: it checks shapes, masks and model
+fingerprints and turns them into :class:`~locobank.errors.InputError` before torch sees them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import FingerprintMismatch, InputError
+from .images import check_mask
+from .loco import ddim
+from .loco.jacobian import Linearization, block_subspace_svd, project_out
+from .models import LoadedModel
+
+DEFAULT_T_EDIT = 0.6
+DEFAULT_STEPS = 50
+
+
+@dataclass
+class Direction:
+    """A unit edit direction and what it belongs to: the model's fingerprint and the edit timestep."""
+
+    vector: Tensor  # (C, H, W), unit norm
+    t: int
+    fingerprint: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class Directions:
+    """What :func:`find_directions` returns: unit directions, singular values and diagnostics."""
+
+    vectors: Tensor  # (r, C, H, W)
+    singular_values: Tensor  # (r,)
+    null_singular_values: Tensor  # (k,)
+    t: int
+    fingerprint: str | None
+    diagnostics: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def __getitem__(self, i: int) -> Direction:
+        return Direction(self.vectors[i], self.t, self.fingerprint)
+
+
+@dataclass
+class EditResult:
+    """Edited images, and the states that produced them, for inspection and reuse."""
+
+    images: Tensor  # (B, C, H, W) in [-1, 1]
+    x_t: Tensor  # inverted states before the edit
+    x_t_edited: Tensor
+    t: int
+
+
+def to_timestep(model: LoadedModel, t_edit: float | int) -> int:
+    """A fraction of T (0.6) or an integer timestep (600) as an integer timestep."""
+    T = model.denoiser.num_timesteps
+    if isinstance(t_edit, float) or (isinstance(t_edit, (int,)) and 0 < t_edit < 1):
+        if not 0.0 < float(t_edit) < 1.0:
+            raise InputError(f"t_edit as a fraction must lie in (0, 1), got {t_edit}")
+        return max(1, min(T - 1, int(round(float(t_edit) * T))))
+    t = int(t_edit)
+    if not 1 <= t < T:
+        raise InputError(f"t_edit must be a timestep in [1, {T - 1}] or a fraction in (0, 1), got {t_edit}")
+    return t
+
+
+def _as_batch(model: LoadedModel, images: Tensor, what: str = "image") -> Tensor:
+    x = torch.as_tensor(images)
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4:
+        raise InputError(f"{what} must be C x H x W or B x C x H x W, got shape {tuple(x.shape)}")
+    if x.shape[1] != model.channels:
+        raise InputError(f"{what} has {x.shape[1]} channels but the model takes {model.channels}")
+    if x.shape[-1] != model.resolution or x.shape[-2] != model.resolution:
+        raise InputError(f"{what} is {x.shape[-1]}x{x.shape[-2]} but the model takes "
+                         f"{model.resolution}x{model.resolution}; resize it first")
+    return x.to(device=model.device, dtype=torch.float32)
+
+
+def invert(model: LoadedModel, images: Tensor, t_edit: float | int = DEFAULT_T_EDIT, steps: int = DEFAULT_STEPS,
+           progress=None) -> Tensor:
+    """Deterministic DDIM inversion of images in [-1, 1] to the edit time."""
+    t = to_timestep(model, t_edit)
+    return ddim.invert(model.denoiser, _as_batch(model, images), t, steps, progress=progress)
+
+
+def sample(model: LoadedModel, x_t: Tensor, t_edit: float | int = DEFAULT_T_EDIT, steps: int = DEFAULT_STEPS, *,
+           eta_tail: float = 0.0, seed: int = 0, progress=None) -> Tensor:
+    """DDIM from the edit time back to images; ``eta_tail`` > 0 adds seeded noise below 0.2T."""
+    t = to_timestep(model, t_edit)
+    g = torch.Generator().manual_seed(int(seed))
+    return ddim.sample(model.denoiser, _as_batch(model, x_t, "x_t"), t, steps, eta_tail=eta_tail, generator=g,
+                       progress=progress)
+
+
+def pmp_fn(model: LoadedModel, t: int):
+    """The posterior-mean predictor at timestep ``t`` as a function of one (C, H, W) state."""
+    den = model.denoiser
+
+    def fn(z: Tensor) -> Tensor:
+        return den.pmp(z[None], t)[0]
+
+    return fn
+
+
+def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tensor, rank: int = 5,
+                    null_rank: int = 5, *, iters: int = 50, tol: float = 1e-3, chunk: int = 16, seed: int = 0
+                    ) -> Directions:
+    """Unsupervised LOCO directions for one image at the edit time.
+
+    The top-``rank`` right singular vectors of the PMP Jacobian restricted to ``mask`` are
+    projected off the top-``null_rank`` right singular vectors of the Jacobian outside it.
+    Both bases come from one shared linearisation and batched JVP/VJP calls.
+    """
+    tt = to_timestep(model, t)
+    x = _as_batch(model, x_te, "x_te")
+    if x.shape[0] != 1:
+        raise InputError("find_directions takes one image at a time")
+    x = x[0]
+    if rank < 1:
+        raise InputError("rank must be at least 1")
+    if null_rank < 0:
+        raise InputError("null_rank must be 0 or more")
+    m = check_mask(mask, tuple(x.shape[-2:]), need_outside=null_rank > 0).to(model.device)
+    inside = m[None].expand_as(x)
+    outside = ~inside
+    start = time.perf_counter()
+    lin = Linearization(pmp_fn(model, tt), x, chunk=chunk)
+    edit_res, null_res = block_subspace_svd(lin, [inside, outside], [rank, null_rank], iters=iters, tol=tol, seed=seed)
+    V = edit_res.Vh
+    if null_res is not None:
+        V = project_out(V, null_res.Vh)
+    vectors = V.reshape(rank, *x.shape)
+    JV = lin.jvp(vectors)
+    energy = JV.flatten(1).pow(2).sum(1).clamp_min(1e-30)
+    outside_share = (JV * outside).flatten(1).pow(2).sum(1) / energy
+    seconds = time.perf_counter() - start
+    diag = {
+        "seconds": seconds,
+        "iterations": edit_res.iterations,
+        "null_iterations": null_res.iterations if null_res is not None else 0,
+        "converged": bool(edit_res.converged and (null_res is None or null_res.converged)),
+        "angle": edit_res.angle,
+        "null_angle": null_res.angle if null_res is not None else 0.0,
+        "outside_residual": [float(v) for v in outside_share],
+        "jvps": lin.jvp_calls,
+        "vjps": lin.vjp_calls,
+        "mask_area": int(m.sum()),
+        "rank": rank,
+        "null_rank": null_rank,
+    }
+    null_s = null_res.S if null_res is not None else torch.zeros(0)
+    return Directions(vectors=vectors.detach(), singular_values=edit_res.S.detach(), null_singular_values=null_s.detach(),
+                      t=tt, fingerprint=model.fingerprint, diagnostics=diag)
+
+
+def _check_direction(model: LoadedModel, d: Direction | Tensor, t: int | None) -> Direction:
+    if isinstance(d, Tensor):
+        d = Direction(d, t if t is not None else -1, None)
+    if d.fingerprint is not None and d.fingerprint != model.fingerprint:
+        raise FingerprintMismatch(f"direction{' ' + d.name if d.name else ''} was found with model fingerprint "
+                                  f"{d.fingerprint}, but the loaded model is {model.fingerprint} ({model.model_id})")
+    want = (model.channels, model.resolution, model.resolution)
+    if tuple(d.vector.shape) != want:
+        raise FingerprintMismatch(f"direction has shape {tuple(d.vector.shape)} but the model works at {want}: "
+                                  f"it comes from a different resolution")
+    return d
+
+
+def compose(vectors: Sequence[Tensor], strengths: Sequence[float], *, orthogonalize: bool = False) -> Tensor:
+    """``sum_i lambda_i v_i``, optionally after Gram-Schmidt on the directions in order."""
+    vs = [v.reshape(-1).to(torch.float64) for v in vectors]
+    if orthogonalize:
+        basis: list[Tensor] = []
+        for v in vs:
+            for b in basis:
+                v = v - (v @ b) * b
+            n = v.norm()
+            if n < 1e-8:
+                raise InputError("a composed direction is a combination of the ones before it")
+            basis.append(v / n)
+        vs = basis
+    total = sum(float(s) * v for s, v in zip(strengths, vs))
+    return total.reshape(vectors[0].shape).to(vectors[0].dtype)
+
+
+def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
+         t_edit: float | int | None = None, *, steps: int = DEFAULT_STEPS, seed: int = 0, eta_tail: float = 0.0,
+         mask: Tensor | None = None, null_rank: int = 5, orthogonalize: bool = False, inverted: bool = False,
+         progress=None) -> EditResult:
+    """Apply one direction, a transferred one, or a composition, to images in [-1, 1].
+
+    With ``inverted`` the input is already the state at ``t_edit``. With ``mask``, every
+    direction is re-projected off the null space of *this* image's Jacobian outside the mask,
+    which keeps a transferred edit local on a new image (one image at a time then).
+    """
+    pairs = list(directions)
+    if not pairs:
+        raise InputError("no direction to apply")
+    try:
+        strengths = [float(s) for _, s in pairs]
+    except (TypeError, ValueError) as e:
+        raise InputError(f"strengths must be numbers: {e}") from e
+    ts = {d.t for d, _ in pairs if isinstance(d, Direction) and d.t >= 0}
+    if t_edit is None:
+        if len(ts) != 1:
+            raise InputError("give t_edit, or directions that all carry the same edit timestep")
+        t = ts.pop()
+    else:
+        t = to_timestep(model, t_edit)
+        if ts and ts != {t}:
+            raise InputError(f"directions were found at timesteps {sorted(ts)} but the edit is at {t}")
+    dirs = [_check_direction(model, d, t) for d, _ in pairs]
+    x = _as_batch(model, images)
+    x_t = x if inverted else ddim.invert(model.denoiser, x, t, steps, progress=progress)
+    vectors = [d.vector.to(model.device, torch.float32) for d in dirs]
+    if mask is not None:
+        if x_t.shape[0] != 1:
+            raise InputError("a target mask applies to one image at a time")
+        m = check_mask(mask, (model.resolution, model.resolution)).to(model.device)
+        outside = (~m)[None].expand(model.channels, -1, -1)
+        lin = Linearization(pmp_fn(model, t), x_t[0])
+        (null_res,) = block_subspace_svd(lin, [outside], [null_rank], seed=seed)
+        vectors = list(project_out(torch.stack(vectors), null_res.Vh)) if null_res is not None else vectors
+    delta = compose(vectors, strengths, orthogonalize=orthogonalize)
+    x_edit = x_t + delta
+    g = torch.Generator().manual_seed(int(seed))
+    out = ddim.sample(model.denoiser, x_edit, t, steps, eta_tail=eta_tail, generator=g, progress=progress)
+    return EditResult(images=out, x_t=x_t, x_t_edited=x_edit, t=t)

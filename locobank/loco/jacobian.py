@@ -1,0 +1,247 @@
+"""Top singular vectors of a (masked) Jacobian by subspace iteration, without forming it.
+
+``J V`` comes from forward-mode AD (``torch.func.jvp`` under ``vmap``) and ``J^T U`` from one
+reverse-mode linearisation (``torch.func.vjp``) reused across iterations. Attention runs on
+PyTorch's math SDPA kernel while tangents flow, since the fused CPU kernels have no
+forward-mode formula.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+
+def math_attention():
+    """Context in which scaled_dot_product_attention uses its differentiable math path."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    except ImportError:  # pragma: no cover - older torch
+        return contextlib.nullcontext()
+
+
+class Linearization:
+    """``fn`` linearised at ``x``: batched ``J v`` and ``J^T u`` in chunks of at most ``chunk``."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 16):
+        self.fn = fn
+        self.x = x.detach()
+        self.chunk = max(1, int(chunk))
+        with math_attention():
+            out, self._vjp = torch.func.vjp(fn, self.x)
+        self.out = out.detach()
+        self.jvp_calls = 0
+        self.vjp_calls = 0
+
+    def _chunks(self, T: Tensor):
+        for i in range(0, T.shape[0], self.chunk):
+            yield T[i : i + self.chunk]
+
+    def jvp(self, V: Tensor) -> Tensor:
+        """``J v`` for each row of ``V`` (k, *x.shape) -> (k, *out.shape)."""
+        def one(v: Tensor) -> Tensor:
+            return torch.func.jvp(self.fn, (self.x,), (v,))[1]
+
+        outs = []
+        with math_attention():
+            for c in self._chunks(V):
+                outs.append(torch.func.vmap(one)(c).detach())
+        self.jvp_calls += V.shape[0]
+        return torch.cat(outs)
+
+    def vjp(self, U: Tensor) -> Tensor:
+        """``J^T u`` for each row of ``U`` (k, *out.shape) -> (k, *x.shape)."""
+        outs = []
+        with math_attention():
+            for c in self._chunks(U):
+                outs.append(torch.func.vmap(self._vjp)(c)[0].detach())
+        self.vjp_calls += U.shape[0]
+        return torch.cat(outs)
+
+
+@dataclass
+class SubspaceResult:
+    """Singular triplets of one masked Jacobian block plus how the iteration went."""
+
+    U: Tensor  # (r, *out.shape), unit rows (zero outside the mask)
+    S: Tensor  # (r,), descending
+    Vh: Tensor  # (r, D_in), unit rows
+    iterations: int
+    converged: bool
+    angle: float  # last change of the subspace, radians
+    history: list[float] = field(default_factory=list)
+
+
+def max_principal_angle(A: Tensor, B: Tensor) -> float:
+    """Largest principal angle (radians) between the row spaces of orthonormal ``A`` and ``B``.
+
+    Computed from the sine, ``||B - (B A^T) A||_2``, which stays accurate for tiny angles.
+    """
+    A = A.to(torch.float64)
+    B = B.to(torch.float64)
+    resid = B - (B @ A.T) @ A
+    s = torch.linalg.matrix_norm(resid, ord=2).clamp(max=1.0)
+    return float(torch.asin(s))
+
+
+def _orth_rows(W: Tensor) -> Tensor:
+    """Orthonormal rows spanning the rows of ``W`` (k, D)."""
+    Q, _ = torch.linalg.qr(W.T.to(torch.float64))
+    return Q.T.to(W.dtype)
+
+
+def _prepare_mask(mask: Tensor | None, out_shape: torch.Size, device) -> Tensor | None:
+    if mask is None:
+        return None
+    m = mask.to(device=device, dtype=torch.float32)
+    try:
+        m = torch.broadcast_to(m, out_shape)
+    except RuntimeError as e:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the output shape {tuple(out_shape)}") from e
+    return m
+
+
+def block_subspace_svd(
+    lin: Linearization,
+    masks: Sequence[Tensor | None],
+    ranks: Sequence[int],
+    *,
+    iters: int = 50,
+    tol: float = 1e-3,
+    oversample: int = 2,
+    seed: int = 0,
+) -> list[SubspaceResult]:
+    """Top singular triplets of ``P_m J`` for several masks at once, sharing one linearisation.
+
+    All blocks are pushed through the model in the same batched JVP/VJP calls. Each block
+    iterates ``V <- orth(J_M^T J_M V)`` with ``oversample`` extra vectors and a Rayleigh-Ritz
+    step, and stops when its top-``r`` subspace moves by less than ``tol`` radians.
+    """
+    x = lin.x
+    D = x.numel()
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    blocks = []
+    for mask, r in zip(masks, ranks):
+        if r <= 0:
+            blocks.append(None)
+            continue
+        m = min(D, r + max(0, oversample))
+        V0 = torch.randn(m, D, generator=g, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+        blocks.append({"r": r, "mask": _prepare_mask(mask, lin.out.shape, x.device), "V": _orth_rows(V0),
+                       "prev": None, "done": False, "it": 0, "angle": math.inf, "hist": []})
+    active = [b for b in blocks if b is not None]
+    for _ in range(iters):
+        live = [b for b in active if not b["done"]]
+        if not live:
+            break
+        Y = lin.jvp(torch.cat([b["V"] for b in live]).reshape(-1, *x.shape))
+        back = []
+        pos = 0
+        for b in live:
+            k = b["V"].shape[0]
+            Yb = Y[pos : pos + k]
+            pos += k
+            if b["mask"] is not None:
+                Yb = Yb * b["mask"]
+            _ritz(b, Yb)
+            b["it"] += 1
+            if b["prev"] is not None:
+                b["angle"] = max_principal_angle(b["prev"], b["top"])
+                b["hist"].append(b["angle"])
+                if b["angle"] < tol:
+                    b["done"] = True
+                    continue
+            b["prev"] = b["top"]
+            back.append((b, Yb))
+        if back:
+            W = lin.vjp(torch.cat([Yb for _, Yb in back]))
+            pos = 0
+            for b, Yb in back:
+                k = Yb.shape[0]
+                b["V"] = _orth_rows(W[pos : pos + k].reshape(k, -1))
+                pos += k
+    # Blocks that ran out of iterations still hold Ritz vectors of their last V; refresh them.
+    stale = [b for b in active if not b["done"] and b.get("ritz_of") is not b["V"]]
+    if stale:
+        Y = lin.jvp(torch.cat([b["V"] for b in stale]).reshape(-1, *x.shape))
+        pos = 0
+        for b in stale:
+            k = b["V"].shape[0]
+            Yb = Y[pos : pos + k]
+            pos += k
+            _ritz(b, Yb * b["mask"] if b["mask"] is not None else Yb)
+    results = []
+    for b in blocks:
+        if b is None:
+            results.append(None)
+            continue
+        r = b["r"]
+        results.append(SubspaceResult(U=b["U"][:r], S=b["S"][:r], Vh=b["top"], iterations=b["it"],
+                                      converged=b["done"], angle=float(b["angle"]), history=b["hist"]))
+    return results
+
+
+def _ritz(b: dict, Yb: Tensor) -> None:
+    """Rayleigh-Ritz on the block: rotate V so that (P_M J) V has orthogonal columns."""
+    k = Yb.shape[0]
+    Ymat = Yb.reshape(k, -1).to(torch.float64)  # rows are (P_M J) v_i
+    Uy, S, Qh = torch.linalg.svd(Ymat.T, full_matrices=False)  # Ymat.T = Uy diag(S) Qh
+    V = b["V"].to(torch.float64)
+    Vr = Qh @ V  # rows: rotated right vectors, by descending S
+    r = b["r"]
+    dt = b["V"].dtype
+    b["top"] = Vr[:r].to(dt)
+    b["S"] = S.to(dt)
+    b["U"] = Uy.T.reshape(k, *Yb.shape[1:]).to(dt)
+    b["ritz_of"] = b["V"]
+
+
+def jacobian_svd(
+    fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    rank: int,
+    *,
+    mask: Tensor | None = None,
+    iters: int = 50,
+    tol: float = 1e-3,
+    chunk: int = 16,
+    oversample: int = 2,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-``rank`` SVD of the Jacobian of ``fn`` at ``x``, restricted to outputs where ``mask``.
+
+    Returns ``(U, S, Vh)``: ``U`` (rank, *out.shape), ``S`` (rank,) descending, and ``Vh``
+    (rank, x.numel()) whose rows are the unit right singular vectors. J is never formed.
+    """
+    if rank < 1:
+        raise ValueError("rank must be at least 1")
+    lin = Linearization(fn, x, chunk=chunk)
+    (res,) = block_subspace_svd(lin, [mask], [rank], iters=iters, tol=tol, oversample=oversample, seed=seed)
+    return res.U, res.S, res.Vh
+
+
+def project_out(V: Tensor, N: Tensor) -> Tensor:
+    """Remove from each row of ``V`` its component in the span of the orthonormal rows of ``N``,
+    then renormalise: ``v <- (v - N^T (N v)) / ||.||``. Never forms a D x D projector."""
+    Vf = V.reshape(V.shape[0], -1)
+    if N is None or N.numel() == 0:
+        P = Vf
+    else:
+        Nf = N.reshape(N.shape[0], -1).to(Vf.dtype)
+        P = Vf - (Vf @ Nf.T) @ Nf
+    norms = P.norm(dim=1, keepdim=True)
+    if (norms < 1e-12).any():
+        raise ValueError("a direction lies entirely in the null basis; nothing is left after projection")
+    return (P / norms).reshape(V.shape)
+
+
+__all__ = ["Linearization", "SubspaceResult", "block_subspace_svd", "jacobian_svd", "max_principal_angle",
+           "math_attention", "project_out"]

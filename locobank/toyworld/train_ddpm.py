@@ -1,0 +1,119 @@
+"""Training of the toy DDPM: a small diffusers UNet2DModel on procedural faces."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import faces
+from .trainstate import ema_update, load_state, save_state
+
+log = logging.getLogger(__name__)
+
+UNET_CONFIG = dict(
+    sample_size=32,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(32, 64, 64),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+    attention_head_dim=32,
+)
+
+
+def training_images(n: int, seed: int = 0, cache: Path | None = None) -> np.ndarray:
+    """``n`` training faces as uint8 N x 32 x 32 x 3, cached as .npy since rendering takes a while."""
+    if cache is not None and cache.exists():
+        arr = np.load(cache)
+        if arr.shape[0] == n:
+            return arr
+    arr = np.stack([faces.face(seed + i).image for i in range(n)])
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, arr)
+    return arr
+
+
+def train_ddpm(
+    out_dir: Path,
+    state_path: Path,
+    *,
+    steps: int = 20000,
+    batch_size: int = 32,
+    lr: float = 2e-4,
+    n_faces: int = 20000,
+    seed: int = 0,
+    device: str | None = None,
+    resume: bool = True,
+    save_every: int = 500,
+    export_every: int = 2000,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Train (or resume) the toy DDPM up to ``steps`` optimiser steps; export EMA weights to ``out_dir``."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    model = UNet2DModel(**UNET_CONFIG).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    meta = {"step": 0, "seconds": 0.0, "seed": seed, "batch_size": batch_size, "lr": lr, "hardware": []}
+    if resume and Path(state_path).exists():
+        meta = load_state(Path(state_path), model, ema, opt)
+        log.info("resumed at step %d", meta["step"])
+    data = torch.from_numpy(training_images(n_faces, 0, Path(state_path).with_name("faces-%d.npy" % n_faces)))
+    data = data.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    hw = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
+    if hw not in meta["hardware"]:
+        meta["hardware"].append(hw)
+    gen = torch.Generator().manual_seed(seed * 100003 + meta["step"])
+    acp = sched.alphas_cumprod.to(device)
+    t0 = time.time()
+    step = meta["step"]
+    model.train()
+
+    def export() -> None:
+        pipe = DDPMPipeline(unet=ema, scheduler=sched)
+        pipe.save_pretrained(out_dir)
+        (Path(out_dir) / "training.json").write_text(json.dumps({k: meta[k] for k in ("step", "seconds", "batch_size", "lr", "hardware", "seed")}, indent=2))
+
+    while step < steps:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
+        x0 = data[idx]
+        flip = torch.rand(batch_size, generator=gen) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        t = torch.randint(0, 1000, (batch_size,), generator=gen).to(device)
+        a = acp[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        warm = min(1.0, (step + 1) / 500)
+        for g in opt.param_groups:
+            g["lr"] = lr * warm
+        loss = torch.nn.functional.mse_loss(model(xt, t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema_update(ema, model, step, 0.999)
+        if on_step is not None:
+            on_step(step, float(loss))
+        if step % save_every == 0 or step == steps:
+            meta["step"] = step
+            meta["seconds"] = meta.get("seconds", 0.0) + (time.time() - t0)
+            t0 = time.time()
+            meta.pop("opt_step", None)
+            save_state(Path(state_path), model, ema, opt, meta)
+        if step % export_every == 0 or step == steps:
+            export()
+    return meta

@@ -1,0 +1,182 @@
+"""find_directions, DDIM inversion/sampling and edits on a tiny random model saved like a Hub model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from locobank import engine
+from locobank.errors import FingerprintMismatch, InputError, ModelLoadError
+from locobank.images import load_image, load_mask
+from locobank.loco import ddim
+from locobank.loco.denoiser import Denoiser
+from locobank.models import load_model
+from tiny import save_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = save_tiny_pipeline(tmp_path_factory.mktemp("m") / "tiny-ddpm", size=16)
+    return load_model(folder, device="cpu")
+
+
+@pytest.fixture()
+def image():
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(3, 16, 16, generator=g) * 2 - 1
+
+
+@pytest.fixture()
+def mask():
+    m = torch.zeros(16, 16, dtype=torch.bool)
+    m[9:13, 4:12] = True
+    return m
+
+
+def test_loader_reads_pipeline_and_unet_folders(tmp_path, model):
+    assert model.resolution == 16 and model.channels == 3
+    assert len(model.fingerprint) == 16
+    again = load_model(tmp_path.parent / "m0" / "tiny-ddpm") if (tmp_path.parent / "m0").exists() else None
+    # The UNet-folder layout (config.json + scheduler_config.json side by side) loads too.
+    model.unet.save_pretrained(tmp_path / "flat")
+    model.scheduler.save_pretrained(tmp_path / "flat")
+    flat = load_model(tmp_path / "flat")
+    assert flat.resolution == 16
+    assert again is None or again.fingerprint == model.fingerprint
+
+
+def test_fingerprint_is_stable_and_tracks_weights(tmp_path):
+    a = load_model(save_tiny_pipeline(tmp_path / "a" / "same", size=8, seed=0))
+    b = load_model(save_tiny_pipeline(tmp_path / "b" / "same", size=8, seed=0))
+    c = load_model(save_tiny_pipeline(tmp_path / "c" / "same", size=8, seed=1))
+    assert a.fingerprint == b.fingerprint  # same name, weights and configs, different place
+    assert a.fingerprint != c.fingerprint  # other weights
+
+
+def test_loader_errors_are_clear(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model("./no/such/folder")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError):
+        load_model(tmp_path / "empty")
+    with pytest.raises(ModelLoadError, match="fp16"):
+        load_model(tmp_path / "empty", dtype="fp16", device="cpu")
+
+
+def test_inversion_is_exact_for_a_state_independent_noise_field():
+    torch.manual_seed(0)
+    field = torch.randn(1, 3, 8, 8)
+    den = Denoiser(net=lambda x, t: field.expand_as(x), alphas_cumprod=torch.linspace(0.9999, 0.01, 1000, dtype=torch.float64))
+    x0 = torch.rand(2, 3, 8, 8) * 2 - 1
+    xt = ddim.invert(den, x0, 600, 10)
+    torch.testing.assert_close(ddim.sample(den, xt, 600, 10), x0, rtol=1e-4, atol=1e-4)
+
+
+def test_inversion_then_sampling_reconstructs_on_the_tiny_model(model, image):
+    def psnr(steps):
+        xt = engine.invert(model, image, 0.6, steps)
+        mse = (engine.sample(model, xt, 0.6, steps) - image).pow(2).mean()
+        return float(10 * torch.log10(4 / mse))
+
+    # A random UNet is far rougher than a trained one; it still reconstructs, better with more steps.
+    coarse, fine = psnr(20), psnr(100)
+    assert fine >= 20.0
+    assert fine > coarse + 5
+
+
+def test_find_directions_returns_unit_local_directions(model, image, mask):
+    xt = engine.invert(model, image, 0.6, 10)
+    d = engine.find_directions(model, xt, 0.6, mask, rank=3, null_rank=3)
+    assert d.vectors.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(d.vectors.flatten(1).norm(dim=1), torch.ones(3))
+    assert torch.all(d.singular_values[:-1] >= d.singular_values[1:])
+    diag = d.diagnostics
+    assert diag["iterations"] >= 2 and diag["seconds"] > 0
+    assert len(diag["outside_residual"]) == 3 and all(0 <= r <= 1 for r in diag["outside_residual"])
+    assert d.t == 600 and d.fingerprint == model.fingerprint
+
+
+def test_null_space_projection_reduces_change_outside_the_mask(model, image, mask):
+    xt = engine.invert(model, image, 0.6, 10)
+    plain = engine.find_directions(model, xt, 0.6, mask, rank=2, null_rank=0)
+    local = engine.find_directions(model, xt, 0.6, mask, rank=2, null_rank=6)
+    assert local.diagnostics["outside_residual"][0] < plain.diagnostics["outside_residual"][0]
+
+
+def test_edit_is_deterministic_with_a_seed(model, image, mask):
+    xt = engine.invert(model, image, 0.6, 10)
+    d = engine.find_directions(model, xt, 0.6, mask, rank=1, null_rank=2)
+    a = engine.edit(model, image, [(d[0], 4.0)], steps=10, seed=7, eta_tail=1.0)
+    b = engine.edit(model, image, [(d[0], 4.0)], steps=10, seed=7, eta_tail=1.0)
+    c = engine.edit(model, image, [(d[0], 4.0)], steps=10, seed=8, eta_tail=1.0)
+    assert torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_transfer_compose_and_zero_strength(model, image, mask):
+    other = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    d = engine.find_directions(model, engine.invert(model, image, 0.6, 10), 0.6, mask, rank=2, null_rank=2)
+    solo = engine.edit(model, other, [(d[0], 3.0)], steps=10)
+    with_zero = engine.edit(model, other, [(d[0], 3.0), (d[1], 0.0)], steps=10)
+    torch.testing.assert_close(solo.images, with_zero.images)
+    both = engine.edit(model, other, [(d[0], 3.0), (d[1], 3.0)], steps=10)
+    torch.testing.assert_close(both.x_t_edited - both.x_t, 3.0 * (d.vectors[0] + d.vectors[1])[None])
+    local = engine.edit(model, other, [(d[0], 3.0)], steps=10, mask=mask, null_rank=2)
+    assert local.images.shape == (1, 3, 16, 16)
+    ortho = engine.edit(model, other, [(d[0], 1.0), (d.vectors[0] * 0.5 + d.vectors[1] * 0.5, 1.0)], steps=10, orthogonalize=True)
+    assert ortho.images.shape == (1, 3, 16, 16)
+
+
+def test_bad_masks_are_refused_clearly(model, image):
+    xt = engine.invert(model, image, 0.6, 5)
+    with pytest.raises(InputError, match="empty"):
+        engine.find_directions(model, xt, 0.6, torch.zeros(16, 16, dtype=torch.bool))
+    with pytest.raises(InputError, match="whole image"):
+        engine.find_directions(model, xt, 0.6, torch.ones(16, 16, dtype=torch.bool))
+    with pytest.raises(InputError, match="8x8 but the image is 16x16"):
+        engine.find_directions(model, xt, 0.6, torch.ones(8, 8, dtype=torch.bool))
+
+
+def test_bad_images_and_directions_are_refused_clearly(model, image, mask):
+    with pytest.raises(InputError, match="channels"):
+        engine.invert(model, image[:1], 0.6, 5)
+    with pytest.raises(InputError, match="resize"):
+        engine.invert(model, torch.zeros(3, 32, 32), 0.6, 5)
+    foreign = engine.Direction(torch.randn(3, 16, 16), 600, fingerprint="0123456789abcdef")
+    with pytest.raises(FingerprintMismatch, match="fingerprint"):
+        engine.edit(model, image, [(foreign, 1.0)])
+    wrong_res = engine.Direction(torch.randn(3, 32, 32), 600, fingerprint=model.fingerprint)
+    with pytest.raises(FingerprintMismatch, match="resolution"):
+        engine.edit(model, image, [(wrong_res, 1.0)])
+    ok = engine.Direction(torch.randn(3, 16, 16), 600, fingerprint=model.fingerprint)
+    with pytest.raises(InputError, match="numbers"):
+        engine.edit(model, image, [(ok, "strong")])
+    with pytest.raises(InputError, match="t_edit"):
+        engine.to_timestep(model, 1.5)
+
+
+def test_image_files_give_clear_errors(tmp_path):
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "gray.png")
+    Image.fromarray(np.zeros((16, 16, 4), np.uint8)).save(tmp_path / "rgba.png")
+    noise = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "ok.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8) + 255).save(tmp_path / "small_mask.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="1 channel"):
+        load_image(tmp_path / "gray.png", 16)
+    with pytest.raises(InputError, match="4 channels"):
+        load_image(tmp_path / "rgba.png", 16)
+    with pytest.raises(InputError, match="not an image"):
+        load_image(tmp_path / "junk.png", 16)
+    with pytest.raises(InputError, match="truncated"):
+        load_image(tmp_path / "cut.png", 16)
+    with pytest.raises(InputError, match="--resize"):
+        load_image(tmp_path / "ok.png", 32)
+    assert load_image(tmp_path / "ok.png", 32, resize=True).shape == (3, 32, 32)
+    with pytest.raises(InputError, match="--resize"):
+        load_mask(tmp_path / "small_mask.png", 16)
+    assert load_mask(tmp_path / "small_mask.png", 16, resize=True).all()

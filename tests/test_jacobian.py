@@ -1,0 +1,110 @@
+"""jacobian_svd and the null-space projection against a dense oracle on a tiny attention UNet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from locobank.loco.jacobian import (Linearization, block_subspace_svd, jacobian_svd, math_attention,
+                                    max_principal_angle, project_out)
+from tiny import tiny_unet
+
+
+@pytest.fixture(scope="module")
+def problem():
+    torch.manual_seed(1)
+    unet = tiny_unet(8)
+    # The PMP at t=600 has the same Jacobian structure as the model: fn is any differentiable map.
+    fn = lambda z: unet(z[None], torch.tensor([600])).sample[0]  # noqa: E731
+    x = torch.randn(3, 8, 8)
+    with math_attention():
+        J = torch.autograd.functional.jacobian(fn, x).reshape(192, 192)
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[:, 2:5, 3:7] = True
+    return fn, x, J, mask
+
+
+def _dense_masked(J, mask):
+    if mask is None:
+        return J
+    return J * mask.expand(3, 8, 8).reshape(-1, 1).float()
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_jacobian_svd_matches_dense_oracle(problem, masked):
+    fn, x, J, mask = problem
+    m = mask if masked else None
+    _, S0, Vh0 = torch.linalg.svd(_dense_masked(J, m))
+    U, S, Vh = jacobian_svd(fn, x, 3, mask=m, tol=1e-4, iters=100)
+    assert Vh.shape == (3, 192)
+    assert max_principal_angle(Vh0[:3], Vh) < 1e-2
+    torch.testing.assert_close(S, S0[:3], rtol=1e-3, atol=1e-5)
+    assert torch.all(S[:-1] >= S[1:])
+    torch.testing.assert_close(Vh.norm(dim=1), torch.ones(3), rtol=1e-5, atol=1e-5)
+    # U is the left singular vector: J_M v = s u.
+    Jm = _dense_masked(J, m)
+    for i in range(3):
+        torch.testing.assert_close(Jm @ Vh[i], S[i] * U[i].reshape(-1), rtol=1e-2, atol=1e-3)
+
+
+def test_masked_left_vectors_vanish_outside_mask(problem):
+    fn, x, _, mask = problem
+    U, _, _ = jacobian_svd(fn, x, 2, mask=mask, tol=1e-4)
+    assert U[:, ~mask.expand(3, 8, 8)].abs().max() < 1e-12
+
+
+def test_convergence_is_judged_by_subspace_angle(problem):
+    fn, x, _, mask = problem
+    lin = Linearization(fn, x)
+    (res,) = block_subspace_svd(lin, [mask], [3], tol=1e-3, iters=200)
+    assert res.converged
+    assert res.angle < 1e-3
+    assert res.history[-1] == res.angle
+    (loose,) = block_subspace_svd(lin, [mask], [3], tol=1e-1, iters=200)
+    assert loose.iterations < res.iterations
+
+
+def test_chunking_gives_the_same_answer(problem):
+    fn, x, _, mask = problem
+    _, S1, V1 = jacobian_svd(fn, x, 3, mask=mask, chunk=1, tol=1e-5, iters=100)
+    _, S2, V2 = jacobian_svd(fn, x, 3, mask=mask, chunk=64, tol=1e-5, iters=100)
+    assert max_principal_angle(V1, V2) < 1e-3
+    torch.testing.assert_close(S1, S2, rtol=1e-4, atol=1e-6)
+
+
+def test_two_blocks_share_one_linearisation_and_match_separate_runs(problem):
+    fn, x, J, mask = problem
+    inside = mask.expand(3, 8, 8)
+    lin = Linearization(fn, x)
+    a, b = block_subspace_svd(lin, [inside, ~inside], [3, 4], tol=1e-4, iters=150)
+    _, _, Va = torch.linalg.svd(_dense_masked(J, mask))
+    _, _, Vb = torch.linalg.svd(J * (~inside).reshape(-1, 1).float())
+    assert max_principal_angle(Va[:3], a.Vh) < 1e-2
+    assert max_principal_angle(Vb[:4], b.Vh) < 1e-2
+
+
+def test_null_space_projection_is_orthogonal_without_dense_projector():
+    torch.manual_seed(0)
+    D = 3 * 64 * 64
+    N, _ = torch.linalg.qr(torch.randn(D, 5))
+    N = N.T.contiguous()  # 5 orthonormal rows
+    V = torch.randn(4, D)
+    P = project_out(V, N)
+    assert (P @ N.T).abs().max() < 1e-5
+    torch.testing.assert_close(P.norm(dim=1), torch.ones(4))
+    # Projection keeps what was already orthogonal.
+    w = torch.randn(D)
+    w = w - N.T @ (N @ w)
+    torch.testing.assert_close(project_out(w[None], N)[0], w / w.norm(), rtol=1e-5, atol=1e-6)
+
+
+def test_projection_refuses_a_direction_inside_the_null_basis():
+    N = torch.eye(6)[:2]
+    with pytest.raises(ValueError, match="null basis"):
+        project_out(N[:1].clone(), N)
+
+
+def test_rank_must_be_positive(problem):
+    fn, x, _, _ = problem
+    with pytest.raises(ValueError):
+        jacobian_svd(fn, x, 0)
