@@ -42,6 +42,20 @@ class LazyGroup(click.Group):
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "toy": ("cli.toy", "toy", "Make toy faces and train the toy models."),
     "directions": ("cli.directions", "directions", "Find LOCO directions on one image and preview them."),
+    "harvest": ("cli.harvest", "harvest", "Harvest directions from many images and masks into the catalog."),
+    "index": ("cli.index", "index", "Build or inspect the FAISS search index."),
+    "search": ("cli.search", "search", "Find directions by text."),
+    "label": ("cli.search", "label", "Name directions from a vocabulary."),
+    "apply": ("cli.apply", "apply", "Apply catalog directions to your images."),
+    "demo": ("cli.demo", "demo", "Run the whole pipeline on the toy world."),
+    "sheet": ("cli.show", "sheet", "Draw a contact sheet of directions."),
+    "gallery": ("cli.show", "gallery", "Write a static HTML gallery of the catalog."),
+    "db": ("cli.db", "db", "Create or migrate the catalog."),
+    "list": ("cli.browse", "list_cmd", "List the directions in the catalog."),
+    "show": ("cli.browse", "show_cmd", "Show one direction and its provenance."),
+    "stats": ("cli.browse", "stats_cmd", "Count jobs and directions in the catalog."),
+    "export": ("cli.browse", "export_cmd", "Write directions to a safetensors pack."),
+    "import": ("cli.browse", "import_cmd", "Add the directions of a pack to the catalog."),
 }
 
 

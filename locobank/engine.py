@@ -115,13 +115,17 @@ def pmp_fn(model: LoadedModel, t: int):
 
 
 def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tensor, rank: int = 5,
-                    null_rank: int = 5, *, iters: int = 50, tol: float = 1e-3, chunk: int = 16, seed: int = 0
-                    ) -> Directions:
+                    null_rank: int = 5, *, iters: int = 50, tol: float = 1e-3, null_tol: float = 1e-2,
+                    chunk: int = 16, seed: int = 0, constrained: bool = False) -> Directions:
     """Unsupervised LOCO directions for one image at the edit time.
 
     The top-``rank`` right singular vectors of the PMP Jacobian restricted to ``mask`` are
     projected off the top-``null_rank`` right singular vectors of the Jacobian outside it.
-    Both bases come from one shared linearisation and batched JVP/VJP calls.
+    Both bases come from one shared linearisation and batched JVP/VJP calls. With
+    ``constrained``, the edit basis is instead the top singular vectors of ``J_M (I - N^T N)``:
+    the strongest in-mask directions among those already orthogonal to the null basis. The null
+    basis only has to span the outside's dominant directions, so it stops at the looser
+    ``null_tol``.
     """
     tt = to_timestep(model, t)
     x = _as_batch(model, x_te, "x_te")
@@ -137,7 +141,13 @@ def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tens
     outside = ~inside
     start = time.perf_counter()
     lin = Linearization(pmp_fn(model, tt), x, chunk=chunk)
-    edit_res, null_res = block_subspace_svd(lin, [inside, outside], [rank, null_rank], iters=iters, tol=tol, seed=seed)
+    if constrained and null_rank > 0:
+        (null_res,) = block_subspace_svd(lin, [outside], [null_rank], iters=iters, tol=null_tol, seed=seed + 1)
+        (edit_res,) = block_subspace_svd(lin, [inside], [rank], iters=iters, tol=tol, seed=seed,
+                                         constraints=[null_res.Vh])
+    else:
+        edit_res, null_res = block_subspace_svd(lin, [inside, outside], [rank, null_rank], iters=iters,
+                                                tol=[tol, max(tol, null_tol)], seed=seed)
     V = edit_res.Vh
     if null_res is not None:
         V = project_out(V, null_res.Vh)

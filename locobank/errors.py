@@ -39,3 +39,11 @@ class IntegrityError(CatalogError):
 
 class PackError(IntegrityError, InputError):
     """A direction pack file that is not a valid, untampered locobank safetensors pack."""
+
+
+class SearchIndexError(LocobankError):
+    """The FAISS search index cannot be built, read or searched as asked."""
+
+
+class IndexMissing(SearchIndexError):
+    """No search index has been built for this CLIP model yet; ``locobank index build`` makes one."""

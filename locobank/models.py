@@ -42,6 +42,7 @@ class LoadedModel:
     dtype: torch.dtype
     kind: str = "pixel"
     defaults: dict = field(default_factory=dict)
+    source: str = ""  # what to pass to load_model to get this model again (Hub id or absolute folder)
 
     def info(self) -> dict:
         """Plain description for catalogs and logs."""
@@ -50,10 +51,15 @@ class LoadedModel:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else CUDA when present, else CPU."""
+    """``device`` if given, else CUDA when present (``cuda:$LOCAL_RANK`` under torchrun), else CPU."""
+    import os
+
     if device:
         return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    rank = os.environ.get("LOCAL_RANK")
+    return torch.device(f"cuda:{int(rank) % torch.cuda.device_count()}" if rank is not None else "cuda")
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -159,7 +165,8 @@ def load_model(source: str | Path, *, device: str | None = None, dtype: str | to
     res = int(res[0] if isinstance(res, (list, tuple)) else res)
     return LoadedModel(unet=unet, scheduler=sched, denoiser=den, model_id=model_id, revision=rev,
                        fingerprint=fingerprint(model_id, rev, cfg_hash), resolution=res,
-                       channels=int(unet.config.in_channels), device=dev, dtype=dt, defaults=defaults)
+                       channels=int(unet.config.in_channels), device=dev, dtype=dt, defaults=defaults,
+                       source=str(path.resolve()) if local else str(source))
 
 
 def _hub_commit(repo_id: str) -> str | None:

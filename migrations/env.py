@@ -39,10 +39,20 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+MIGRATION_LOCK = 0x10C0BA4C  # any constant; the same in every locobank process
+
+
 def _run(connection: Connection) -> None:
-    """Run the migrations on one connection, in one transaction."""
+    """Run the migrations on one connection, one migrator at a time.
+
+    Workers that all start with ``Catalog.open(url, upgrade=True)`` queue here; the first migrates,
+    the others then find the schema at head and do nothing. On SQLite, ``BEGIN IMMEDIATE`` (set by
+    ``upgrade``) gives the same queueing.
+    """
     _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         context.run_migrations()
 
 
@@ -54,7 +64,7 @@ def run_online() -> None:
         return
     engine = make_engine(_url(), foreign_keys=False)
     try:
-        with engine.connect() as conn:
+        with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
             _run(conn)
             conn.commit()
     finally:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
@@ -42,9 +42,19 @@ def safe_url(url: str) -> str:
         return "<unparseable URL>"
 
 
+def parse_url(url: str) -> URL:
+    """A SQLAlchemy URL, or a ``CatalogError`` that shows what was given."""
+    try:
+        return make_url(url)
+    except ArgumentError as e:
+        raise CatalogError(
+            f"not a database URL: {url!r} (expected e.g. sqlite:///catalog.db or postgresql+psycopg://user@host/db)"
+        ) from e
+
+
 def sqlite_file(url: str) -> Path | None:
     """The database file of a file-backed SQLite URL, or None (memory, other backends)."""
-    u = make_url(url)
+    u = parse_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.database.startswith("file:"):
         return None
     return Path(u.database)
@@ -52,10 +62,7 @@ def sqlite_file(url: str) -> Path | None:
 
 def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     """An engine tuned per backend: SQLite gets WAL, a busy timeout, foreign keys and explicit BEGINs."""
-    try:
-        u = make_url(url)
-    except ArgumentError as e:
-        raise CatalogError(f"not a database URL: {url!r}") from e
+    u = parse_url(url)
     backend = u.get_backend_name()
     if backend == "postgresql" and u.drivername == "postgresql":
         u = u.set(drivername="postgresql+psycopg")  # the driver we ship, not psycopg2
@@ -148,7 +155,7 @@ def upgrade(url: str | None = None, *, engine: Engine | None = None) -> str:
     # Foreign keys off while migrating: SQLite batch migrations copy tables that others reference.
     eng = engine if engine is not None else make_engine(url, foreign_keys=False)
     try:
-        with eng.connect() as conn:
+        with eng.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:  # one migrator at a time
             command.upgrade(_alembic_config(url, conn), "head")
             conn.commit()
     except SQLAlchemyError as e:
@@ -170,6 +177,4 @@ def check_schema(engine: Engine, url: str) -> None:
     head = head_revision()
     if current != head:
         state = "is empty" if current is None else f"is at revision {current}, the code needs {head}"
-        raise SchemaOutOfDate(
-            f"the catalog at {safe_url(url)} {state}; run `locobank db upgrade --db {safe_url(url)}`"
-        )
+        raise SchemaOutOfDate(f"the catalog at {safe_url(url)} {state}; run `locobank db upgrade --db {safe_url(url)}`")

@@ -146,3 +146,52 @@ class NewDirection:
     t_edit_frac: float
     null_rank: int
     diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewEffect:
+    """An effect embedding to store: what ``locobank.embed`` measured for one direction and CLIP model.
+
+    ``vector`` is any float array-like of shape (dim,); the store L2-normalises it. ``consistency`` is
+    the mean cosine between per-image effects (None when only one image was rendered).
+    """
+
+    direction_id: int
+    clip_id: str
+    vector: Any
+    consistency: float | None
+    n_images: int
+    strength: float
+
+
+@dataclass(frozen=True)
+class EffectRecord(_Record):
+    """A stored effect embedding; ``id`` is its sequence number (larger means stored later)."""
+
+    id: int
+    direction_id: int
+    clip_id: str
+    dim: int
+    vector: Any = field(compare=False, repr=False)  # read-only float32 numpy array, unit norm
+    consistency: float | None
+    n_images: int
+    strength: float
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; the vector as a list of floats."""
+        out = super().to_dict()
+        out["vector"] = [float(x) for x in self.vector]
+        return out
+
+
+@dataclass(frozen=True)
+class EffectsState:
+    """What a search index for one CLIP model depends on; ``token`` changes whenever that changes."""
+
+    clip_id: str
+    dim: int | None  # None until the first effect for this CLIP model is stored
+    live: int  # live directions with an effect for this CLIP model
+    deleted: int  # deleted directions that still have one
+    last_seq: int  # the largest effect id (0 when none): ``effects_for(since_id=...)`` continues from it
+    token: str

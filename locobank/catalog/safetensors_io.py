@@ -13,8 +13,9 @@ import json
 import math
 import struct
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from locobank.errors import InputError, IntegrityError
 
@@ -86,7 +87,9 @@ def encode(tensors: Sequence[tuple[str, RawTensor]], metadata: Mapping[str, str]
     return b"".join([struct.pack("<Q", len(text)), text, *(raw.data for _, raw in tensors)])
 
 
-def decode(blob: bytes, what: str = "blob", error: type[IntegrityError] = IntegrityError) -> tuple[dict[str, str], dict[str, RawTensor]]:
+def decode(
+    blob: bytes, what: str = "blob", error: type[IntegrityError] = IntegrityError
+) -> tuple[dict[str, str], dict[str, RawTensor]]:
     """Parse safetensors bytes strictly, raising ``error`` for anything malformed or truncated."""
     if len(blob) < 8:
         raise error(f"{what} is not a safetensors file: only {len(blob)} bytes")
@@ -100,7 +103,9 @@ def decode(blob: bytes, what: str = "blob", error: type[IntegrityError] = Integr
     if not isinstance(header, dict):
         raise error(f"{what} is not a safetensors file: header is not a JSON object")
     metadata = header.pop("__metadata__", {}) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
         raise error(f"{what} has malformed metadata: it must map strings to strings")
     buffer = memoryview(blob)[8 + n :]
     entries = []
@@ -125,7 +130,9 @@ def decode(blob: bytes, what: str = "blob", error: type[IntegrityError] = Integr
             raise error(f"{what}: tensor {name!r} overlaps another or leaves a gap")
         position = end
     if position != len(buffer):
-        raise error(f"{what} is truncated or has trailing bytes: data is {len(buffer)} bytes, header describes {position}")
+        raise error(
+            f"{what} is truncated or has trailing bytes: data is {len(buffer)} bytes, header describes {position}"
+        )
     tensors = {name: RawTensor(dtype, shape, bytes(buffer[b:e])) for b, e, name, dtype, shape in entries}
     return metadata, tensors
 

@@ -164,3 +164,36 @@ class Direction(Base):
     label_sign: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Effect(Base):
+    """What a direction visibly does, as seen by one CLIP model: the vector the search index holds.
+
+    ``id`` doubles as a sequence number: a new or replaced effect always gets a larger one, so an
+    index can ask for what changed since it was built (``Catalog.effects_for(..., since_id=...)``).
+    """
+
+    __tablename__ = "effects"
+    # (clip_id, direction_id): the one index serves uniqueness, upserts and per-clip scans.
+    __table_args__ = (UniqueConstraint("clip_id", "direction_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    direction_id: Mapped[int] = mapped_column(ForeignKey("directions.id"))
+    clip_id: Mapped[str] = mapped_column(String(256))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    consistency: Mapped[float | None] = mapped_column(Float)
+    n_images: Mapped[int] = mapped_column(Integer)
+    strength: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Preview(Base):
+    """A small PNG strip of a direction applied at -strength, 0 and +strength (gallery, contact sheets)."""
+
+    __tablename__ = "previews"
+
+    direction_id: Mapped[int] = mapped_column(ForeignKey("directions.id"), primary_key=True, autoincrement=False)
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    strength: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -48,12 +48,15 @@ def sample(
     eta_tail: float = 0.0,
     tail_below: float = 0.2,
     generator: torch.Generator | None = None,
+    clip_x0: bool = False,
     progress=None,
 ) -> Tensor:
     """DDIM sampling from ``x_t`` at ``t_start`` to the clean image.
 
     Steps whose target time lies below ``tail_below * T`` use ``eta = eta_tail``; the LOCO
     reference uses eta = 1 there. Noise comes from ``generator`` so results are seeded.
+    ``clip_x0`` clamps the predicted clean image to [-1, 1] (and re-derives the noise), as
+    samplers do when generating from pure noise; edits leave it off so inversion stays exact.
     """
     ts = timesteps_to(t_start, steps)
     tail_t = tail_below * den.num_timesteps
@@ -63,6 +66,9 @@ def sample(
         prev = ts[i - 1] if i > 0 else None
         eps, x0_hat = den.eps_and_x0(x, t)
         a, a_prev = den.abar(t), den.abar(prev)
+        if clip_x0:
+            x0_hat = x0_hat.clamp(-1, 1)
+            eps = (x - a.sqrt().item() * x0_hat) / (1 - a).sqrt().item()
         eta = eta_tail if (prev if prev is not None else 0) < tail_t else 0.0
         sigma = 0.0
         if eta > 0 and prev is not None:

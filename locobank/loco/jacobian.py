@@ -115,28 +115,48 @@ def block_subspace_svd(
     ranks: Sequence[int],
     *,
     iters: int = 50,
-    tol: float = 1e-3,
+    tol: float | Sequence[float] = 1e-3,
     oversample: int = 2,
     seed: int = 0,
+    constraints: Sequence[Tensor | None] | None = None,
+    method: str = "krylov",
+    max_basis: int | None = None,
 ) -> list[SubspaceResult]:
     """Top singular triplets of ``P_m J`` for several masks at once, sharing one linearisation.
 
-    All blocks are pushed through the model in the same batched JVP/VJP calls. Each block
-    iterates ``V <- orth(J_M^T J_M V)`` with ``oversample`` extra vectors and a Rayleigh-Ritz
-    step, and stops when its top-``r`` subspace moves by less than ``tol`` radians.
+    All blocks are pushed through the model in the same batched JVP/VJP calls, ``r + oversample``
+    vectors per block per iteration. With ``method="subspace"`` each block iterates
+    ``V <- orth(J_M^T J_M V)``; with ``"krylov"`` (default) it keeps every block it has made,
+    ``[V, A V, A^2 V, ...]`` with ``A = J_M^T J_M``, and takes Ritz vectors from that whole
+    space: the same model calls per iteration, far fewer iterations when singular values are
+    close. The basis restarts from the current Ritz vectors when it reaches ``max_basis`` rows.
+    A block stops when its top-``r`` subspace moves by less than ``tol`` radians (one value, or
+    one per block).
+
+    ``constraints[i]``, when given, is a (k, D) matrix with orthonormal rows: block ``i`` then
+    looks for its vectors in the orthogonal complement of those rows (``J_M (I - N^T N)``).
     """
+    if method not in ("krylov", "subspace"):
+        raise ValueError(f"method must be 'krylov' or 'subspace', not {method!r}")
     x = lin.x
     D = x.numel()
     g = torch.Generator(device="cpu").manual_seed(seed)
+    tols = [float(tol)] * len(masks) if isinstance(tol, (int, float)) else [float(t) for t in tol]
     blocks = []
-    for mask, r in zip(masks, ranks):
+    for i, (mask, r) in enumerate(zip(masks, ranks)):
         if r <= 0:
             blocks.append(None)
             continue
         m = min(D, r + max(0, oversample))
         V0 = torch.randn(m, D, generator=g, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
-        blocks.append({"r": r, "mask": _prepare_mask(mask, lin.out.shape, x.device), "V": _orth_rows(V0),
-                       "prev": None, "done": False, "it": 0, "angle": math.inf, "hist": []})
+        N = constraints[i] if constraints is not None else None
+        if N is not None:
+            N = N.reshape(N.shape[0], -1).to(device=x.device, dtype=x.dtype)
+            V0 = V0 - (V0 @ N.T) @ N
+        cap = m if method == "subspace" else max(2 * m, min(max_basis or 24 * m, D // 2))
+        blocks.append({"N": N, "r": r, "m": m, "cap": cap, "tol": tols[i], "mask": _prepare_mask(mask, lin.out.shape, x.device),
+                       "V": _orth_rows(V0), "Q": None, "Y": None, "prev": None, "done": False, "it": 0,
+                       "angle": math.inf, "hist": []})
     active = [b for b in blocks if b is not None]
     for _ in range(iters):
         live = [b for b in active if not b["done"]]
@@ -151,57 +171,73 @@ def block_subspace_svd(
             pos += k
             if b["mask"] is not None:
                 Yb = Yb * b["mask"]
-            _ritz(b, Yb)
+            Yb = Yb.reshape(k, -1)
+            b["Q"] = b["V"] if b["Q"] is None else torch.cat([b["Q"], b["V"]])
+            b["Y"] = Yb if b["Y"] is None else torch.cat([b["Y"], Yb])
+            _ritz(b)
             b["it"] += 1
             if b["prev"] is not None:
                 b["angle"] = max_principal_angle(b["prev"], b["top"])
                 b["hist"].append(b["angle"])
-                if b["angle"] < tol:
+                if b["angle"] < b["tol"]:
                     b["done"] = True
                     continue
             b["prev"] = b["top"]
             back.append((b, Yb))
-        if back:
-            W = lin.vjp(torch.cat([Yb for _, Yb in back]))
-            pos = 0
-            for b, Yb in back:
-                k = Yb.shape[0]
-                b["V"] = _orth_rows(W[pos : pos + k].reshape(k, -1))
-                pos += k
-    # Blocks that ran out of iterations still hold Ritz vectors of their last V; refresh them.
-    stale = [b for b in active if not b["done"] and b.get("ritz_of") is not b["V"]]
-    if stale:
-        Y = lin.jvp(torch.cat([b["V"] for b in stale]).reshape(-1, *x.shape))
+        if not back:
+            continue
+        W = lin.vjp(torch.cat([Yb for _, Yb in back]).reshape(-1, *lin.out.shape))
         pos = 0
-        for b in stale:
-            k = b["V"].shape[0]
-            Yb = Y[pos : pos + k]
+        for b, Yb in back:
+            k = Yb.shape[0]
+            Wb = W[pos : pos + k].reshape(k, -1)
             pos += k
-            _ritz(b, Yb * b["mask"] if b["mask"] is not None else Yb)
+            _next_block(b, Wb)
     results = []
     for b in blocks:
         if b is None:
             results.append(None)
             continue
         r = b["r"]
-        results.append(SubspaceResult(U=b["U"][:r], S=b["S"][:r], Vh=b["top"], iterations=b["it"],
-                                      converged=b["done"], angle=float(b["angle"]), history=b["hist"]))
+        results.append(SubspaceResult(U=b["U"][:r].reshape(r, *lin.out.shape), S=b["S"][:r], Vh=b["top"],
+                                      iterations=b["it"], converged=b["done"], angle=float(b["angle"]),
+                                      history=b["hist"]))
     return results
 
 
-def _ritz(b: dict, Yb: Tensor) -> None:
-    """Rayleigh-Ritz on the block: rotate V so that (P_M J) V has orthogonal columns."""
-    k = Yb.shape[0]
-    Ymat = Yb.reshape(k, -1).to(torch.float64)  # rows are (P_M J) v_i
+def _next_block(b: dict, W: Tensor) -> None:
+    """The next block to push through the model: ``W = A V`` made orthogonal to the basis so far
+    (Krylov), or simply orthonormalised (subspace iteration); restart when the basis is full."""
+    if b["N"] is not None:
+        W = W - (W @ b["N"].T) @ b["N"]
+    if b["Q"].shape[0] + b["m"] > b["cap"]:
+        # Restart: subspace iteration continues from orth(A V); Krylov from its current Ritz vectors.
+        b["V"] = _orth_rows(W) if b["cap"] == b["m"] else b["ritz"][: b["m"]]
+        b["Q"] = None
+        b["Y"] = None
+        return
+    Q = b["Q"].to(torch.float64)
+    W = W.to(torch.float64)
+    for _ in range(2):  # twice is enough (Kahan): keeps the basis orthogonal to working precision
+        W = W - (W @ Q.T) @ Q
+    norms = W.norm(dim=1)
+    keep = norms > 1e-10 * max(1.0, float(norms.max()))
+    if not bool(keep.any()):
+        b["done"] = True  # the Krylov space is invariant: the Ritz vectors are exact
+        return
+    b["V"] = _orth_rows(W[keep]).to(b["Q"].dtype)
+
+
+def _ritz(b: dict) -> None:
+    """Rayleigh-Ritz over the block's basis Q: the rotation that makes (P_M J) Q^T's columns orthogonal."""
+    Ymat = b["Y"].to(torch.float64)  # rows are (P_M J) q_i
     Uy, S, Qh = torch.linalg.svd(Ymat.T, full_matrices=False)  # Ymat.T = Uy diag(S) Qh
-    V = b["V"].to(torch.float64)
-    Vr = Qh @ V  # rows: rotated right vectors, by descending S
-    r = b["r"]
-    dt = b["V"].dtype
-    b["top"] = Vr[:r].to(dt)
+    ritz = Qh @ b["Q"].to(torch.float64)  # rows: right Ritz vectors, by descending S
+    dt = b["Q"].dtype
+    b["ritz"] = ritz.to(dt)
+    b["top"] = b["ritz"][: b["r"]]
     b["S"] = S.to(dt)
-    b["U"] = Uy.T.reshape(k, *Yb.shape[1:]).to(dt)
-    b["ritz_of"] = b["V"]
+    b["U"] = Uy.T.to(dt)
 
 
 def jacobian_svd(
@@ -215,8 +251,12 @@ def jacobian_svd(
     chunk: int = 16,
     oversample: int = 2,
     seed: int = 0,
+    method: str = "krylov",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Top-``rank`` SVD of the Jacobian of ``fn`` at ``x``, restricted to outputs where ``mask``.
+
+    ``method`` is "krylov" (block Krylov with Rayleigh-Ritz, the default) or "subspace"
+    (plain subspace iteration); see :func:`block_subspace_svd`.
 
     Returns ``(U, S, Vh)``: ``U`` (rank, *out.shape), ``S`` (rank,) descending, and ``Vh``
     (rank, x.numel()) whose rows are the unit right singular vectors. J is never formed.
@@ -224,7 +264,8 @@ def jacobian_svd(
     if rank < 1:
         raise ValueError("rank must be at least 1")
     lin = Linearization(fn, x, chunk=chunk)
-    (res,) = block_subspace_svd(lin, [mask], [rank], iters=iters, tol=tol, oversample=oversample, seed=seed)
+    (res,) = block_subspace_svd(lin, [mask], [rank], iters=iters, tol=tol, oversample=oversample, seed=seed,
+                                method=method)
     return res.U, res.S, res.Vh
 
 

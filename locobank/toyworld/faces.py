@@ -202,7 +202,7 @@ def _masks(label: np.ndarray, g: dict[str, float], a: FaceAttributes) -> dict[st
         "mouth": _coverage(mouth) >= 0.5,
         "hair": _coverage(label == _HAIR) >= 0.5,
         "face": _coverage(label == _FACE) >= 0.5,
-        "background": _coverage(label == _BG) >= 0.5,
+        "background": _coverage(label == _BG) > 0.5,
         "glasses": _coverage(label == _GLASSES) >= 0.25,
     }
     return masks

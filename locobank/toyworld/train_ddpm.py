@@ -74,7 +74,7 @@ def train_ddpm(
     data = torch.from_numpy(training_images(n_faces, 0, Path(state_path).with_name("faces-%d.npy" % n_faces)))
     data = data.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     hw = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
-    if hw not in meta["hardware"]:
+    if hw not in meta["hardware"] and meta["step"] < steps:  # only hardware that actually trained
         meta["hardware"].append(hw)
     gen = torch.Generator().manual_seed(seed * 100003 + meta["step"])
     acp = sched.alphas_cumprod.to(device)
@@ -114,6 +114,8 @@ def train_ddpm(
             t0 = time.time()
             meta.pop("opt_step", None)
             save_state(Path(state_path), model, ema, opt, meta)
-        if step % export_every == 0 or step == steps:
+        if step % export_every == 0:
             export()
+    meta["step"] = step
+    export()  # always leave the model folder at the state's step, even when there was nothing to train
     return meta

@@ -60,3 +60,13 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: f
     d = min(decay, (1 + step) / (10 + step))
     for pe, pm in zip(ema.parameters(), model.parameters()):
         pe.mul_(d).add_(pm.detach(), alpha=1 - d)
+
+
+def read_step(path: Path) -> int:
+    """The step a training-state file was saved at (0 when there is none)."""
+    from safetensors import safe_open
+
+    if not Path(path).exists():
+        return 0
+    with safe_open(str(path), framework="pt") as fh:
+        return int(json.loads(fh.metadata()["meta"])["step"])

@@ -1,0 +1,108 @@
+"""``locobank apply``: edit your own images with directions from the catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import fail_on_library_errors, parse_floats
+from .db import db_option, open_catalog
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output PNG for one image; a folder for several (one <stem>.png each) or for --sweep strips.")
+@click.option("--query", default=None, help="Apply the top search hit for this text, with its sign (no ids needed).")
+@click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP model for --query.")
+@click.option("--domain", default="face", show_default=True, help="Prompt noun for --query.")
+@click.option("--strength", type=float, default=None,
+              help="Default strength for ids given without one [model default, else 8]; negative reverses the edit.")
+@click.option("--mask", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Mask on the target image: re-project the edit off its own outside-mask null space.")
+@click.option("--orthogonalize", is_flag=True, help="Gram-Schmidt the composed directions, in the order given.")
+@click.option("--sweep", default=None, help="Comma-separated strengths, e.g. -8,-4,0,4,8: one PNG strip per image.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the stochastic tail (reproducible).")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps [model default, else 50].")
+@click.option("--resize", is_flag=True, help="Resize images (and --mask) to the model's size instead of refusing.")
+@click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="Images per batch.")
+@click.option("--model", "model_override", default=None,
+              help="Model to use instead of the one recorded in the catalog (must have the same fingerprint).")
+@click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
+@db_option
+@fail_on_library_errors
+def apply(args, out, query, clip_spec, domain, strength, mask, orthogonalize, sweep, seed, steps, resize, batch,
+          model_override, device, db_url):
+    """Apply ID[:STRENGTH] ... to IMAGE... (files, folders or globs).
+
+    \b
+    locobank apply 12 face.png --out smile.png
+    locobank apply 12:6 40:-4 faces/ --out edited/        # composition, many images
+    locobank apply --query "smile" face.png --out smile.png
+    locobank apply 12 face.png --sweep -8,-4,0,4,8 --out sweep.png
+    """
+    from PIL import Image
+
+    import numpy as np
+
+    from locobank.apply import DirectionSpec, apply_to_images, expand_images, parse_spec, prepare
+    from locobank.apply import sweep as run_sweep
+    from locobank.images import save_image, to_uint8
+
+    specs, images = [], []
+    for a in args:
+        if not images and _looks_like_spec(a):
+            specs.append(parse_spec(a))
+        else:
+            images.append(a)
+    if not images:
+        raise click.UsageError("give at least one IMAGE after the direction ids")
+    with open_catalog(db_url) as cat:
+        if query:
+            if specs:
+                raise click.UsageError("give direction ids or --query, not both")
+            from locobank.clip import load_clip
+            from locobank.search import search
+
+            hits = search(cat, load_clip(clip_spec), query, k=1, domain=domain)
+            if not hits:
+                raise click.ClickException(f"no direction matches {query!r}; has `locobank index build` run?")
+            h = hits[0]
+            click.echo(f"query {query!r}: direction {h.id} (score {h.score:.3f}, sign {'+' if h.sign > 0 else '-'})")
+            prep = prepare(cat, [DirectionSpec(h.id)], default_strength=strength, model_override=model_override,
+                           device=device)
+            prep.strengths[0] *= h.sign  # the hit's sign is the edit; a negative --strength reverses it
+        elif specs:
+            prep = prepare(cat, specs, default_strength=strength, model_override=model_override, device=device)
+        else:
+            raise click.UsageError("give at least one direction ID[:STRENGTH] before the images, or --query")
+    paths = expand_images(images)
+    many = len(paths) > 1
+    if many:
+        out.mkdir(parents=True, exist_ok=True)
+    elif out.suffix.lower() != ".png":
+        raise click.UsageError("--out must end in .png for a single image (or be a folder for several)")
+    if sweep is not None:
+        values = parse_floats(sweep)
+        with click.progressbar(paths, label="sweep") as bar:
+            for p in bar:
+                strip = run_sweep(prep, p, values, resize=resize, seed=seed, steps=steps)
+                arr = np.concatenate([to_uint8(s) for s in strip], 1)
+                target = out / f"{p.stem}_sweep.png" if many else out
+                target.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(target)
+        click.echo(f"wrote {len(paths)} sweep strip{'s' if many else ''} ({', '.join(f'{v:g}' for v in values)}) to {out}")
+        return
+    with click.progressbar(length=len(paths), label="apply") as bar:
+        edited = apply_to_images(prep, paths, mask=mask, resize=resize, orthogonalize=orthogonalize, seed=seed,
+                                 steps=steps, batch=batch, progress=bar.update)
+    for p, img in zip(paths, edited):
+        save_image(img, out / f"{p.stem}.png" if many else out)
+    desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
+    click.echo(f"applied {desc} to {len(paths)} image{'s' if many else ''} -> {out}")
+
+
+def _looks_like_spec(text: str) -> bool:
+    head = text.split(":", 1)[0]
+    return head.isdigit() and not Path(text).exists()

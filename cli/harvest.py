@@ -1,0 +1,128 @@
+"""``locobank harvest``: run unsupervised LOCO Edit over many (image, mask) pairs into the catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import fail_on_library_errors
+from .db import db_option
+
+
+@click.command()
+@click.option("--model", default="toy", show_default=True,
+              help="Hub id (google/ddpm-celebahq-256) or folder of a diffusers pixel model; 'toy' is the shipped one.")
+@click.option("--images", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Folder of images with masks <stem>_<label>.png, a folder with manifest.jsonl, a "
+                   "CelebAMask-HQ root, or a manifest.jsonl file.")
+@click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder holding the <stem>_<label>.png masks, when not beside the images.")
+@click.option("--labels", default=None, help="Comma-separated mask labels to use (e.g. eyes,mouth,hair). Default: all.")
+@click.option("--rank", type=click.IntRange(1, 64), default=None, help="Directions per (image, mask) [model default, else 5].")
+@click.option("--null-rank", type=click.IntRange(0, 256), default=None,
+              help="Rank of the outside-mask basis projected out [model default, else 5].")
+@click.option("--t-edit", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Edit time as a fraction of T [model default, else 0.6].")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM inversion steps [model default, else 50].")
+@click.option("--iters", type=click.IntRange(1, 1000), default=50, show_default=True, help="Subspace-iteration cap.")
+@click.option("--tol", type=float, default=1e-3, show_default=True, help="Convergence: subspace change in radians.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resize", is_flag=True, help="Resize images and masks to the model's size instead of failing the job.")
+@click.option("--batch", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="Jobs claimed and inverted together.")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Local worker processes (one per GPU when GPUs are visible).")
+@click.option("--device", default=None, help="cuda, cuda:1, cpu... [cuda when present]")
+@click.option("--lease", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="Seconds a claimed job stays ours; a dead worker's jobs return after this.")
+@click.option("--max-attempts", type=click.IntRange(1), default=3, show_default=True,
+              help="A job whose worker died this many times is marked failed (a likely poison pill).")
+@click.option("--retry-failed", is_flag=True, help="Put this run's failed jobs back in the queue first.")
+@click.option("--plan-only", is_flag=True, help="Register the run and its jobs, then stop (workers can join later).")
+@db_option
+@fail_on_library_errors
+def harvest(model, images, masks, labels, rank, null_rank, t_edit, steps, iters, tol, seed, resize, batch, workers,
+            device, lease, max_attempts, retry_failed, plan_only, db_url):
+    """Find LOCO directions for every (image, mask) pair and store them in the catalog.
+
+    Safe to repeat and to kill: finished jobs are kept, a job that was running is retried after
+    its lease expires, and the same command never adds a direction twice. Several workers, on
+    one machine (--workers) or many (the same command against one Postgres --db), share the jobs.
+    Exits non-zero when any job failed; --retry-failed runs those again.
+    """
+    import time
+
+    from tqdm import tqdm
+
+    from locobank.catalog import Catalog, resolve_url
+    from locobank.harvest import HarvestParams, discover, plan, work
+    from locobank.harvest.pool import run_pool
+    from locobank.models import load_model
+    from locobank.paths import resolve_model
+
+    source = resolve_model(model)
+    lm = load_model(source, device=device)
+    d = lm.defaults
+    params = HarvestParams(rank=rank or d.get("rank", 5), null_rank=null_rank if null_rank is not None else d.get("null_rank", 5),
+                           t_edit=t_edit or d.get("t_edit", 0.6), steps=steps or d.get("steps", 50), iters=iters, tol=tol,
+                           seed=seed, resize=resize)
+    label_set = {s.strip() for s in labels.split(",") if s.strip()} if labels else None
+    pairs = discover(images, masks, label_set)
+    if not pairs:
+        raise click.ClickException(f"no (image, mask) pairs found in {images}"
+                                   + (f" with labels {sorted(label_set)}" if label_set else ""))
+    url = resolve_url(db_url)
+    cat = Catalog.open(url, upgrade=True)
+    with tqdm(total=len(pairs), desc="planning", unit="pair", leave=False) as bar:
+        run = plan(cat, lm, pairs, params, progress=bar.update)
+    if retry_failed:
+        n = cat.retry_failed(run.id)
+        click.echo(f"requeued {n} failed job{'s' if n != 1 else ''}")
+    before = cat.job_counts(run.id)
+    total = sum(before.values())
+    click.echo(f"run {run.id} on {lm.model_id} ({lm.fingerprint}): {total} jobs, {before['done']} already done, "
+               f"rank {params.rank}, null rank {params.null_rank}, t_edit {params.t_edit}")
+    if plan_only:
+        return
+    start = time.perf_counter()
+    bar = tqdm(total=total, initial=before["done"] + before["failed"], desc="harvest", unit="job")
+    state = {"dirs": 0}
+
+    def rate() -> None:
+        mins = max(1e-9, (time.perf_counter() - start) / 60)
+        bar.set_postfix_str(f"{state['dirs'] / mins:.1f} directions/min")
+
+    def on_job(kind: str, n_dirs: int) -> None:
+        state["dirs"] += n_dirs
+        bar.update(1)
+        rate()
+
+    def poll() -> None:
+        c = cat.job_counts(run.id)
+        bar.n = c["done"] + c["failed"]
+        state["dirs"] = (c["done"] - before["done"]) * params.rank
+        rate()
+        bar.refresh()
+
+    with bar:
+        if workers == 1:
+            summary = work(cat, lm, run.id, params, batch=batch, lease_seconds=lease, max_attempts=max_attempts,
+                           on_job=on_job)
+        else:
+            del lm  # each worker process loads its own copy
+            summary = run_pool(url, source, run.id, params, workers, device=device, batch=batch, lease_seconds=lease,
+                               max_attempts=max_attempts, poll=poll)
+    after = cat.job_counts(run.id)
+    took = time.perf_counter() - start
+    click.echo(f"done {summary.done}, skipped {before['done']} (already done), failed {after['failed']}, "
+               f"{summary.directions} new directions in {took:.1f} s")
+    if after["running"] or after["pending"]:
+        click.echo(f"{after['running']} jobs still leased by other workers, {after['pending']} pending")
+    for err in summary.errors[:20]:
+        click.echo(f"  failed: {err}", err=True)
+    if len(summary.errors) > 20:
+        click.echo(f"  ... and {len(summary.errors) - 20} more (locobank stats)", err=True)
+    if after["failed"]:
+        click.echo("some jobs failed; fix the inputs and run again with --retry-failed", err=True)
+        raise SystemExit(1)

@@ -1,0 +1,80 @@
+"""``locobank search`` and ``locobank label``: find directions by text, and name them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .common import fail_on_library_errors
+from .db import db_option, open_catalog
+
+CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b79k, ARCH@CHECKPOINT, or a folder."
+
+
+@click.command()
+@click.argument("query")
+@click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True, help="How many hits.")
+@click.option("--clip", "clip_spec", default="toy", show_default=True, help=CLIP_HELP)
+@click.option("--domain", default="face", show_default=True, help='Noun in the prompt "a DOMAIN with TEXT".')
+@click.option("--model", default=None, help="Only directions of this model (id or fingerprint).")
+@click.option("--label", default=None, help="Only directions with this automatic name.")
+@click.option("--mask", "mask_label", default=None, help="Only directions harvested with this mask label.")
+@click.option("--min-score", type=float, default=None, help="Only hits scoring at least this (cosine).")
+@click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF cells to visit (IVF indexes only).")
+@click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON list.")
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a contact sheet PNG of the hits' preview strips.")
+@db_option
+@fail_on_library_errors
+def search(query, k, clip_spec, domain, model, label, mask_label, min_score, nprobe, as_json, sheet, db_url):
+    """Find directions whose visible effect matches QUERY ("smile", "blond hair", "frown -> smile").
+
+    Each hit has a sign: +1 means apply v, -1 means apply -v (a negative strength) for the edit.
+    """
+    from locobank.clip import load_clip
+    from locobank.search import search as run_search
+
+    with open_catalog(db_url) as cat:
+        clip = load_clip(clip_spec)
+        hits = run_search(cat, clip, query, k=k, domain=domain, model=model, label=label, mask_label=mask_label,
+                          min_score=min_score, nprobe=nprobe)
+        if sheet is not None:
+            from locobank.show import contact_sheet
+
+            contact_sheet(cat, [h.id for h in hits], sheet, signs=[h.sign for h in hits], title=f"search: {query}",
+                          clip_id=clip.clip_id)
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in hits], indent=2))
+        return
+    if not hits:
+        click.echo("no hits")
+        return
+    click.echo(f"{'id':>6}  {'score':>6}  {'sign':>4}  {'mask':<10}  {'name':<16}  model")
+    for h in hits:
+        click.echo(f"{h.id:>6}  {h.score:6.3f}  {'+' if h.sign > 0 else '-':>4}  {h.mask_label:<10}  "
+                   f"{(h.label or '-'):<16}  {h.model_id}")
+    if sheet is not None:
+        click.echo(f"sheet: {sheet}")
+
+
+@click.command()
+@click.option("--clip", "clip_spec", default="toy", show_default=True, help=CLIP_HELP)
+@click.option("--domain", default="face", show_default=True, help="Vocabulary data/vocab/DOMAIN.txt and prompt noun.")
+@click.option("--vocab", "vocab_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your own vocabulary file (one phrase a line); repeatable.")
+@click.option("--phrase", "phrases", multiple=True, help="An extra phrase; repeatable.")
+@db_option
+@fail_on_library_errors
+def label(clip_spec, domain, vocab_files, phrases, db_url):
+    """Name every embedded direction with its best vocabulary phrase (run again after editing the vocabulary)."""
+    from locobank.clip import load_clip
+    from locobank.naming import label_all
+
+    with open_catalog(db_url) as cat:
+        clip = load_clip(clip_spec)
+        n, counts = label_all(cat, clip, domain=domain, files=list(vocab_files), extra=list(phrases))
+    click.echo(f"named {n} directions")
+    for name, c in sorted(counts.items(), key=lambda kv: -kv[1])[:20]:
+        click.echo(f"  {c:5d}  {name}")

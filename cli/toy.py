@@ -1,0 +1,162 @@
+"""``locobank toy``: the procedural face world and the training of its two models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import fail_on_library_errors
+
+DDPM_DIR = Path("data/models/toyfaces-ddpm")
+CLIP_DIR = Path("data/models/toyfaces-clip")
+
+
+@click.group()
+def toy() -> None:
+    """Make toy faces with exact part masks, and train the toy DDPM and CLIP."""
+
+
+@toy.command("faces")
+@click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="How many faces.")
+@click.option("--seed", type=click.IntRange(min=0), default=1_000_000, show_default=True,
+              help="First seed; face i has seed SEED+i. Seeds from 1,000,000 up are never used in training.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@fail_on_library_errors
+def faces_cmd(n: int, seed: int, out: Path) -> None:
+    """Write N faces: <stem>.png, masks <stem>_<part>.png and manifest.jsonl.
+
+    Parts: eyes, mouth, hair, face, background, and glasses when worn. The folder is a
+    valid input for `locobank harvest --images`.
+    """
+    from tqdm import tqdm
+
+    from locobank.toyworld import write_dataset
+
+    with tqdm(total=n, desc="faces", unit="face") as bar:
+        manifest = write_dataset(out, n, seed, progress=bar.update)
+    click.echo(f"wrote {n} faces to {out} ({manifest.name})")
+
+
+def _train_options(default_out: Path, default_steps: int, default_batch: int):
+    def deco(f):
+        f = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=default_out,
+                         show_default=True, help="Model folder to write (save_pretrained layout).")(f)
+        f = click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                         help="Training-state file (weights, EMA, Adam moments; safetensors). "
+                              "Default: data/training/<model>.safetensors")(f)
+        f = click.option("--steps", type=click.IntRange(min=1), default=default_steps, show_default=True,
+                         help="Train until this many optimiser steps in total.")(f)
+        f = click.option("--batch", type=click.IntRange(min=1), default=default_batch, show_default=True)(f)
+        f = click.option("--seed", type=int, default=0, show_default=True)(f)
+        f = click.option("--device", default=None, help="cuda, cuda:1, cpu... Default: cuda when present.")(f)
+        f = click.option("--resume/--no-resume", default=True, show_default=True,
+                         help="Continue from the training state if it exists.")(f)
+        return f
+
+    return deco
+
+
+def _progress(total: int, start: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=start, desc=desc, unit="step")
+
+    def on_step(step: int, loss: float) -> None:
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+    return bar, on_step
+
+
+@toy.command("train-ddpm")
+@_train_options(DDPM_DIR, 60000, 32)
+@fail_on_library_errors
+def train_ddpm_cmd(out, state, steps, batch, seed, device, resume) -> None:
+    """Train the toy DDPM (UNet2DModel + DDPMScheduler, EMA weights) on procedural faces.
+
+    Checkpoints every 500 steps; stop at any time and run again to resume.
+    """
+    from locobank.toyworld.train_ddpm import train_ddpm
+    from locobank.toyworld.trainstate import read_step
+
+    state = state or Path("data/training/toyfaces-ddpm.safetensors")
+    bar, on_step = _progress(steps, read_step(state) if resume else 0, "train-ddpm")
+    with bar:
+        meta = train_ddpm(out, state, steps=steps, batch_size=batch, seed=seed, device=device, resume=resume, on_step=on_step)
+    click.echo(f"toy DDPM at step {meta['step']} ({meta['seconds'] / 3600:.2f} h of training) in {out}")
+
+
+@toy.command("train-clip")
+@_train_options(CLIP_DIR, 4000, 128)
+@fail_on_library_errors
+def train_clip_cmd(out, state, steps, batch, seed, device, resume) -> None:
+    """Train the toy CLIP (an open_clip model from its own JSON config) on faces and captions."""
+    from locobank.toyworld.train_clip import train_clip
+    from locobank.toyworld.trainstate import read_step
+
+    state = state or Path("data/training/toyfaces-clip.safetensors")
+    bar, on_step = _progress(steps, read_step(state) if resume else 0, "train-clip")
+    with bar:
+        meta = train_clip(out, state, steps=steps, batch_size=batch, seed=seed, device=device, resume=resume, on_step=on_step)
+    click.echo(f"toy CLIP at step {meta['step']} ({meta['seconds'] / 3600:.2f} h of training) in {out}")
+
+
+@toy.command("eval")
+@click.option("--faces", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Held-out source faces per part (and as many transfer targets).")
+@click.option("--parts", default="mouth,eyes,hair", show_default=True)
+@click.option("--t-edit", type=float, default=None, help="Edit time [the model's locobank.json, else 0.6].")
+@click.option("--null-rank", type=int, default=None, help="Null-space rank [model default, else 5].")
+@click.option("--strength", type=float, default=None, help="Lambda [model default, else 8].")
+@click.option("--steps", type=int, default=20, show_default=True, help="DDIM steps for the locality study.")
+@click.option("--samples", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a grid of 64 DDIM samples here (e.g. data/models/toyfaces-ddpm/samples.png).")
+@click.option("--skip-clip", is_flag=True, help="Leave out the CLIP zero-shot accuracy.")
+@click.option("--json", "as_json", is_flag=True)
+@fail_on_library_errors
+def eval_cmd(faces, parts, t_edit, null_rank, strength, steps, samples, skip_clip, as_json) -> None:
+    """Measure the toy world's quality bars on held-out faces: reconstruction PSNR, LOCO
+    locality on the source and on transfer, and CLIP zero-shot accuracy."""
+    import json
+
+    from PIL import Image
+
+    from locobank.models import load_model
+    from locobank.paths import TOY_DDPM
+    from locobank.toyworld import HELD_OUT_SEED
+    from locobank.toyworld import evaluate as E
+
+    lm = load_model(TOY_DDPM)
+    d = lm.defaults
+    t_edit = t_edit if t_edit is not None else d.get("t_edit", 0.6)
+    null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
+    strength = strength if strength is not None else d.get("strength", 8.0)
+    report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strength}
+    if samples is not None:
+        grid = E.sample_grid(lm, 64, 50)
+        Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(samples)
+        report["samples"] = str(samples)
+    psnr = E.reconstruction_psnr(lm, range(HELD_OUT_SEED, HELD_OUT_SEED + faces), t_edit, d.get("steps", 50))
+    report["reconstruction_psnr"] = {"mean": sum(psnr) / len(psnr), "min": min(psnr)}
+    report["locality"] = {}
+    with click.progressbar(parts.split(","), label="locality") as bar:
+        for part in bar:
+            rep = E.locality_study(lm, part, faces, faces, t_edit=t_edit, null_rank=null_rank, strength=strength,
+                                   steps=steps)
+            report["locality"][part] = rep.summary()
+    if not skip_clip:
+        from locobank.clip import load_clip
+
+        report["clip_zero_shot"] = E.zero_shot(load_clip("toy"), 500)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"reconstruction at t_edit={t_edit}: PSNR mean {report['reconstruction_psnr']['mean']:.1f} dB, "
+               f"min {report['reconstruction_psnr']['min']:.1f} dB")
+    for part, s in report["locality"].items():
+        click.echo(f"locality {part:6s}: source median {s['source']['median']:.2f} (worst {s['source']['worst']:.2f}), "
+                   f"transfer median {s['transfer']['median']:.2f} (worst {s['transfer']['worst']:.2f})")
+    for task, acc in report.get("clip_zero_shot", {}).items():
+        click.echo(f"CLIP zero-shot {task}: {100 * acc:.1f}%")

@@ -1,0 +1,120 @@
+"""Export directions to a pack file and import packs, as ``Catalog`` methods."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy import select
+
+from locobank.catalog import packs
+from locobank.catalog.base import CatalogBase
+from locobank.catalog.safetensors_io import encode_vector, sha256_hex
+from locobank.catalog.schema import Direction, HarvestRun, Image, Job, Mask, Model, Vector
+from locobank.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+class PackTransfer(CatalogBase):
+    """Pack methods of ``Catalog``."""
+
+    def export_pack(self, ids: Iterable[int], path: str | os.PathLike[str]) -> Path:
+        """Write directions and their provenance to one safetensors file, atomically."""
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        if not wanted:
+            raise InputError("export needs at least one direction id")
+        entries = []
+        with self._tx() as s:
+            for direction_id in wanted:
+                d, m, raw = self._verified_raw(s, direction_id, None)
+                job, run, image, mask = s.execute(
+                    select(Job, HarvestRun, Image, Mask)
+                    .join(HarvestRun, Job.run_id == HarvestRun.id)
+                    .join(Image, Job.image_id == Image.id)
+                    .join(Mask, Job.mask_id == Mask.id)
+                    .where(Job.id == d.job_id)
+                ).one()
+                entries.append((packs.describe(d, m, run, image, mask), raw))
+        blob = packs.encode_pack(entries)
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return out
+
+    def import_pack(self, path: str | os.PathLike[str]) -> list[int]:
+        """Add a pack's directions (all or none); directions already present are skipped. Returns new ids."""
+        entries = packs.read_pack(Path(path))  # every check happens before anything is written
+        encoded = [(e, raw, encode_vector(raw, e["model"]["fingerprint"])) for e, raw in entries]
+        new_ids: list[int] = []
+        with self._tx(write=True) as s:
+            now = self._now(s)
+            for e, raw, blob in encoded:
+                mm, im, ma, ru = e["model"], e["image"], e["mask"], e["run"]
+                model = self._ensure(s, Model, dict(mm, created_at=now), ["fingerprint"])
+                image = self._ensure(s, Image, dict(im), ["sha256"])
+                mask = self._ensure(s, Mask, dict(ma, image_id=image.id, uri=None), ["image_id", "label", "sha256"])
+                run = self._ensure(
+                    s, HarvestRun, dict(ru, model_id=model.id, created_at=now), ["model_id", "params_hash"]
+                )
+                job = self._ensure(
+                    s,
+                    Job,
+                    dict(
+                        run_id=run.id,
+                        image_id=image.id,
+                        mask_id=mask.id,
+                        status="done",
+                        attempts=0,
+                        lease_owner="import",
+                        finished_at=now,
+                    ),
+                    ["run_id", "image_id", "mask_id"],
+                )
+                if job.status != "done":  # a local harvest had it queued: the pack finishes it
+                    job.status, job.lease_owner, job.lease_expires_at, job.finished_at = "done", "import", None, now
+                sha = sha256_hex(blob)
+                s.execute(
+                    self._insert(Vector)
+                    .values(sha256=sha, nbytes=len(blob), data=blob, created_at=now)
+                    .on_conflict_do_nothing(index_elements=["sha256"])
+                )
+                got = s.execute(
+                    self._insert(Direction)
+                    .values(
+                        job_id=job.id,
+                        model_id=model.id,
+                        rank_index=e["rank_index"],
+                        singular_value=e["singular_value"],
+                        t_edit=e["t_edit"],
+                        t_edit_frac=e["t_edit_frac"],
+                        null_rank=e["null_rank"],
+                        vector_sha256=sha,
+                        norm=e["norm"],
+                        shape=list(raw.shape),
+                        diagnostics=e["diagnostics"],
+                        label=e["label"],
+                        label_score=e["label_score"],
+                        label_sign=e["label_sign"],
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["job_id", "rank_index"])
+                    .returning(Direction.id)
+                ).scalar_one_or_none()
+                if got is not None:
+                    new_ids.append(got)
+                else:
+                    log.info("pack direction %s is already in the catalog; skipped", e["id"])
+        return new_ids

@@ -1,0 +1,180 @@
+"""The main job end to end on the toy world: faces -> harvest -> embed -> index -> search -> apply -> report.
+
+Everything it makes goes under one folder (its own catalog and index included), so running it
+never touches the user's catalog.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .paths import TOY_DDPM
+
+log = logging.getLogger(__name__)
+
+QUERIES = ("smile", "frown", "blue eyes", "bigger eyes", "blond hair", "black hair")
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of the demo; ``quick`` is the same path with less work (CI uses it)."""
+
+    faces: int = 4
+    unseen: int = 6
+    labels: tuple[str, ...] = ("eyes", "mouth", "hair")
+    rank: int | None = None
+    steps: int | None = None
+    iters: int = 12
+    queries: tuple[str, ...] = QUERIES
+    k: int = 5
+
+    @classmethod
+    def quick(cls) -> "DemoConfig":
+        return cls(faces=2, unseen=2, labels=("mouth", "hair"), rank=2, steps=10, iters=8, queries=("smile", "blond hair"), k=3)
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    report: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    directions: int = 0
+    queries: dict[str, list[dict]] = field(default_factory=dict)
+
+
+Stage = Callable[[str, int], Callable[[int], None]]
+
+
+def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None = None, device: str | None = None) -> DemoResult:
+    """Run every step of locobank on the toy world into ``out``; ``stage(name, total)`` returns a progress callback."""
+    from . import engine
+    from .apply import DirectionSpec, apply_to_images, prepare
+    from .catalog import Catalog
+    from .clip import load_clip
+    from .embed import embed_directions
+    from .harvest import HarvestParams, discover, plan, work
+    from .images import load_image, to_uint8
+    from .index import build_index
+    from .models import load_model
+    from .naming import label_all
+    from .search import search
+    from .show import contact_sheet, gallery
+    from .toyworld import HELD_OUT_SEED, write_dataset
+
+    cfg = config or DemoConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = stage or (lambda name, total: (lambda n: None))
+    res = DemoResult(out=out, report=out / "report.html")
+    tick = time.perf_counter
+
+    t0 = tick()
+    faces_dir, unseen_dir = out / "faces", out / "unseen"
+    write_dataset(faces_dir, cfg.faces, HELD_OUT_SEED, progress=stage("faces", cfg.faces))
+    write_dataset(unseen_dir, cfg.unseen, HELD_OUT_SEED + 10_000)
+    res.seconds["faces"] = tick() - t0
+
+    t0 = tick()
+    model = load_model(TOY_DDPM, device=device)
+    d = model.defaults
+    params = HarvestParams(rank=cfg.rank or d.get("rank", 3), null_rank=d.get("null_rank", 5), t_edit=d.get("t_edit", 0.6),
+                           steps=cfg.steps or d.get("steps", 50), iters=cfg.iters)
+    db = f"sqlite:///{(out / 'catalog.db').resolve()}"
+    for f in (out / "catalog.db", out / "catalog.db-wal", out / "catalog.db-shm"):
+        f.unlink(missing_ok=True)
+    cat = Catalog.open(db, upgrade=True)
+    pairs = discover(faces_dir, labels=set(cfg.labels))
+    run = plan(cat, model, pairs, params)
+    work(cat, model, run.id, params, on_job=lambda kind, n, cb=stage("harvest", len(pairs)): cb(1))
+    res.directions = len(cat.list_directions())
+    res.seconds["harvest"] = tick() - t0
+
+    t0 = tick()
+    clip = load_clip("toy", device=device)
+    todo = cat.directions_without_effect(clip.clip_id)
+    embed_directions(cat, clip, steps=min(params.steps, 20), n_probes=3, device=device,
+                     progress=stage("embed", len(todo)))
+    label_all(cat, clip)
+    index_dir = out / "index"
+    build_index(cat, clip.clip_id, folder=index_dir)
+    res.seconds["index"] = tick() - t0
+
+    t0 = tick()
+    sheets = out / "sheets"
+    sheets.mkdir(exist_ok=True)
+    unseen = sorted(p for p in unseen_dir.glob("face_*.png") if p.stem.count("_") == 1)
+    befores = [to_uint8(load_image(p, model.resolution)) for p in unseen]
+    edits_dir = out / "edits"
+    edits_dir.mkdir(exist_ok=True)
+    cb = stage("search+apply", len(cfg.queries))
+    for q in cfg.queries:
+        hits = search(cat, clip, q, k=cfg.k, index_folder=index_dir)
+        slug = q.replace(" ", "_")
+        entry = {"hits": [h.to_dict() for h in hits], "sheet": None, "edits": []}
+        if hits:
+            contact_sheet(cat, [h.id for h in hits], sheets / f"{slug}.png", signs=[h.sign for h in hits],
+                          title=f'search: "{q}"', clip_id=clip.clip_id)
+            entry["sheet"] = f"sheets/{slug}.png"
+            top = hits[0]
+            prep = prepare(cat, [DirectionSpec(top.id)], device=device)
+            prep.strengths[0] *= top.sign
+            afters = apply_to_images(prep, unseen, steps=params.steps)
+            for p, before, after in zip(unseen, befores, afters):
+                pair = np.concatenate([before, to_uint8(after)], 1)
+                name = f"edits/{slug}_{p.stem}.png"
+                Image.fromarray(pair).resize((pair.shape[1] * 4, pair.shape[0] * 4), Image.NEAREST).save(out / name)
+                entry["edits"].append(name)
+            entry["applied"] = {"id": top.id, "strength": prep.strengths[0]}
+        res.queries[q] = entry
+        cb(1)
+    res.seconds["search+apply"] = tick() - t0
+
+    t0 = tick()
+    gallery(cat, out / "gallery", clip_id=clip.clip_id)
+    _write_report(res, model.model_id, params)
+    (out / "summary.json").write_text(json.dumps({"directions": res.directions, "seconds": res.seconds,
+                                                   "queries": res.queries}, indent=2))
+    res.seconds["report"] = tick() - t0
+    cat.close()
+    return res
+
+
+def _write_report(res: DemoResult, model_id: str, params) -> None:
+    """report.html: each query, its hits, and before/after pairs on unseen faces."""
+    e = html.escape
+    parts = [f"<!doctype html><meta charset='utf-8'><title>locobank demo</title><style>"
+             "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
+             "img{image-rendering:pixelated;margin:4px;border:1px solid #ddd}"
+             "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}"
+             "</style>",
+             f"<h1>locobank demo</h1><p>Model <code>{e(model_id)}</code>, rank {params.rank}, null rank {params.null_rank}, "
+             f"t_edit {params.t_edit}. {res.directions} directions harvested. "
+             f"<a href='gallery/index.html'>Open the gallery</a>.</p>",
+             "<p>Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()) + "</p>"]
+    for q, entry in res.queries.items():
+        parts.append(f"<h2>“{e(q)}”</h2>")
+        if not entry["hits"]:
+            parts.append("<p>no hits</p>")
+            continue
+        parts.append("<table><tr><th>id</th><th>score</th><th>sign</th><th>mask</th><th>name</th></tr>")
+        for h in entry["hits"]:
+            parts.append(f"<tr><td>{h['id']}</td><td>{h['score']:.3f}</td><td>{'+' if h['sign'] > 0 else '−'}</td>"
+                         f"<td>{e(h['mask_label'])}</td><td>{e(h['label'] or '-')}</td></tr>")
+        parts.append("</table>")
+        if entry.get("sheet"):
+            parts.append(f"<p>Contact sheet of the hits (rows: directions; columns: −λ, 0, +λ):<br>"
+                         f"<img src='{e(entry['sheet'])}'></p>")
+        if entry.get("applied"):
+            a = entry["applied"]
+            parts.append(f"<p>Top hit #{a['id']} applied at strength {a['strength']:g} to unseen faces "
+                         f"(before | after):<br>" + "".join(f"<img src='{e(x)}'>" for x in entry["edits"]) + "</p>")
+    res.report.write_text("\n".join(parts))

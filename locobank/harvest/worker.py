@@ -1,0 +1,222 @@
+"""Planning a harvest run and the worker loop that claims jobs, finds directions and commits them.
+
+A run is (model, parameters); a job is (run, image, mask). Jobs are leased, so a worker that
+dies leaves its jobs to be picked up again when the lease expires, and each finished job is
+committed in one transaction with all its directions: repeating a command does no work twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+import torch
+
+from .. import engine
+from ..catalog.records import JobRecord, NewDirection, RunRecord
+from ..errors import InputError, LocobankError
+from ..images import check_mask, load_image, load_mask
+from ..models import LoadedModel
+from .inputs import Pair
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HarvestParams:
+    """Everything that changes what a harvest finds; two runs with equal params are the same run."""
+
+    rank: int = 5
+    null_rank: int = 5
+    t_edit: float = 0.6
+    steps: int = 50
+    iters: int = 50
+    tol: float = 1e-3
+    seed: int = 0
+    resize: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Summary:
+    """Counts for the end-of-run message and the exit code."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    directions: int = 0
+    seconds: float = 0.0
+    engine_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _peek_image(path: Path) -> tuple[int, int, int]:
+    """Width, height and channels from the header; zeros when the file can't be read (the job fails later)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size[0], im.size[1], len(im.getbands())
+    except Exception:  # any unreadable file becomes a failed job with its reason, not a crash here
+        return 0, 0, 0
+
+
+def _mask_area(path: Path) -> int:
+    try:
+        return int(load_mask(path).sum())
+    except LocobankError:
+        return 0
+
+
+def plan(catalog, model: LoadedModel, pairs: Sequence[Pair], params: HarvestParams,
+         progress: Callable[[int], None] | None = None) -> RunRecord:
+    """Register the model, images and masks, get or create the run, and enqueue its jobs."""
+    mrec = catalog.get_or_create_model(model.model_id, fingerprint=model.fingerprint, resolution=model.resolution,
+                                       channels=model.channels, kind=model.kind, revision=model.revision,
+                                       config={"source": model.source, "unet": dict(model.unet.config)})
+    run = catalog.get_or_create_run(mrec, {"model": model.fingerprint, **params.to_dict()})
+    images: dict[Path, int] = {}
+    jobs = []
+    for p in pairs:
+        if p.image not in images:
+            w, h, c = _peek_image(p.image)
+            images[p.image] = catalog.add_image(str(p.image), file_sha256(p.image), width=w, height=h, channels=c).id
+        m = catalog.add_mask(images[p.image], p.label, file_sha256(p.mask), area=_mask_area(p.mask), uri=str(p.mask))
+        jobs.append((images[p.image], m.id))
+        if progress is not None:
+            progress(1)
+    catalog.enqueue_jobs(run.id, jobs)
+    return run
+
+
+def default_owner() -> str:
+    """host:pid, so a lease names the process that holds it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _prepare(job: JobRecord, model: LoadedModel, params: HarvestParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load and check one job's image and mask; any problem is an InputError with the reason."""
+    path = Path(job.image_uri)
+    if not path.exists():
+        raise InputError(f"{path}: the image is gone")
+    if file_sha256(path) != job.image_sha256:
+        raise InputError(f"{path}: the file changed since it was queued")
+    x = load_image(path, model.resolution, resize=params.resize, channels=model.channels)
+    if job.mask_uri is None:
+        raise InputError("the job has no mask file")
+    m = load_mask(Path(job.mask_uri), model.resolution, resize=params.resize)
+    m = check_mask(m, (model.resolution, model.resolution), need_outside=params.null_rank > 0,
+                   name=f"mask {Path(job.mask_uri).name}")
+    return x, m
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, LocobankError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, owner: str | None = None,
+         batch: int = 4, lease_seconds: float = 600.0, max_attempts: int = 3,
+         on_job: Callable[[str, int], None] | None = None) -> Summary:
+    """Claim and run jobs of ``run_id`` until none is left; returns what this worker did.
+
+    Images of a claimed batch are inverted together in one batched DDIM pass; then each job's
+    directions are found and committed with its job in one transaction.
+    """
+    owner = owner or default_owner()
+    summary = Summary()
+    start = time.perf_counter()
+    t = engine.to_timestep(model, params.t_edit)
+    while True:
+        jobs = catalog.claim_jobs(run_id, owner, n=batch, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        if not jobs:
+            break
+        ready: list[tuple[JobRecord, torch.Tensor, torch.Tensor]] = []
+        for job in jobs:
+            try:
+                x, m = _prepare(job, model, params)
+                ready.append((job, x, m))
+            except Exception as e:  # record every bad input and go on with the rest
+                _fail(catalog, job, owner, _reason(e), summary, on_job)
+        if not ready:
+            continue
+        t0 = time.perf_counter()
+        try:
+            xts = engine.invert(model, torch.stack([x for _, x, _ in ready]), t, params.steps)
+        except Exception as e:
+            for job, _, _ in ready:
+                _fail(catalog, job, owner, _reason(e), summary, on_job)
+            continue
+        summary.engine_seconds += time.perf_counter() - t0
+        for (job, _, m), xt in zip(ready, xts):
+            try:
+                t1 = time.perf_counter()
+                found = engine.find_directions(model, xt, t, m, rank=params.rank, null_rank=params.null_rank,
+                                               iters=params.iters, tol=params.tol, seed=params.seed)
+                summary.engine_seconds += time.perf_counter() - t1
+                new = [NewDirection(rank_index=i, singular_value=float(found.singular_values[i]),
+                                    vector=found.vectors[i].detach().cpu().float().contiguous(), t_edit=found.t,
+                                    t_edit_frac=found.t / model.denoiser.num_timesteps, null_rank=params.null_rank,
+                                    diagnostics=_direction_diagnostics(found.diagnostics, i))
+                       for i in range(len(found))]
+                catalog.complete_job(job.id, owner, new)
+                summary.done += 1
+                summary.directions += len(new)
+                if on_job is not None:
+                    on_job("done", len(new))
+            except Exception as e:
+                _fail(catalog, job, owner, _reason(e), summary, on_job)
+            _renew_rest(catalog, ready, job, owner, lease_seconds)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _direction_diagnostics(diag: dict, i: int) -> dict:
+    out = {k: v for k, v in diag.items() if k != "outside_residual"}
+    out["outside_residual"] = diag["outside_residual"][i]
+    return out
+
+
+def _renew_rest(catalog, ready, current: JobRecord, owner: str, lease_seconds: float) -> None:
+    """Extend the leases of this batch's jobs still waiting, so a slow batch keeps them."""
+    after = False
+    for job, _, _ in ready:
+        if after:
+            try:
+                catalog.renew_lease(job.id, owner, lease_seconds)
+            except LocobankError:
+                pass  # lost already; complete_job will refuse and the job is someone else's
+        after = after or job.id == current.id
+
+
+def _fail(catalog, job: JobRecord, owner: str, reason: str, summary: Summary, on_job) -> None:
+    log.warning("job %d (%s, %s) failed: %s", job.id, job.image_uri, job.mask_label, reason)
+    try:
+        catalog.fail_job(job.id, owner, reason)
+    except LocobankError as e:  # lease lost meanwhile: someone else owns the job now
+        log.warning("could not record the failure of job %d: %s", job.id, e)
+        return
+    summary.failed += 1
+    summary.errors.append(f"{Path(job.image_uri).name} [{job.mask_label}]: {reason}")
+    if on_job is not None:
+        on_job("failed", 0)
+
+

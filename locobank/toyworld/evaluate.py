@@ -1,0 +1,117 @@
+"""Measurements of the toy world's quality bars: samples, reconstruction, LOCO locality, CLIP zero-shot."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import engine
+from ..images import to_uint8
+from ..loco import ddim
+from ..models import LoadedModel
+from . import HELD_OUT_SEED, batch, face
+from .faces import HAIR, IRIS
+
+
+def sample_grid(model: LoadedModel, n: int = 64, steps: int = 50, seed: int = 0) -> np.ndarray:
+    """``n`` DDIM samples from pure noise, tiled into a square uint8 grid."""
+    g = torch.Generator().manual_seed(seed)
+    T = model.denoiser.num_timesteps - 1
+    x = torch.randn(n, model.channels, model.resolution, model.resolution, generator=g).to(model.device)
+    out = ddim.sample(model.denoiser, x, T, steps, clip_x0=True)
+    side = int(np.ceil(np.sqrt(n)))
+    tiles = [to_uint8(o) for o in out] + [np.zeros_like(to_uint8(out[0]))] * (side * side - n)
+    rows = [np.concatenate(tiles[r * side : (r + 1) * side], 1) for r in range(side)]
+    return np.concatenate(rows, 0)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image for tensors in [-1, 1] (peak-to-peak 2)."""
+    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def reconstruction_psnr(model: LoadedModel, seeds, t_edit: float = 0.6, steps: int = 50) -> list[float]:
+    """DDIM-invert held-out faces to ``t_edit`` and sample back; PSNR of each against its input."""
+    x = torch.from_numpy(batch(seeds)).to(model.device)
+    xt = engine.invert(model, x, t_edit, steps)
+    return psnr(engine.sample(model, xt, t_edit, steps), x).tolist()
+
+
+def locality(delta: torch.Tensor, mask: torch.Tensor) -> float:
+    """Share of pixel-change energy that falls inside ``mask`` (H x W bool)."""
+    e = delta.pow(2).sum(0)
+    return float(e[mask].sum() / e.sum().clamp_min(1e-20))
+
+
+@dataclass
+class LocalityReport:
+    part: str
+    source: list[float]
+    transfer: list[float]
+    change: list[float]  # RMS pixel change of the source edit, to see that something happened
+
+    def summary(self) -> dict:
+        def stats(v):
+            return {"median": statistics.median(v), "worst": min(v), "n": len(v)} if v else {}
+
+        return {"part": self.part, "source": stats(self.source), "transfer": stats(self.transfer),
+                "rms_change": statistics.mean(self.change) if self.change else 0.0}
+
+
+def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets: int = 10, *, t_edit: float = 0.6,
+                   null_rank: int = 5, strength: float = 8.0, steps: int = 20, rank: int = 1,
+                   seed0: int = HELD_OUT_SEED) -> LocalityReport:
+    """Top direction of each source face's ``part`` mask, applied at +-strength to the source and
+    transferred to other faces; locality measured against each face's own part mask."""
+    src_seeds = [seed0 + i for i in range(n_sources)]
+    tgt_seeds = [seed0 + 500 + i for i in range(n_targets)]
+    tgt = torch.from_numpy(batch(tgt_seeds)).to(model.device)
+    tgt_masks = [torch.from_numpy(face(s).masks[part]) for s in tgt_seeds]
+    t = engine.to_timestep(model, t_edit)
+    tgt_xt = ddim.invert(model.denoiser, tgt, t, steps)
+    tgt_ref = ddim.sample(model.denoiser, tgt_xt, t, steps)
+    rep = LocalityReport(part, [], [], [])
+    for s in src_seeds:
+        f = face(s)
+        if not f.masks[part].any():
+            continue
+        x = torch.from_numpy(batch([s])).to(model.device)
+        xt = ddim.invert(model.denoiser, x, t, steps)
+        ref = ddim.sample(model.denoiser, xt, t, steps)
+        d = engine.find_directions(model, xt, t, torch.from_numpy(f.masks[part]), rank=rank, null_rank=null_rank)
+        v = d.vectors[0]
+        for sign in (1.0, -1.0):
+            out = ddim.sample(model.denoiser, xt + sign * strength * v, t, steps)
+            delta = (out - ref)[0].cpu()
+            rep.source.append(locality(delta, torch.from_numpy(f.masks[part])))
+            rep.change.append(float(delta.pow(2).mean().sqrt()))
+            outs = ddim.sample(model.denoiser, tgt_xt + sign * strength * v, t, steps)
+            for j in range(len(tgt_seeds)):
+                rep.transfer.append(locality((outs[j] - tgt_ref[j]).cpu(), tgt_masks[j]))
+    return rep
+
+
+ZERO_SHOT_TASKS = {
+    "hair colour": (lambda a: a.hair, {c: f"a face with {c} hair" for c in sorted(HAIR)}),
+    "iris colour": (lambda a: a.iris, {c: f"a face with {c} eyes" for c in sorted(IRIS)}),
+    "smile vs frown": (lambda a: "smile" if a.smile > 0 else "frown", {"smile": "a smiling face", "frown": "a frowning face"}),
+    "glasses": (lambda a: "yes" if a.glasses else "no", {"yes": "a face with glasses", "no": "a face with no glasses"}),
+}
+
+
+def zero_shot(clip, n: int = 500, seed0: int = HELD_OUT_SEED) -> dict[str, float]:
+    """Zero-shot accuracy of a CLIP on held-out faces, per attribute, with prompts built from attribute words."""
+    seeds = list(range(seed0, seed0 + n))
+    img = clip.encode_images(torch.from_numpy(batch(seeds)))
+    attrs = [face(s).attrs for s in seeds]
+    out = {}
+    for task, (truth, prompts) in ZERO_SHOT_TASKS.items():
+        keys = list(prompts)
+        txt = clip.encode_text([prompts[k] for k in keys])
+        pred = (img @ txt.T).argmax(1).tolist()
+        out[task] = float(np.mean([keys[p] == truth(a) for p, a in zip(pred, attrs)]))
+    return out

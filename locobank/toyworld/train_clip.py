@@ -1,0 +1,127 @@
+"""Training of the toy CLIP: a real open_clip model from its own JSON config, trained
+contrastively on procedural faces and their captions, saved in open_clip's local-dir layout."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import faces
+from .captions import training_caption
+from .trainstate import ema_update, load_state, save_state
+
+MODEL_CFG = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 32, "layers": 4, "width": 128, "patch_size": 4, "head_width": 32, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 96, "heads": 4, "layers": 3, "mlp_ratio": 2.0},
+}
+PREPROCESS_CFG = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+def write_config(out_dir: Path) -> Path:
+    """Write ``open_clip_config.json``: the architecture and preprocessing open_clip reads."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "open_clip_config.json"
+    path.write_text(json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}, indent=2))
+    return path
+
+
+def build(out_dir: Path):
+    """A fresh open_clip model from the JSON config (no weights), and its tokenizer."""
+    import open_clip
+
+    write_config(out_dir)
+    model = open_clip.create_model(f"local-dir:{Path(out_dir).resolve()}", load_weights=False)
+    tok = open_clip.get_tokenizer(f"local-dir:{Path(out_dir).resolve()}")
+    return model, tok
+
+
+def train_clip(
+    out_dir: Path,
+    state_path: Path,
+    *,
+    steps: int = 4000,
+    batch_size: int = 128,
+    lr: float = 5e-4,
+    n_faces: int = 20000,
+    seed: int = 0,
+    device: str | None = None,
+    resume: bool = True,
+    save_every: int = 250,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Train (or resume) the toy CLIP to ``steps``; export EMA weights as ``open_clip_model.safetensors``."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    from .train_ddpm import training_images
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    model, tok = build(out_dir)
+    model = model.to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    meta = {"step": 0, "seconds": 0.0, "seed": seed, "batch_size": batch_size, "lr": lr, "hardware": []}
+    if resume and Path(state_path).exists():
+        meta = load_state(Path(state_path), model, ema, opt)
+    imgs = training_images(n_faces, 0, Path(state_path).with_name("faces-%d.npy" % n_faces))
+    attrs = [faces.sample_attributes(i) for i in range(n_faces)]
+    data = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # == Normalize(0.5, 0.5)
+    hw = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
+    if hw not in meta["hardware"] and meta["step"] < steps:  # only hardware that actually trained
+        meta["hardware"].append(hw)
+    rng = random.Random(seed * 7 + meta["step"])
+    gen = torch.Generator().manual_seed(seed * 100003 + meta["step"])
+    step = meta["step"]
+    t0 = time.time()
+    model.train()
+
+    def export() -> None:
+        # fp16 on disk halves the size (the token embedding dominates); open_clip loads it into fp32.
+        sd = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+              for k, v in ema.state_dict().items()}
+        save_file(sd, str(Path(out_dir) / "open_clip_model.safetensors"))
+        (Path(out_dir) / "training.json").write_text(json.dumps(
+            {k: meta[k] for k in ("step", "seconds", "batch_size", "lr", "hardware", "seed")}, indent=2))
+
+    while step < steps:
+        idx = torch.randint(0, n_faces, (batch_size,), generator=gen)
+        x = data[idx]
+        flip = torch.rand(batch_size, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
+        text = tok([training_caption(attrs[int(i)], rng) for i in idx]).to(device)
+        warm = min(1.0, (step + 1) / 200)
+        cos = 0.5 * (1 + np.cos(np.pi * min(1.0, step / max(1, steps))))
+        for g in opt.param_groups:
+            g["lr"] = lr * warm * (0.05 + 0.95 * cos)
+        img_f, txt_f, scale = model(x, text)[:3]
+        logits = scale * img_f @ txt_f.T
+        target = torch.arange(batch_size, device=device)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, np.log(100))
+        step += 1
+        ema_update(ema, model, step, 0.995)
+        if on_step is not None:
+            on_step(step, float(loss.detach()))
+        if step % save_every == 0 or step == steps:
+            meta["step"] = step
+            meta["seconds"] = meta.get("seconds", 0.0) + (time.time() - t0)
+            t0 = time.time()
+            meta.pop("opt_step", None)
+            save_state(Path(state_path), model, ema, opt, meta)
+            export()
+    return meta

@@ -1,0 +1,132 @@
+"""The schema comes only from migrations, and `upgrade head` gives exactly the models' schema."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from locobank.catalog import Catalog, resolve_url, upgrade
+from locobank.catalog.connect import _alembic_config, head_revision, make_engine
+from locobank.catalog.schema import Base
+from locobank.errors import CatalogError, SchemaOutOfDate
+
+pytest_plugins = ["catalog_support"]  # fixtures: catalog, backend_url, pg_url, sqlite_url, ...
+
+TABLES = {"models", "images", "masks", "harvest_runs", "jobs", "directions", "vectors", "alembic_version"}
+TABLES |= {"effects", "previews"}  # 0002
+
+
+def assert_schema_is_models(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            assert compare_metadata(ctx, Base.metadata) == []
+            assert set(inspect(conn).get_table_names()) == TABLES
+            assert ctx.get_current_revision() == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_head_on_empty_sqlite_equals_models(sqlite_url):
+    assert upgrade(sqlite_url) == head_revision()
+    assert_schema_is_models(sqlite_url)
+
+
+@pytest.mark.postgres
+def test_upgrade_head_on_empty_postgres_equals_models(pg_url):
+    upgrade(pg_url)
+    assert_schema_is_models(pg_url)
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:  # vectors skip pglz: float noise does not compress
+        storage = conn.execute(
+            text("SELECT attstorage FROM pg_attribute WHERE attrelid = 'vectors'::regclass AND attname = 'data'")
+        )
+        assert storage.scalar_one() == "e"
+    engine.dispose()
+
+
+def test_upgrade_is_idempotent_and_downgrade_empties(sqlite_url):
+    upgrade(sqlite_url)
+    upgrade(sqlite_url)
+    assert_schema_is_models(sqlite_url)
+    engine = make_engine(sqlite_url, foreign_keys=False)
+    with engine.connect() as conn:
+        command.downgrade(_alembic_config(sqlite_url, conn), "base")
+        conn.commit()
+        assert set(inspect(conn).get_table_names()) == {"alembic_version"}
+    engine.dispose()
+
+
+def test_offline_sql_renders_for_both_dialects():
+    for url in ("sqlite:///x.db", "postgresql+psycopg://u@h/db"):
+        cfg = _alembic_config(url)
+        cfg.output_buffer = buf = io.StringIO()
+        command.upgrade(cfg, "head", sql=True)
+        assert "CREATE TABLE directions" in buf.getvalue()
+    assert "SET STORAGE EXTERNAL" in buf.getvalue()
+
+
+def test_open_refuses_a_missing_catalog_without_creating_it(tmp_path):
+    path = tmp_path / "nope.db"
+    with pytest.raises(SchemaOutOfDate, match="locobank db upgrade"):
+        Catalog.open(f"sqlite:///{path}")
+    assert not path.exists()
+
+
+def test_open_refuses_a_database_not_at_head(tmp_path):
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).close()  # exists, but empty
+    with pytest.raises(SchemaOutOfDate, match="is empty; run `locobank db upgrade"):
+        Catalog.open(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0000old')")
+    with pytest.raises(SchemaOutOfDate, match="revision 0000old"):
+        Catalog.open(f"sqlite:///{path}")
+
+
+def test_open_with_upgrade_creates_the_catalog(tmp_path):
+    with Catalog.open(f"sqlite:///{tmp_path / 'sub' / 'c.db'}", upgrade=True) as cat:
+        assert cat.stats()["directions"] == 0
+    with Catalog.open("sqlite://", upgrade=True) as cat:  # in memory: migrated on the catalog's own connection
+        assert cat.state_token()
+
+
+def test_url_resolution_order(tmp_path, monkeypatch):
+    home = tmp_path / "home"  # conftest points LOCOBANK_HOME here
+    assert resolve_url() == f"sqlite:///{home / 'catalog.db'}"
+    assert home.is_dir()
+    monkeypatch.setenv("LOCOBANK_DB", "sqlite:///from-env.db")
+    assert resolve_url() == "sqlite:///from-env.db"
+    assert resolve_url("sqlite:///explicit.db") == "sqlite:///explicit.db"
+
+
+def test_sqlite_is_wal_with_foreign_keys_and_busy_timeout(sqlite_url):
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+    engine.dispose()
+
+
+def test_bad_urls_are_typed_errors(tmp_path):
+    with pytest.raises(CatalogError, match="not a database URL"):
+        Catalog.open("not a url")
+    with pytest.raises(CatalogError, match="cannot"):
+        Catalog.open("postgresql+psycopg://nobody@127.0.0.1:1/none", upgrade=True)
+
+
+def test_catalog_and_browse_cli_do_not_import_torch():
+    code = "import sys, locobank.catalog, cli.db, cli.browse; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,0 +1,184 @@
+"""The harvester end to end: discovery, a resumable run, bad inputs, crash and resume, many workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.main import cli
+from locobank.catalog import Catalog
+from locobank.harvest import discover
+from locobank.toyworld import write_dataset
+from tiny import save_tiny_pipeline
+
+pytest_plugins = ["catalog_support"]  # pg_url
+
+FAST = ["--rank", "2", "--null-rank", "2", "--steps", "3", "--iters", "4", "--t-edit", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny32", size=32)
+
+
+@pytest.fixture()
+def faces(tmp_path) -> Path:
+    write_dataset(tmp_path / "faces", 3, 1_000_000)
+    return tmp_path / "faces"
+
+
+def _harvest(args, db):
+    return CliRunner().invoke(cli, ["harvest", *args, "--db", db], catch_exceptions=False)
+
+
+def test_discovery_layouts(faces, tmp_path):
+    by_manifest = discover(faces, labels={"eyes", "mouth"})
+    assert len(by_manifest) == 6 and {p.label for p in by_manifest} == {"eyes", "mouth"}
+    (faces / "manifest.jsonl").rename(tmp_path / "elsewhere.jsonl")
+    by_name = discover(faces, labels={"eyes", "mouth"})
+    assert sorted((p.image.name, p.label) for p in by_name) == sorted((p.image.name, p.label) for p in by_manifest)
+    celeb = tmp_path / "celeb"
+    (celeb / "CelebA-HQ-img").mkdir(parents=True)
+    (celeb / "CelebAMask-HQ-mask-anno" / "0").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(celeb / "CelebA-HQ-img" / "7.jpg")
+    Image.new("L", (32, 32), 255).save(celeb / "CelebAMask-HQ-mask-anno" / "0" / "00007_l_eye.png")
+    Image.new("L", (32, 32), 255).save(celeb / "CelebAMask-HQ-mask-anno" / "0" / "00007_hair.png")
+    pairs = discover(celeb, labels={"l_eye"})
+    assert [(p.image.name, p.label) for p in pairs] == [("7.jpg", "l_eye")]
+
+
+def test_harvest_is_safe_to_repeat(tiny_model, faces, tmp_path):
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    args = ["--model", str(tiny_model), "--images", str(faces), "--labels", "eyes,mouth", *FAST]
+    first = _harvest(args, db)
+    assert first.exit_code == 0, first.output
+    assert "done 6, skipped 0 (already done), failed 0, 12 new directions" in first.output
+    second = _harvest(args, db)
+    assert second.exit_code == 0, second.output
+    assert "done 0, skipped 6 (already done), failed 0, 0 new directions" in second.output
+    with Catalog.open(db) as cat:
+        dirs = cat.list_directions()
+        assert len(dirs) == 12
+        assert len({(d.job_id, d.rank_index) for d in dirs}) == 12
+        v = cat.load_vector(dirs[0].id, expected_fingerprint=dirs[0].fingerprint)
+        assert tuple(v.shape) == (3, 32, 32) and abs(float(v.norm()) - 1) < 1e-4
+        assert dirs[0].mask_label in {"eyes", "mouth"} and dirs[0].t_edit == 500
+    # Other parameters are another run: its jobs are new work.
+    third = _harvest([*args[:-2], "--t-edit", "0.4"], db)
+    assert "done 6, skipped 0" in third.output
+
+
+def _bad_corpus(folder: Path) -> dict[str, str]:
+    """Every kind of bad input next to good ones; returns the expected reason per image stem."""
+    folder.mkdir()
+    good = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[10:20, 10:20] = 255
+
+    def put(stem, img, m=mask, mask_size=None):
+        img.save(folder / f"{stem}.png") if isinstance(img, Image.Image) else (folder / f"{stem}.png").write_bytes(img)
+        mm = Image.fromarray(m)
+        if mask_size:
+            mm = mm.resize(mask_size)
+        mm.save(folder / f"{stem}_part.png")
+
+    put("good one", Image.fromarray(good))
+    put("gööd ünicode", Image.fromarray(good[::-1].copy()))
+    data = (folder / "good one.png").read_bytes()
+    put("truncated", data[: len(data) // 2])
+    put("gray", Image.fromarray(good[..., 0]))
+    put("rgba", Image.fromarray(np.dstack([good, good[..., :1]])))
+    put("sixteen", Image.fromarray(good[..., 0].astype(np.uint16) * 200))
+    put("wrong mask size", Image.fromarray(good[:, ::-1].copy()), mask_size=(16, 16))
+    put("empty mask", Image.fromarray(good[1:].copy().repeat(2, 0)[:32]), m=np.zeros((32, 32), np.uint8))
+    put("full mask", Image.fromarray((good // 2).astype(np.uint8)), m=np.full((32, 32), 255, np.uint8))
+    put("not an image", b"%PDF-1.4 this is not a png")
+    put("huge", Image.fromarray(np.zeros((2048, 2048, 3), np.uint8) + 7))
+    return {
+        "truncated": "truncated", "gray": "1 channel", "rgba": "4 channels", "sixteen": "not 8-bit RGB",
+        "wrong mask size": "--resize", "empty mask": "empty", "full mask": "whole image",
+        "not an image": "not an image", "huge": "--resize",
+    }
+
+
+def test_bad_inputs_fail_their_jobs_clearly_and_the_rest_finish(tiny_model, tmp_path):
+    expected = _bad_corpus(tmp_path / "bad corpus")
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    res = CliRunner().invoke(cli, ["harvest", "--model", str(tiny_model), "--images", str(tmp_path / "bad corpus"),
+                                   *FAST, "--db", db])
+    assert res.exit_code == 1, res.output
+    assert "done 2, skipped 0 (already done), failed 9" in res.output
+    with Catalog.open(db) as cat:
+        run_id = cat.list_directions()[0].run_id
+        failed = {Path(j.image_uri).stem: j.error for j in cat.list_jobs(run_id, "failed")}
+        assert set(failed) == set(expected)
+        for stem, words in expected.items():
+            assert words in failed[stem], (stem, failed[stem])
+        assert {Path(d.image_uri).stem for d in cat.list_directions()} == {"good one", "gööd ünicode"}
+    again = CliRunner().invoke(cli, ["harvest", "--model", str(tiny_model), "--images", str(tmp_path / "bad corpus"),
+                                     *FAST, "--db", db, "--retry-failed"])
+    assert "requeued 9 failed jobs" in again.output and again.exit_code == 1
+
+
+def _count(db):
+    with Catalog.open(db) as cat:
+        dirs = cat.list_directions()
+        run = dirs[0].run_id if dirs else None
+        return cat, dirs, run
+
+
+@pytest.mark.slow
+def test_crash_and_resume_under_sigkill(tiny_model, tmp_path):
+    write_dataset(tmp_path / "faces", 6, 1_000_100)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    cmd = [sys.executable, "-m", "cli.main", "harvest", "--model", str(tiny_model), "--images", str(tmp_path / "faces"),
+           "--labels", "eyes,mouth", *FAST, "--batch", "2", "--lease", "3", "--max-attempts", "20", "--db", db]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4.0, 9.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        time.sleep(3.2)  # let the dead worker's leases expire
+    assert kills >= 2
+    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout + final.stderr
+    with Catalog.open(db) as cat:
+        dirs = cat.list_directions()
+        run_id = dirs[0].run_id
+        counts = cat.job_counts(run_id)
+        assert counts == {**counts, "done": 12, "failed": 0, "running": 0, "pending": 0}
+        assert len(dirs) == 24
+        assert len({(d.job_id, d.rank_index) for d in dirs}) == 24
+        assert cat.sweep_orphans() == 0
+        for d in dirs:
+            cat.load_vector(d.id, expected_fingerprint=d.fingerprint)  # hash and fingerprint checked
+
+
+@pytest.mark.postgres
+def test_four_worker_processes_share_a_postgres_run(tiny_model, faces, pg_url):
+    res = CliRunner().invoke(cli, ["harvest", "--model", str(tiny_model), "--images", str(faces), *FAST,
+                                   "--workers", "4", "--device", "cpu", "--db", pg_url], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    with Catalog.open(pg_url) as cat:
+        dirs = cat.list_directions()
+        n_jobs = sum(cat.job_counts(dirs[0].run_id).values())
+        assert n_jobs == len(discover(faces))
+        assert len(dirs) == 2 * n_jobs
+        assert len({(d.job_id, d.rank_index) for d in dirs}) == len(dirs)
+        assert all(j.attempts == 1 for j in cat.list_jobs(dirs[0].run_id))

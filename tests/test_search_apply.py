@@ -1,0 +1,167 @@
+"""Effects, naming, search and apply on tiny random models: the whole path users take, fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.main import cli
+from locobank.catalog import Catalog
+from locobank.clip import load_clip
+from locobank.embed import embed_directions
+from locobank.harvest import HarvestParams, discover, plan, work
+from locobank.index import build_index
+from locobank.models import load_model
+from locobank.naming import label_all
+from locobank.search import search, text_direction
+from locobank.toyworld import write_dataset
+from tiny import save_tiny_clip, save_tiny_pipeline
+
+PARAMS = HarvestParams(rank=2, null_rank=2, t_edit=0.5, steps=3, iters=4)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    model_dir = save_tiny_pipeline(root / "tiny32", size=32)
+    clip_dir = save_tiny_clip(root / "tinyclip")
+    write_dataset(root / "faces", 3, 1_000_000)
+    write_dataset(root / "unseen", 2, 1_010_000)
+    db = f"sqlite:///{root / 'c.db'}"
+    model = load_model(model_dir)
+    clip = load_clip(str(clip_dir))
+    with Catalog.open(db, upgrade=True) as cat:
+        run = plan(cat, model, discover(root / "faces", labels={"mouth", "hair"}), PARAMS)
+        work(cat, model, run.id, PARAMS)
+        embed_directions(cat, clip, n_probes=2, steps=3)
+        label_all(cat, clip, extra=["purple hat"])
+        build_index(cat, clip.clip_id)
+    return {"root": root, "db": db, "model": model_dir, "clip": clip_dir, "clip_model": clip}
+
+
+@pytest.fixture(autouse=True)
+def _same_home(world, monkeypatch):
+    """The index lives under LOCOBANK_HOME: keep the one the module fixture built into."""
+    monkeypatch.setenv("LOCOBANK_HOME", str(world["root"] / "home"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_home(tmp_path_factory):
+    import os
+
+    home = tmp_path_factory.getbasetemp() / "world0" / "home"
+    old = os.environ.get("LOCOBANK_HOME")
+    os.environ["LOCOBANK_HOME"] = str(home)
+    yield
+    if old is None:
+        os.environ.pop("LOCOBANK_HOME", None)
+    else:
+        os.environ["LOCOBANK_HOME"] = old
+
+
+def test_every_direction_has_an_effect_a_preview_and_a_name(world):
+    with Catalog.open(world["db"]) as cat:
+        dirs = cat.list_directions()
+        assert len(dirs) == 12
+        ids, vecs = cat.effects_for(world["clip_model"].clip_id)
+        assert sorted(ids.tolist()) == sorted(d.id for d in dirs)
+        np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+        for d in dirs:
+            png = cat.get_preview(d.id)
+            assert png and Image.open(__import__("io").BytesIO(png)).size == (3 * 128, 128)
+            assert d.label is not None and d.label_sign in (1, -1)
+            eff = cat.effect_of(d.id, world["clip_model"].clip_id)
+            assert -1.0 <= eff.consistency <= 1.0 and eff.n_images == 3
+
+
+def test_effect_vectors_are_deterministic(world):
+    clip = world["clip_model"]
+    with Catalog.open(world["db"]) as cat:
+        ids, before = cat.effects_for(clip.clip_id)
+        embed_directions(cat, clip, ids=[int(i) for i in ids[:3]], n_probes=2, steps=3)
+        _, after = cat.effects_for(clip.clip_id)
+    np.testing.assert_allclose(before, after, atol=1e-6)
+
+
+def test_negated_query_returns_the_same_directions_with_opposite_signs(world):
+    clip = world["clip_model"]
+    with Catalog.open(world["db"]) as cat:
+        fwd = search(cat, clip, "frown -> smile", k=5)
+        back = search(cat, clip, "smile -> frown", k=5)
+    assert [h.id for h in fwd] == [h.id for h in back]
+    assert [h.sign for h in fwd] == [-h.sign for h in back]
+    np.testing.assert_allclose([h.score for h in fwd], [h.score for h in back], rtol=1e-5)
+    np.testing.assert_allclose(text_direction(clip, "frown -> smile"), -text_direction(clip, "smile -> frown"), atol=1e-6)
+
+
+def test_search_cli_json_schema_and_filters(world, tmp_path):
+    res = CliRunner().invoke(cli, ["search", "blond hair", "-k", "4", "--clip", str(world["clip"]), "--json",
+                                   "--db", world["db"], "--sheet", str(tmp_path / "s.png")])
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.output)
+    assert 1 <= len(hits) <= 4
+    for h in hits:
+        assert set(h) == {"id", "score", "sign", "label", "mask_label", "model_id", "fingerprint", "singular_value",
+                          "t_edit", "apply"}
+        assert h["sign"] in (1, -1) and isinstance(h["score"], float)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert (tmp_path / "s.png").exists()
+    only_mouth = json.loads(CliRunner().invoke(cli, ["search", "smile", "--clip", str(world["clip"]), "--json",
+                                                     "--mask", "mouth", "--db", world["db"]]).output)
+    assert only_mouth and {h["mask_label"] for h in only_mouth} == {"mouth"}
+
+
+def test_list_by_label(world):
+    with Catalog.open(world["db"]) as cat:
+        some = cat.list_directions()[0]
+    res = CliRunner().invoke(cli, ["list", "--label", some.label, "--json", "--db", world["db"]])
+    assert res.exit_code == 0
+    assert some.id in {d["id"] for d in json.loads(res.output)}
+
+
+def _apply(world, *args):
+    return CliRunner().invoke(cli, ["apply", *args, "--db", world["db"]])
+
+
+def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
+    unseen = sorted(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
+    a = _apply(world, "1:3", str(unseen[0]), "--out", str(tmp_path / "a.png"), "--steps", "3", "--seed", "5")
+    b = _apply(world, "1:3", str(unseen[0]), "--out", str(tmp_path / "b.png"), "--steps", "3", "--seed", "5")
+    assert a.exit_code == 0, a.output
+    assert Image.open(tmp_path / "a.png").size == (32, 32)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
+    many = _apply(world, "1:3", "2:-2", str(world["root"] / "unseen"), "--out", str(tmp_path / "many"), "--steps", "3",
+                  "--orthogonalize")
+    assert many.exit_code == 0, many.output
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(p.name for p in unseen)
+    sweep = _apply(world, "1", str(unseen[0]), "--sweep", "-4,0,4", "--out", str(tmp_path / "sw.png"), "--steps", "3")
+    assert sweep.exit_code == 0, sweep.output
+    assert Image.open(tmp_path / "sw.png").size == (96, 32)
+    masked = _apply(world, "1:3", str(unseen[0]), "--mask", str(unseen[0]).replace(".png", "_mouth.png"),
+                    "--out", str(tmp_path / "m.png"), "--steps", "3")
+    assert masked.exit_code == 0, masked.output
+    q = _apply(world, "--query", "smile", "--clip", str(world["clip"]), str(unseen[0]), "--out", str(tmp_path / "q.png"),
+               "--steps", "3")
+    assert q.exit_code == 0 and "query 'smile': direction" in q.output
+
+
+def test_apply_refusals_are_clear(world, tmp_path):
+    img = next(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
+    unknown = _apply(world, "999", str(img), "--out", str(tmp_path / "x.png"))
+    assert unknown.exit_code == 1 and "999" in unknown.output
+    bad = _apply(world, "1:strong", str(img), "--out", str(tmp_path / "x.png"))
+    assert bad.exit_code == 1 and "not a number" in bad.output
+    other = save_tiny_pipeline(tmp_path / "other", size=32, seed=3)
+    wrong = _apply(world, "1", str(img), "--out", str(tmp_path / "x.png"), "--model", str(other))
+    assert wrong.exit_code == 1 and "fingerprint" in wrong.output
+    big = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(big)
+    refused = _apply(world, "1", str(big), "--out", str(tmp_path / "x.png"))
+    assert refused.exit_code == 1 and "--resize" in refused.output
+    resized = _apply(world, "1", str(big), "--out", str(tmp_path / "x.png"), "--resize", "--steps", "3")
+    assert resized.exit_code == 0, resized.output

@@ -1,0 +1,77 @@
+"""The procedural face generator: determinism, masks, captions, dataset layout, probes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from cli.main import cli
+from locobank.toyworld import PARTS, face, faces, probes
+from locobank.toyworld.captions import training_caption
+
+
+def test_faces_are_deterministic_and_varied():
+    a, b = face(1_000_001), face(1_000_001)
+    assert np.array_equal(a.image, b.image) and a.caption == b.caption
+    assert a.image.shape == (32, 32, 3) and a.image.dtype == np.uint8
+    many = [face(s) for s in range(300)]
+    assert len({f.attrs.hair for f in many}) >= 5
+    assert len({f.attrs.iris for f in many}) >= 4
+    assert {f.attrs.glasses for f in many} == {True, False}
+    assert {f.attrs.hair_long for f in many} == {True, False}
+    assert {f.attrs.smile > 0 for f in many} == {True, False}
+    assert len({f.caption for f in many}) > 250
+
+
+def test_masks_are_exact_parts():
+    f = face(7)
+    for part in ("eyes", "mouth", "hair", "face", "background"):
+        assert f.masks[part].shape == (32, 32) and f.masks[part].any(), part
+    # Face, hair and background partition most of the image; the mouth sits inside the face.
+    assert not (f.masks["hair"] & f.masks["background"]).any()
+    assert (f.masks["mouth"] & f.masks["face"]).sum() >= 0.8 * f.masks["mouth"].sum()
+    assert set(f.masks) == set(PARTS)
+
+
+def test_captions_name_the_attributes():
+    for s in range(50):
+        f = face(s)
+        c = f.caption
+        assert f.attrs.hair in c and f.attrs.iris in c
+        assert ("glasses" in c) == f.attrs.glasses
+        assert ("smil" in c or "smile" in c) == (f.attrs.smile > 0)
+    import random
+
+    short = training_caption(face(3).attrs, random.Random(1))
+    assert short.startswith("a ")
+
+
+def test_probes_read_the_attributes_back():
+    fs = [face(s) for s in range(1_000_000, 1_000_060)]
+    curv = np.array([probes.mouth_curvature(f.image, f.attrs) for f in fs])
+    assert np.all(np.sign(curv) == np.sign([f.attrs.smile for f in fs]))
+    eyes = np.array([probes.eye_area(f.image, f.attrs) for f in fs])
+    big = np.array([f.attrs.eye_size > 0.5 for f in fs])
+    pairs = eyes[big][:, None] > eyes[~big][None, :]
+    assert pairs.mean() > 0.95
+    gl = np.array([probes.glasses_darkness(f.image, f.attrs) for f in fs])
+    worn = np.array([f.attrs.glasses for f in fs])
+    assert gl[worn].min() > gl[~worn].max()
+    for f in fs[:20]:
+        d = {k: probes.colour_distance(probes.hair_colour(f.image, f.attrs), f"{k} hair") for k in faces.HAIR}
+        assert min(d, key=d.get) == f.attrs.hair
+
+
+def test_cli_writes_a_dataset_the_harvester_can_read(tmp_path):
+    res = CliRunner().invoke(cli, ["toy", "faces", "--n", "4", "--seed", "1000000", "--out", str(tmp_path / "ds")])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "ds" / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    for row in rows:
+        assert (tmp_path / "ds" / row["image"]).exists()
+        for part, name in row["masks"].items():
+            assert name == row["image"].replace(".png", f"_{part}.png")
+            assert (tmp_path / "ds" / name).exists()
+        assert row["caption"] and row["attributes"]["seed"] >= 1_000_000
