@@ -51,10 +51,12 @@ def search(query, k, clip_spec, domain, model, label, mask_label, min_score, npr
     if not hits:
         click.echo("no hits")
         return
-    click.echo(f"{'id':>6}  {'score':>6}  {'sign':>4}  {'mask':<10}  {'name':<16}  model")
+    from locobank.search import named
+
+    click.echo(f"{'id':>6}  {'score':>6}  {'sign':>4}  {'mask':<10}  {'name':<20}  model")
     for h in hits:
         click.echo(f"{h.id:>6}  {h.score:6.3f}  {'+' if h.sign > 0 else '-':>4}  {h.mask_label:<10}  "
-                   f"{(h.label or '-'):<16}  {h.model_id}")
+                   f"{named(h.label, h.label_sign):<20}  {h.model_id}")
     if sheet is not None:
         click.echo(f"sheet: {sheet}")
 

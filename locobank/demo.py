@@ -150,6 +150,8 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
 
 def _write_report(res: DemoResult, model_id: str, params) -> None:
     """report.html: each query, its hits, and before/after pairs on unseen faces."""
+    from .search import named
+
     e = html.escape
     parts = [f"<!doctype html><meta charset='utf-8'><title>locobank demo</title><style>"
              "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
@@ -168,7 +170,7 @@ def _write_report(res: DemoResult, model_id: str, params) -> None:
         parts.append("<table><tr><th>id</th><th>score</th><th>sign</th><th>mask</th><th>name</th></tr>")
         for h in entry["hits"]:
             parts.append(f"<tr><td>{h['id']}</td><td>{h['score']:.3f}</td><td>{'+' if h['sign'] > 0 else '−'}</td>"
-                         f"<td>{e(h['mask_label'])}</td><td>{e(h['label'] or '-')}</td></tr>")
+                         f"<td>{e(h['mask_label'])}</td><td>{e(named(h['label'], h['label_sign']))}</td></tr>")
         parts.append("</table>")
         if entry.get("sheet"):
             parts.append(f"<p>Contact sheet of the hits (rows: directions; columns: −λ, 0, +λ):<br>"

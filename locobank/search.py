@@ -21,6 +21,13 @@ from .paths import DATA
 ARROW = re.compile(r"\s*(?:->|→)\s*")
 
 
+def named(label: str | None, label_sign: int | None) -> str:
+    """A direction's automatic name with the sign it names: 'frown (-v)' means -v frowns."""
+    if not label:
+        return "-"
+    return f"{label} ({'-' if (label_sign or 1) < 0 else '+'}v)"
+
+
 def _template(text: str, domain: str) -> str:
     text = text.strip()
     return text if text.lower().startswith(("a ", "an ")) and domain in text else f"a {domain} with {text}"
@@ -79,6 +86,7 @@ class Hit:
     score: float
     sign: int
     label: str | None
+    label_sign: int | None  # the label names label_sign * v
     mask_label: str
     model_id: str
     fingerprint: str
@@ -87,6 +95,7 @@ class Hit:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "score": round(self.score, 6), "sign": self.sign, "label": self.label,
+                "label_sign": self.label_sign,
                 "mask_label": self.mask_label, "model_id": self.model_id, "fingerprint": self.fingerprint,
                 "singular_value": self.singular_value, "t_edit": self.t_edit,
                 "apply": f"locobank apply {self.id}:{'-' if self.sign < 0 else ''}STRENGTH IMAGE --out OUT.png"}
@@ -119,8 +128,8 @@ def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "
             continue
         if mask_label and r.mask_label != mask_label:
             continue
-        out.append(Hit(int(did), float(score), int(sign), r.label, r.mask_label, r.model_id, r.fingerprint,
-                       r.singular_value, r.t_edit))
+        out.append(Hit(int(did), float(score), int(sign), r.label, r.label_sign, r.mask_label, r.model_id,
+                       r.fingerprint, r.singular_value, r.t_edit))
         if len(out) >= k:
             break
     return out

@@ -50,14 +50,15 @@ class Card:
     transfer: float | None
     local: float | None
     strength: float | None
+    name_sign: int = 1  # the name describes name_sign * v (the catalog's label_sign)
 
     @property
     def caption(self) -> str:
-        """``#id  name (sign)  mask=..  σ=..  transfer=..  local=..`` (fields split on double spaces)."""
+        """``#id  name (+v|-v)  mask=..  σ=..  transfer=..  local=..`` (fields split on double spaces)."""
         return "  ".join(
             [
                 f"#{self.id}",
-                f"{self.name} ({'+' if self.sign > 0 else '-'})",
+                f"{self.name} ({'+' if self.name_sign > 0 else '-'}v)",
                 f"mask={self.mask}",
                 f"σ={self.sigma:.3g}",
                 f"transfer={_num(self.transfer)}",
@@ -106,6 +107,7 @@ def describe(catalog: Any, record: DirectionRecord, *, clip_id: str | None = Non
         transfer=None if effect is None or effect.consistency is None else float(effect.consistency),
         local=local,
         strength=None if effect is None else float(effect.strength),
+        name_sign=-1 if (record.label_sign or 1) < 0 else 1,
     )
 
 
