@@ -147,9 +147,22 @@ def test_crash_and_resume_under_sigkill(tiny_model, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     rng = random.Random(0)
     kills = 0
+
+    def done_jobs() -> int:
+        try:
+            with Catalog.open(db) as cat:
+                return sum(c for status, c in cat.job_counts().items() if status == "done")
+        except Exception:  # not created yet, or mid-migration: nothing done
+            return 0
+
     for _ in range(4):
+        before = done_jobs()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(4.0, 9.0))
+        deadline = time.monotonic() + 120
+        # Kill mid-run: once this process has finished a job, at a random moment soon after.
+        while proc.poll() is None and done_jobs() == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 0.6))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
