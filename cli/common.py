@@ -28,3 +28,29 @@ def parse_floats(text: str) -> list[float]:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError as e:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from e
+
+
+class Stages:
+    """Progress bars for a job of named stages: ``stage(name, total)`` closes the last bar and
+    returns the ``update`` of a new one. Use as a context manager so the last bar is closed."""
+
+    def __init__(self) -> None:
+        self.bars: list = []
+
+    def __call__(self, name: str, total: int):
+        from tqdm import tqdm
+
+        self.close()
+        bar = tqdm(total=total, desc=f"{name:>13}", unit="step")
+        self.bars.append(bar)
+        return bar.update
+
+    def close(self) -> None:
+        for b in self.bars:
+            b.close()
+
+    def __enter__(self) -> "Stages":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

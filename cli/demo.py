@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import fail_on_library_errors
+from .common import Stages, fail_on_library_errors
 
 
 @click.command()
@@ -24,23 +24,11 @@ def demo(out: Path, quick: bool, device: str | None) -> None:
     """
     import time
 
-    from tqdm import tqdm
-
     from locobank.demo import DemoConfig, run_demo
 
-    bars: list[tqdm] = []
-
-    def stage(name: str, total: int):
-        for b in bars:
-            b.close()
-        bar = tqdm(total=total, desc=f"{name:>13}", unit="step")
-        bars.append(bar)
-        return bar.update
-
     start = time.perf_counter()
-    res = run_demo(out, DemoConfig.quick() if quick else DemoConfig(), stage=stage, device=device)
-    for b in bars:
-        b.close()
+    with Stages() as stage:
+        res = run_demo(out, DemoConfig.quick() if quick else DemoConfig(), stage=stage, device=device)
     click.echo(f"\n{res.directions} directions harvested; {len(res.queries)} searches; "
                f"{time.perf_counter() - start:.0f} s in all")
     for q, entry in res.queries.items():

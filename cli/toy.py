@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import fail_on_library_errors
+from .common import Stages, fail_on_library_errors
 
 DDPM_DIR = Path("data/models/toyfaces-ddpm")
 CLIP_DIR = Path("data/models/toyfaces-clip")
@@ -104,6 +104,8 @@ def train_clip_cmd(out, state, steps, batch, seed, device, resume) -> None:
 
 
 @toy.command("eval")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A toy DDPM folder to measure, e.g. a training export [the shipped toy DDPM].")
 @click.option("--faces", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Held-out source faces per part (and as many transfer targets).")
 @click.option("--parts", default="mouth,eyes,hair", show_default=True)
@@ -116,7 +118,7 @@ def train_clip_cmd(out, state, steps, batch, seed, device, resume) -> None:
 @click.option("--skip-clip", is_flag=True, help="Leave out the CLIP zero-shot accuracy.")
 @click.option("--json", "as_json", is_flag=True)
 @fail_on_library_errors
-def eval_cmd(faces, parts, t_edit, null_rank, strength, steps, samples, skip_clip, as_json) -> None:
+def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, steps, samples, skip_clip, as_json) -> None:
     """Measure the toy world's quality bars on held-out faces: reconstruction PSNR, LOCO
     locality on the source and on transfer, and CLIP zero-shot accuracy."""
     import json
@@ -128,7 +130,7 @@ def eval_cmd(faces, parts, t_edit, null_rank, strength, steps, samples, skip_cli
     from locobank.toyworld import HELD_OUT_SEED
     from locobank.toyworld import evaluate as E
 
-    lm = load_model(TOY_DDPM)
+    lm = load_model(model_dir or TOY_DDPM)
     d = lm.defaults
     t_edit = t_edit if t_edit is not None else d.get("t_edit", 0.6)
     null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
@@ -160,3 +162,83 @@ def eval_cmd(faces, parts, t_edit, null_rank, strength, steps, samples, skip_cli
                    f"transfer median {s['transfer']['median']:.2f} (worst {s['transfer']['worst']:.2f})")
     for task, acc in report.get("clip_zero_shot", {}).items():
         click.echo(f"CLIP zero-shot {task}: {100 * acc:.1f}%")
+
+
+@toy.command("quality")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("quality"), show_default=True,
+              help="Folder for the run (catalog, index, sheets, quality.json).")
+@click.option("--faces", type=click.IntRange(1, 500), default=24, show_default=True,
+              help="Held-out faces to harvest (eyes, mouth and hair masks).")
+@click.option("--targets", type=click.IntRange(1, 200), default=10, show_default=True,
+              help="Other held-out faces each query's top hit is applied to.")
+@click.option("--unseen", type=click.IntRange(1, 200), default=20, show_default=True,
+              help="Unseen faces for the locality, linearity and composition bars.")
+@click.option("--rank", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--iters", type=click.IntRange(1, 200), default=12, show_default=True, help="Iteration cap of the SVD.")
+@click.option("--reuse", is_flag=True, help="Measure an existing run in --out instead of harvesting again.")
+@click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
+@click.option("--json", "as_json", is_flag=True)
+@fail_on_library_errors
+def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json) -> None:
+    """Measure search and apply quality on the toy world, with pixel probes rather than CLIP.
+
+    Harvests --faces held-out faces through the demo's path (harvest, embed, name, index,
+    sheets), then prints, for the queries smile, frown, blue/brown eyes, bigger eyes,
+    blond/black/long hair and glasses: the top hit's mask, precision@5 and how many of
+    --targets faces the top hit moves the right way. Then the apply bars on --unseen faces:
+    locality with each face's own part mask, monotonicity across the sweep -8..8, and
+    smile + blond hair composed.
+    """
+    import json
+
+    from locobank.catalog import Catalog
+    from locobank.clip import load_clip
+    from locobank.demo import DemoConfig, run_demo
+    from locobank.errors import InputError
+    from locobank.models import load_model
+    from locobank.paths import TOY_DDPM
+    from locobank.toyworld import HELD_OUT_SEED
+    from locobank.toyworld import quality as Q
+
+    cfg = DemoConfig(faces=faces, unseen=max(unseen, targets), rank=rank, iters=iters, queries=Q.SEARCH_QUERIES, k=5)
+    db = out / "catalog.db"
+    with Stages() as stage:
+        if not reuse:
+            run_demo(out, cfg, stage=stage, device=device)
+        elif not db.exists():
+            raise InputError(f"--reuse: there is no run in {out} (no catalog.db); run without --reuse first")
+        cat = Catalog.open(f"sqlite:///{db.resolve()}")
+        model = load_model(TOY_DDPM, device=device)
+        clip = load_clip("toy", device=device)
+        seeds = [HELD_OUT_SEED + 10_000 + i for i in range(max(unseen, targets))]
+        rows = Q.search_quality(cat, clip, model, seeds[:targets], index_folder=out / "index",
+                                progress=stage("search bars", len(Q.SEARCH_QUERIES)))
+        rep = Q.apply_quality(cat, clip, model, seeds[:unseen], index_folder=out / "index",
+                              progress=stage("apply bars", 5))
+    report = {"model": model.info(), "faces": faces, "targets": targets, "unseen": unseen, "rank": rank,
+              "directions": len(cat.list_directions()), "search": [r.__dict__ for r in rows], "apply": rep.to_dict()}
+    cat.close()
+    (out / "quality.json").write_text(json.dumps(report, indent=2))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"\n{report['directions']} directions from {faces} faces; strength {rep.strength:g}\n")
+    click.echo(f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}")
+    for r in rows:
+        ok = "" if r.top_mask == r.part else "  (want " + r.part + ")"
+        click.echo(f"{r.query:12s} {str(r.top_mask):12s} {'+' if r.sign > 0 else '-':>4s} {r.precision_at_5:5.2f} "
+                   f"{r.success:>3d}/{r.tried:<4d} {r.mean_gain:8.3f}{ok}")
+    click.echo("")
+    for q, s in rep.locality.items():
+        click.echo(f'locality of "{q}" (#{s["id"]}) on {s["n"]} unseen faces, {s["part"]} mask: mean {s["mean"]:.2f}, '
+                   f'worst {s["worst"]:.2f}, {s["at_least_85"]}/{s["n"]} at >= 0.85; moved right way {s["moved_right_way"]}/{s["n"]}')
+    if rep.linearity:
+        li = rep.linearity
+        click.echo(f'linearity of "{li["query"]}" across {li["sweep"]}: monotone on {li["monotone"]}/{li["n"]} faces')
+    if rep.composition:
+        c = rep.composition
+        per = ", ".join(f'{q}: median ratio {v["median_ratio"]:.2f}, {v["within_20pct"]}/{c["n"]} within 20%'
+                        for q, v in c["per_query"].items())
+        click.echo(f'composition {" + ".join(c["queries"])}: {per}; both within 20% on {c["both_within_20pct"]}/{c["n"]}; '
+                   f'locality to the union mean {c["locality_union_mean"]:.2f}, worst {c["locality_union_worst"]:.2f}')
+    click.echo(f"wrote {out / 'quality.json'}; the contact sheets are in {out / 'sheets'}")

@@ -22,7 +22,7 @@ from PIL import Image
 
 from .clip import ClipModel
 from .errors import LocobankError
-from .images import load_image, to_uint8
+from .images import load_image, load_mask, to_uint8
 from .loco import ddim
 from .models import LoadedModel
 from .resolve import model_for
@@ -88,6 +88,22 @@ class StateCache:
         return torch.stack([self._x[(u, t)] for u in uris])
 
 
+def source_locality(catalog, record, model: LoadedModel, *deltas: torch.Tensor) -> float | None:
+    """Share of the rendered change on the source image (each of ``deltas``) inside the direction's
+    own mask; None when the mask file can no longer be read."""
+    from .engine import locality
+
+    try:
+        mask_uri = catalog.get_job(record.job_id).mask_uri
+        if mask_uri is None:
+            return None
+        mask = load_mask(Path(mask_uri), model.resolution, resize=True)
+    except (LocobankError, OSError) as e:
+        log.warning("direction %d: no locality (%s)", record.id, e)
+        return None
+    return locality(torch.cat(list(deltas), 0), mask)
+
+
 def probe_images(catalog, fingerprint: str, n: int) -> list[str]:
     """The first ``n + 1`` distinct images harvested for this model (by id), so probes are stable."""
     seen: list[str] = []
@@ -141,7 +157,8 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
                     vec, consistency = effect_vector(clip, plus, minus)
                     effects.append(NewEffect(direction_id=r.id, clip_id=clip.clip_id, vector=vec.cpu().numpy().astype(np.float32),
                                              consistency=consistency, n_images=k, strength=lam))
-                    previews.append((r.id, preview_strip(torch.stack([minus[0], zero[0], plus[0]])), lam))
+                    loc = source_locality(catalog, r, model, plus[0] - zero[0], minus[0] - zero[0])
+                    previews.append((r.id, preview_strip(torch.stack([minus[0], zero[0], plus[0]])), lam, loc))
                 except (LocobankError, OSError) as e:
                     summary.failed += 1
                     summary.errors.append(f"direction {r.id}: {e}")
@@ -149,8 +166,8 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
                     progress(1)
             if effects:
                 catalog.put_effects(effects)
-                for did, png, lam_ in previews:
-                    catalog.put_preview(did, png, lam_)
+                for did, png, lam_, loc in previews:
+                    catalog.put_preview(did, png, lam_, loc)
             summary.embedded += len(effects)
     summary.seconds = time.perf_counter() - start
     return summary

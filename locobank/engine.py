@@ -205,6 +205,30 @@ def compose(vectors: Sequence[Tensor], strengths: Sequence[float], *, orthogonal
     return total.reshape(vectors[0].shape).to(vectors[0].dtype)
 
 
+def locality(delta: Tensor, mask: Tensor) -> float:
+    """Share of the pixel-change energy of ``delta`` (C x H x W) that falls inside ``mask`` (H x W bool)."""
+    e = delta.detach().float().cpu().pow(2).sum(0)
+    return float(e[mask.cpu().bool()].sum() / e.sum().clamp_min(1e-20))
+
+
+def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vectors: Tensor, *,
+              null_rank: int = 5, seed: int = 0) -> Tensor:
+    """``vectors`` (k, C, H, W) projected off the top-``null_rank`` null basis of *this* image's
+    PMP Jacobian outside ``mask``: a direction found on another image, made local on this one."""
+    tt = to_timestep(model, t)
+    x = _as_batch(model, x_t, "x_t")
+    if x.shape[0] != 1:
+        raise InputError("a target mask applies to one image at a time")
+    if null_rank < 1:
+        return vectors
+    m = check_mask(mask, (model.resolution, model.resolution)).to(model.device)
+    outside = (~m)[None].expand(model.channels, -1, -1)
+    lin = Linearization(pmp_fn(model, tt), x[0])
+    (null_res,) = block_subspace_svd(lin, [outside], [null_rank], seed=seed)
+    flat = vectors.to(model.device, torch.float32)
+    return project_out(flat.reshape(flat.shape[0], -1), null_res.Vh).reshape(flat.shape)
+
+
 def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
          t_edit: float | int | None = None, *, steps: int = DEFAULT_STEPS, seed: int = 0, eta_tail: float = 0.0,
          mask: Tensor | None = None, null_rank: int = 5, orthogonalize: bool = False, inverted: bool = False,
@@ -238,11 +262,7 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
     if mask is not None:
         if x_t.shape[0] != 1:
             raise InputError("a target mask applies to one image at a time")
-        m = check_mask(mask, (model.resolution, model.resolution)).to(model.device)
-        outside = (~m)[None].expand(model.channels, -1, -1)
-        lin = Linearization(pmp_fn(model, t), x_t[0])
-        (null_res,) = block_subspace_svd(lin, [outside], [null_rank], seed=seed)
-        vectors = list(project_out(torch.stack(vectors), null_res.Vh)) if null_res is not None else vectors
+        vectors = list(reproject(model, x_t, t, mask, torch.stack(vectors), null_rank=null_rank, seed=seed))
     delta = compose(vectors, strengths, orthogonalize=orthogonalize)
     x_edit = x_t + delta
     g = torch.Generator().manual_seed(int(seed))

@@ -92,8 +92,7 @@ def _tick(unit: float, strength: float | None) -> str:
 def describe(catalog: Any, record: DirectionRecord, *, clip_id: str | None = None, sign: int | None = None) -> Card:
     """The card of one direction; ``transfer`` needs ``clip_id`` (effects are stored per CLIP model)."""
     effect = catalog.effect_of(record.id, clip_id) if clip_id is not None else None
-    outside = (record.diagnostics or {}).get("outside_residual")
-    local = 1.0 - float(outside) if isinstance(outside, (int, float)) else None
+    local = catalog.preview_locality(record.id)
     if sign is None:
         sign = record.label_sign or 1
     return Card(

@@ -21,7 +21,7 @@ from locobank.errors import CatalogError, SchemaOutOfDate
 pytest_plugins = ["catalog_support"]  # fixtures: catalog, backend_url, pg_url, sqlite_url, ...
 
 TABLES = {"models", "images", "masks", "harvest_runs", "jobs", "directions", "vectors", "alembic_version"}
-TABLES |= {"effects", "previews"}  # 0002
+TABLES |= {"effects", "previews"}  # 0002 (0003 adds previews.locality)
 
 
 def assert_schema_is_models(url: str) -> None:

@@ -129,6 +129,27 @@ def test_transfer_compose_and_zero_strength(model, image, mask):
     assert ortho.images.shape == (1, 3, 16, 16)
 
 
+def test_reproject_removes_the_targets_outside_null_basis(model, image, mask):
+    """Against a dense oracle: after re-projection, a direction has no component along the top
+    right singular vectors of the *target's* outside-mask Jacobian, and edit(mask=) uses it."""
+    other = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    d = engine.find_directions(model, engine.invert(model, image, 0.6, 10), 0.6, mask, rank=2, null_rank=2)
+    xt = engine.invert(model, other, 0.6, 10)
+    t = engine.to_timestep(model, 0.6)
+    V = engine.reproject(model, xt, t, mask, d.vectors, null_rank=3)
+    assert V.shape == d.vectors.shape
+    torch.testing.assert_close(V.flatten(1).norm(dim=1), torch.ones(2))
+    f = engine.pmp_fn(model, t)
+    J = torch.autograd.functional.jacobian(lambda z: f(z).reshape(-1), xt[0]).reshape(3 * 256, 3 * 256)
+    outside = (~mask)[None].expand(3, -1, -1).reshape(-1)
+    _, _, Vh = torch.linalg.svd(J * outside[:, None].float())
+    assert (Vh[:3] @ V.flatten(1).T).abs().max() < 1e-2  # the null basis is found to tolerance 1e-2
+    assert (Vh[:3] @ d.vectors.flatten(1).T).abs().max() > 1e-2  # the raw transfer did have such a component
+    a = engine.edit(model, xt, [(d[0], 3.0)], steps=10, mask=mask, null_rank=3, inverted=True)
+    b = engine.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
+    torch.testing.assert_close(a.images, b.images)
+
+
 def test_bad_masks_are_refused_clearly(model, image):
     xt = engine.invert(model, image, 0.6, 5)
     with pytest.raises(InputError, match="empty"):

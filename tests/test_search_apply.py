@@ -79,6 +79,29 @@ def test_every_direction_has_an_effect_a_preview_and_a_name(world):
             assert -1.0 <= eff.consistency <= 1.0 and eff.n_images == 3
 
 
+def test_preview_locality_is_measured_on_the_rendered_source_edit(world):
+    """The locality on each card is the share of the rendered change inside the direction's mask."""
+    import torch
+
+    from locobank import engine
+    from locobank.images import load_image, load_mask
+    from locobank.loco import ddim
+
+    model = load_model(world["model"])
+    with Catalog.open(world["db"]) as cat:
+        d = cat.list_directions()[0]
+        job = cat.get_job(d.job_id)
+        strength = cat.effect_of(d.id, world["clip_model"].clip_id).strength
+        x = load_image(Path(d.image_uri), 32)[None]
+        xt = ddim.invert(model.denoiser, x, d.t_edit, 3)
+        v = cat.load_vector(d.id).float()
+        out = ddim.sample(model.denoiser, torch.cat([xt + strength * v, xt - strength * v, xt]), d.t_edit, 3)
+        expected = engine.locality(torch.cat([out[0] - out[2], out[1] - out[2]]), load_mask(Path(job.mask_uri), 32))
+        assert cat.preview_locality(d.id) == pytest.approx(expected, abs=1e-4)
+        locs = [cat.preview_locality(r.id) for r in cat.list_directions()]
+        assert all(0.0 <= x <= 1.0 for x in locs) and len(set(locs)) > 1
+
+
 def test_effect_vectors_are_deterministic(world):
     clip = world["clip_model"]
     with Catalog.open(world["db"]) as cat:
@@ -165,3 +188,49 @@ def test_apply_refusals_are_clear(world, tmp_path):
     assert refused.exit_code == 1 and "--resize" in refused.output
     resized = _apply(world, "1", str(big), "--out", str(tmp_path / "x.png"), "--resize", "--steps", "3")
     assert resized.exit_code == 0, resized.output
+
+
+def test_quality_figures_follow_from_search_edits_and_probes(world):
+    """The toy-world quality table is what search + engine.edit + the pixel probes give."""
+    import torch
+
+    from locobank import engine
+    from locobank.images import to_uint8
+    from locobank.toyworld import batch, face
+    from locobank.toyworld import quality as Q
+    from locobank.toyworld.probes import attribute_score
+
+    model = load_model(world["model"])
+    clip = world["clip_model"]
+    seeds = [1_010_000, 1_010_001]
+    with Catalog.open(world["db"]) as cat:
+        rows = Q.search_quality(cat, clip, model, seeds, queries=("smile", "blond hair"), strength=3.0, steps=3)
+        assert [r.query for r in rows] == ["smile", "blond hair"] and [r.part for r in rows] == ["mouth", "hair"]
+        for r in rows:
+            hits = search(cat, clip, r.query, k=5)
+            assert (r.top_id, r.sign, r.top_mask) == (hits[0].id, hits[0].sign, hits[0].mask_label)
+            assert r.precision_at_5 == sum(h.mask_label == r.part for h in hits) / 5
+            v = cat.load_vector(r.top_id).float()
+            x = torch.from_numpy(batch(seeds))
+            t = hits[0].t_edit
+            edited = engine.edit(model, x, [(v, r.sign * 3.0)], t_edit=t, steps=3).images
+            plain = engine.edit(model, x, [(v, 0.0)], t_edit=t, steps=3).images
+            gain = [attribute_score(r.query, to_uint8(e), face(s).attrs) - attribute_score(r.query, to_uint8(p), face(s).attrs)
+                    for s, e, p in zip(seeds, edited, plain)]
+            assert r.success == sum(g > 0 for g in gain) and r.tried == 2
+            assert r.mean_gain == pytest.approx(float(np.mean(gain)), abs=1e-6)
+        rep = Q.apply_quality(cat, clip, model, seeds, strength=3.0, steps=3, null_rank=2,
+                              locality_queries=("smile", "blond hair"))
+    for q in ("smile", "blond hair"):
+        s = rep.locality[q]
+        assert 0.0 <= s["worst"] <= s["mean"] <= 1.0 and s["n"] == 2 and s["part"] == Q.part_for(q)
+    assert rep.linearity["n"] == 2 and len(rep.linearity["probe_mean"]) == len(Q.SWEEP)
+    c = rep.composition
+    assert c["ids"] == [rep.locality["smile"]["id"], rep.locality["blond hair"]["id"]]
+    assert 0.0 <= c["locality_union_worst"] <= c["locality_union_mean"] <= 1.0
+    assert set(c["per_query"]) == {"smile", "blond hair"}
+
+
+def test_toy_quality_reuse_needs_a_run(tmp_path):
+    r = CliRunner().invoke(cli, ["toy", "quality", "--reuse", "--out", str(tmp_path / "none")])
+    assert r.exit_code == 1 and "no run in" in r.output

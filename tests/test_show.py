@@ -80,7 +80,7 @@ def filled(cat):
     cat.set_label(evil, EVIL, score=0.2, sign=-1)
     cat.set_label(big_eyes, "big eyes", score=0.3, sign=1)
     for did in (smile, evil, big_eyes, deleted):
-        cat.put_preview(did, png(strip_tiles()), 8.0)
+        cat.put_preview(did, png(strip_tiles()), 8.0, locality=0.9)
     cat.put_effects([effect(smile), effect(evil, 0.5, 6.0)])
     cat.delete_direction(deleted)
     return dict(smile=smile, evil=evil, big_eyes=big_eyes, unnamed=unnamed, deleted=deleted)
@@ -192,7 +192,7 @@ def test_gallery_files_data_and_escaping(cat, filled, tmp_path):
     assert smile["strengths"] == ["-8", "0", "+8"] and evil["strengths"] == ["+6", "0", "-6"]
     assert by_id[filled["big_eyes"]]["strengths"] == ["-λ", "0", "+λ"]  # strength unknown without an effect
     assert unnamed["preview"] is None and unnamed["transfer"] is None and unnamed["name"] == "unnamed"
-    assert unnamed["local"] == pytest.approx(0.6)
+    assert unnamed["local"] is None  # locality is measured on the rendered preview; it has none
     assert evil["name"] == EVIL  # the label survives the round trip intact...
     assert "<script>alert" not in html and "</b>" not in html  # ...and never appears as markup
     assert "&lt;b&gt;gallery&lt;/b&gt; &amp; co" in html

@@ -154,21 +154,22 @@ class EffectStore(CatalogBase):
             if have is not None:
                 raise InputError(f"effects for {clip_id} have dimension {have} in the catalog; got {dim}")
 
-    def put_preview(self, direction_id: int, png: bytes, strength: float) -> None:
-        """Store (or replace) a direction's preview strip PNG."""
+    def put_preview(self, direction_id: int, png: bytes, strength: float, locality: float | None = None) -> None:
+        """Store (or replace) a direction's preview strip PNG, with the locality measured on it."""
         png = bytes(png)
         if not png.startswith(PNG_MAGIC):
             raise InputError(f"preview of direction {direction_id} is not a PNG file")
         with self._tx(write=True) as s:
             if s.get(Direction, direction_id) is None:
                 raise NotFound(f"no direction {direction_id} in the catalog {self.url}")
-            values = dict(direction_id=int(direction_id), png=png, strength=float(strength), created_at=self._now(s))
+            values = dict(direction_id=int(direction_id), png=png, strength=float(strength),
+                          locality=None if locality is None else float(locality), created_at=self._now(s))
             stmt = self._insert(Preview).values(**values)
             new = stmt.excluded
             s.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["direction_id"],
-                    set_=dict(png=new.png, strength=new.strength, created_at=new.created_at),
+                    set_=dict(png=new.png, strength=new.strength, locality=new.locality, created_at=new.created_at),
                 )
             )
 
@@ -183,6 +184,11 @@ class EffectStore(CatalogBase):
                 .where(Preview.direction_id == direction_id, Direction.deleted_at.is_(None))
             )
         return None if png is None else bytes(png)
+
+    def preview_locality(self, direction_id: int) -> float | None:
+        """The locality measured when the preview was rendered, or None (no preview, or made before 0003)."""
+        with self._tx() as s:
+            return s.scalar(select(Preview.locality).where(Preview.direction_id == direction_id))
 
     def effect_of(self, direction_id: int, clip_id: str, *, include_deleted: bool = False) -> EffectRecord | None:
         """One direction's effect for one CLIP model, or None (not embedded yet, deleted, unknown)."""

@@ -196,4 +196,7 @@ class Preview(Base):
     direction_id: Mapped[int] = mapped_column(ForeignKey("directions.id"), primary_key=True, autoincrement=False)
     png: Mapped[bytes] = mapped_column(LargeBinary)
     strength: Mapped[float] = mapped_column(Float)
+    # Measured on the rendered source images: the share of the pixel change at -strength and
+    # +strength that falls inside the direction's mask (0002 rows have none).
+    locality: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -41,10 +41,7 @@ def reconstruction_psnr(model: LoadedModel, seeds, t_edit: float = 0.6, steps: i
     return psnr(engine.sample(model, xt, t_edit, steps), x).tolist()
 
 
-def locality(delta: torch.Tensor, mask: torch.Tensor) -> float:
-    """Share of pixel-change energy that falls inside ``mask`` (H x W bool)."""
-    e = delta.pow(2).sum(0)
-    return float(e[mask].sum() / e.sum().clamp_min(1e-20))
+locality = engine.locality
 
 
 @dataclass

@@ -107,7 +107,7 @@ def train_ddpm(
         step += 1
         ema_update(ema, model, step, 0.999)
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, loss.item())
         if step % save_every == 0 or step == steps:
             meta["step"] = step
             meta["seconds"] = meta.get("seconds", 0.0) + (time.time() - t0)

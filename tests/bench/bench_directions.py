@@ -6,6 +6,7 @@ oracle (full Jacobian + SVD; only at 32x32). Run:
 
     .venv/bin/python tests/bench/bench_directions.py            # CPU, 32x32 toy model
     .venv/bin/python tests/bench/bench_directions.py --size 256 # celebahq-256 architecture, random weights
+    # on a CPU at 256, bound the time and memory: --size 256 --iters 2 --chunk 2 --skip-naive
 """
 
 from __future__ import annotations
@@ -113,13 +114,15 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--iters", type=int, default=50, help="iteration cap for locobank (and for the naive at 256)")
     ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--chunk", type=int, default=16, help="vectors per batched JVP/VJP call (bounds memory)")
     ap.add_argument("--skip-naive", action="store_true")
     args = ap.parse_args()
 
     torch.manual_seed(0)
     unet, den, name = build_model(args.size, args.device)
     hw = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"model: {name}\ndevice: {hw}\nsize: {args.size}x{args.size}, rank {args.rank} + null rank {args.null_rank}, t={args.t}")
+    print(f"model: {name}\ndevice: {hw}\nsize: {args.size}x{args.size}, rank {args.rank} + null rank {args.null_rank}, "
+          f"t={args.t}, chunk {args.chunk}, iteration cap {args.iters}")
     x = torch.randn(3, args.size, args.size, device=args.device)
     if args.size == 32 and "trained" in name:
         from locobank.toyworld import batch, face
@@ -140,7 +143,7 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    lin = Linearization(fn, x)
+    lin = Linearization(fn, x, chunk=args.chunk)
     e, n = block_subspace_svd(lin, [inside, ~inside], [args.rank, args.null_rank], iters=args.iters, tol=args.tol)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()

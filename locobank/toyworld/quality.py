@@ -1,0 +1,202 @@
+"""Quality bars of search and apply on the toy world, measured with pixel probes (not CLIP).
+
+Search: for each query, the top hit's mask, precision@5 (hits harvested with the right part's
+mask) and attribute success (the top hit, applied with its sign to other held-out faces, moves
+the probed attribute the right way). Apply: locality of a transferred edit re-projected against
+each new face's own part mask, linearity across a strength sweep, and composition of two edits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .. import engine
+from ..images import to_uint8
+from ..loco import ddim
+from ..models import LoadedModel
+from .evaluate import locality
+from .faces import batch, face
+from .probes import attribute_score, part_for
+
+SEARCH_QUERIES = ("smile", "frown", "blue eyes", "brown eyes", "bigger eyes", "blond hair", "black hair", "long hair",
+                  "glasses")
+SWEEP = (-8.0, -4.0, 0.0, 4.0, 8.0)
+
+
+@dataclass
+class SearchRow:
+    """One query's figures."""
+
+    query: str
+    part: str
+    top_id: int | None
+    top_mask: str | None
+    sign: int
+    precision_at_5: float
+    success: int
+    tried: int
+    mean_gain: float  # mean probe change with the edit (in the probe's units)
+
+
+@dataclass
+class Faces:
+    """Held-out faces inverted once to one edit time, with their unedited reconstructions."""
+
+    seeds: list[int]
+    t: int
+    x_t: torch.Tensor
+    ref: torch.Tensor
+
+    @classmethod
+    def invert(cls, model: LoadedModel, seeds: Sequence[int], t: int, steps: int) -> "Faces":
+        x = torch.from_numpy(batch(list(seeds))).to(model.device)
+        xt = ddim.invert(model.denoiser, x, t, steps)
+        return cls(list(seeds), t, xt, ddim.sample(model.denoiser, xt, t, steps))
+
+    def scores(self, query: str, images: torch.Tensor) -> np.ndarray:
+        return np.array([attribute_score(query, to_uint8(im), face(s).attrs) for s, im in zip(self.seeds, images)])
+
+    def mask(self, part: str | Sequence[str]) -> list[torch.Tensor]:
+        parts = [part] if isinstance(part, str) else list(part)
+        return [torch.from_numpy(np.logical_or.reduce([face(s).masks[p] for p in parts])) for s in self.seeds]
+
+
+def _vector(catalog, model: LoadedModel, did: int) -> torch.Tensor:
+    return catalog.load_vector(did, expected_fingerprint=model.fingerprint).float().to(model.device)
+
+
+def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, queries: Sequence[str] = SEARCH_QUERIES,
+                   index_folder=None, strength: float | None = None, steps: int | None = None, k: int = 5,
+                   progress=None) -> list[SearchRow]:
+    """The search table: top-hit mask, precision@k and attribute success on the faces ``seeds``."""
+    from ..search import search
+
+    strength = float(strength if strength is not None else model.defaults.get("strength", 8.0))
+    steps = steps or model.defaults.get("steps", engine.DEFAULT_STEPS)
+    cache: dict[int, Faces] = {}
+    rows = []
+    for q in queries:
+        part = part_for(q)
+        hits = search(catalog, clip, q, k=k, index_folder=index_folder)
+        if not hits:
+            rows.append(SearchRow(q, part, None, None, 0, 0.0, 0, len(seeds), 0.0))
+            continue
+        top = hits[0]
+        fs = cache.get(top.t_edit) or cache.setdefault(top.t_edit, Faces.invert(model, seeds, top.t_edit, steps))
+        v = _vector(catalog, model, top.id)
+        out = ddim.sample(model.denoiser, fs.x_t + top.sign * strength * v, fs.t, steps)
+        gain = fs.scores(q, out) - fs.scores(q, fs.ref)
+        prec = sum(h.mask_label == part for h in hits) / k
+        rows.append(SearchRow(q, part, top.id, top.mask_label, top.sign, prec, int((gain > 0).sum()), len(seeds),
+                              float(gain.mean())))
+        if progress:
+            progress(1)
+    return rows
+
+
+@dataclass
+class ApplyReport:
+    """Locality on new faces per query, the linearity sweep and the composition."""
+
+    strength: float
+    locality: dict[str, dict] = field(default_factory=dict)
+    linearity: dict = field(default_factory=dict)
+    composition: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _top(catalog, clip, query: str, index_folder):
+    from ..search import search
+
+    hits = search(catalog, clip, query, k=1, index_folder=index_folder)
+    return hits[0] if hits else None
+
+
+def _reprojected(model: LoadedModel, fs: Faces, masks: list[torch.Tensor], vectors: torch.Tensor,
+                 null_rank: int) -> torch.Tensor:
+    """Per face: ``vectors`` (k, C, H, W) re-projected against that face's outside-mask null space."""
+    return torch.stack([engine.reproject(model, fs.x_t[i : i + 1], fs.t, masks[i], vectors, null_rank=null_rank)
+                        for i in range(len(fs.seeds))])
+
+
+def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, index_folder=None,
+                  strength: float | None = None, steps: int | None = None, null_rank: int | None = None,
+                  locality_queries: Sequence[str] = ("smile", "blue eyes", "blond hair"),
+                  compose: tuple[str, str] = ("smile", "blond hair"), sweep: Sequence[float] = SWEEP,
+                  progress=None) -> ApplyReport:
+    """Apply the top hits of a few queries to the unseen faces ``seeds`` and measure the bars."""
+    d = model.defaults
+    strength = float(strength if strength is not None else d.get("strength", 8.0))
+    steps = steps or d.get("steps", engine.DEFAULT_STEPS)
+    null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
+    rep = ApplyReport(strength)
+    cache: dict[int, Faces] = {}
+
+    def faces_at(t: int) -> Faces:
+        return cache.get(t) or cache.setdefault(t, Faces.invert(model, seeds, t, steps))
+
+    def sample(fs: Faces, delta: torch.Tensor) -> torch.Tensor:
+        return ddim.sample(model.denoiser, fs.x_t + delta, fs.t, steps)
+
+    solo: dict[str, tuple] = {}
+    for q in locality_queries:
+        hit = _top(catalog, clip, q, index_folder)
+        if hit is None:
+            continue
+        fs = faces_at(hit.t_edit)
+        masks = fs.mask(part_for(q))
+        v = _reprojected(model, fs, masks, _vector(catalog, model, hit.id)[None], null_rank)[:, 0]
+        out = sample(fs, hit.sign * strength * v)
+        loc = [locality((out[i] - fs.ref[i]).cpu(), masks[i]) for i in range(len(seeds))]
+        gain = fs.scores(q, out) - fs.scores(q, fs.ref)
+        rep.locality[q] = {"id": hit.id, "sign": hit.sign, "mask": hit.mask_label, "part": part_for(q),
+                           "mean": float(np.mean(loc)), "worst": float(np.min(loc)), "median": float(np.median(loc)),
+                           "at_least_85": int(sum(x >= 0.85 for x in loc)), "n": len(loc),
+                           "moved_right_way": int((gain > 0).sum())}
+        solo[q] = (hit, fs)
+        if progress:
+            progress(1)
+
+    first = compose[0]
+    if first in solo:
+        hit, fs = solo[first]
+        v = hit.sign * _vector(catalog, model, hit.id)
+        curves = np.stack([fs.scores(first, sample(fs, s * v)) for s in sweep], 1)  # (faces, strengths)
+        steps_up = np.diff(curves, axis=1)
+        mono = (steps_up >= 0).all(1) & (curves[:, -1] > curves[:, 0])
+        rep.linearity = {"query": first, "id": hit.id, "sweep": list(sweep), "monotone": int(mono.sum()),
+                         "n": len(seeds), "probe_mean": curves.mean(0).round(4).tolist()}
+        if progress:
+            progress(1)
+
+    if all(q in solo for q in compose):
+        (ha, fa), (hb, _) = solo[compose[0]], solo[compose[1]]
+        if ha.t_edit == hb.t_edit:
+            union = fa.mask([part_for(q) for q in compose])
+            va, vb = (h.sign * _vector(catalog, model, h.id) for h in (ha, hb))
+            P = _reprojected(model, fa, union, torch.stack([va, vb]), null_rank)  # (faces, 2, C, H, W)
+            both = sample(fa, strength * (P[:, 0] + P[:, 1]))
+            ratios, ok = {}, None
+            for j, q in enumerate(compose):
+                alone = sample(fa, strength * P[:, j])
+                g_solo = fa.scores(q, alone) - fa.scores(q, fa.ref)
+                g_both = fa.scores(q, both) - fa.scores(q, fa.ref)
+                r = g_both / np.where(np.abs(g_solo) < 1e-9, np.nan, g_solo)
+                within = np.abs(r - 1) <= 0.2
+                ok = within if ok is None else ok & within
+                ratios[q] = {"median_ratio": float(np.nanmedian(r)), "within_20pct": int(np.nansum(within)),
+                             "solo_mean_gain": float(g_solo.mean()), "both_mean_gain": float(g_both.mean())}
+            loc = [locality((both[i] - fa.ref[i]).cpu(), union[i]) for i in range(len(seeds))]
+            rep.composition = {"queries": list(compose), "ids": [ha.id, hb.id], "per_query": ratios,
+                               "both_within_20pct": int(ok.sum()), "n": len(seeds),
+                               "locality_union_mean": float(np.mean(loc)), "locality_union_worst": float(np.min(loc)),
+                               "at_least_80": int(sum(x >= 0.8 for x in loc))}
+        if progress:
+            progress(1)
+    return rep
