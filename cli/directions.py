@@ -18,6 +18,11 @@ from .common import fail_on_library_errors, parse_floats
 @click.option("--rank", type=click.IntRange(1, 64), default=3, show_default=True, help="How many directions.")
 @click.option("--null-rank", type=click.IntRange(0, 256), default=None,
               help="Rank of the outside-mask basis projected out [model default, else 5].")
+@click.option("--basis", type=click.Choice(["projected", "constrained"]), default=None,
+              help="projected: LOCO's top in-mask directions, then the null basis projected out. "
+                   "constrained: the top in-mask directions among those already orthogonal to the "
+                   "null basis (more local when the top in-mask direction is a global one). "
+                   "[model default, else projected]")
 @click.option("--t-edit", type=float, default=None, help="Edit time as a fraction of T [model default, else 0.6].")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps to and from the edit time.")
 @click.option("--strengths", default=None, help="Comma-separated strengths for the preview [-S,0,S].")
@@ -27,7 +32,7 @@ from .common import fail_on_library_errors, parse_floats
               show_default=True, help="Preview grid: one row per direction, one column per strength.")
 @click.option("--json", "as_json", is_flag=True, help="Print singular values and diagnostics as JSON.")
 @fail_on_library_errors
-def directions(image, mask_path, model, rank, null_rank, t_edit, steps, strengths, resize, device, out, as_json):
+def directions(image, mask_path, model, rank, null_rank, basis, t_edit, steps, strengths, resize, device, out, as_json):
     """Find the top LOCO edit directions of IMAGE inside --mask, and write a preview grid."""
     import numpy as np
     import torch
@@ -48,7 +53,8 @@ def directions(image, mask_path, model, rank, null_rank, t_edit, steps, strength
     x = load_image(image, lm.resolution, resize=resize)
     m = load_mask(mask_path, lm.resolution, resize=resize)
     xt = engine.invert(lm, x, t_edit, steps)
-    found = engine.find_directions(lm, xt, t_edit, m, rank=rank, null_rank=null_rank)
+    basis = basis or d.get("basis", "projected")
+    found = engine.find_directions(lm, xt, t_edit, m, rank=rank, null_rank=null_rank, constrained=basis == "constrained")
     rows = []
     with click.progressbar(range(rank), label="previewing") as bar:
         for i in bar:

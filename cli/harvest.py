@@ -22,6 +22,11 @@ from .db import db_option
 @click.option("--rank", type=click.IntRange(1, 64), default=None, help="Directions per (image, mask) [model default, else 5].")
 @click.option("--null-rank", type=click.IntRange(0, 256), default=None,
               help="Rank of the outside-mask basis projected out [model default, else 5].")
+@click.option("--basis", type=click.Choice(["projected", "constrained"]), default=None,
+              help="projected: LOCO's top in-mask directions, then the null basis projected out. "
+                   "constrained: the top in-mask directions among those already orthogonal to the "
+                   "null basis (more local when the top in-mask direction is a global one). "
+                   "[model default, else projected]")
 @click.option("--t-edit", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Edit time as a fraction of T [model default, else 0.6].")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM inversion steps [model default, else 50].")
@@ -42,7 +47,7 @@ from .db import db_option
 @click.option("--plan-only", is_flag=True, help="Register the run and its jobs, then stop (workers can join later).")
 @db_option
 @fail_on_library_errors
-def harvest(model, images, masks, labels, rank, null_rank, t_edit, steps, iters, tol, seed, resize, batch, workers,
+def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, steps, iters, tol, seed, resize, batch, workers,
             device, lease, max_attempts, retry_failed, plan_only, db_url):
     """Find LOCO directions for every (image, mask) pair and store them in the catalog.
 
@@ -66,7 +71,7 @@ def harvest(model, images, masks, labels, rank, null_rank, t_edit, steps, iters,
     d = lm.defaults
     params = HarvestParams(rank=rank or d.get("rank", 5), null_rank=null_rank if null_rank is not None else d.get("null_rank", 5),
                            t_edit=t_edit or d.get("t_edit", 0.6), steps=steps or d.get("steps", 50), iters=iters, tol=tol,
-                           seed=seed, resize=resize)
+                           seed=seed, resize=resize, basis=basis or d.get("basis", "projected"))
     label_set = {s.strip() for s in labels.split(",") if s.strip()} if labels else None
     pairs = discover(images, masks, label_set)
     if not pairs:
@@ -82,7 +87,7 @@ def harvest(model, images, masks, labels, rank, null_rank, t_edit, steps, iters,
     before = cat.job_counts(run.id)
     total = sum(before.values())
     click.echo(f"run {run.id} on {lm.model_id} ({lm.fingerprint}): {total} jobs, {before['done']} already done, "
-               f"rank {params.rank}, null rank {params.null_rank}, t_edit {params.t_edit}")
+               f"rank {params.rank}, null rank {params.null_rank} ({params.basis}), t_edit {params.t_edit}")
     if plan_only:
         return
     start = time.perf_counter()

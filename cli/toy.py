@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -112,13 +113,15 @@ def train_clip_cmd(out, state, steps, batch, seed, device, resume) -> None:
 @click.option("--t-edit", type=float, default=None, help="Edit time [the model's locobank.json, else 0.6].")
 @click.option("--null-rank", type=int, default=None, help="Null-space rank [model default, else 5].")
 @click.option("--strength", type=float, default=None, help="Lambda [model default, else 8].")
+@click.option("--basis", type=click.Choice(["projected", "constrained"]), default=None,
+              help="How the null basis is applied (see `locobank harvest --help`) [model default, else projected].")
 @click.option("--steps", type=int, default=20, show_default=True, help="DDIM steps for the locality study.")
 @click.option("--samples", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a grid of 64 DDIM samples here (e.g. data/models/toyfaces-ddpm/samples.png).")
 @click.option("--skip-clip", is_flag=True, help="Leave out the CLIP zero-shot accuracy.")
 @click.option("--json", "as_json", is_flag=True)
 @fail_on_library_errors
-def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, steps, samples, skip_clip, as_json) -> None:
+def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, steps, samples, skip_clip, as_json) -> None:
     """Measure the toy world's quality bars on held-out faces: reconstruction PSNR, LOCO
     locality on the source and on transfer, and CLIP zero-shot accuracy."""
     import json
@@ -135,7 +138,8 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, steps, sample
     t_edit = t_edit if t_edit is not None else d.get("t_edit", 0.6)
     null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
     strength = strength if strength is not None else d.get("strength", 8.0)
-    report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strength}
+    basis = basis or d.get("basis", "projected")
+    report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strength, "basis": basis}
     if samples is not None:
         grid = E.sample_grid(lm, 64, 50)
         Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(samples)
@@ -143,10 +147,10 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, steps, sample
     psnr = E.reconstruction_psnr(lm, range(HELD_OUT_SEED, HELD_OUT_SEED + faces), t_edit, d.get("steps", 50))
     report["reconstruction_psnr"] = {"mean": sum(psnr) / len(psnr), "min": min(psnr)}
     report["locality"] = {}
-    with click.progressbar(parts.split(","), label="locality") as bar:
+    with click.progressbar(parts.split(","), label="locality", file=sys.stderr) as bar:
         for part in bar:
             rep = E.locality_study(lm, part, faces, faces, t_edit=t_edit, null_rank=null_rank, strength=strength,
-                                   steps=steps)
+                                   steps=steps, constrained=basis == "constrained")
             report["locality"][part] = rep.summary()
     if not skip_clip:
         from locobank.clip import load_clip
@@ -170,7 +174,8 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, steps, sample
 @click.option("--faces", type=click.IntRange(1, 500), default=24, show_default=True,
               help="Held-out faces to harvest (eyes, mouth and hair masks).")
 @click.option("--targets", type=click.IntRange(1, 200), default=10, show_default=True,
-              help="Other held-out faces each query's top hit is applied to.")
+              help="Other held-out faces each query's top hit is applied to: the first ones that do not "
+                   "already show the attribute.")
 @click.option("--unseen", type=click.IntRange(1, 200), default=20, show_default=True,
               help="Unseen faces for the locality, linearity and composition bars.")
 @click.option("--rank", type=click.IntRange(1, 20), default=3, show_default=True)
@@ -185,7 +190,8 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json
     Harvests --faces held-out faces through the demo's path (harvest, embed, name, index,
     sheets), then prints, for the queries smile, frown, blue/brown eyes, bigger eyes,
     blond/black/long hair and glasses: the top hit's mask, precision@5 and how many of
-    --targets faces the top hit moves the right way. Then the apply bars on --unseen faces:
+    --targets faces (that lack the attribute) the top hit moves the right way. Then the apply
+    bars on --unseen faces:
     locality with each face's own part mask, monotonicity across the sweep -8..8, and
     smile + blond hair composed.
     """
@@ -211,7 +217,7 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json
         model = load_model(TOY_DDPM, device=device)
         clip = load_clip("toy", device=device)
         seeds = [HELD_OUT_SEED + 10_000 + i for i in range(max(unseen, targets))]
-        rows = Q.search_quality(cat, clip, model, seeds[:targets], index_folder=out / "index",
+        rows = Q.search_quality(cat, clip, model, n_targets=targets, seed0=HELD_OUT_SEED + 10_000, index_folder=out / "index",
                                 progress=stage("search bars", len(Q.SEARCH_QUERIES)))
         rep = Q.apply_quality(cat, clip, model, seeds[:unseen], index_folder=out / "index",
                               progress=stage("apply bars", 5))

@@ -169,6 +169,7 @@ def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tens
         "mask_area": int(m.sum()),
         "rank": rank,
         "null_rank": null_rank,
+        "basis": "constrained" if constrained and null_rank > 0 else "projected",
     }
     null_s = null_res.S if null_res is not None else torch.zeros(0)
     return Directions(vectors=vectors.detach(), singular_values=edit_res.S.detach(), null_singular_values=null_s.detach(),

@@ -269,7 +269,8 @@ def contact_sheet(
         draw.text((layout.pad, y), _drawable(title), font=font, fill=ink)
         y += layout.line_h
     header = next((a for _, t, a in rows if len(t) == cols and all(s is not None for s in a)), None)
-    draw.text((layout.pad, y), "strength (along the name)" if header else "strength", font=font, fill=faint)
+    along_what = "the query" if signs is not None else "the name"  # rows run along sign * v
+    draw.text((layout.pad, y), f"strength (along {along_what})" if header else "strength", font=font, fill=faint)
     for c in range(cols):
         if header is not None:
             text = _strength(header[c])

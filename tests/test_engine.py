@@ -129,6 +129,29 @@ def test_transfer_compose_and_zero_strength(model, image, mask):
     assert ortho.images.shape == (1, 3, 16, 16)
 
 
+def test_constrained_basis_matches_a_dense_oracle(model, image, mask):
+    """basis="constrained": the top right singular vectors of J_M (I - N^T N), N the outside basis."""
+    from locobank.loco.jacobian import max_principal_angle
+
+    xt = engine.invert(model, image, 0.6, 10)
+    t = engine.to_timestep(model, 0.6)
+    d = engine.find_directions(model, xt, t, mask, rank=2, null_rank=4, constrained=True, tol=1e-5, null_tol=1e-6,
+                               iters=200)
+    assert d.diagnostics["basis"] == "constrained"
+    f = engine.pmp_fn(model, t)
+    J = torch.autograd.functional.jacobian(lambda z: f(z).reshape(-1), xt[0]).reshape(768, 768).double()
+    inside = mask[None].expand(3, -1, -1).reshape(-1, 1).double()
+    _, _, Vh_out = torch.linalg.svd(J * (1 - inside))
+    N = Vh_out[:4]
+    P = torch.eye(768, dtype=torch.float64) - N.T @ N
+    _, _, Vh = torch.linalg.svd((J * inside) @ P)
+    V = d.vectors.flatten(1).double()
+    assert (N @ V.T).abs().max() < 1e-5
+    assert max_principal_angle(Vh[:2], V) < 1e-2
+    plain = engine.find_directions(model, xt, t, mask, rank=2, null_rank=4)
+    assert plain.diagnostics["basis"] == "projected"
+
+
 def test_reproject_removes_the_targets_outside_null_basis(model, image, mask):
     """Against a dense oracle: after re-projection, a direction has no component along the top
     right singular vectors of the *target's* outside-mask Jacobian, and edit(mask=) uses it."""

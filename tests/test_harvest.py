@@ -112,6 +112,25 @@ def _bad_corpus(folder: Path) -> dict[str, str]:
     }
 
 
+def test_constrained_basis_is_its_own_run_and_is_recorded(tiny_model, faces, tmp_path):
+    from locobank.errors import InputError
+    from locobank.harvest import HarvestParams
+
+    assert "basis" not in HarvestParams().to_dict()  # runs planned before --basis keep their identity
+    with pytest.raises(InputError, match="basis"):
+        HarvestParams(basis="orthogonal")
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    args = ["--model", str(tiny_model), "--images", str(faces), "--labels", "mouth", *FAST]
+    assert "done 3, skipped 0" in _harvest(args, db).output
+    con = _harvest([*args, "--basis", "constrained"], db)
+    assert con.exit_code == 0 and "(constrained)" in con.output and "done 3, skipped 0" in con.output
+    with Catalog.open(db) as cat:
+        bases = sorted(d.diagnostics["basis"] for d in cat.list_directions())
+    assert bases == ["constrained"] * 6 + ["projected"] * 6
+    bad = CliRunner().invoke(cli, ["harvest", *args, "--basis", "nope", "--db", db])
+    assert bad.exit_code == 2 and "'nope' is not one of" in bad.output
+
+
 def test_bad_inputs_fail_their_jobs_clearly_and_the_rest_finish(tiny_model, tmp_path):
     expected = _bad_corpus(tmp_path / "bad corpus")
     db = f"sqlite:///{tmp_path / 'c.db'}"

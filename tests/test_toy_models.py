@@ -67,3 +67,18 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
         assert len(entry["edits"]) == 2 and all((out / e).exists() for e in entry["edits"])
     html = res.report.read_text()
     assert all(q in html for q in summary["queries"])
+
+
+def test_eyes_edits_stay_local_with_the_shipped_defaults(ddpm):
+    """The eyes bar of the toy world on a small sample, through `locobank toy eval --json`
+    (stdout is JSON only; progress goes to stderr)."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    r = CliRunner().invoke(cli, ["toy", "eval", "--faces", "2", "--parts", "eyes", "--skip-clip", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["basis"] == ddpm.defaults["basis"] == "constrained"
+    assert rep["reconstruction_psnr"]["min"] >= 35
+    assert rep["locality"]["eyes"]["source"]["median"] >= 0.8

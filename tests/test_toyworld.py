@@ -75,3 +75,21 @@ def test_cli_writes_a_dataset_the_harvester_can_read(tmp_path):
             assert name == row["image"].replace(".png", f"_{part}.png")
             assert (tmp_path / "ds" / name).exists()
         assert row["caption"] and row["attributes"]["seed"] >= 1_000_000
+
+
+def test_quality_targets_lack_the_attribute_asked_for():
+    from locobank.toyworld import HELD_OUT_SEED, face
+    from locobank.toyworld.quality import SEARCH_QUERIES, targets_for
+
+    seed0 = HELD_OUT_SEED + 10_000
+    checks = {"smile": lambda a: a.smile < 0, "frown": lambda a: a.smile > 0, "bigger eyes": lambda a: a.eye_size == 0,
+              "long hair": lambda a: not a.hair_long, "glasses": lambda a: not a.glasses,
+              "blue eyes": lambda a: a.iris != "blue", "brown eyes": lambda a: a.iris != "brown",
+              "blond hair": lambda a: a.hair != "blond", "black hair": lambda a: a.hair != "black"}
+    assert set(checks) == set(SEARCH_QUERIES)
+    for q, ok in checks.items():
+        seeds = targets_for(q, 5, seed0)
+        assert len(seeds) == 5 and seeds == sorted(set(seeds)) and seeds[0] >= seed0
+        assert all(ok(face(s).attrs) for s in seeds), q
+        skipped = [s for s in range(seed0, seeds[-1]) if s not in seeds]
+        assert not any(ok(face(s).attrs) for s in skipped), q  # the first ones, none passed over

@@ -41,9 +41,17 @@ class HarvestParams:
     tol: float = 1e-3
     seed: int = 0
     resize: bool = False
+    basis: str = "projected"  # or "constrained": see engine.find_directions
+
+    def __post_init__(self) -> None:
+        if self.basis not in ("projected", "constrained"):
+            raise InputError(f"basis must be 'projected' or 'constrained', not {self.basis!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["basis"] == "projected":
+            del d["basis"]  # runs planned before the option existed keep their identity
+        return d
 
 
 @dataclass
@@ -170,7 +178,8 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
             try:
                 t1 = time.perf_counter()
                 found = engine.find_directions(model, xt, t, m, rank=params.rank, null_rank=params.null_rank,
-                                               iters=params.iters, tol=params.tol, seed=params.seed)
+                                               iters=params.iters, tol=params.tol, seed=params.seed,
+                                               constrained=params.basis == "constrained")
                 summary.engine_seconds += time.perf_counter() - t1
                 new = [NewDirection(rank_index=i, singular_value=float(found.singular_values[i]),
                                     vector=found.vectors[i].detach().cpu().float().contiguous(), t_edit=found.t,

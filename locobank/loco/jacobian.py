@@ -218,8 +218,13 @@ def _next_block(b: dict, W: Tensor) -> None:
         return
     Q = b["Q"].to(torch.float64)
     W = W.to(torch.float64)
+    N = b["N"].to(torch.float64) if b["N"] is not None else None
     for _ in range(2):  # twice is enough (Kahan): keeps the basis orthogonal to working precision
         W = W - (W @ Q.T) @ Q
+        if N is not None:
+            # Again after Q, in float64: what is left of W can be tiny, and a rounding error
+            # along N would otherwise come back, relatively large, in the normalised block.
+            W = W - (W @ N.T) @ N
     norms = W.norm(dim=1)
     keep = norms > 1e-10 * max(1.0, float(norms.max()))
     if not bool(keep.any()):

@@ -61,7 +61,7 @@ class LocalityReport:
 
 def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets: int = 10, *, t_edit: float = 0.6,
                    null_rank: int = 5, strength: float = 8.0, steps: int = 20, rank: int = 1,
-                   seed0: int = HELD_OUT_SEED) -> LocalityReport:
+                   constrained: bool = False, seed0: int = HELD_OUT_SEED) -> LocalityReport:
     """Top direction of each source face's ``part`` mask, applied at +-strength to the source and
     transferred to other faces; locality measured against each face's own part mask."""
     src_seeds = [seed0 + i for i in range(n_sources)]
@@ -79,7 +79,8 @@ def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets
         x = torch.from_numpy(batch([s])).to(model.device)
         xt = ddim.invert(model.denoiser, x, t, steps)
         ref = ddim.sample(model.denoiser, xt, t, steps)
-        d = engine.find_directions(model, xt, t, torch.from_numpy(f.masks[part]), rank=rank, null_rank=null_rank)
+        d = engine.find_directions(model, xt, t, torch.from_numpy(f.masks[part]), rank=rank, null_rank=null_rank,
+                                   constrained=constrained)
         v = d.vectors[0]
         for sign in (1.0, -1.0):
             out = ddim.sample(model.denoiser, xt + sign * strength * v, t, steps)

@@ -19,6 +19,7 @@ from ..images import to_uint8
 from ..loco import ddim
 from ..models import LoadedModel
 from .evaluate import locality
+from . import HELD_OUT_SEED
 from .faces import batch, face
 from .probes import attribute_score, part_for
 
@@ -65,14 +66,47 @@ class Faces:
         return [torch.from_numpy(np.logical_or.reduce([face(s).masks[p] for p in parts])) for s in self.seeds]
 
 
+LACKS = {
+    "smile": lambda a: a.smile < 0,
+    "frown": lambda a: a.smile > 0,
+    "bigger eyes": lambda a: a.eye_size < 0.5,
+    "long hair": lambda a: not a.hair_long,
+    "glasses": lambda a: not a.glasses,
+}
+
+
+def lacks(query: str, seed: int) -> bool:
+    """Whether face ``seed`` does not already show ``query`` (so an edit towards it can show)."""
+    a = face(seed).attrs
+    if query in LACKS:
+        return LACKS[query](a)
+    word = query.split()[0]
+    return (a.iris if query.endswith(" eyes") else a.hair) != word
+
+
+def targets_for(query: str, n: int, seed0: int) -> list[int]:
+    """The first ``n`` faces from ``seed0`` on that lack the attribute ``query`` asks for."""
+    out, s = [], seed0
+    while len(out) < n:
+        if lacks(query, s):
+            out.append(s)
+        s += 1
+    return out
+
+
 def _vector(catalog, model: LoadedModel, did: int) -> torch.Tensor:
     return catalog.load_vector(did, expected_fingerprint=model.fingerprint).float().to(model.device)
 
 
-def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, queries: Sequence[str] = SEARCH_QUERIES,
+def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | None = None, *,
+                   queries: Sequence[str] = SEARCH_QUERIES, n_targets: int = 10, seed0: int | None = None,
                    index_folder=None, strength: float | None = None, steps: int | None = None, k: int = 5,
                    progress=None) -> list[SearchRow]:
-    """The search table: top-hit mask, precision@k and attribute success on the faces ``seeds``."""
+    """The search table: top-hit mask, precision@k and attribute success.
+
+    Success is counted on the faces ``seeds`` or, by default, for each query on the first
+    ``n_targets`` held-out faces from ``seed0`` that do not already show the attribute (a face
+    that already wears glasses cannot be moved towards "glasses")."""
     from ..search import search
 
     strength = float(strength if strength is not None else model.defaults.get("strength", 8.0))
@@ -83,15 +117,19 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, q
         part = part_for(q)
         hits = search(catalog, clip, q, k=k, index_folder=index_folder)
         if not hits:
-            rows.append(SearchRow(q, part, None, None, 0, 0.0, 0, len(seeds), 0.0))
+            rows.append(SearchRow(q, part, None, None, 0, 0.0, 0, len(seeds) if seeds is not None else n_targets, 0.0))
             continue
         top = hits[0]
-        fs = cache.get(top.t_edit) or cache.setdefault(top.t_edit, Faces.invert(model, seeds, top.t_edit, steps))
+        if seeds is None:
+            fs = Faces.invert(model, targets_for(q, n_targets, seed0 if seed0 is not None else HELD_OUT_SEED + 10_000),
+                              top.t_edit, steps)
+        else:
+            fs = cache.get(top.t_edit) or cache.setdefault(top.t_edit, Faces.invert(model, seeds, top.t_edit, steps))
         v = _vector(catalog, model, top.id)
         out = ddim.sample(model.denoiser, fs.x_t + top.sign * strength * v, fs.t, steps)
         gain = fs.scores(q, out) - fs.scores(q, fs.ref)
         prec = sum(h.mask_label == part for h in hits) / k
-        rows.append(SearchRow(q, part, top.id, top.mask_label, top.sign, prec, int((gain > 0).sum()), len(seeds),
+        rows.append(SearchRow(q, part, top.id, top.mask_label, top.sign, prec, int((gain > 0).sum()), len(fs.seeds),
                               float(gain.mean())))
         if progress:
             progress(1)
