@@ -206,7 +206,7 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json
     from locobank.toyworld import HELD_OUT_SEED
     from locobank.toyworld import quality as Q
 
-    cfg = DemoConfig(faces=faces, unseen=max(unseen, targets), rank=rank, iters=iters, queries=Q.SEARCH_QUERIES, k=5)
+    cfg = DemoConfig(faces=faces, unseen=unseen, rank=rank, iters=iters, queries=Q.SEARCH_QUERIES, k=5)
     db = out / "catalog.db"
     with Stages() as stage:
         if not reuse:
@@ -216,10 +216,10 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json
         cat = Catalog.open(f"sqlite:///{db.resolve()}")
         model = load_model(TOY_DDPM, device=device)
         clip = load_clip("toy", device=device)
-        seeds = [HELD_OUT_SEED + 10_000 + i for i in range(max(unseen, targets))]
+        seeds = [HELD_OUT_SEED + 10_000 + i for i in range(unseen)]
         rows = Q.search_quality(cat, clip, model, n_targets=targets, seed0=HELD_OUT_SEED + 10_000, index_folder=out / "index",
                                 progress=stage("search bars", len(Q.SEARCH_QUERIES)))
-        rep = Q.apply_quality(cat, clip, model, seeds[:unseen], index_folder=out / "index",
+        rep = Q.apply_quality(cat, clip, model, seeds, index_folder=out / "index",
                               progress=stage("apply bars", 5))
     report = {"model": model.info(), "faces": faces, "targets": targets, "unseen": unseen, "rank": rank,
               "directions": len(cat.list_directions()), "search": [r.__dict__ for r in rows], "apply": rep.to_dict()}

@@ -124,7 +124,9 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
             fs = Faces.invert(model, targets_for(q, n_targets, seed0 if seed0 is not None else HELD_OUT_SEED + 10_000),
                               top.t_edit, steps)
         else:
-            fs = cache.get(top.t_edit) or cache.setdefault(top.t_edit, Faces.invert(model, seeds, top.t_edit, steps))
+            if top.t_edit not in cache:
+                cache[top.t_edit] = Faces.invert(model, seeds, top.t_edit, steps)
+            fs = cache[top.t_edit]
         v = _vector(catalog, model, top.id)
         out = ddim.sample(model.denoiser, fs.x_t + top.sign * strength * v, fs.t, steps)
         gain = fs.scores(q, out) - fs.scores(q, fs.ref)
@@ -177,7 +179,9 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     cache: dict[int, Faces] = {}
 
     def faces_at(t: int) -> Faces:
-        return cache.get(t) or cache.setdefault(t, Faces.invert(model, seeds, t, steps))
+        if t not in cache:
+            cache[t] = Faces.invert(model, seeds, t, steps)
+        return cache[t]
 
     def sample(fs: Faces, delta: torch.Tensor) -> torch.Tensor:
         return ddim.sample(model.denoiser, fs.x_t + delta, fs.t, steps)
