@@ -28,7 +28,11 @@ from .db import db_option
                    "null basis (more local when the top in-mask direction is a global one). "
                    "[model default, else projected]")
 @click.option("--t-edit", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Edit time as a fraction of T [model default, else 0.6].")
+              help="Edit time as a fraction of T for every label; given alone, it also replaces the "
+                   "model's per-label times [model default, else 0.6].")
+@click.option("--t-edit-for", "t_edit_for", multiple=True, metavar="LABEL=FRACTION",
+              help="Edit time for one mask label, overriding --t-edit for it (repeatable: "
+                   "--t-edit-for hair=0.5). [the model's t_edit_by_label]")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM inversion steps [model default, else 50].")
 @click.option("--iters", type=click.IntRange(1, 1000), default=50, show_default=True, help="Subspace-iteration cap.")
 @click.option("--tol", type=float, default=1e-3, show_default=True, help="Convergence: subspace change in radians.")
@@ -47,7 +51,7 @@ from .db import db_option
 @click.option("--plan-only", is_flag=True, help="Register the run and its jobs, then stop (workers can join later).")
 @db_option
 @fail_on_library_errors
-def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, steps, iters, tol, seed, resize, batch, workers,
+def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit_for, steps, iters, tol, seed, resize, batch, workers,
             device, lease, max_attempts, retry_failed, plan_only, db_url):
     """Find LOCO directions for every (image, mask) pair and store them in the catalog.
 
@@ -71,7 +75,9 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, steps,
     d = lm.defaults
     params = HarvestParams(rank=rank or d.get("rank", 5), null_rank=null_rank if null_rank is not None else d.get("null_rank", 5),
                            t_edit=t_edit or d.get("t_edit", 0.6), steps=steps or d.get("steps", 50), iters=iters, tol=tol,
-                           seed=seed, resize=resize, basis=basis or d.get("basis", "projected"))
+                           seed=seed, resize=resize, basis=basis or d.get("basis", "projected"),
+                           t_edit_by_label=_t_edit_for(t_edit_for) if t_edit_for else
+                           ({} if t_edit else d.get("t_edit_by_label", {})))
     label_set = {s.strip() for s in labels.split(",") if s.strip()} if labels else None
     pairs = discover(images, masks, label_set)
     if not pairs:
@@ -87,7 +93,8 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, steps,
     before = cat.job_counts(run.id)
     total = sum(before.values())
     click.echo(f"run {run.id} on {lm.model_id} ({lm.fingerprint}): {total} jobs, {before['done']} already done, "
-               f"rank {params.rank}, null rank {params.null_rank} ({params.basis}), t_edit {params.t_edit}")
+               f"rank {params.rank}, null rank {params.null_rank} ({params.basis}), t_edit {params.t_edit}"
+               + "".join(f", {k} at {v:g}" for k, v in params.t_edit_by_label))
     if plan_only:
         return
     start = time.perf_counter()
@@ -131,3 +138,18 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, steps,
     if after["failed"]:
         click.echo("some jobs failed; fix the inputs and run again with --retry-failed", err=True)
         raise SystemExit(1)
+
+
+def _t_edit_for(items: tuple[str, ...]) -> dict[str, float]:
+    """Parse repeated ``LABEL=FRACTION`` options."""
+    out: dict[str, float] = {}
+    for item in items:
+        label, sep, value = item.partition("=")
+        try:
+            if not sep or not label.strip():
+                raise ValueError
+            out[label.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not LABEL=FRACTION (for example hair=0.5)",
+                                     param_hint="--t-edit-for") from None
+    return out

@@ -135,11 +135,15 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, steps,
 
     lm = load_model(model_dir or TOY_DDPM)
     d = lm.defaults
+    # --t-edit applies to every part; otherwise each part gets the model's per-label time, if any.
+    per_part = {} if t_edit is not None else dict(d.get("t_edit_by_label", {}))
     t_edit = t_edit if t_edit is not None else d.get("t_edit", 0.6)
     null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
     strength = strength if strength is not None else d.get("strength", 8.0)
     basis = basis or d.get("basis", "projected")
     report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strength, "basis": basis}
+    if per_part:
+        report["t_edit_by_label"] = per_part
     if samples is not None:
         grid = E.sample_grid(lm, 64, 50)
         Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(samples)
@@ -149,7 +153,8 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, steps,
     report["locality"] = {}
     with click.progressbar(parts.split(","), label="locality", file=sys.stderr) as bar:
         for part in bar:
-            rep = E.locality_study(lm, part, faces, faces, t_edit=t_edit, null_rank=null_rank, strength=strength,
+            rep = E.locality_study(lm, part, faces, faces, t_edit=per_part.get(part, t_edit), null_rank=null_rank,
+                                   strength=strength,
                                    steps=steps, constrained=basis == "constrained")
             report["locality"][part] = rep.summary()
     if not skip_clip:
@@ -162,7 +167,8 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, steps,
     click.echo(f"reconstruction at t_edit={t_edit}: PSNR mean {report['reconstruction_psnr']['mean']:.1f} dB, "
                f"min {report['reconstruction_psnr']['min']:.1f} dB")
     for part, s in report["locality"].items():
-        click.echo(f"locality {part:6s}: source median {s['source']['median']:.2f} (worst {s['source']['worst']:.2f}), "
+        at = f" (t_edit {per_part[part]:g})" if part in per_part else ""
+        click.echo(f"locality {part:6s}{at}: source median {s['source']['median']:.2f} (worst {s['source']['worst']:.2f}), "
                    f"transfer median {s['transfer']['median']:.2f} (worst {s['transfer']['worst']:.2f})")
     for task, acc in report.get("clip_zero_shot", {}).items():
         click.echo(f"CLIP zero-shot {task}: {100 * acc:.1f}%")

@@ -87,7 +87,8 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
     model = load_model(TOY_DDPM, device=device)
     d = model.defaults
     params = HarvestParams(rank=cfg.rank or d.get("rank", 3), null_rank=d.get("null_rank", 5), t_edit=d.get("t_edit", 0.6),
-                           steps=cfg.steps or d.get("steps", 50), iters=cfg.iters, basis=d.get("basis", "projected"))
+                           steps=cfg.steps or d.get("steps", 50), iters=cfg.iters, basis=d.get("basis", "projected"),
+                           t_edit_by_label=d.get("t_edit_by_label", {}))
     db = f"sqlite:///{(out / 'catalog.db').resolve()}"
     for f in (out / "catalog.db", out / "catalog.db-wal", out / "catalog.db-shm"):
         f.unlink(missing_ok=True)
@@ -159,7 +160,8 @@ def _write_report(res: DemoResult, model_id: str, params) -> None:
              "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}"
              "</style>",
              f"<h1>locobank demo</h1><p>Model <code>{e(model_id)}</code>, rank {params.rank}, null rank {params.null_rank}, "
-             f"t_edit {params.t_edit}. {res.directions} directions harvested. "
+             f"t_edit {params.t_edit}{''.join(f' ({k} {v:g})' for k, v in params.t_edit_by_label)}. "
+             f"{res.directions} directions harvested. "
              f"<a href='gallery/index.html'>Open the gallery</a>.</p>",
              "<p>Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()) + "</p>"]
     for q, entry in res.queries.items():

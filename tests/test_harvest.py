@@ -131,6 +131,27 @@ def test_constrained_basis_is_its_own_run_and_is_recorded(tiny_model, faces, tmp
     assert bad.exit_code == 2 and "'nope' is not one of" in bad.output
 
 
+def test_edit_time_per_mask_label(tiny_model, faces, tmp_path):
+    from locobank.errors import InputError
+    from locobank.harvest import HarvestParams
+
+    p = HarvestParams(t_edit=0.5, t_edit_by_label={"mouth": 0.3})
+    assert (p.t_for("mouth"), p.t_for("eyes")) == (0.3, 0.5)
+    assert HarvestParams(**json.loads(json.dumps(p.to_dict()))) == p  # survives the catalog's JSON
+    assert "t_edit_by_label" not in HarvestParams().to_dict()  # older runs keep their identity
+    with pytest.raises(InputError, match="'hair' must be a fraction"):
+        HarvestParams(t_edit_by_label={"hair": 1.5})
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    args = ["--model", str(tiny_model), "--images", str(faces), "--labels", "eyes,mouth", *FAST]
+    res = _harvest([*args, "--t-edit-for", "mouth=0.3"], db)
+    assert res.exit_code == 0 and "mouth at 0.3" in res.output and "done 6, skipped 0" in res.output
+    with Catalog.open(db) as cat:
+        times = {(d.mask_label, d.t_edit) for d in cat.list_directions()}
+    assert times == {("eyes", 500), ("mouth", 300)}
+    bad = CliRunner().invoke(cli, ["harvest", *args, "--t-edit-for", "mouth", "--db", db])
+    assert bad.exit_code == 2 and "is not LABEL=FRACTION" in bad.output
+
+
 def test_bad_inputs_fail_their_jobs_clearly_and_the_rest_finish(tiny_model, tmp_path):
     expected = _bad_corpus(tmp_path / "bad corpus")
     db = f"sqlite:///{tmp_path / 'c.db'}"

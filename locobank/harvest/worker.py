@@ -42,15 +42,36 @@ class HarvestParams:
     seed: int = 0
     resize: bool = False
     basis: str = "projected"  # or "constrained": see engine.find_directions
+    # Edit times for particular mask labels, overriding t_edit: ((label, fraction), ...).
+    t_edit_by_label: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.basis not in ("projected", "constrained"):
             raise InputError(f"basis must be 'projected' or 'constrained', not {self.basis!r}")
+        by = self.t_edit_by_label
+        pairs = by.items() if isinstance(by, dict) else by
+        try:
+            clean = tuple(sorted((str(k), float(v)) for k, v in pairs))
+        except (TypeError, ValueError) as e:
+            raise InputError(f"t_edit_by_label must map mask labels to fractions of T: {e}") from None
+        for label, t in clean:
+            if not 0 < t < 1:
+                raise InputError(f"t_edit for label {label!r} must be a fraction of T strictly between 0 and 1, not {t:g}")
+        object.__setattr__(self, "t_edit_by_label", clean)
+
+    def t_for(self, label: str) -> float:
+        """The edit time (fraction of T) used for masks with this label."""
+        return dict(self.t_edit_by_label).get(label, self.t_edit)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        # Options left at their default are omitted, so runs planned before they existed keep their identity.
         if d["basis"] == "projected":
-            del d["basis"]  # runs planned before the option existed keep their identity
+            del d["basis"]
+        if d["t_edit_by_label"]:
+            d["t_edit_by_label"] = dict(d["t_edit_by_label"])
+        else:
+            del d["t_edit_by_label"]
         return d
 
 
@@ -141,6 +162,18 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _invert_by_time(model: LoadedModel, params: HarvestParams, ready: list) -> tuple[list, list[int]]:
+    """DDIM-invert a claimed batch, one batched pass per distinct edit time; per job: x_t and t."""
+    ts = [engine.to_timestep(model, params.t_for(job.mask_label)) for job, _, _ in ready]
+    xts: list = [None] * len(ready)
+    for t in sorted(set(ts)):
+        idx = [i for i, ti in enumerate(ts) if ti == t]
+        out = engine.invert(model, torch.stack([ready[i][1] for i in idx]), t, params.steps)
+        for i, xt in zip(idx, out):
+            xts[i] = xt
+    return xts, ts
+
+
 def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, owner: str | None = None,
          batch: int = 4, lease_seconds: float = 600.0, max_attempts: int = 3,
          on_job: Callable[[str, int], None] | None = None) -> Summary:
@@ -152,7 +185,6 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     owner = owner or default_owner()
     summary = Summary()
     start = time.perf_counter()
-    t = engine.to_timestep(model, params.t_edit)
     while True:
         jobs = catalog.claim_jobs(run_id, owner, n=batch, lease_seconds=lease_seconds, max_attempts=max_attempts)
         if not jobs:
@@ -168,13 +200,13 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
             continue
         t0 = time.perf_counter()
         try:
-            xts = engine.invert(model, torch.stack([x for _, x, _ in ready]), t, params.steps)
+            xts, ts = _invert_by_time(model, params, ready)
         except Exception as e:
             for job, _, _ in ready:
                 _fail(catalog, job, owner, _reason(e), summary, on_job)
             continue
         summary.engine_seconds += time.perf_counter() - t0
-        for (job, _, m), xt in zip(ready, xts):
+        for (job, _, m), xt, t in zip(ready, xts, ts):
             try:
                 t1 = time.perf_counter()
                 found = engine.find_directions(model, xt, t, m, rank=params.rank, null_rank=params.null_rank,
