@@ -41,6 +41,10 @@ def apply(args, out, query, clip_spec, domain, strength, mask, orthogonalize, sw
     locobank apply 12:6 40:-4 faces/ --out edited/        # composition, many images
     locobank apply --query "smile" face.png --out smile.png
     locobank apply 12 face.png --sweep -8,-4,0,4,8 --out sweep.png
+
+    Each image is inverted to the directions' edit time, edited and sampled back. Directions
+    found at different edit times compose too: the image is inverted to the highest, and each
+    direction is added when the sampler passes its own time.
     """
     from PIL import Image
 

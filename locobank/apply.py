@@ -81,9 +81,6 @@ def prepare(catalog, specs: Sequence[DirectionSpec], *, default_strength: float 
     fps = {r.fingerprint for r in recs}
     if len(fps) > 1:
         raise InputError(f"directions {[s.id for s in specs]} come from different models; compose within one model")
-    ts = {r.t_edit for r in recs}
-    if len(ts) > 1:
-        raise InputError(f"directions were found at different edit times {sorted(ts)}; compose directions of one t_edit")
     model = model_for(catalog, recs[0].fingerprint, override=model_override, device=device)
     default = float(default_strength if default_strength is not None else model.defaults.get("strength", 8.0))
     dirs, strengths = [], []
@@ -125,11 +122,11 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, resize: bool 
     steps = steps or m.defaults.get("steps", engine.DEFAULT_STEPS)
     eta = m.defaults.get("eta_tail", 0.0) if eta_tail is None else eta_tail
     x = load_image(image, m.resolution, resize=resize, channels=m.channels)[None]
-    t = prep.directions[0].t
-    xt = engine.invert(m, x, t, steps)
+    one_time = len({d.t for d in prep.directions}) == 1
+    src = engine.invert(m, x, prep.directions[0].t, steps) if one_time else x  # invert once when we can
     outs = []
     for val in values:
-        r = engine.edit(m, xt, [(prep.directions[0], float(val))] + list(zip(prep.directions[1:], prep.strengths[1:])),
-                        steps=steps, seed=seed, eta_tail=eta, inverted=True)
+        r = engine.edit(m, src, [(prep.directions[0], float(val))] + list(zip(prep.directions[1:], prep.strengths[1:])),
+                        steps=steps, seed=seed, eta_tail=eta, inverted=one_time)
         outs.append(r.images[0].cpu())
     return outs

@@ -189,19 +189,25 @@ def _check_direction(model: LoadedModel, d: Direction | Tensor, t: int | None) -
     return d
 
 
+def orthonormalize(vectors: Sequence[Tensor]) -> list[Tensor]:
+    """Gram-Schmidt on the directions in the order given (each keeps its shape and dtype)."""
+    basis: list[Tensor] = []
+    for v in vectors:
+        w = v.reshape(-1).to(torch.float64)
+        for b in basis:
+            w = w - (w @ b) * b
+        n = w.norm()
+        if n < 1e-8:
+            raise InputError("a composed direction is a combination of the ones before it")
+        basis.append(w / n)
+    return [b.reshape(v.shape).to(v.dtype) for b, v in zip(basis, vectors)]
+
+
 def compose(vectors: Sequence[Tensor], strengths: Sequence[float], *, orthogonalize: bool = False) -> Tensor:
     """``sum_i lambda_i v_i``, optionally after Gram-Schmidt on the directions in order."""
-    vs = [v.reshape(-1).to(torch.float64) for v in vectors]
     if orthogonalize:
-        basis: list[Tensor] = []
-        for v in vs:
-            for b in basis:
-                v = v - (v @ b) * b
-            n = v.norm()
-            if n < 1e-8:
-                raise InputError("a composed direction is a combination of the ones before it")
-            basis.append(v / n)
-        vs = basis
+        vectors = orthonormalize(vectors)
+    vs = [v.reshape(-1).to(torch.float64) for v in vectors]
     total = sum(float(s) * v for s, v in zip(strengths, vs))
     return total.reshape(vectors[0].shape).to(vectors[0].dtype)
 
@@ -248,9 +254,17 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
     except (TypeError, ValueError) as e:
         raise InputError(f"strengths must be numbers: {e}") from e
     ts = {d.t for d, _ in pairs if isinstance(d, Direction) and d.t >= 0}
+    carried = all(isinstance(d, Direction) and d.t >= 0 for d, _ in pairs)
+    if t_edit is None and len(ts) > 1 and carried:
+        if inverted:
+            raise InputError("directions found at different edit times need the clean images, not inverted states")
+        dirs = [_check_direction(model, d, d.t) for d, _ in pairs]
+        return _edit_across_times(model, _as_batch(model, images), dirs, strengths, steps=steps, seed=seed,
+                                  eta_tail=eta_tail, mask=mask, null_rank=null_rank, orthogonalize=orthogonalize,
+                                  progress=progress)
     if t_edit is None:
         if len(ts) != 1:
-            raise InputError("give t_edit, or directions that all carry the same edit timestep")
+            raise InputError("give t_edit, or directions that all carry their edit timesteps")
         t = ts.pop()
     else:
         t = to_timestep(model, t_edit)
@@ -269,3 +283,46 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
     g = torch.Generator().manual_seed(int(seed))
     out = ddim.sample(model.denoiser, x_edit, t, steps, eta_tail=eta_tail, generator=g, progress=progress)
     return EditResult(images=out, x_t=x_t, x_t_edited=x_edit, t=t)
+
+
+def _edit_across_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], *, steps: int,
+                       seed: int, eta_tail: float, mask: Tensor | None, null_rank: int, orthogonalize: bool,
+                       progress=None) -> EditResult:
+    """Compose directions found at different edit times: invert to the highest one, then on the way
+    back down add each direction when the sampler passes its own timestep. The DDIM grid is the
+    usual one for the highest time with every direction's time added, and inversion and sampling
+    walk the same grid in segments, so with zero strengths this is a plain reconstruction."""
+    den = model.denoiser
+    times = sorted({d.t for d in dirs})
+    grid = sorted(set(ddim.timesteps_to(times[-1], steps)) | set(times))
+    if mask is not None and x.shape[0] != 1:
+        raise InputError("a target mask applies to one image at a time")
+    states: dict[int, Tensor] = {}
+    state, prev = x, None
+    for t in times:
+        seg = [g for g in grid if (prev or 0) < g <= t]
+        state = ddim.invert(den, state, t, grid=seg, t_from=prev, progress=progress)
+        states[t], prev = state, t
+    vectors = [d.vector.to(model.device, torch.float32) for d in dirs]
+    if orthogonalize:
+        vectors = orthonormalize(vectors)
+    if mask is not None:
+        for t in times:
+            idx = [i for i, d in enumerate(dirs) if d.t == t]
+            moved = reproject(model, states[t], t, mask, torch.stack([vectors[i] for i in idx]), null_rank=null_rank,
+                              seed=seed)
+            for i, v in zip(idx, moved):
+                vectors[i] = v
+    delta = {t: compose([vectors[i] for i, d in enumerate(dirs) if d.t == t],
+                        [strengths[i] for i, d in enumerate(dirs) if d.t == t]) for t in times}
+    g = torch.Generator().manual_seed(int(seed))
+    top = times[-1]
+    y = states[top] + delta[top]
+    down = times[::-1]
+    for i, t in enumerate(down):
+        lower = down[i + 1] if i + 1 < len(down) else None
+        seg = [gg for gg in grid if (lower or 0) < gg <= t]
+        y = ddim.sample(den, y, t, eta_tail=eta_tail, generator=g, progress=progress, grid=seg, t_stop=lower)
+        if lower is not None:
+            y = y + delta[lower]
+    return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t=top)

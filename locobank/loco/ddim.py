@@ -22,11 +22,16 @@ def timesteps_to(t_end: int, steps: int) -> list[int]:
 
 
 @torch.no_grad()
-def invert(den: Denoiser, x0: Tensor, t_end: int, steps: int = 50, progress=None) -> Tensor:
-    """DDIM inversion (eta = 0) of clean images ``x0`` (B,C,H,W in [-1,1]) to timestep ``t_end``."""
-    ts = timesteps_to(t_end, steps)
+def invert(den: Denoiser, x0: Tensor, t_end: int, steps: int = 50, progress=None, *,
+           grid: list[int] | None = None, t_from: int | None = None) -> Tensor:
+    """DDIM inversion (eta = 0) of clean images ``x0`` (B,C,H,W in [-1,1]) to timestep ``t_end``.
+
+    ``grid`` (increasing, ending at ``t_end``) replaces the default timesteps; with ``t_from``
+    the input is the state at that timestep rather than the clean image, so an inversion can
+    be run in segments."""
+    ts = list(grid) if grid is not None else timesteps_to(t_end, steps)
     x = x0
-    prev = None
+    prev = t_from
     for t in ts:
         eps, _ = den.eps_and_x0(x, t)
         a_prev, a = den.abar(prev), den.abar(t)
@@ -50,20 +55,25 @@ def sample(
     generator: torch.Generator | None = None,
     clip_x0: bool = False,
     progress=None,
+    grid: list[int] | None = None,
+    t_stop: int | None = None,
 ) -> Tensor:
-    """DDIM sampling from ``x_t`` at ``t_start`` to the clean image.
+    """DDIM sampling from ``x_t`` at ``t_start`` to the clean image (or to ``t_stop``).
+
+    ``grid`` (increasing, ending at ``t_start``, all above ``t_stop``) replaces the default
+    timesteps, so sampling can be run in segments that mirror a segmented inversion.
 
     Steps whose target time lies below ``tail_below * T`` use ``eta = eta_tail``; the LOCO
     reference uses eta = 1 there. Noise comes from ``generator`` so results are seeded.
     ``clip_x0`` clamps the predicted clean image to [-1, 1] (and re-derives the noise), as
     samplers do when generating from pure noise; edits leave it off so inversion stays exact.
     """
-    ts = timesteps_to(t_start, steps)
+    ts = list(grid) if grid is not None else timesteps_to(t_start, steps)
     tail_t = tail_below * den.num_timesteps
     x = x_t
     for i in range(len(ts) - 1, -1, -1):
         t = ts[i]
-        prev = ts[i - 1] if i > 0 else None
+        prev = ts[i - 1] if i > 0 else t_stop
         eps, x0_hat = den.eps_and_x0(x, t)
         a, a_prev = den.abar(t), den.abar(prev)
         if clip_x0:
