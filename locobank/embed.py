@@ -107,11 +107,13 @@ def source_locality(catalog, record, model: LoadedModel, *deltas: torch.Tensor) 
 def probe_images(catalog, fingerprint: str, n: int) -> list[str]:
     """The first ``n + 1`` distinct images harvested for this model (by id), so probes are stable."""
     seen: list[str] = []
-    for d in catalog.list_directions(model=fingerprint):
-        if d.image_uri not in seen and Path(d.image_uri).exists():
-            seen.append(d.image_uri)
-        if len(seen) > n:
+    page, offset = max(16, 2 * (n + 1)), 0
+    while len(seen) <= n:
+        uris = catalog.harvested_images(fingerprint, page, offset)
+        seen += [u for u in uris if Path(u).exists()][: n + 1 - len(seen)]  # images moved away are skipped
+        if len(uris) < page:
             break
+        offset += page
     return seen
 
 

@@ -29,6 +29,7 @@ import os
 import re
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -565,15 +566,52 @@ def _read_faiss(faiss_path: Path, info: IndexInfo) -> faiss.Index | None:
     return index
 
 
+_LOADED: OrderedDict[tuple, LoadedIndex] = OrderedDict()
+_LOADED_MAX = 4
+_LOADED_LOCK = threading.Lock()
+
+
+def _file_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def load_index(
-    clip_id: str, folder: str | os.PathLike[str] | None = None, *, gpu: bool | None = None
+    clip_id: str, folder: str | os.PathLike[str] | None = None, *, gpu: bool | None = None, cache: bool = True
 ) -> LoadedIndex:
-    """The saved index of a CLIP model, ready to search; ``IndexMissing`` if none was built."""
+    """The saved index of a CLIP model, ready to search; ``IndexMissing`` if none was built.
+
+    Loaded indexes are kept in memory (the last few), keyed by their files' identity, so repeated
+    searches in one process do not read the index again; a rebuild writes new files and is picked
+    up on the next call. ``cache=False`` always reads from disk.
+    """
     faiss_path, json_path = index_files(clip_id, folder)
     if not (json_path.exists() and faiss_path.exists()):
         raise IndexMissing(
             f"no search index for CLIP model {clip_id!r} in {json_path.parent}; run `locobank index build`"
         )
+    if not cache:
+        return _load_index_files(faiss_path, json_path, gpu)
+    try:
+        key = (str(faiss_path.resolve()), _file_key(faiss_path), _file_key(json_path), gpu)
+    except OSError:  # replaced between the check and the stat: read it the plain way
+        return _load_index_files(faiss_path, json_path, gpu)
+    with _LOADED_LOCK:
+        hit = _LOADED.get(key)
+        if hit is not None:
+            _LOADED.move_to_end(key)
+            return hit
+    loaded = _load_index_files(faiss_path, json_path, gpu)
+    with _LOADED_LOCK:
+        for old in [k for k in _LOADED if k[0] == key[0]]:
+            del _LOADED[old]  # an older build of the same index
+        _LOADED[key] = loaded
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    return loaded
+
+
+def _load_index_files(faiss_path: Path, json_path: Path, gpu: bool | None) -> LoadedIndex:
     info = _read_info(json_path)
     index = _read_faiss(faiss_path, info)
     if index is None:

@@ -309,3 +309,39 @@ def test_raw_tensor_hash_is_of_the_tensor_bytes():
     assert encode_vector(raw, FP) == encode_vector(raw, FP)  # canonical bytes: same content, same address
     job_table = Job.__table__
     assert {c.name for c in job_table.columns} >= {"lease_owner", "lease_expires_at", "attempts", "error"}
+
+
+def test_harvested_images_are_distinct_ordered_and_live(catalog):
+    w = make_world(catalog, n_images=3)
+    ids = harvest_all(catalog, w)
+    uris = catalog.harvested_images(FP, 10)
+    order = []
+    for d in sorted(catalog.list_directions(), key=lambda d: d.id):
+        if d.image_uri not in order:
+            order.append(d.image_uri)
+    assert uris == order and len(uris) == 3
+    assert catalog.harvested_images("local:toy-ddpm", 1, 1) == uris[1:2]  # model id works, so do limit/offset
+    assert catalog.harvested_images(OTHER_FP, 10) == []
+    for d in catalog.list_directions():
+        if d.image_uri == uris[0]:
+            catalog.delete_direction(d.id)
+    assert catalog.harvested_images(FP, 10) == uris[1:]
+    assert len(ids) == 18
+
+
+def test_probe_images_pages_past_images_that_are_gone(tmp_path):
+    from locobank.embed import probe_images
+
+    files = [tmp_path / f"{i}.png" for i in range(40)]
+    for f in files[::3]:  # only every third image is still on disk
+        f.write_bytes(b"x")
+
+    class Paged:
+        calls = 0
+
+        def harvested_images(self, model, limit, offset=0):
+            Paged.calls += 1
+            return [str(f) for f in files[offset : offset + limit]]
+
+    got = probe_images(Paged(), FP, 8)
+    assert got == [str(f) for f in files[::3][:9]] and Paged.calls == 2

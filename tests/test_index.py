@@ -114,6 +114,19 @@ def test_incremental_add_delete_and_reembed(catalog, folder):
     assert (again.added, again.removed, again.ntotal) == (0, 0, 13)
 
 
+def test_loaded_indexes_are_reused_until_the_files_change(catalog, folder):
+    ids = add_directions(catalog, 2, "a")
+    embed(catalog, ids, seed=1)
+    build_index(catalog, CLIP, folder=folder)
+    first = load_index(CLIP, folder)
+    assert load_index(CLIP, folder) is first  # a second search does not read the index again
+    assert load_index(CLIP, folder, cache=False) is not first
+    embed(catalog, add_directions(catalog, 1, "b"), seed=2)
+    build_index(catalog, CLIP, folder=folder)
+    second = load_index(CLIP, folder)
+    assert second is not first and (first.ntotal, second.ntotal) == (6, 9)
+
+
 def test_directions_without_effects_do_not_make_the_index_stale(catalog, folder):
     ids = add_directions(catalog, 2, "a")
     embed(catalog, ids, seed=1)

@@ -189,6 +189,25 @@ class Catalog(JobQueue, PackTransfer, EffectStore):
         with self._tx() as s:
             return [direction_record(row) for row in s.execute(stmt).all()]
 
+    def harvested_images(self, model: str, limit: int, offset: int = 0) -> list[str]:
+        """URIs of distinct images with live directions of ``model`` (model id or fingerprint), in
+        the order their first direction was stored; one indexed query, not a scan of directions."""
+        first = func.min(Direction.id)
+        stmt = (
+            select(Image.uri, first)
+            .select_from(Direction)
+            .join(Job, Direction.job_id == Job.id)
+            .join(Image, Job.image_id == Image.id)
+            .join(Model, Direction.model_id == Model.id)
+            .where(or_(Model.model_id == model, Model.fingerprint == model), Direction.deleted_at.is_(None))
+            .group_by(Image.id, Image.uri)
+            .order_by(first)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._tx() as s:
+            return [uri for uri, _ in s.execute(stmt).all()]
+
     def get_direction(self, direction_id: int, *, include_deleted: bool = False) -> DirectionRecord:
         """One direction with its provenance; unknown or deleted ids raise ``NotFound``."""
         with self._tx() as s:
