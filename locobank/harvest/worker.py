@@ -185,6 +185,8 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     owner = owner or default_owner()
     summary = Summary()
     start = time.perf_counter()
+    for frac in (params.t_edit, *dict(params.t_edit_by_label).values()):
+        engine.to_timestep(model, frac)  # a bad edit time stops here, before any job is claimed
     while True:
         jobs = catalog.claim_jobs(run_id, owner, n=batch, lease_seconds=lease_seconds, max_attempts=max_attempts)
         if not jobs:
