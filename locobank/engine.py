@@ -189,26 +189,25 @@ def _check_direction(model: LoadedModel, d: Direction | Tensor, t: int | None) -
     return d
 
 
-def orthonormalize(vectors: Sequence[Tensor]) -> list[Tensor]:
-    """Gram-Schmidt on the directions in the order given (each keeps its shape and dtype)."""
-    basis: list[Tensor] = []
-    for v in vectors:
-        w = v.reshape(-1).to(torch.float64)
-        for b in basis:
-            w = w - (w @ b) * b
-        n = w.norm()
-        if n < 1e-8:
-            raise InputError("a composed direction is a combination of the ones before it")
-        basis.append(w / n)
-    return [b.reshape(v.shape).to(v.dtype) for b, v in zip(basis, vectors)]
+def _scaled(vectors: Sequence[Tensor], strengths: Sequence[float], orthogonalize: bool) -> list[Tensor]:
+    """``lambda_i v_i`` as flat float64 vectors, after Gram-Schmidt on the directions in order if asked."""
+    vs = [v.reshape(-1).to(torch.float64) for v in vectors]
+    if orthogonalize:
+        basis: list[Tensor] = []
+        for v in vs:
+            for b in basis:
+                v = v - (v @ b) * b
+            n = v.norm()
+            if n < 1e-8:
+                raise InputError("a composed direction is a combination of the ones before it")
+            basis.append(v / n)
+        vs = basis
+    return [float(s) * v for s, v in zip(strengths, vs)]
 
 
 def compose(vectors: Sequence[Tensor], strengths: Sequence[float], *, orthogonalize: bool = False) -> Tensor:
     """``sum_i lambda_i v_i``, optionally after Gram-Schmidt on the directions in order."""
-    if orthogonalize:
-        vectors = orthonormalize(vectors)
-    vs = [v.reshape(-1).to(torch.float64) for v in vectors]
-    total = sum(float(s) * v for s, v in zip(strengths, vs))
+    total = sum(_scaled(vectors, strengths, orthogonalize))
     return total.reshape(vectors[0].shape).to(vectors[0].dtype)
 
 
@@ -259,39 +258,30 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
         if inverted:
             raise InputError("directions found at different edit times need the clean images, not inverted states")
         dirs = [_check_direction(model, d, d.t) for d, _ in pairs]
-        return _edit_across_times(model, _as_batch(model, images), dirs, strengths, steps=steps, seed=seed,
-                                  eta_tail=eta_tail, mask=mask, null_rank=null_rank, orthogonalize=orthogonalize,
-                                  progress=progress)
-    if t_edit is None:
-        if len(ts) != 1:
-            raise InputError("give t_edit, or directions that all carry their edit timesteps")
-        t = ts.pop()
     else:
-        t = to_timestep(model, t_edit)
-        if ts and ts != {t}:
-            raise InputError(f"directions were found at timesteps {sorted(ts)} but the edit is at {t}")
-    dirs = [_check_direction(model, d, t) for d, _ in pairs]
-    x = _as_batch(model, images)
-    x_t = x if inverted else ddim.invert(model.denoiser, x, t, steps, progress=progress)
-    vectors = [d.vector.to(model.device, torch.float32) for d in dirs]
-    if mask is not None:
-        if x_t.shape[0] != 1:
-            raise InputError("a target mask applies to one image at a time")
-        vectors = list(reproject(model, x_t, t, mask, torch.stack(vectors), null_rank=null_rank, seed=seed))
-    delta = compose(vectors, strengths, orthogonalize=orthogonalize)
-    x_edit = x_t + delta
-    g = torch.Generator().manual_seed(int(seed))
-    out = ddim.sample(model.denoiser, x_edit, t, steps, eta_tail=eta_tail, generator=g, progress=progress)
-    return EditResult(images=out, x_t=x_t, x_t_edited=x_edit, t=t)
+        if t_edit is None:
+            if len(ts) != 1:
+                raise InputError("give t_edit, or directions that all carry their edit timesteps")
+            t = ts.pop()
+        else:
+            t = to_timestep(model, t_edit)
+            if ts and ts != {t}:
+                raise InputError(f"directions were found at timesteps {sorted(ts)} but the edit is at {t}")
+        dirs = [_check_direction(model, d, t) for d, _ in pairs]
+        dirs = [Direction(d.vector, t, d.fingerprint, name=d.name) if d.t != t else d for d in dirs]
+    return _edit_at_times(model, _as_batch(model, images), dirs, strengths, steps=steps, seed=seed, eta_tail=eta_tail,
+                          mask=mask, null_rank=null_rank, orthogonalize=orthogonalize, inverted=inverted,
+                          progress=progress)
 
 
-def _edit_across_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], *, steps: int,
-                       seed: int, eta_tail: float, mask: Tensor | None, null_rank: int, orthogonalize: bool,
-                       progress=None) -> EditResult:
-    """Compose directions found at different edit times: invert to the highest one, then on the way
-    back down add each direction when the sampler passes its own timestep. The DDIM grid is the
-    usual one for the highest time with every direction's time added, and inversion and sampling
-    walk the same grid in segments, so with zero strengths this is a plain reconstruction."""
+def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], *, steps: int,
+                   seed: int, eta_tail: float, mask: Tensor | None, null_rank: int, orthogonalize: bool,
+                   inverted: bool, progress=None) -> EditResult:
+    """Invert to the highest edit time, then on the way back down add each direction when the
+    sampler passes its own timestep (one time: the plain LOCO edit). The DDIM grid is the usual
+    one for the highest time with every direction's time added; inversion and sampling walk the
+    same grid in segments, so with zero strengths this is a plain reconstruction. With
+    ``inverted`` (one time only) ``x`` is already the state at that time."""
     den = model.denoiser
     times = sorted({d.t for d in dirs})
     grid = sorted(set(ddim.timesteps_to(times[-1], steps)) | set(times))
@@ -300,12 +290,13 @@ def _edit_across_times(model: LoadedModel, x: Tensor, dirs: list[Direction], str
     states: dict[int, Tensor] = {}
     state, prev = x, None
     for t in times:
+        if inverted:
+            states[t] = x
+            continue
         seg = [g for g in grid if (prev or 0) < g <= t]
         state = ddim.invert(den, state, t, grid=seg, t_from=prev, progress=progress)
         states[t], prev = state, t
     vectors = [d.vector.to(model.device, torch.float32) for d in dirs]
-    if orthogonalize:
-        vectors = orthonormalize(vectors)
     if mask is not None:
         for t in times:
             idx = [i for i, d in enumerate(dirs) if d.t == t]
@@ -313,8 +304,9 @@ def _edit_across_times(model: LoadedModel, x: Tensor, dirs: list[Direction], str
                               seed=seed)
             for i, v in zip(idx, moved):
                 vectors[i] = v
-    delta = {t: compose([vectors[i] for i, d in enumerate(dirs) if d.t == t],
-                        [strengths[i] for i, d in enumerate(dirs) if d.t == t]) for t in times}
+    parts = _scaled(vectors, strengths, orthogonalize)
+    delta = {t: sum(p for p, d in zip(parts, dirs) if d.t == t).reshape(vectors[0].shape).to(vectors[0].dtype)
+             for t in times}
     g = torch.Generator().manual_seed(int(seed))
     top = times[-1]
     y = states[top] + delta[top]
