@@ -72,12 +72,9 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit
 
     source = resolve_model(model)
     lm = load_model(source, device=device)
-    d = lm.defaults
-    params = HarvestParams(rank=rank or d.get("rank", 5), null_rank=null_rank if null_rank is not None else d.get("null_rank", 5),
-                           t_edit=t_edit or d.get("t_edit", 0.6), steps=steps or d.get("steps", 50), iters=iters, tol=tol,
-                           seed=seed, resize=resize, basis=basis or d.get("basis", "projected"),
-                           t_edit_by_label=_t_edit_for(t_edit_for) if t_edit_for else
-                           ({} if t_edit else d.get("t_edit_by_label", {})))
+    params = HarvestParams.from_defaults(lm.defaults, rank=rank, null_rank=null_rank, t_edit=t_edit, steps=steps,
+                                         iters=iters, tol=tol, seed=seed, resize=resize, basis=basis,
+                                         t_edit_by_label=_t_edit_for(t_edit_for) if t_edit_for else None)
     label_set = {s.strip() for s in labels.split(",") if s.strip()} if labels else None
     pairs = discover(images, masks, label_set)
     if not pairs:

@@ -85,10 +85,7 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
 
     t0 = tick()
     model = load_model(TOY_DDPM, device=device)
-    d = model.defaults
-    params = HarvestParams(rank=cfg.rank or d.get("rank", 3), null_rank=d.get("null_rank", 5), t_edit=d.get("t_edit", 0.6),
-                           steps=cfg.steps or d.get("steps", 50), iters=cfg.iters, basis=d.get("basis", "projected"),
-                           t_edit_by_label=d.get("t_edit_by_label", {}))
+    params = HarvestParams.from_defaults(model.defaults, rank=cfg.rank, steps=cfg.steps, iters=cfg.iters)
     db = f"sqlite:///{(out / 'catalog.db').resolve()}"
     for f in (out / "catalog.db", out / "catalog.db-wal", out / "catalog.db-shm"):
         f.unlink(missing_ok=True)

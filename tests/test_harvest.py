@@ -139,6 +139,10 @@ def test_edit_time_per_mask_label(tiny_model, faces, tmp_path):
     assert (p.t_for("mouth"), p.t_for("eyes")) == (0.3, 0.5)
     assert HarvestParams(**json.loads(json.dumps(p.to_dict()))) == p  # survives the catalog's JSON
     assert "t_edit_by_label" not in HarvestParams().to_dict()  # older runs keep their identity
+    model = {"t_edit": 0.4, "t_edit_by_label": {"hair": 0.5}, "rank": 3}
+    assert HarvestParams.from_defaults(model).t_for("hair") == 0.5
+    assert HarvestParams.from_defaults(model, rank=None, t_edit=0.3).t_for("hair") == 0.3  # one time for all
+    assert HarvestParams.from_defaults(model, rank=None).rank == 3
     with pytest.raises(InputError, match="'hair' must be a fraction"):
         HarvestParams(t_edit_by_label={"hair": 1.5})
     db = f"sqlite:///{tmp_path / 't.db'}"

@@ -59,6 +59,19 @@ class HarvestParams:
                 raise InputError(f"t_edit for label {label!r} must be a fraction of T strictly between 0 and 1, not {t:g}")
         object.__setattr__(self, "t_edit_by_label", clean)
 
+    @classmethod
+    def from_defaults(cls, defaults: dict, **given) -> "HarvestParams":
+        """Values given (None = not given), else a model's ``locobank.json`` defaults, else ours.
+
+        A t_edit given without per-label times also replaces the model's per-label times."""
+        vals = {k: v for k, v in given.items() if v is not None}
+        if "t_edit" in vals and "t_edit_by_label" not in vals:
+            vals["t_edit_by_label"] = {}
+        for key in ("rank", "null_rank", "t_edit", "steps", "basis", "t_edit_by_label"):
+            if key not in vals and key in defaults:
+                vals[key] = defaults[key]
+        return cls(**vals)
+
     def t_for(self, label: str) -> float:
         """The edit time (fraction of T) used for masks with this label."""
         return dict(self.t_edit_by_label).get(label, self.t_edit)
