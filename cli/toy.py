@@ -128,6 +128,7 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, steps,
 
     from PIL import Image
 
+    from locobank.harvest import HarvestParams
     from locobank.models import load_model
     from locobank.paths import TOY_DDPM
     from locobank.toyworld import HELD_OUT_SEED
@@ -135,12 +136,10 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, steps,
 
     lm = load_model(model_dir or TOY_DDPM)
     d = lm.defaults
-    # --t-edit applies to every part; otherwise each part gets the model's per-label time, if any.
-    per_part = {} if t_edit is not None else dict(d.get("t_edit_by_label", {}))
-    t_edit = t_edit if t_edit is not None else d.get("t_edit", 0.6)
-    null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
+    # The harvest's rules: --t-edit applies to every part, else each part gets the model's per-label time.
+    p = HarvestParams.from_defaults(d, t_edit=t_edit, null_rank=null_rank, basis=basis)
+    t_edit, null_rank, basis, per_part = p.t_edit, p.null_rank, p.basis, dict(p.t_edit_by_label)
     strength = strength if strength is not None else d.get("strength", 8.0)
-    basis = basis or d.get("basis", "projected")
     report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strength, "basis": basis}
     if per_part:
         report["t_edit_by_label"] = per_part
