@@ -33,6 +33,12 @@ from .db import db_option
 @click.option("--t-edit-for", "t_edit_for", multiple=True, metavar="LABEL=FRACTION",
               help="Edit time for one mask label, overriding --t-edit for it (repeatable: "
                    "--t-edit-for hair=0.5). [the model's t_edit_by_label]")
+@click.option("--jacobian-at", type=click.Choice(["inverted", "noised"]), default=None,
+              help="The state whose Jacobian gives the directions. inverted: the image's DDIM inversion "
+                   "(LOCO's choice for real images). noised: the image noised to t_edit with noise "
+                   "seeded by its hash, a typical state as on a sampling trajectory (on the toy model "
+                   "the inverted states are atypical and the mouth directions there are not local). "
+                   "Directions are applied to inverted states either way. [model default, else inverted]")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM inversion steps [model default, else 50].")
 @click.option("--iters", type=click.IntRange(1, 1000), default=50, show_default=True, help="Subspace-iteration cap.")
 @click.option("--tol", type=float, default=1e-3, show_default=True, help="Convergence: subspace change in radians.")
@@ -51,7 +57,7 @@ from .db import db_option
 @click.option("--plan-only", is_flag=True, help="Register the run and its jobs, then stop (workers can join later).")
 @db_option
 @fail_on_library_errors
-def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit_for, steps, iters, tol, seed, resize, batch, workers,
+def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit_for, jacobian_at, steps, iters, tol, seed, resize, batch, workers,
             device, lease, max_attempts, retry_failed, plan_only, db_url):
     """Find LOCO directions for every (image, mask) pair and store them in the catalog.
 
@@ -74,7 +80,8 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit
     lm = load_model(source, device=device)
     params = HarvestParams.from_defaults(lm.defaults, rank=rank, null_rank=null_rank, t_edit=t_edit, steps=steps,
                                          iters=iters, tol=tol, seed=seed, resize=resize, basis=basis,
-                                         t_edit_by_label=_t_edit_for(t_edit_for) if t_edit_for else None)
+                                         t_edit_by_label=_t_edit_for(t_edit_for) if t_edit_for else None,
+                                         jacobian_at=jacobian_at)
     label_set = {s.strip() for s in labels.split(",") if s.strip()} if labels else None
     pairs = discover(images, masks, label_set)
     if not pairs:
@@ -90,7 +97,8 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit
     before = cat.job_counts(run.id)
     total = sum(before.values())
     click.echo(f"run {run.id} on {lm.model_id} ({lm.fingerprint}): {total} jobs, {before['done']} already done, "
-               f"rank {params.rank}, null rank {params.null_rank} ({params.basis}), t_edit {params.t_edit}"
+               f"rank {params.rank}, null rank {params.null_rank} ({params.basis}), Jacobian at {params.jacobian_at} "
+               f"states, t_edit {params.t_edit}"
                + "".join(f", {k} at {v:g}" for k, v in params.t_edit_by_label))
     if plan_only:
         return

@@ -91,8 +91,13 @@ def train_ddpm_cmd(out, state, steps, batch, seed, device, resume) -> None:
 
 @toy.command("train-clip")
 @_train_options(CLIP_DIR, 4000, 128)
+@click.option("--init", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Start from this toy CLIP folder's weights when there is no state to resume: a "
+                   "fine-tune, e.g. after the face generator or the captions changed.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True,
+              help="Peak learning rate (cosine decay after a 200-step warm-up); lower it for a fine-tune.")
 @fail_on_library_errors
-def train_clip_cmd(out, state, steps, batch, seed, device, resume) -> None:
+def train_clip_cmd(out, state, steps, batch, seed, device, resume, init, lr) -> None:
     """Train the toy CLIP (an open_clip model from its own JSON config) on faces and captions."""
     from locobank.toyworld.train_clip import train_clip
     from locobank.toyworld.trainstate import read_step
@@ -100,7 +105,8 @@ def train_clip_cmd(out, state, steps, batch, seed, device, resume) -> None:
     state = state or Path("data/training/toyfaces-clip.safetensors")
     bar, on_step = _progress(steps, read_step(state) if resume else 0, "train-clip")
     with bar:
-        meta = train_clip(out, state, steps=steps, batch_size=batch, seed=seed, device=device, resume=resume, on_step=on_step)
+        meta = train_clip(out, state, steps=steps, batch_size=batch, seed=seed, device=device, resume=resume,
+                          init=init, lr=lr, on_step=on_step)
     click.echo(f"toy CLIP at step {meta['step']} ({meta['seconds'] / 3600:.2f} h of training) in {out}")
 
 
@@ -115,13 +121,15 @@ def train_clip_cmd(out, state, steps, batch, seed, device, resume) -> None:
 @click.option("--strength", type=float, default=None, help="Lambda [model default, else 8].")
 @click.option("--basis", type=click.Choice(["projected", "constrained"]), default=None,
               help="How the null basis is applied (see `locobank harvest --help`) [model default, else projected].")
+@click.option("--jacobian-at", type=click.Choice(["inverted", "noised"]), default=None,
+              help="State whose Jacobian gives the directions (see `locobank harvest --help`) [model default, else inverted].")
 @click.option("--steps", type=int, default=20, show_default=True, help="DDIM steps for the locality study.")
 @click.option("--samples", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a grid of 64 DDIM samples here (e.g. data/models/toyfaces-ddpm/samples.png).")
 @click.option("--skip-clip", is_flag=True, help="Leave out the CLIP zero-shot accuracy.")
 @click.option("--json", "as_json", is_flag=True)
 @fail_on_library_errors
-def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, steps, samples, skip_clip, as_json) -> None:
+def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobian_at, steps, samples, skip_clip, as_json) -> None:
     """Measure the toy world's quality bars on held-out faces: reconstruction PSNR, LOCO
     locality on the source and on transfer, and CLIP zero-shot accuracy."""
     import json
@@ -137,10 +145,11 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, steps,
     lm = load_model(model_dir or TOY_DDPM)
     d = lm.defaults
     # The harvest's rules: --t-edit applies to every part, else each part gets the model's per-label time.
-    p = HarvestParams.from_defaults(d, t_edit=t_edit, null_rank=null_rank, basis=basis)
+    p = HarvestParams.from_defaults(d, t_edit=t_edit, null_rank=null_rank, basis=basis, jacobian_at=jacobian_at)
     t_edit, null_rank, basis, per_part = p.t_edit, p.null_rank, p.basis, dict(p.t_edit_by_label)
     strength = strength if strength is not None else d.get("strength", 8.0)
-    report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strength, "basis": basis}
+    report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strength, "basis": basis,
+                    "jacobian_at": p.jacobian_at}
     if per_part:
         report["t_edit_by_label"] = per_part
     if samples is not None:
@@ -154,7 +163,7 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, steps,
         for part in bar:
             rep = E.locality_study(lm, part, faces, faces, t_edit=per_part.get(part, t_edit), null_rank=null_rank,
                                    strength=strength,
-                                   steps=steps, constrained=basis == "constrained")
+                                   steps=steps, constrained=basis == "constrained", jacobian_at=p.jacobian_at)
             report["locality"][part] = rep.summary()
     if not skip_clip:
         from locobank.clip import load_clip

@@ -157,7 +157,8 @@ def _write_report(res: DemoResult, model_id: str, params) -> None:
              "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}"
              "</style>",
              f"<h1>locobank demo</h1><p>Model <code>{e(model_id)}</code>, rank {params.rank}, null rank {params.null_rank}, "
-             f"t_edit {params.t_edit}{''.join(f' ({k} {v:g})' for k, v in params.t_edit_by_label)}. "
+             f"t_edit {params.t_edit}{''.join(f' ({k} {v:g})' for k, v in params.t_edit_by_label)}, "
+             f"Jacobian at {params.jacobian_at} states, {params.basis} basis. "
              f"{res.directions} directions harvested. "
              f"<a href='gallery/index.html'>Open the gallery</a>.</p>",
              "<p>Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()) + "</p>"]

@@ -95,6 +95,20 @@ def invert(model: LoadedModel, images: Tensor, t_edit: float | int = DEFAULT_T_E
     return ddim.invert(model.denoiser, _as_batch(model, images), t, steps, progress=progress)
 
 
+def noise_to(model: LoadedModel, images: Tensor, t_edit: float | int, seeds: Sequence[int]) -> Tensor:
+    """Images noised to the edit time, ``sqrt(abar) x + sqrt(1 - abar) eps``, one seed per image.
+
+    Unlike a DDIM-inverted state this is a typical state of the forward process, like a state
+    on a sampling trajectory; each image's noise depends only on its own seed."""
+    t = to_timestep(model, t_edit)
+    x = _as_batch(model, images)
+    if len(seeds) != x.shape[0]:
+        raise InputError(f"noise_to needs one seed per image: {x.shape[0]} images, {len(seeds)} seeds")
+    eps = torch.stack([torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    a = model.denoiser.abar(t).item()
+    return a ** 0.5 * x + (1 - a) ** 0.5 * eps.to(device=x.device, dtype=x.dtype)
+
+
 def sample(model: LoadedModel, x_t: Tensor, t_edit: float | int = DEFAULT_T_EDIT, steps: int = DEFAULT_STEPS, *,
            eta_tail: float = 0.0, seed: int = 0, progress=None) -> Tensor:
     """DDIM from the edit time back to images; ``eta_tail`` > 0 adds seeded noise below 0.2T."""

@@ -156,6 +156,78 @@ def test_edit_time_per_mask_label(tiny_model, faces, tmp_path):
     assert bad.exit_code == 2 and "is not LABEL=FRACTION" in bad.output
 
 
+def test_jacobian_at_noised_states(tiny_model, faces, tmp_path):
+    """--jacobian-at noised takes each job's Jacobian at sqrt(abar) x + sqrt(1 - abar) eps, with
+    eps seeded by the image's hash: checked against find_directions on that state built by hand."""
+    import torch
+
+    from locobank import engine
+    from locobank.errors import InputError
+    from locobank.harvest import HarvestParams
+    from locobank.harvest.worker import noise_seed
+    from locobank.images import load_image, load_mask
+    from locobank.models import load_model
+
+    assert "jacobian_at" not in HarvestParams().to_dict()  # older runs keep their identity
+    p = HarvestParams(jacobian_at="noised")
+    assert HarvestParams(**json.loads(json.dumps(p.to_dict()))) == p
+    assert HarvestParams.from_defaults({"jacobian_at": "noised"}).jacobian_at == "noised"
+    assert HarvestParams.from_defaults({"jacobian_at": "noised"}, jacobian_at="inverted").jacobian_at == "inverted"
+    with pytest.raises(InputError, match="jacobian_at must be one of inverted, noised"):
+        HarvestParams(jacobian_at="random")
+
+    db = f"sqlite:///{tmp_path / 'n.db'}"
+    args = ["--model", str(tiny_model), "--images", str(faces), "--labels", "mouth", *FAST]
+    res = _harvest([*args, "--jacobian-at", "noised"], db)
+    assert res.exit_code == 0 and "Jacobian at noised states" in res.output and "done 3, skipped 0" in res.output
+    again = _harvest(args, db)  # inverted states: a run of its own
+    assert "Jacobian at inverted states" in again.output and "done 3, skipped 0" in again.output
+    with Catalog.open(db) as cat:
+        every = [d for d in cat.list_directions() if d.rank_index == 0]
+        runs = {d.run_id: cat.get_run(d.run_id).params.get("jacobian_at", "inverted") for d in every}
+        dirs = [d for d in every if runs[d.run_id] == "noised"]
+        inverted = {d.image_sha256: d for d in every if runs[d.run_id] == "inverted"}
+        vectors = {d.id: torch.as_tensor(cat.load_vector(d.id)) for d in dirs}
+        inv_vectors = {k: torch.as_tensor(cat.load_vector(d.id)) for k, d in inverted.items()}
+    assert len(dirs) == 3
+    lm = load_model(tiny_model, device="cpu")
+    d = dirs[0]
+    x = load_image(Path(d.image_uri), lm.resolution, channels=lm.channels)
+    image = Path(d.image_uri)
+    m = load_mask(image.with_name(f"{image.stem}_mouth.png"), lm.resolution)
+    seed = noise_seed(p, d.image_sha256)
+    xt = engine.noise_to(lm, x[None], d.t_edit, [seed])
+    a = lm.denoiser.abar(d.t_edit).item()
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    assert torch.allclose(xt[0], a ** 0.5 * x + (1 - a) ** 0.5 * eps, atol=1e-6)
+    found = engine.find_directions(lm, xt, d.t_edit, m, rank=2, null_rank=2, iters=4, tol=1e-3, seed=0)
+    assert torch.allclose(found.vectors[0].flatten(), vectors[d.id].flatten(), atol=1e-5)
+    assert not torch.allclose(vectors[d.id].flatten(), inv_vectors[d.image_sha256].flatten(), atol=1e-3)
+    bad = CliRunner().invoke(cli, ["harvest", *args, "--jacobian-at", "sampled", "--db", db])
+    assert bad.exit_code == 2 and "'sampled' is not one of" in bad.output
+
+
+def test_noise_to_is_per_image_and_seeded(tiny_model):
+    import torch
+
+    from locobank import engine
+    from locobank.errors import InputError
+    from locobank.models import load_model
+
+    lm = load_model(tiny_model, device="cpu")
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    both = engine.noise_to(lm, x, 0.4, [7, 8, 9])
+    alone = engine.noise_to(lm, x[1:2], 0.4, [8])
+    assert torch.equal(both[1], alone[0])  # an image's noise does not depend on its batch
+    assert not torch.allclose(both[0], engine.noise_to(lm, x[:1], 0.4, [1])[0])
+    t = engine.to_timestep(lm, 0.4)
+    a = lm.denoiser.abar(t).item()
+    eps = (both - a ** 0.5 * x) / (1 - a) ** 0.5
+    assert 0.9 < float(eps.std()) < 1.1 and abs(float(eps.mean())) < 0.1
+    with pytest.raises(InputError, match="one seed per image"):
+        engine.noise_to(lm, x, 0.4, [1])
+
+
 def test_bad_inputs_fail_their_jobs_clearly_and_the_rest_finish(tiny_model, tmp_path):
     expected = _bad_corpus(tmp_path / "bad corpus")
     db = f"sqlite:///{tmp_path / 'c.db'}"

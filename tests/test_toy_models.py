@@ -69,16 +69,37 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
     assert all(q in html for q in summary["queries"])
 
 
-def test_eyes_edits_stay_local_with_the_shipped_defaults(ddpm):
-    """The eyes bar of the toy world on a small sample, through `locobank toy eval --json`
-    (stdout is JSON only; progress goes to stderr)."""
+def test_mouth_and_eyes_edits_stay_local_with_the_shipped_defaults(ddpm):
+    """The mouth and eyes bars of the toy world on the first 3 held-out faces, through `locobank
+    toy eval --json` (stdout is JSON only; progress goes to stderr)."""
     from click.testing import CliRunner
 
     from cli.main import cli
 
-    r = CliRunner().invoke(cli, ["toy", "eval", "--faces", "2", "--parts", "eyes", "--skip-clip", "--json"])
+    r = CliRunner().invoke(cli, ["toy", "eval", "--faces", "3", "--parts", "mouth,eyes", "--skip-clip", "--json"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["basis"] == ddpm.defaults["basis"] == "constrained"
+    assert rep["jacobian_at"] == ddpm.defaults["jacobian_at"] == "noised"
     assert rep["reconstruction_psnr"]["min"] >= 35
-    assert rep["locality"]["eyes"]["source"]["median"] >= 0.8
+    for part in ("mouth", "eyes"):
+        assert rep["locality"][part]["source"]["median"] >= 0.8, part
+    assert rep["locality"]["mouth"]["transfer"]["median"] >= 0.8
+
+
+def test_clip_fine_tune_starts_from_the_given_weights(tmp_path):
+    """`train-clip --init DIR` starts from a toy CLIP's weights (e.g. after a generator change)."""
+    from safetensors.torch import load_file
+
+    from locobank.toyworld.train_clip import train_clip
+
+    shipped = load_file(str(TOY_CLIP / "open_clip_model.safetensors"))
+    kw = dict(steps=1, batch_size=4, n_faces=8, lr=1e-12, device="cpu")
+    meta = train_clip(tmp_path / "ft", tmp_path / "ft.safetensors", init=TOY_CLIP, **kw)
+    assert meta["step"] == 1 and json.loads((tmp_path / "ft" / "training.json").read_text())["init"]["path"] == str(TOY_CLIP)
+    tuned = load_file(str(tmp_path / "ft" / "open_clip_model.safetensors"))
+    assert tuned.keys() == shipped.keys()
+    assert max(float((tuned[k].float() - shipped[k].float()).abs().max()) for k in shipped) < 1e-2
+    train_clip(tmp_path / "s", tmp_path / "s.safetensors", **kw)  # the same step from scratch
+    scratch = load_file(str(tmp_path / "s" / "open_clip_model.safetensors"))
+    assert max(float((scratch[k].float() - shipped[k].float()).abs().max()) for k in shipped) > 0.1

@@ -93,3 +93,43 @@ def test_quality_targets_lack_the_attribute_asked_for():
         assert all(ok(face(s).attrs) for s in seeds), q
         skipped = [s for s in range(seed0, seeds[-1]) if s not in seeds]
         assert not any(ok(face(s).attrs) for s in skipped), q  # the first ones, none passed over
+
+
+def test_training_images_cache_follows_the_generator(tmp_path, monkeypatch):
+    from locobank.toyworld.train_ddpm import training_images
+
+    digest = faces.generator_digest()
+    monkeypatch.setattr(faces, "LIPS", (150, 30, 45))  # the generator's earlier red lips
+    old_digest = faces.generator_digest()
+    assert old_digest != digest  # a change to the drawing changes the digest
+    old = training_images(4, 0, tmp_path)
+    monkeypatch.undo()
+    new = training_images(4, 0, tmp_path)  # a cache written by the old generator is not read back
+    assert not np.array_equal(old, new)
+    assert np.array_equal(new, np.stack([face(i).image for i in range(4)]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"faces-4-0-{digest}.npy", f"faces-4-0-{old_digest}.npy"])
+    assert np.array_equal(training_images(4, 0, tmp_path), new)  # and the current one is
+
+
+def test_training_captions_use_synonyms_only_where_true():
+    import random
+    import re
+
+    rng = random.Random(0)
+    seen = set()
+    rules = {
+        r"\b(bigger|larger|large) eyes": lambda a: a.eye_size > 0.5,
+        r"\b(smaller|tiny|little) eyes": lambda a: a.eye_size <= 0.5,
+        r"\b(happy|grinning|cheerful)\b|a grin\b": lambda a: a.smile > 0,
+        r"\b(unhappy|grumpy|sad)\b|a scowl": lambda a: a.smile <= 0,
+    }
+    for s in range(400):
+        a = face(s).attrs
+        for _ in range(5):
+            c = training_caption(a, rng)
+            for pattern, holds in rules.items():
+                m = re.search(pattern, c)
+                if m:
+                    assert holds(a), c
+                    seen.add(m.group(0))
+    assert {"bigger eyes", "smaller eyes", "happy", "grumpy", "a grin"} <= seen

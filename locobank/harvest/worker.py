@@ -29,6 +29,9 @@ from .inputs import Pair
 log = logging.getLogger(__name__)
 
 
+JACOBIAN_AT = ("inverted", "noised")
+
+
 @dataclass(frozen=True)
 class HarvestParams:
     """Everything that changes what a harvest finds; two runs with equal params are the same run."""
@@ -44,10 +47,16 @@ class HarvestParams:
     basis: str = "projected"  # or "constrained": see engine.find_directions
     # Edit times for particular mask labels, overriding t_edit: ((label, fraction), ...).
     t_edit_by_label: tuple[tuple[str, float], ...] = ()
+    # The state whose Jacobian is taken: "inverted" (DDIM inversion of the image, as LOCO does for
+    # real images) or "noised" (the image noised to t_edit with noise seeded by the image's hash).
+    # Either way, the directions are applied to DDIM-inverted states.
+    jacobian_at: str = "inverted"
 
     def __post_init__(self) -> None:
         if self.basis not in ("projected", "constrained"):
             raise InputError(f"basis must be 'projected' or 'constrained', not {self.basis!r}")
+        if self.jacobian_at not in JACOBIAN_AT:
+            raise InputError(f"jacobian_at must be one of {', '.join(JACOBIAN_AT)}, not {self.jacobian_at!r}")
         by = self.t_edit_by_label
         pairs = by.items() if isinstance(by, dict) else by
         try:
@@ -67,7 +76,7 @@ class HarvestParams:
         vals = {k: v for k, v in given.items() if v is not None}
         if "t_edit" in vals and "t_edit_by_label" not in vals:
             vals["t_edit_by_label"] = {}
-        for key in ("rank", "null_rank", "t_edit", "steps", "basis", "t_edit_by_label"):
+        for key in ("rank", "null_rank", "t_edit", "steps", "basis", "t_edit_by_label", "jacobian_at"):
             if key not in vals and key in defaults:
                 vals[key] = defaults[key]
         return cls(**vals)
@@ -81,6 +90,8 @@ class HarvestParams:
         # Options left at their default are omitted, so runs planned before they existed keep their identity.
         if d["basis"] == "projected":
             del d["basis"]
+        if d["jacobian_at"] == "inverted":
+            del d["jacobian_at"]
         if d["t_edit_by_label"]:
             d["t_edit_by_label"] = dict(d["t_edit_by_label"])
         else:
@@ -175,13 +186,24 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _invert_by_time(model: LoadedModel, params: HarvestParams, ready: list) -> tuple[list, list[int]]:
-    """DDIM-invert a claimed batch, one batched pass per distinct edit time; per job: x_t and t."""
+def noise_seed(params: HarvestParams, image_sha256: str) -> int:
+    """The seed of an image's noise for ``jacobian_at="noised"``: the same for every mask of the
+    image, every worker and every batch."""
+    return int(hashlib.sha256(f"{params.seed}:{image_sha256}".encode()).hexdigest()[:15], 16)
+
+
+def _states_by_time(model: LoadedModel, params: HarvestParams, ready: list) -> tuple[list, list[int]]:
+    """The states of a claimed batch at their edit times, one batched pass per distinct edit
+    time (DDIM inversion, or seeded noise with ``jacobian_at="noised"``); per job: x_t and t."""
     ts = [engine.to_timestep(model, params.t_for(job.mask_label)) for job, _, _ in ready]
     xts: list = [None] * len(ready)
     for t in sorted(set(ts)):
         idx = [i for i, ti in enumerate(ts) if ti == t]
-        out = engine.invert(model, torch.stack([ready[i][1] for i in idx]), t, params.steps)
+        x = torch.stack([ready[i][1] for i in idx])
+        if params.jacobian_at == "noised":
+            out = engine.noise_to(model, x, t, [noise_seed(params, ready[i][0].image_sha256) for i in idx])
+        else:
+            out = engine.invert(model, x, t, params.steps)
         for i, xt in zip(idx, out):
             xts[i] = xt
     return xts, ts
@@ -192,7 +214,8 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
          on_job: Callable[[str, int], None] | None = None) -> Summary:
     """Claim and run jobs of ``run_id`` until none is left; returns what this worker did.
 
-    Images of a claimed batch are inverted together in one batched DDIM pass; then each job's
+    Images of a claimed batch are brought to their edit time together (one batched DDIM
+    inversion, or seeded noise with ``jacobian_at="noised"``); then each job's
     directions are found and committed with its job in one transaction.
     """
     owner = owner or default_owner()
@@ -215,7 +238,7 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
             continue
         t0 = time.perf_counter()
         try:
-            xts, ts = _invert_by_time(model, params, ready)
+            xts, ts = _states_by_time(model, params, ready)
         except Exception as e:
             for job, _, _ in ready:
                 _fail(catalog, job, owner, _reason(e), summary, on_job)

@@ -17,15 +17,37 @@ ATTRIBUTE_WORDS = {
 }
 
 
-def phrases(a: FaceAttributes) -> list[str]:
-    """Short phrases, each naming one attribute of the face."""
+# Other words users type for the same attribute, comparatives included: search queries such as
+# "bigger eyes" or "a happy face" must land near the attribute the captions name.
+SYNONYMS = {
+    "big": ("big", "large", "bigger", "larger"),
+    "small": ("small", "tiny", "smaller", "little"),
+    "smiling": ("smiling", "happy", "grinning", "cheerful"),
+    "frowning": ("frowning", "sad", "unhappy", "grumpy"),
+    "a smile": ("a smile", "a grin", "a happy mouth"),
+    "a frown": ("a frown", "a sad mouth", "a scowl"),
+    "long": ("long", "longer"),
+    "short": ("short", "shorter"),
+    "glasses": ("glasses", "eyeglasses", "spectacles"),
+}
+
+
+def _word(word: str, rng: random.Random | None) -> str:
+    if rng is None or rng.random() < 0.5:
+        return word
+    return rng.choice(SYNONYMS.get(word, (word,)))
+
+
+def phrases(a: FaceAttributes, rng: random.Random | None = None) -> list[str]:
+    """Short phrases, each naming one attribute of the face; with ``rng``, words are sometimes
+    swapped for a synonym or comparative from :data:`SYNONYMS`."""
     out = [
         f"{a.hair} hair",
-        f"{'long' if a.hair_long else 'short'} hair",
+        f"{_word('long' if a.hair_long else 'short', rng)} hair",
         f"{a.iris} eyes",
-        f"{'big' if a.eye_size > 0.5 else 'small'} eyes",
-        "a smile" if a.smile > 0 else "a frown",
-        "glasses" if a.glasses else "no glasses",
+        f"{_word('big' if a.eye_size > 0.5 else 'small', rng)} eyes",
+        _word("a smile" if a.smile > 0 else "a frown", rng),
+        _word("glasses", rng) if a.glasses else "no glasses",
         f"{a.skin} skin",
         f"a {a.background} background",
         f"a {'wide' if a.mouth_width > 0.5 else 'narrow'} mouth",
@@ -38,13 +60,11 @@ def training_caption(a: FaceAttributes, rng: random.Random) -> str:
     so that prompts like "a face with blue eyes" are in the training distribution."""
     if rng.random() < 0.5:
         return caption(a)
-    ph = phrases(a)
+    ph = phrases(a, rng)
     k = rng.choice((1, 1, 2, 3))
     pick = rng.sample(ph, k)
-    if a.smile > 0 and rng.random() < 0.5:
-        lead = "a smiling face"
-    elif a.smile <= 0 and rng.random() < 0.5:
-        lead = "a frowning face"
+    if rng.random() < 0.5:
+        lead = f"a {_word('smiling' if a.smile > 0 else 'frowning', rng)} face"
     else:
         lead = "a face"
     return f"{lead} with " + " and ".join(pick)

@@ -61,9 +61,14 @@ class LocalityReport:
 
 def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets: int = 10, *, t_edit: float = 0.6,
                    null_rank: int = 5, strength: float = 8.0, steps: int = 20, rank: int = 1,
-                   constrained: bool = False, seed0: int = HELD_OUT_SEED) -> LocalityReport:
+                   constrained: bool = False, jacobian_at: str = "inverted",
+                   seed0: int = HELD_OUT_SEED) -> LocalityReport:
     """Top direction of each source face's ``part`` mask, applied at +-strength to the source and
-    transferred to other faces; locality measured against each face's own part mask."""
+    transferred to other faces; locality measured against each face's own part mask.
+
+    The Jacobian is taken at the source's DDIM-inverted state, or with ``jacobian_at="noised"``
+    at the source noised to the edit time (seeded by the face's seed); the edits are always
+    applied to inverted states."""
     src_seeds = [seed0 + i for i in range(n_sources)]
     tgt_seeds = [seed0 + 500 + i for i in range(n_targets)]
     tgt = torch.from_numpy(batch(tgt_seeds)).to(model.device)
@@ -79,7 +84,8 @@ def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets
         x = torch.from_numpy(batch([s])).to(model.device)
         xt = ddim.invert(model.denoiser, x, t, steps)
         ref = ddim.sample(model.denoiser, xt, t, steps)
-        d = engine.find_directions(model, xt, t, torch.from_numpy(f.masks[part]), rank=rank, null_rank=null_rank,
+        x_jac = engine.noise_to(model, x, t, [s]) if jacobian_at == "noised" else xt
+        d = engine.find_directions(model, x_jac, t, torch.from_numpy(f.masks[part]), rank=rank, null_rank=null_rank,
                                    constrained=constrained)
         v = d.vectors[0]
         for sign in (1.0, -1.0):

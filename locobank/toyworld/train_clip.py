@@ -55,10 +55,15 @@ def train_clip(
     seed: int = 0,
     device: str | None = None,
     resume: bool = True,
+    init: Path | None = None,
     save_every: int = 250,
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict:
-    """Train (or resume) the toy CLIP to ``steps``; export EMA weights as ``open_clip_model.safetensors``."""
+    """Train (or resume) the toy CLIP to ``steps``; export EMA weights as ``open_clip_model.safetensors``.
+
+    With ``init`` (a toy CLIP folder) and no state to resume, training starts from that model's
+    weights instead of from scratch: a fine-tune, e.g. after the face generator or the captions
+    changed. Its steps count from 0."""
     import copy
 
     from safetensors.torch import save_file
@@ -74,7 +79,16 @@ def train_clip(
     meta = {"step": 0, "seconds": 0.0, "seed": seed, "batch_size": batch_size, "lr": lr, "hardware": []}
     if resume and Path(state_path).exists():
         meta = load_state(Path(state_path), model, ema, opt)
-    imgs = training_images(n_faces, 0, Path(state_path).with_name("faces-%d.npy" % n_faces))
+    elif init is not None:
+        from safetensors.torch import load_file
+
+        weights = load_file(str(Path(init) / "open_clip_model.safetensors"))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+        ema.load_state_dict(model.state_dict())
+        before = Path(init) / "training.json"
+        # What the starting weights had been through, so the exported training.json tells the whole story.
+        meta["init"] = {"path": str(init), **(json.loads(before.read_text()) if before.exists() else {})}
+    imgs = training_images(n_faces, 0, Path(state_path).parent)
     attrs = [faces.sample_attributes(i) for i in range(n_faces)]
     data = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # == Normalize(0.5, 0.5)
     hw = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
@@ -92,7 +106,7 @@ def train_clip(
               for k, v in ema.state_dict().items()}
         save_file(sd, str(Path(out_dir) / "open_clip_model.safetensors"))
         (Path(out_dir) / "training.json").write_text(json.dumps(
-            {k: meta[k] for k in ("step", "seconds", "batch_size", "lr", "hardware", "seed")}, indent=2))
+            {k: meta[k] for k in ("step", "seconds", "batch_size", "lr", "hardware", "seed", "init") if k in meta}, indent=2))
 
     while step < steps:
         idx = torch.randint(0, n_faces, (batch_size,), generator=gen)

@@ -30,12 +30,17 @@ UNET_CONFIG = dict(
 )
 
 
-def training_images(n: int, seed: int = 0, cache: Path | None = None) -> np.ndarray:
-    """``n`` training faces as uint8 N x 32 x 32 x 3, cached as .npy since rendering takes a while."""
-    if cache is not None and cache.exists():
-        arr = np.load(cache)
-        if arr.shape[0] == n:
-            return arr
+def training_images(n: int, seed: int = 0, cache_dir: Path | None = None) -> np.ndarray:
+    """``n`` training faces as uint8 N x 32 x 32 x 3, cached as .npy in ``cache_dir`` since
+    rendering takes a while. The file name carries the generator's digest, so a cache written
+    before a change to the face generator is never read back."""
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"faces-{n}-{seed}-{faces.generator_digest()}.npy"
+        if cache.exists():
+            arr = np.load(cache)
+            if arr.shape[0] == n:
+                return arr
     arr = np.stack([faces.face(seed + i).image for i in range(n)])
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +76,7 @@ def train_ddpm(
     if resume and Path(state_path).exists():
         meta = load_state(Path(state_path), model, ema, opt)
         log.info("resumed at step %d", meta["step"])
-    data = torch.from_numpy(training_images(n_faces, 0, Path(state_path).with_name("faces-%d.npy" % n_faces)))
+    data = torch.from_numpy(training_images(n_faces, 0, Path(state_path).parent))
     data = data.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     hw = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
     if hw not in meta["hardware"] and meta["step"] < steps:  # only hardware that actually trained
