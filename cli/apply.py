@@ -73,7 +73,8 @@ def apply(args, out, query, clip_spec, domain, strength, mask, orthogonalize, sw
             if not hits:
                 raise click.ClickException(f"no direction matches {query!r}; has `locobank index build` run?")
             h = hits[0]
-            click.echo(f"query {query!r}: direction {h.id} (score {h.score:.3f}, sign {'+' if h.sign > 0 else '-'})")
+            click.echo(f"query {query!r}: direction {h.id} (match {h.match:.3f}, score {h.score:.3f}, "
+                       f"sign {'+' if h.sign > 0 else '-'})")
             prep = prepare(cat, [DirectionSpec(h.id)], default_strength=strength, model_override=model_override,
                            device=device)
             prep.strengths[0] *= h.sign  # the hit's sign is the edit; a negative --strength reverses it

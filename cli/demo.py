@@ -22,6 +22,7 @@ def demo(out: Path, quick: bool, device: str | None) -> None:
     them, searches by text, applies the top hits to unseen faces, and writes report.html,
     contact sheets and a gallery under --out.
     """
+    import shlex
     import time
 
     from locobank.demo import DemoConfig, run_demo
@@ -35,7 +36,9 @@ def demo(out: Path, quick: bool, device: str | None) -> None:
         top = entry["hits"][0] if entry["hits"] else None
         if top:
             click.echo(f'  "{q}": #{top["id"]} ({top["mask_label"]} mask, {"+" if top["sign"] > 0 else "-"}, '
-                       f'score {top["score"]:.2f})')
+                       f'match {top["match"]:.2f}, score {top["score"]:.2f})')
         else:
             click.echo(f'  "{q}": no hits')
     click.echo(f"open {res.report.resolve().as_uri()}")
+    click.echo(f"the folder is a locobank home (catalog and index): try  "
+               f"LOCOBANK_HOME={shlex.quote(str(out))} locobank search \"smile\"")

@@ -21,7 +21,7 @@ CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b7
 @click.option("--model", default=None, help="Only directions of this model (id or fingerprint).")
 @click.option("--label", default=None, help="Only directions with this automatic name.")
 @click.option("--mask", "mask_label", default=None, help="Only directions harvested with this mask label.")
-@click.option("--min-score", type=float, default=None, help="Only hits scoring at least this (cosine).")
+@click.option("--min-score", type=float, default=None, help="Only hits whose score (cosine) is at least this.")
 @click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF cells to visit (IVF indexes only).")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON list.")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -32,6 +32,10 @@ def search(query, k, clip_spec, domain, model, label, mask_label, min_score, npr
     """Find directions whose visible effect matches QUERY ("smile", "blond hair", "frown -> smile").
 
     Each hit has a sign: +1 means apply v, -1 means apply -v (a negative strength) for the edit.
+    Hits are ranked by match: score (the cosine between the query and the direction's mean
+    effect) times how consistently the effect shows on the images it was rendered on
+    (transfer), about the mean cosine per image. A direction that does different things on
+    different faces ranks below one that does the query's edit on each of them.
     """
     from locobank.clip import load_clip
     from locobank.search import search as run_search
@@ -53,10 +57,11 @@ def search(query, k, clip_spec, domain, model, label, mask_label, min_score, npr
         return
     from locobank.search import named
 
-    click.echo(f"{'id':>6}  {'score':>6}  {'sign':>4}  {'mask':<10}  {'name':<20}  model")
+    click.echo(f"{'id':>6}  {'match':>6}  {'score':>6}  {'transf':>6}  {'sign':>4}  {'mask':<10}  {'name':<20}  model")
     for h in hits:
-        click.echo(f"{h.id:>6}  {h.score:6.3f}  {'+' if h.sign > 0 else '-':>4}  {h.mask_label:<10}  "
-                   f"{named(h.label, h.label_sign):<20}  {h.model_id}")
+        tr = "     -" if h.transfer is None else f"{h.transfer:6.3f}"
+        click.echo(f"{h.id:>6}  {h.match:6.3f}  {h.score:6.3f}  {tr}  {'+' if h.sign > 0 else '-':>4}  "
+                   f"{h.mask_label:<10}  {named(h.label, h.label_sign):<20}  {h.model_id}")
     if sheet is not None:
         click.echo(f"sheet: {sheet}")
 

@@ -232,7 +232,7 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json
         clip = load_clip("toy", device=device)
         seeds = [HELD_OUT_SEED + 10_000 + i for i in range(unseen)]
         rows = Q.search_quality(cat, clip, model, n_targets=targets, seed0=HELD_OUT_SEED + 10_000, index_folder=out / "index",
-                                progress=stage("search bars", len(Q.SEARCH_QUERIES)))
+                                sheets=out / "sheets", progress=stage("search bars", len(Q.SEARCH_QUERIES)))
         rep = Q.apply_quality(cat, clip, model, seeds, index_folder=out / "index",
                               progress=stage("apply bars", 5))
     report = {"model": model.info(), "faces": faces, "targets": targets, "unseen": unseen, "rank": rank,

@@ -67,7 +67,7 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
     from .models import load_model
     from .naming import label_all
     from .search import search
-    from .show import contact_sheet, gallery
+    from .show import gallery, search_sheet
     from .toyworld import HELD_OUT_SEED, write_dataset
 
     cfg = config or DemoConfig()
@@ -119,9 +119,7 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
         slug = q.replace(" ", "_")
         entry = {"hits": [h.to_dict() for h in hits], "sheet": None, "edits": []}
         if hits:
-            contact_sheet(cat, [h.id for h in hits], sheets / f"{slug}.png", signs=[h.sign for h in hits],
-                          title=f'search: "{q}"', clip_id=clip.clip_id)
-            entry["sheet"] = f"sheets/{slug}.png"
+            entry["sheet"] = f"sheets/{search_sheet(cat, q, hits, sheets, clip_id=clip.clip_id).name}"
             top = hits[0]
             prep = prepare(cat, [DirectionSpec(top.id)], device=device)
             prep.strengths[0] *= top.sign
@@ -167,9 +165,11 @@ def _write_report(res: DemoResult, model_id: str, params) -> None:
         if not entry["hits"]:
             parts.append("<p>no hits</p>")
             continue
-        parts.append("<table><tr><th>id</th><th>score</th><th>sign</th><th>mask</th><th>name</th></tr>")
+        parts.append("<table><tr><th>id</th><th>match</th><th>score</th><th>transfer</th><th>sign</th><th>mask</th>"
+                     "<th>name</th></tr>")
         for h in entry["hits"]:
-            parts.append(f"<tr><td>{h['id']}</td><td>{h['score']:.3f}</td><td>{'+' if h['sign'] > 0 else '−'}</td>"
+            parts.append(f"<tr><td>{h['id']}</td><td>{_num(h['match'])}</td><td>{h['score']:.3f}</td>"
+                         f"<td>{_num(h['transfer'])}</td><td>{'+' if h['sign'] > 0 else '−'}</td>"
                          f"<td>{e(h['mask_label'])}</td><td>{e(named(h['label'], h['label_sign']))}</td></tr>")
         parts.append("</table>")
         if entry.get("sheet"):
@@ -180,3 +180,7 @@ def _write_report(res: DemoResult, model_id: str, params) -> None:
             parts.append(f"<p>Top hit #{a['id']} applied at strength {a['strength']:g} to unseen faces "
                          f"(before | after):<br>" + "".join(f"<img src='{e(x)}'>" for x in entry["edits"]) + "</p>")
     res.report.write_text("\n".join(parts))
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"

@@ -7,6 +7,7 @@ points along the query and -1 when the opposite edit (-v) does.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from .clip import ClipModel
-from .errors import InputError, NotFound
+from .errors import InputError
 from .paths import DATA
 
 ARROW = re.compile(r"\s*(?:->|→)\s*")
@@ -78,9 +79,22 @@ def name_effects(clip: ClipModel, effects: np.ndarray, phrases: list[str], domai
     return out
 
 
+def agreement(consistency: float | None, n_images: int) -> float:
+    """Length of the mean of ``n_images`` unit per-image effects whose mean pairwise cosine is
+    ``consistency``: 1 when every image shows the same effect, 1/sqrt(n) when they are unrelated."""
+    if consistency is None or n_images < 2:
+        return 1.0
+    return math.sqrt(max(0.0, 1.0 / n_images + (1.0 - 1.0 / n_images) * consistency))
+
+
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a direction, how well it matches, and which sign of it does the edit."""
+    """One search result: a direction, how well it matches, and which sign of it does the edit.
+
+    ``score`` is the cosine between the query and the direction's mean effect; ``match`` is what
+    hits are ranked by, ``score`` times :func:`agreement`: about the mean cosine between the query
+    and the effect on each rendered image. A direction that does different things on different
+    images can have a mean effect that points at the query by chance; it does not transfer."""
 
     id: int
     score: float
@@ -92,10 +106,14 @@ class Hit:
     fingerprint: str
     singular_value: float
     t_edit: int
+    transfer: float | None = None  # transfer consistency of the effect
+    match: float | None = None
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "score": round(self.score, 6), "sign": self.sign, "label": self.label,
-                "label_sign": self.label_sign,
+        return {"id": self.id, "score": round(self.score, 6),
+                "match": None if self.match is None else round(self.match, 6),
+                "transfer": None if self.transfer is None else round(self.transfer, 6), "sign": self.sign,
+                "label": self.label, "label_sign": self.label_sign,
                 "mask_label": self.mask_label, "model_id": self.model_id, "fingerprint": self.fingerprint,
                 "singular_value": self.singular_value, "t_edit": self.t_edit,
                 "apply": f"locobank apply {self.id}:{'-' if self.sign < 0 else ''}STRENGTH IMAGE --out OUT.png"}
@@ -104,32 +122,65 @@ class Hit:
 def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "face", model: str | None = None,
            label: str | None = None, mask_label: str | None = None, min_score: float | None = None,
            index_folder: Path | None = None, nprobe: int | None = None) -> list[Hit]:
-    """Top-k directions whose effect matches the query, each with the sign that does it."""
+    """Top-k directions whose effect matches the query, each with the sign that does it, best ``match`` first.
+
+    FAISS ranks by ``score``; since ``match <= score``, the candidate pool grows until the k-th
+    ``match`` is at least the lowest ``score`` in it, so the ranking is exact over the index."""
     from .index import load_index
 
     if k < 1:
         raise InputError("k must be at least 1")
     q = text_direction(clip, query, domain)
     idx = load_index(clip.clip_id, folder=index_folder)
-    filtered = any(x is not None for x in (model, label, mask_label, min_score))
-    fetch = k if not filtered else min(max(k * 10, 100), max(idx.ntotal, 1))
-    hits = idx.search_signed(q, fetch, nprobe=nprobe)
-    out: list[Hit] = []
-    for did, score, sign in hits:
-        if min_score is not None and score < min_score:
-            continue
-        try:
-            r = catalog.get_direction(int(did))
-        except NotFound:
-            continue  # deleted since the index was built
-        if model and model not in (r.fingerprint, r.model_id):
-            continue
-        if label and r.label != label:
-            continue
-        if mask_label and r.mask_label != mask_label:
-            continue
-        out.append(Hit(int(did), float(score), int(sign), r.label, r.label_sign, r.mask_label, r.model_id,
-                       r.fingerprint, r.singular_value, r.t_edit))
-        if len(out) >= k:
-            break
-    return out
+    total = max(idx.ntotal, 1)
+    pool = min(max(4 * k, 50), total)
+    ranker = _Ranker(catalog, clip.clip_id)
+    while True:
+        hits = idx.search_signed(q, pool, nprobe=nprobe)
+        ranked = ranker.rank(hits, min_score)
+        out = ranker.first(ranked, k, lambda r: ((not model or model in (r.fingerprint, r.model_id))
+                                                  and (not label or r.label == label)
+                                                  and (not mask_label or r.mask_label == mask_label)))
+        lowest = hits[-1][1] if hits else -math.inf
+        if pool >= total or len(hits) < pool or (len(out) >= k and out[-1].match >= lowest):
+            return out
+        pool = min(2 * pool, total)
+
+
+class _Ranker:
+    """Candidates' transfer consistencies and catalog records, each read once per search in batched queries."""
+
+    def __init__(self, catalog, clip_id: str):
+        self.catalog, self.clip_id = catalog, clip_id
+        self.transfer: dict[int, tuple[float | None, int]] = {}
+        self.records: dict[int, object] = {}  # None: deleted since the index was built
+        self.asked: set[int] = set()
+
+    def rank(self, hits, min_score: float | None) -> list[tuple[float, int, float, int, float | None]]:
+        """(match, id, score, sign, consistency) of the live hits, best match first."""
+        new = [int(h[0]) for h in hits if int(h[0]) not in self.asked]
+        self.transfer.update(self.catalog.transfer_of(self.clip_id, new))
+        self.asked.update(new)
+        ranked = []
+        for did, score, sign in hits:
+            if int(did) in self.transfer and (min_score is None or score >= min_score):
+                c, n = self.transfer[int(did)]
+                ranked.append((float(score) * agreement(c, n), int(did), float(score), int(sign), c))
+        return sorted(ranked, key=lambda r: -r[0])
+
+    def first(self, ranked, k: int, keep) -> list[Hit]:
+        """The first ``k`` ranked candidates whose record passes ``keep``, reading records 2k at a time."""
+        out: list[Hit] = []
+        for start in range(0, len(ranked), 2 * k):
+            chunk = ranked[start : start + 2 * k]
+            unread = [did for _, did, _, _, _ in chunk if did not in self.records]
+            found = self.catalog.get_directions(unread)
+            self.records.update({did: found.get(did) for did in unread})
+            for m, did, score, sign, c in chunk:
+                r = self.records[did]
+                if r is not None and keep(r):
+                    out.append(Hit(did, score, sign, r.label, r.label_sign, r.mask_label, r.model_id, r.fingerprint,
+                                   r.singular_value, r.t_edit, c, m))
+                    if len(out) == k:
+                        return out
+        return out

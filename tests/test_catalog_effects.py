@@ -146,3 +146,17 @@ def test_postgres_keeps_effect_vectors_inline(pg_migrated_url):
         )
         assert storage.scalar_one() == "m"
     engine.dispose()
+
+
+def test_batched_lookups_for_search_skip_deleted_and_unknown_ids(filled):
+    cat, ids = filled
+    cat.put_effects([effect(i, seed=i, consistency=0.1 * j, n_images=2 + j) for j, i in enumerate(ids[:4])])
+    cat.put_effects([effect(ids[4], seed=9, clip_id=OTHER_CLIP, dim=8, consistency=None, n_images=1)])
+    cat.delete_direction(ids[1])
+    got = cat.transfer_of(CLIP, ids + [10**9])
+    assert got == {ids[0]: (0.0, 2), ids[2]: (pytest.approx(0.2), 4), ids[3]: (pytest.approx(0.3), 5)}
+    assert cat.transfer_of(OTHER_CLIP, ids) == {ids[4]: (None, 1)} and cat.transfer_of(CLIP, []) == {}
+    records = cat.get_directions(ids + [10**9])
+    assert sorted(records) == sorted(set(ids) - {ids[1]})
+    assert all(records[i] == cat.get_direction(i) for i in records)
+    assert cat.get_directions([]) == {}

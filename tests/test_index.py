@@ -268,3 +268,39 @@ def test_an_effect_committed_late_with_an_older_sequence_id_is_still_added(sqlit
         info = build_index(cat, CLIP, folder=folder)
         assert (info.rebuilt, info.added, info.ntotal) == (False, 1, 6)
         assert top_ids(folder, late[ids[5]])[0] == ids[5]
+
+
+def test_search_ranks_by_match_and_grows_its_pool_until_the_ranking_is_exact(catalog, folder):
+    from locobank.clip import load_clip
+    from locobank.search import agreement, search, text_direction
+
+    clip = load_clip("toy")
+    q = text_direction(clip, "smile")
+    ids = add_directions(catalog, 30, "m")  # 90 directions
+    rng = np.random.default_rng(3)
+
+    def at(cos: float) -> np.ndarray:
+        o = rng.standard_normal(q.shape)
+        o -= (o @ q) * q
+        return cos * q + np.sqrt(1 - cos**2) * o / np.linalg.norm(o)
+
+    # 80 directions whose mean effect points at the query but whose per-image effects disagree
+    # (match 0), one consistent direction further down by score, and consistent weak ones.
+    noisy = [NewEffect(i, clip.clip_id, at(0.79 - 0.001 * j), -0.25, 5, 8.0) for j, i in enumerate(ids[:80])]
+    good = NewEffect(ids[80], clip.clip_id, at(0.6), 1.0, 5, 8.0)
+    weak = [NewEffect(i, clip.clip_id, at(0.1), 1.0, 5, 8.0) for i in ids[81:]]
+    catalog.put_effects(noisy + [good] + weak)
+    build_index(catalog, clip.clip_id, folder=folder)
+
+    hits = search(catalog, clip, "smile", k=3, index_folder=folder)  # the first pool (50) holds only noisy ones
+    assert hits[0].id == ids[80] and hits[0].sign == 1
+    assert hits[0].score == pytest.approx(0.6, abs=1e-4) and hits[0].match == pytest.approx(0.6, abs=1e-4)
+    assert {h.id for h in hits[1:]} <= set(ids[81:]) and hits[1].match == pytest.approx(0.1, abs=1e-4)
+    assert hits[1].transfer == pytest.approx(1.0)
+    flipped = search(catalog, clip, "a face", k=1, index_folder=folder)  # any query: ranking stays by match
+    assert flipped[0].match <= flipped[0].score + 1e-6
+    assert agreement(-0.25, 5) == 0.0 and agreement(1.0, 5) == 1.0 and agreement(None, 1) == 1.0
+    assert agreement(0.0, 4) == pytest.approx(0.5)  # unrelated effects: 1/sqrt(n)
+
+    catalog.delete_direction(ids[80])
+    assert ids[80] not in [h.id for h in search(catalog, clip, "smile", k=3, index_folder=folder)]

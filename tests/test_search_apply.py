@@ -129,10 +129,12 @@ def test_search_cli_json_schema_and_filters(world, tmp_path):
     hits = json.loads(res.output)
     assert 1 <= len(hits) <= 4
     for h in hits:
-        assert set(h) == {"id", "score", "sign", "label", "label_sign", "mask_label", "model_id", "fingerprint",
-                          "singular_value", "t_edit", "apply"}
+        assert set(h) == {"id", "score", "match", "transfer", "sign", "label", "label_sign", "mask_label", "model_id",
+                          "fingerprint", "singular_value", "t_edit", "apply"}
         assert h["sign"] in (1, -1) and isinstance(h["score"], float)
-    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        assert isinstance(h["transfer"], float) and -1 <= h["transfer"] <= 1
+        assert h["match"] <= h["score"] + 1e-6
+    assert [h["match"] for h in hits] == sorted((h["match"] for h in hits), reverse=True)
     assert (tmp_path / "s.png").exists()
     only_mouth = json.loads(CliRunner().invoke(cli, ["search", "smile", "--clip", str(world["clip"]), "--json",
                                                      "--mask", "mouth", "--db", world["db"]]).output)

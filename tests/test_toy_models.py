@@ -6,7 +6,9 @@ import json
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from cli.main import cli
 from locobank.demo import DemoConfig, run_demo
 from locobank.models import load_model
 from locobank.paths import TOY_CLIP, TOY_DDPM
@@ -67,6 +69,11 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
         assert len(entry["edits"]) == 2 and all((out / e).exists() for e in entry["edits"])
     html = res.report.read_text()
     assert all(q in html for q in summary["queries"])
+    # The folder is a locobank home, as the demo tells its user: the CLI searches it as is.
+    q = next(iter(summary["queries"]))
+    found = CliRunner().invoke(cli, ["search", q, "-k", "3", "--json"], env={"LOCOBANK_HOME": str(out)})
+    assert found.exit_code == 0, found.output
+    assert [h["id"] for h in json.loads(found.output)] == [h["id"] for h in summary["queries"][q]["hits"][:3]]
 
 
 def test_mouth_and_eyes_edits_stay_local_with_the_shipped_defaults(ddpm):

@@ -266,6 +266,22 @@ class EffectStore(CatalogBase):
             found = s.scalars(stmt).all()
         return np.asarray(found, dtype=np.int64) if found else _EMPTY_IDS.copy()
 
+    def transfer_of(self, clip_id: str, ids: Iterable[int]) -> dict[int, tuple[float | None, int]]:
+        """``{direction id: (transfer consistency, images rendered)}`` for live directions among ``ids``."""
+        wanted = sorted({int(i) for i in ids})
+        out: dict[int, tuple[float | None, int]] = {}
+        with self._tx() as s:
+            for start in range(0, len(wanted), _ID_CHUNK):
+                stmt = (
+                    select(Effect.direction_id, Effect.consistency, Effect.n_images)
+                    .join(Direction, Effect.direction_id == Direction.id)
+                    .where(Effect.clip_id == clip_id, Direction.deleted_at.is_(None),
+                           Effect.direction_id.in_(wanted[start : start + _ID_CHUNK]))
+                )
+                for did, consistency, n in s.execute(stmt):
+                    out[int(did)] = (None if consistency is None else float(consistency), int(n))
+        return out
+
     def directions_without_effect(self, clip_id: str, model_fingerprint: str | None = None) -> list[int]:
         """Live directions (of one model, if given) that have no effect for this CLIP model yet."""
         has = select(Effect.id).where(Effect.direction_id == Direction.id, Effect.clip_id == clip_id).exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
@@ -215,6 +216,15 @@ class Catalog(JobQueue, PackTransfer, EffectStore):
         if row is None or (row[0].deleted_at is not None and not include_deleted):
             raise NotFound(f"no direction {direction_id} in the catalog {self.url}")
         return direction_record(row)
+
+    def get_directions(self, ids: Iterable[int]) -> dict[int, DirectionRecord]:
+        """Live directions among ``ids``, in one query: ``{id: record}``; unknown or deleted ids are left out."""
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return {}
+        stmt = direction_query().where(Direction.id.in_(wanted), Direction.deleted_at.is_(None))
+        with self._tx() as s:
+            return {rec.id: rec for rec in (direction_record(row) for row in s.execute(stmt).all())}
 
     def load_vector(self, direction_id: int, expected_fingerprint: str | None = None) -> Any:
         """The direction as a torch tensor, after its sha256 and model fingerprint are checked."""

@@ -9,6 +9,7 @@ each new face's own part mask, linearity across a strength sweep, and compositio
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -101,8 +102,11 @@ def _vector(catalog, model: LoadedModel, did: int) -> torch.Tensor:
 def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | None = None, *,
                    queries: Sequence[str] = SEARCH_QUERIES, n_targets: int = 10, seed0: int | None = None,
                    index_folder=None, strength: float | None = None, steps: int | None = None, k: int = 5,
-                   progress=None) -> list[SearchRow]:
+                   sheets: Path | None = None, progress=None) -> list[SearchRow]:
     """The search table: top-hit mask, precision@k and attribute success.
+
+    With ``sheets``, each query's k hits are also drawn as a contact sheet ``<query>.png`` there,
+    so the pictures always show the hits the table measured.
 
     Success is counted on the faces ``seeds`` or, by default, for each query on the first
     ``n_targets`` held-out faces from ``seed0`` that do not already show the attribute (a face
@@ -119,6 +123,10 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
         if not hits:
             rows.append(SearchRow(q, part, None, None, 0, 0.0, 0, len(seeds) if seeds is not None else n_targets, 0.0))
             continue
+        if sheets is not None:
+            from ..show import search_sheet
+
+            search_sheet(catalog, q, hits, sheets, clip_id=clip.clip_id)
         top = hits[0]
         if seeds is None:
             fs = Faces.invert(model, targets_for(q, n_targets, seed0 if seed0 is not None else HELD_OUT_SEED + 10_000),
