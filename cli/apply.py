@@ -18,7 +18,8 @@ from .db import db_option, open_catalog
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP model for --query.")
 @click.option("--domain", default="face", show_default=True, help="Prompt noun for --query.")
 @click.option("--strength", type=float, default=None,
-              help="Default strength for ids given without one [model default, else 8]; negative reverses the edit.")
+              help="Strength for ids given without one [the model's default for its mask label, else 8]; "
+                   "negative reverses the edit.")
 @click.option("--mask", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Mask on the target image: re-project the edit off its own outside-mask null space.")
 @click.option("--orthogonalize", is_flag=True, help="Gram-Schmidt the composed directions, in the order given.")

@@ -48,7 +48,8 @@ def directions(image, mask_path, model, rank, null_rank, basis, t_edit, steps, s
     t_edit = t_edit if t_edit is not None else d.get("t_edit", engine.DEFAULT_T_EDIT)
     null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
-    s = d.get("strength", 8.0)
+    stem = Path(mask_path).stem  # <stem>_<label>.png, as the harvester names masks
+    s = lm.strength_for(stem.rsplit("_", 1)[1] if "_" in stem else None)
     values = parse_floats(strengths) if strengths else [-s, 0.0, s]
     x = load_image(image, lm.resolution, resize=resize)
     m = load_mask(mask_path, lm.resolution, resize=resize)

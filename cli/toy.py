@@ -118,7 +118,7 @@ def train_clip_cmd(out, state, steps, batch, seed, device, resume, init, lr) -> 
 @click.option("--parts", default="mouth,eyes,hair", show_default=True)
 @click.option("--t-edit", type=float, default=None, help="Edit time [the model's locobank.json, else 0.6].")
 @click.option("--null-rank", type=int, default=None, help="Null-space rank [model default, else 5].")
-@click.option("--strength", type=float, default=None, help="Lambda [model default, else 8].")
+@click.option("--strength", type=float, default=None, help="Lambda [the model's default for each part, else 8].")
 @click.option("--basis", type=click.Choice(["projected", "constrained"]), default=None,
               help="How the null basis is applied (see `locobank harvest --help`) [model default, else projected].")
 @click.option("--jacobian-at", type=click.Choice(["inverted", "noised"]), default=None,
@@ -147,8 +147,8 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobi
     # The harvest's rules: --t-edit applies to every part, else each part gets the model's per-label time.
     p = HarvestParams.from_defaults(d, t_edit=t_edit, null_rank=null_rank, basis=basis, jacobian_at=jacobian_at)
     t_edit, null_rank, basis, per_part = p.t_edit, p.null_rank, p.basis, dict(p.t_edit_by_label)
-    strength = strength if strength is not None else d.get("strength", 8.0)
-    report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strength, "basis": basis,
+    strengths = {part: strength if strength is not None else lm.strength_for(part) for part in parts.split(",")}
+    report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strengths, "basis": basis,
                     "jacobian_at": p.jacobian_at}
     if per_part:
         report["t_edit_by_label"] = per_part
@@ -162,7 +162,7 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobi
     with click.progressbar(parts.split(","), label="locality", file=sys.stderr) as bar:
         for part in bar:
             rep = E.locality_study(lm, part, faces, faces, t_edit=per_part.get(part, t_edit), null_rank=null_rank,
-                                   strength=strength,
+                                   strength=strengths[part],
                                    steps=steps, constrained=basis == "constrained", jacobian_at=p.jacobian_at)
             report["locality"][part] = rep.summary()
     if not skip_clip:
@@ -242,7 +242,9 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"\n{report['directions']} directions from {faces} faces; strength {rep.strength:g}\n")
+    lams = {q: v["strength"] for q, v in rep.locality.items()}
+    click.echo(f"\n{report['directions']} directions from {faces} faces; strengths "
+               f"{', '.join(f'{q} {s:g}' for q, s in lams.items()) if rep.strength is None else rep.strength}\n")
     click.echo(f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}")
     for r in rows:
         ok = "" if r.top_mask == r.part else "  (want " + r.part + ")"

@@ -82,12 +82,12 @@ def prepare(catalog, specs: Sequence[DirectionSpec], *, default_strength: float 
     if len(fps) > 1:
         raise InputError(f"directions {[s.id for s in specs]} come from different models; compose within one model")
     model = model_for(catalog, recs[0].fingerprint, override=model_override, device=device)
-    default = float(default_strength if default_strength is not None else model.defaults.get("strength", 8.0))
     dirs, strengths = [], []
     for s, r in zip(specs, recs):
         v = catalog.load_vector(r.id, expected_fingerprint=model.fingerprint)
         dirs.append(engine.Direction(v.float(), r.t_edit, r.fingerprint, name=f"#{r.id}"))
-        strengths.append(default if s.strength is None else s.strength)
+        default = default_strength if default_strength is not None else model.strength_for(r.mask_label)
+        strengths.append(float(default if s.strength is None else s.strength))
     return Prepared(model, dirs, strengths)
 
 

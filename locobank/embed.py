@@ -29,7 +29,6 @@ from .resolve import model_for
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STRENGTH = 8.0
 PREVIEW_PX = 128
 
 
@@ -121,7 +120,10 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
                      strength: float | None = None, n_probes: int = 4, steps: int | None = None,
                      device: str | None = None, batch: int = 8,
                      progress: Callable[[int], None] | None = None) -> EmbedSummary:
-    """Render, embed and store the effect of every direction that has none for this CLIP yet."""
+    """Render, embed and store the effect of every direction that has none for this CLIP yet.
+
+    ``strength`` is lambda; by default each direction's model's default for its mask label
+    (``LoadedModel.strength_for``)."""
     from .catalog.records import NewEffect
 
     summary = EmbedSummary()
@@ -140,7 +142,6 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
             if progress:
                 progress(len(group))
             continue
-        lam = float(strength if strength is not None else model.defaults.get("strength", DEFAULT_STRENGTH))
         n_steps = int(steps or model.defaults.get("render_steps", 20))
         cache = StateCache(model, n_steps)
         probes = probe_images(catalog, fp, n_probes)
@@ -148,6 +149,7 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
             chunk = group[i : i + batch]
             effects, previews = [], []
             for r in chunk:
+                lam = float(strength if strength is not None else model.strength_for(r.mask_label))
                 try:
                     uris = [r.image_uri] + [p for p in probes if p != r.image_uri][:n_probes]
                     xt = cache.states(uris, r.t_edit)

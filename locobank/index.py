@@ -94,6 +94,9 @@ class SignedHit(NamedTuple):
     sign: int
 
 
+GPU_MAX_K = 2048  # the largest k faiss-gpu's selection kernels take
+
+
 # -- files ---------------------------------------------------------------------------------------
 
 
@@ -378,7 +381,7 @@ class LoadedIndex:
             )
         nprobe = nprobe if nprobe is not None else self.info.nprobe
         q = np.ascontiguousarray(q)
-        searcher = self._searcher()
+        searcher = self._searcher() if int(k) <= GPU_MAX_K else self.index  # GPU selection stops at k = 2048
         if searcher is self.index:
             params = faiss.SearchParametersIVF(nprobe=int(nprobe)) if self._ivf is not None else None
             scores, ids = searcher.search(q, int(k), params=params)

@@ -44,6 +44,12 @@ class LoadedModel:
     defaults: dict = field(default_factory=dict)
     source: str = ""  # what to pass to load_model to get this model again (Hub id or absolute folder)
 
+    def strength_for(self, mask_label: str | None = None) -> float:
+        """The default edit strength for a direction harvested with ``mask_label``: the model's
+        ``strength_by_label`` entry for it, else its ``strength``, else 8 (the LOCO reference's)."""
+        by_label = self.defaults.get("strength_by_label") or {}
+        return float(by_label.get(mask_label, self.defaults.get("strength", 8.0)))
+
     def info(self) -> dict:
         """Plain description for catalogs and logs."""
         return {"model_id": self.model_id, "revision": self.revision, "fingerprint": self.fingerprint,

@@ -84,7 +84,8 @@ def agreement(consistency: float | None, n_images: int) -> float:
     ``consistency``: 1 when every image shows the same effect, 1/sqrt(n) when they are unrelated."""
     if consistency is None or n_images < 2:
         return 1.0
-    return math.sqrt(max(0.0, 1.0 / n_images + (1.0 - 1.0 / n_images) * consistency))
+    c = min(1.0, max(-1.0, consistency))
+    return math.sqrt(max(0.0, 1.0 / n_images + (1.0 - 1.0 / n_images) * c))
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,10 @@ def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "
            index_folder: Path | None = None, nprobe: int | None = None) -> list[Hit]:
     """Top-k directions whose effect matches the query, each with the sign that does it, best ``match`` first.
 
-    FAISS ranks by ``score``; since ``match <= score``, the candidate pool grows until the k-th
-    ``match`` is at least the lowest ``score`` in it, so the ranking is exact over the index."""
+    FAISS ranks by ``score``; since ``0 <= match <= score``, the candidate pool grows until the
+    k-th ``match`` is at least the lowest ``score`` in it, so the ranking is exact over what the
+    index returns (all of it for Flat; IVF and HNSW are approximate as usual). The filters are
+    applied in the catalog query that reads the candidates' consistencies."""
     from .index import load_index
 
     if k < 1:
@@ -134,42 +137,43 @@ def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "
     idx = load_index(clip.clip_id, folder=index_folder)
     total = max(idx.ntotal, 1)
     pool = min(max(4 * k, 50), total)
-    ranker = _Ranker(catalog, clip.clip_id)
+    ranker = _Ranker(catalog, clip.clip_id, {"model": model, "label": label, "mask_label": mask_label}, min_score)
     while True:
         hits = idx.search_signed(q, pool, nprobe=nprobe)
-        ranked = ranker.rank(hits, min_score)
-        out = ranker.first(ranked, k, lambda r: ((not model or model in (r.fingerprint, r.model_id))
-                                                  and (not label or r.label == label)
-                                                  and (not mask_label or r.mask_label == mask_label)))
-        lowest = hits[-1][1] if hits else -math.inf
-        if pool >= total or len(hits) < pool or (len(out) >= k and out[-1].match >= lowest):
+        out = ranker.first(ranker.rank(hits), k)
+        lowest = max(hits[-1][1], 0.0) if hits else 0.0
+        if (pool >= total or len(hits) < pool or (len(out) >= k and out[-1].match >= lowest)
+                or (min_score is not None and lowest < min_score)):  # nothing further down can pass
             return out
         pool = min(2 * pool, total)
 
 
 class _Ranker:
-    """Candidates' transfer consistencies and catalog records, each read once per search in batched queries."""
+    """Candidates' transfer consistencies and catalog records, each read once per search in batched
+    queries; candidates that fail the filters (or were deleted since the index was built) drop out there."""
 
-    def __init__(self, catalog, clip_id: str):
-        self.catalog, self.clip_id = catalog, clip_id
+    def __init__(self, catalog, clip_id: str, filters: dict, min_score: float | None):
+        self.catalog, self.clip_id, self.filters, self.min_score = catalog, clip_id, filters, min_score
         self.transfer: dict[int, tuple[float | None, int]] = {}
-        self.records: dict[int, object] = {}  # None: deleted since the index was built
+        self.records: dict[int, object] = {}  # None: deleted between the two reads
         self.asked: set[int] = set()
 
-    def rank(self, hits, min_score: float | None) -> list[tuple[float, int, float, int, float | None]]:
-        """(match, id, score, sign, consistency) of the live hits, best match first."""
-        new = [int(h[0]) for h in hits if int(h[0]) not in self.asked]
-        self.transfer.update(self.catalog.transfer_of(self.clip_id, new))
+    def rank(self, hits) -> list[tuple[float, int, float, int, float | None]]:
+        """(match, id, score, sign, consistency) of the hits that pass, best match first."""
+        passing = [h for h in hits if self.min_score is None or h[1] >= self.min_score]
+        new = [int(h[0]) for h in passing if int(h[0]) not in self.asked]
+        self.transfer.update(self.catalog.transfer_of(self.clip_id, new, **self.filters))
         self.asked.update(new)
         ranked = []
-        for did, score, sign in hits:
-            if int(did) in self.transfer and (min_score is None or score >= min_score):
+        for did, score, sign in passing:
+            if int(did) in self.transfer:
                 c, n = self.transfer[int(did)]
-                ranked.append((float(score) * agreement(c, n), int(did), float(score), int(sign), c))
+                match = max(float(score), 0.0) * agreement(c, n)  # a negative score is no match
+                ranked.append((match, int(did), float(score), int(sign), c))
         return sorted(ranked, key=lambda r: -r[0])
 
-    def first(self, ranked, k: int, keep) -> list[Hit]:
-        """The first ``k`` ranked candidates whose record passes ``keep``, reading records 2k at a time."""
+    def first(self, ranked, k: int) -> list[Hit]:
+        """The first ``k`` ranked candidates, their records read 2k at a time."""
         out: list[Hit] = []
         for start in range(0, len(ranked), 2 * k):
             chunk = ranked[start : start + 2 * k]
@@ -178,7 +182,7 @@ class _Ranker:
             self.records.update({did: found.get(did) for did in unread})
             for m, did, score, sign, c in chunk:
                 r = self.records[did]
-                if r is not None and keep(r):
+                if r is not None:
                     out.append(Hit(did, score, sign, r.label, r.label_sign, r.mask_label, r.model_id, r.fingerprint,
                                    r.singular_value, r.t_edit, c, m))
                     if len(out) == k:

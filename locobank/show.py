@@ -218,10 +218,11 @@ def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
 
 def search_sheet(catalog: Any, query: str, hits: Sequence[Any], folder: Path, *, clip_id: str | None = None) -> Path:
     """The contact sheet of a query's search hits, each row along the sign that does the edit:
-    ``folder/<query>.png`` (spaces as underscores)."""
+    ``folder/<query>.png``, with every run of characters other than letters, digits, ``.-_`` as ``_``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return contact_sheet(catalog, [h.id for h in hits], folder / f"{query.replace(' ', '_')}.png",
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", query.strip()).strip("._") or "query"
+    return contact_sheet(catalog, [h.id for h in hits], folder / f"{name}.png",
                          signs=[h.sign for h in hits], title=f'search: "{query}"', clip_id=clip_id)
 
 

@@ -297,10 +297,23 @@ def test_search_ranks_by_match_and_grows_its_pool_until_the_ranking_is_exact(cat
     assert hits[0].score == pytest.approx(0.6, abs=1e-4) and hits[0].match == pytest.approx(0.6, abs=1e-4)
     assert {h.id for h in hits[1:]} <= set(ids[81:]) and hits[1].match == pytest.approx(0.1, abs=1e-4)
     assert hits[1].transfer == pytest.approx(1.0)
-    flipped = search(catalog, clip, "a face", k=1, index_folder=folder)  # any query: ranking stays by match
-    assert flipped[0].match <= flipped[0].score + 1e-6
+    everything = search(catalog, clip, "smile", k=500, index_folder=folder)  # k beyond the index
+    assert len(everything) == 90 and [h.match for h in everything] == sorted((h.match for h in everything), reverse=True)
     assert agreement(-0.25, 5) == 0.0 and agreement(1.0, 5) == 1.0 and agreement(None, 1) == 1.0
     assert agreement(0.0, 4) == pytest.approx(0.5)  # unrelated effects: 1/sqrt(n)
+    assert agreement(1.0000001, 5) == 1.0  # float noise above 1 cannot lift match above score
+
+    # Consistent eyes directions that match better: filters still find the mouth one, and the
+    # filter is applied while the pool grows (it first holds only eyes and noisy mouth directions).
+    eyes = harvest_all(catalog, make_world(catalog, n_images=20, labels=("eyes",), params={"rank": 3, "tag": "e"}))
+    catalog.put_effects([NewEffect(i, clip.clip_id, at(0.95 - 0.001 * j), 1.0, 5, 8.0) for j, i in enumerate(eyes)])
+    build_index(catalog, clip.clip_id, folder=folder)
+    assert search(catalog, clip, "smile", k=1, index_folder=folder)[0].id == eyes[0]
+    mouth = search(catalog, clip, "smile", k=2, mask_label="mouth", index_folder=folder)
+    assert [h.id for h in mouth][:1] == [ids[80]] and {h.mask_label for h in mouth} == {"mouth"}
+    # min_score filters on the cosine: only the noisy mouth directions and the eyes pass 0.7.
+    strict = search(catalog, clip, "smile", k=200, min_score=0.7, index_folder=folder)
+    assert {h.id for h in strict} == set(ids[:80]) | set(eyes) and min(h.score for h in strict) >= 0.7
 
     catalog.delete_direction(ids[80])
-    assert ids[80] not in [h.id for h in search(catalog, clip, "smile", k=3, index_folder=folder)]
+    assert ids[80] not in [h.id for h in search(catalog, clip, "smile", k=3, mask_label="mouth", index_folder=folder)]

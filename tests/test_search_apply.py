@@ -29,6 +29,7 @@ PARAMS = HarvestParams(rank=2, null_rank=2, t_edit=0.5, steps=3, iters=4)
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     model_dir = save_tiny_pipeline(root / "tiny32", size=32)
+    (model_dir / "locobank.json").write_text(json.dumps({"strength": 8.0, "strength_by_label": {"hair": 5.0}}))
     clip_dir = save_tiny_clip(root / "tinyclip")
     write_dataset(root / "faces", 3, 1_000_000)
     write_dataset(root / "unseen", 2, 1_010_000)
@@ -100,6 +101,23 @@ def test_preview_locality_is_measured_on_the_rendered_source_edit(world):
         assert cat.preview_locality(d.id) == pytest.approx(expected, abs=1e-4)
         locs = [cat.preview_locality(r.id) for r in cat.list_directions()]
         assert all(0.0 <= x <= 1.0 for x in locs) and len(set(locs)) > 1
+
+
+def test_default_strength_follows_the_mask_label(world):
+    from locobank.apply import DirectionSpec, prepare
+
+    with Catalog.open(world["db"]) as cat:
+        recs = cat.list_directions()
+        by_label = {r.mask_label: r for r in recs}
+        assert set(by_label) == {"mouth", "hair"}
+        for r in recs:  # effects and previews were rendered at the label's strength
+            assert cat.effect_of(r.id, world["clip_model"].clip_id).strength == {"hair": 5.0, "mouth": 8.0}[r.mask_label]
+        prep = prepare(cat, [DirectionSpec(by_label["hair"].id), DirectionSpec(by_label["mouth"].id),
+                             DirectionSpec(by_label["hair"].id, -2.0)])
+        assert prep.strengths == [5.0, 8.0, -2.0]
+        assert prepare(cat, [DirectionSpec(by_label["hair"].id)], default_strength=3.0).strengths == [3.0]
+    model = load_model(world["model"])
+    assert (model.strength_for("hair"), model.strength_for("eyes"), model.strength_for(None)) == (5.0, 8.0, 8.0)
 
 
 def test_effect_vectors_are_deterministic(world):

@@ -132,6 +132,18 @@ def test_contact_sheet_uses_the_name_sign_by_default(cat, filled, tmp_path):
     assert np.array_equal(crop(sheet, layout.tile_box(0, 0)), upscaled(strip_tiles()[2], 96))
 
 
+def test_search_sheet_names_its_file_after_the_query_safely(cat, filled, tmp_path):
+    from types import SimpleNamespace
+
+    from locobank.show import search_sheet
+
+    hits = [SimpleNamespace(id=filled["smile"], sign=-1)]
+    out = search_sheet(cat, "frown -> smile/with teeth", hits, tmp_path / "sheets", clip_id=CLIP)
+    assert out == tmp_path / "sheets" / "frown_-_smile_with_teeth.png" and out.exists()
+    layout = SheetLayout(rows=1, cols=3, tile=96, title=True)
+    assert np.array_equal(crop(Image.open(out), layout.tile_box(0, 0)), upscaled(strip_tiles()[2], 96))  # sign -1
+
+
 def test_contact_sheet_with_a_renderer(cat, filled, tmp_path):
     strengths = [-8.0, -4.0, 0.0, 4.0, 8.0]
     tiles = [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(5)]

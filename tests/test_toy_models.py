@@ -71,27 +71,28 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
     assert all(q in html for q in summary["queries"])
     # The folder is a locobank home, as the demo tells its user: the CLI searches it as is.
     q = next(iter(summary["queries"]))
-    found = CliRunner().invoke(cli, ["search", q, "-k", "3", "--json"], env={"LOCOBANK_HOME": str(out)})
+    found = CliRunner().invoke(cli, ["search", q, "-k", "3", "--json"], env={"LOCOBANK_HOME": str(out), "LOCOBANK_DB": None})
     assert found.exit_code == 0, found.output
     assert [h["id"] for h in json.loads(found.output)] == [h["id"] for h in summary["queries"][q]["hits"][:3]]
 
 
-def test_mouth_and_eyes_edits_stay_local_with_the_shipped_defaults(ddpm):
-    """The mouth and eyes bars of the toy world on the first 3 held-out faces, through `locobank
-    toy eval --json` (stdout is JSON only; progress goes to stderr)."""
+def test_part_edits_stay_local_with_the_shipped_defaults(ddpm):
+    """The locality bars of the toy world on the first 3 held-out faces, through `locobank toy eval
+    --json` (stdout is JSON only; progress goes to stderr), each part at its own default strength."""
     from click.testing import CliRunner
 
     from cli.main import cli
 
-    r = CliRunner().invoke(cli, ["toy", "eval", "--faces", "3", "--parts", "mouth,eyes", "--skip-clip", "--json"])
+    r = CliRunner().invoke(cli, ["toy", "eval", "--faces", "3", "--parts", "mouth,eyes,hair", "--skip-clip", "--json"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["basis"] == ddpm.defaults["basis"] == "constrained"
     assert rep["jacobian_at"] == ddpm.defaults["jacobian_at"] == "noised"
     assert rep["reconstruction_psnr"]["min"] >= 35
-    for part in ("mouth", "eyes"):
+    assert rep["strength"] == {"mouth": 4.0, "eyes": 4.0, "hair": 12.0} == {p: ddpm.strength_for(p) for p in rep["strength"]}
+    for part in ("mouth", "eyes", "hair"):  # measured: 0.85/0.90, 0.95/0.83, 0.94/0.89
         assert rep["locality"][part]["source"]["median"] >= 0.8, part
-    assert rep["locality"]["mouth"]["transfer"]["median"] >= 0.8
+        assert rep["locality"][part]["transfer"]["median"] >= 0.8, part
 
 
 def test_clip_fine_tune_starts_from_the_given_weights(tmp_path):

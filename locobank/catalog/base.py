@@ -17,6 +17,8 @@ from locobank.catalog.safetensors_io import RawTensor, verify_vector
 from locobank.catalog.schema import Direction, Model, Vector, utcnow
 from locobank.errors import CatalogError, FingerprintMismatch, IntegrityError, NotFound
 
+ID_CHUNK = 30_000  # ids per IN (...) on SQLite (limit 32,766 variables)
+
 
 def read_vector_blobs(conn: Connection, shas: Sequence[str]) -> dict[str, bytes]:
     """Vector bytes by address; on Postgres in binary wire format, ~3x faster than hex text at 800 kB."""

@@ -14,18 +14,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from locobank.catalog.base import CatalogBase
+from locobank.catalog.base import ID_CHUNK, CatalogBase
 from locobank.catalog.records import EffectRecord, EffectsState, NewEffect
-from locobank.catalog.schema import Direction, Effect, Model, Preview
+from locobank.catalog.schema import Direction, Effect, Job, Mask, Model, Preview
 from locobank.errors import InputError, IntegrityError, NotFound
 
 MAX_CLIP_ID = 256
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _CHUNK = 500  # rows per multi-row INSERT: 9 columns x 500 stays far below SQLite's variable limit
-_ID_CHUNK = 30_000  # ids per IN (...) on SQLite (limit 32,766 variables)
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int64)
 
@@ -143,8 +142,8 @@ class EffectStore(CatalogBase):
         """Every direction exists, and each CLIP model keeps the one dimension it already has."""
         wanted = sorted({r["direction_id"] for r in rows})
         found: set[int] = set()
-        for start in range(0, len(wanted), _ID_CHUNK):
-            chunk = wanted[start : start + _ID_CHUNK]
+        for start in range(0, len(wanted), ID_CHUNK):
+            chunk = wanted[start : start + ID_CHUNK]
             found.update(s.scalars(select(Direction.id).where(Direction.id.in_(chunk))))
         missing = [i for i in wanted if i not in found]
         if missing:
@@ -221,8 +220,8 @@ class EffectStore(CatalogBase):
             else:
                 wanted = sorted({int(i) for i in ids})
                 pairs = []
-                for start in range(0, len(wanted), _ID_CHUNK):
-                    chunk = wanted[start : start + _ID_CHUNK]
+                for start in range(0, len(wanted), ID_CHUNK):
+                    chunk = wanted[start : start + ID_CHUNK]
                     pairs += self._effect_rows(conn, [*live, Effect.direction_id.in_(chunk)])
             dim = s.scalar(select(Effect.dim).where(Effect.clip_id == clip_id).limit(1)) if not pairs else None
         if not pairs:
@@ -266,19 +265,32 @@ class EffectStore(CatalogBase):
             found = s.scalars(stmt).all()
         return np.asarray(found, dtype=np.int64) if found else _EMPTY_IDS.copy()
 
-    def transfer_of(self, clip_id: str, ids: Iterable[int]) -> dict[int, tuple[float | None, int]]:
-        """``{direction id: (transfer consistency, images rendered)}`` for live directions among ``ids``."""
+    def transfer_of(
+        self, clip_id: str, ids: Iterable[int], *, model: str | None = None, label: str | None = None,
+        mask_label: str | None = None,
+    ) -> dict[int, tuple[float | None, int]]:
+        """``{direction id: (transfer consistency, images rendered)}`` for live directions among ``ids``
+        that pass the filters: ``model`` (a model id or fingerprint), ``label`` (the automatic name)
+        and ``mask_label``."""
         wanted = sorted({int(i) for i in ids})
+        stmt = (
+            select(Effect.direction_id, Effect.consistency, Effect.n_images)
+            .join(Direction, Effect.direction_id == Direction.id)
+            .where(Effect.clip_id == clip_id, Direction.deleted_at.is_(None))
+        )
+        if model is not None:
+            stmt = stmt.join(Model, Direction.model_id == Model.id).where(
+                or_(Model.model_id == model, Model.fingerprint == model))
+        if label is not None:
+            stmt = stmt.where(Direction.label == label)
+        if mask_label is not None:
+            stmt = stmt.join(Job, Direction.job_id == Job.id).join(Mask, Job.mask_id == Mask.id).where(
+                Mask.label == mask_label)
         out: dict[int, tuple[float | None, int]] = {}
         with self._tx() as s:
-            for start in range(0, len(wanted), _ID_CHUNK):
-                stmt = (
-                    select(Effect.direction_id, Effect.consistency, Effect.n_images)
-                    .join(Direction, Effect.direction_id == Direction.id)
-                    .where(Effect.clip_id == clip_id, Direction.deleted_at.is_(None),
-                           Effect.direction_id.in_(wanted[start : start + _ID_CHUNK]))
-                )
-                for did, consistency, n in s.execute(stmt):
+            for start in range(0, len(wanted), ID_CHUNK):
+                chunk = stmt.where(Effect.direction_id.in_(wanted[start : start + ID_CHUNK]))
+                for did, consistency, n in s.execute(chunk):
                     out[int(did)] = (None if consistency is None else float(consistency), int(n))
         return out
 

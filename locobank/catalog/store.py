@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 
 from locobank import __version__
+from locobank.catalog.base import ID_CHUNK
 from locobank.catalog.canonical import canonical_json, params_hash
 from locobank.catalog.connect import check_schema, make_engine, resolve_url, safe_url, sqlite_file
 from locobank.catalog.connect import upgrade as _upgrade
@@ -220,11 +221,13 @@ class Catalog(JobQueue, PackTransfer, EffectStore):
     def get_directions(self, ids: Iterable[int]) -> dict[int, DirectionRecord]:
         """Live directions among ``ids``, in one query: ``{id: record}``; unknown or deleted ids are left out."""
         wanted = sorted({int(i) for i in ids})
-        if not wanted:
-            return {}
-        stmt = direction_query().where(Direction.id.in_(wanted), Direction.deleted_at.is_(None))
+        out: dict[int, DirectionRecord] = {}
         with self._tx() as s:
-            return {rec.id: rec for rec in (direction_record(row) for row in s.execute(stmt).all())}
+            for start in range(0, len(wanted), ID_CHUNK):
+                chunk = wanted[start : start + ID_CHUNK]
+                stmt = direction_query().where(Direction.id.in_(chunk), Direction.deleted_at.is_(None))
+                out.update((rec.id, rec) for rec in (direction_record(row) for row in s.execute(stmt).all()))
+        return out
 
     def load_vector(self, direction_id: int, expected_fingerprint: str | None = None) -> Any:
         """The direction as a torch tensor, after its sha256 and model fingerprint are checked."""

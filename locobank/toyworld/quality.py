@@ -113,7 +113,6 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
     that already wears glasses cannot be moved towards "glasses")."""
     from ..search import search
 
-    strength = float(strength if strength is not None else model.defaults.get("strength", 8.0))
     steps = steps or model.defaults.get("steps", engine.DEFAULT_STEPS)
     cache: dict[int, Faces] = {}
     rows = []
@@ -136,7 +135,8 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
                 cache[top.t_edit] = Faces.invert(model, seeds, top.t_edit, steps)
             fs = cache[top.t_edit]
         v = _vector(catalog, model, top.id)
-        out = ddim.sample(model.denoiser, fs.x_t + top.sign * strength * v, fs.t, steps)
+        lam = float(strength if strength is not None else model.strength_for(top.mask_label))
+        out = ddim.sample(model.denoiser, fs.x_t + top.sign * lam * v, fs.t, steps)
         gain = fs.scores(q, out) - fs.scores(q, fs.ref)
         prec = sum(h.mask_label == part for h in hits) / k
         rows.append(SearchRow(q, part, top.id, top.mask_label, top.sign, prec, int((gain > 0).sum()), len(fs.seeds),
@@ -150,7 +150,7 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
 class ApplyReport:
     """Locality on new faces per query, the linearity sweep and the composition."""
 
-    strength: float
+    strength: float | None  # None: each direction at its model's default for its mask label
     locality: dict[str, dict] = field(default_factory=dict)
     linearity: dict = field(default_factory=dict)
     composition: dict = field(default_factory=dict)
@@ -180,10 +180,13 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
                   progress=None) -> ApplyReport:
     """Apply the top hits of a few queries to the unseen faces ``seeds`` and measure the bars."""
     d = model.defaults
-    strength = float(strength if strength is not None else d.get("strength", 8.0))
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
     null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
     rep = ApplyReport(strength)
+
+    def lam(hit) -> float:
+        return float(strength if strength is not None else model.strength_for(hit.mask_label))
+
     cache: dict[int, Faces] = {}
 
     def faces_at(t: int) -> Faces:
@@ -202,10 +205,11 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
         fs = faces_at(hit.t_edit)
         masks = fs.mask(part_for(q))
         v = _reprojected(model, fs, masks, _vector(catalog, model, hit.id)[None], null_rank)[:, 0]
-        out = sample(fs, hit.sign * strength * v)
+        out = sample(fs, hit.sign * lam(hit) * v)
         loc = [locality((out[i] - fs.ref[i]).cpu(), masks[i]) for i in range(len(seeds))]
         gain = fs.scores(q, out) - fs.scores(q, fs.ref)
         rep.locality[q] = {"id": hit.id, "sign": hit.sign, "mask": hit.mask_label, "part": part_for(q),
+                           "strength": lam(hit),
                            "mean": float(np.mean(loc)), "worst": float(np.min(loc)), "median": float(np.median(loc)),
                            "at_least_85": int(sum(x >= 0.85 for x in loc)), "n": len(loc),
                            "moved_right_way": int((gain > 0).sum())}
@@ -231,10 +235,11 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
             union = fa.mask([part_for(q) for q in compose])
             va, vb = (h.sign * _vector(catalog, model, h.id) for h in (ha, hb))
             P = _reprojected(model, fa, union, torch.stack([va, vb]), null_rank)  # (faces, 2, C, H, W)
-            both = sample(fa, strength * (P[:, 0] + P[:, 1]))
+            la, lb = lam(ha), lam(hb)
+            both = sample(fa, la * P[:, 0] + lb * P[:, 1])
             ratios, ok = {}, None
             for j, q in enumerate(compose):
-                alone = sample(fa, strength * P[:, j])
+                alone = sample(fa, (la, lb)[j] * P[:, j])
                 g_solo = fa.scores(q, alone) - fa.scores(q, fa.ref)
                 g_both = fa.scores(q, both) - fa.scores(q, fa.ref)
                 r = g_both / np.where(np.abs(g_solo) < 1e-9, np.nan, g_solo)
@@ -243,7 +248,8 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
                 ratios[q] = {"median_ratio": float(np.nanmedian(r)), "within_20pct": int(np.nansum(within)),
                              "solo_mean_gain": float(g_solo.mean()), "both_mean_gain": float(g_both.mean())}
             loc = [locality((both[i] - fa.ref[i]).cpu(), union[i]) for i in range(len(seeds))]
-            rep.composition = {"queries": list(compose), "ids": [ha.id, hb.id], "per_query": ratios,
+            rep.composition = {"queries": list(compose), "ids": [ha.id, hb.id], "strengths": [la, lb],
+                               "per_query": ratios,
                                "both_within_20pct": int(ok.sum()), "n": len(seeds),
                                "locality_union_mean": float(np.mean(loc)), "locality_union_worst": float(np.min(loc)),
                                "at_least_80": int(sum(x >= 0.8 for x in loc))}
