@@ -175,7 +175,8 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobi
     click.echo(f"reconstruction at t_edit={t_edit}: PSNR mean {report['reconstruction_psnr']['mean']:.1f} dB, "
                f"min {report['reconstruction_psnr']['min']:.1f} dB")
     for part, s in report["locality"].items():
-        at = f" (t_edit {per_part[part]:g})" if part in per_part else ""
+        at = (f" (t_edit {per_part[part]:g}, λ {strengths[part]:g})" if part in per_part
+              else f" (λ {strengths[part]:g})")
         click.echo(f"locality {part:6s}{at}: source median {s['source']['median']:.2f} (worst {s['source']['worst']:.2f}), "
                    f"transfer median {s['transfer']['median']:.2f} (worst {s['transfer']['worst']:.2f})")
     for task, acc in report.get("clip_zero_shot", {}).items():

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .paths import TOY_DDPM
+from .paths import TOY_DDPM, slug
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
     cb = stage("search+apply", len(cfg.queries))
     for q in cfg.queries:
         hits = search(cat, clip, q, k=cfg.k, index_folder=index_dir)
-        slug = q.replace(" ", "_")
+        stem = slug(q, "query")
         entry = {"hits": [h.to_dict() for h in hits], "sheet": None, "edits": []}
         if hits:
             entry["sheet"] = f"sheets/{search_sheet(cat, q, hits, sheets, clip_id=clip.clip_id).name}"
@@ -126,7 +126,7 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
             afters = apply_to_images(prep, unseen, steps=params.steps)
             for p, before, after in zip(unseen, befores, afters):
                 pair = np.concatenate([before, to_uint8(after)], 1)
-                name = f"edits/{slug}_{p.stem}.png"
+                name = f"edits/{stem}_{p.stem}.png"
                 Image.fromarray(pair).resize((pair.shape[1] * 4, pair.shape[0] * 4), Image.NEAREST).save(out / name)
                 entry["edits"].append(name)
             entry["applied"] = {"id": top.id, "strength": prep.strengths[0]}

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -42,6 +41,7 @@ import numpy as np
 from locobank import __version__
 from locobank.catalog import Catalog, default_home
 from locobank.errors import IndexMissing, InputError, SearchIndexError
+from locobank.paths import slug
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ def default_folder() -> Path:
 def index_files(clip_id: str, folder: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
     """The (``.faiss``, ``.json``) paths for a CLIP model: a readable slug plus a hash, never colliding."""
     folder = Path(folder) if folder is not None else default_folder()
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id).strip("._")[:80] or "clip"
-    stem = f"{slug}-{hashlib.sha256(clip_id.encode()).hexdigest()[:8]}"
+    stem = f"{slug(clip_id, 'clip')[:80]}-{hashlib.sha256(clip_id.encode()).hexdigest()[:8]}"
     return folder / f"{stem}.faiss", folder / f"{stem}.json"
 
 

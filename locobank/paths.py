@@ -1,12 +1,19 @@
-"""Where the toy models shipped in data/ live, and what the model name `toy` means."""
+"""Where the toy models shipped in data/ live, what the model name `toy` means, and safe file names."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TOY_DDPM = DATA / "models" / "toyfaces-ddpm"
 TOY_CLIP = DATA / "models" / "toyfaces-clip"
+
+
+def slug(text: str, fallback: str = "x") -> str:
+    """``text`` as a file-name stem: every run of characters other than letters, digits and ``.-_``
+    becomes ``_``, leading and trailing dots and underscores go (``fallback`` if nothing is left)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("._") or fallback
 
 
 def resolve_model(name: str | None) -> str:

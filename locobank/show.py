@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .catalog.records import DirectionRecord
 from .errors import InputError
+from .paths import slug
 
 # The strength ``locobank.embed`` renders previews at when nothing else is recorded (kept in step by
 # hand: importing embed would import torch).
@@ -221,8 +222,7 @@ def search_sheet(catalog: Any, query: str, hits: Sequence[Any], folder: Path, *,
     ``folder/<query>.png``, with every run of characters other than letters, digits, ``.-_`` as ``_``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", query.strip()).strip("._") or "query"
-    return contact_sheet(catalog, [h.id for h in hits], folder / f"{name}.png",
+    return contact_sheet(catalog, [h.id for h in hits], folder / f"{slug(query, 'query')}.png",
                          signs=[h.sign for h in hits], title=f'search: "{query}"', clip_id=clip_id)
 
 

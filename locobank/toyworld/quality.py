@@ -19,6 +19,7 @@ from .. import engine
 from ..images import to_uint8
 from ..loco import ddim
 from ..models import LoadedModel
+from ..show import search_sheet
 from .evaluate import locality
 from . import HELD_OUT_SEED
 from .faces import batch, face
@@ -123,8 +124,6 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
             rows.append(SearchRow(q, part, None, None, 0, 0.0, 0, len(seeds) if seeds is not None else n_targets, 0.0))
             continue
         if sheets is not None:
-            from ..show import search_sheet
-
             search_sheet(catalog, q, hits, sheets, clip_id=clip.clip_id)
         top = hits[0]
         if seeds is None:
