@@ -20,10 +20,15 @@ from .db import db_option, open_catalog
 @click.option("--strength", type=float, default=None,
               help="Strength for ids given without one [the model's default for its mask label, else 8]; "
                    "negative reverses the edit.")
-@click.option("--mask", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Mask on the target image: re-project the edit off its own outside-mask null space.")
+@click.option("--mask", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              help="Mask of the part to edit on the target image (repeat it to give one per direction): each "
+                   "direction is re-projected off the image's own null space outside the masks.")
+@click.option("--max-shift", type=click.IntRange(0, 256), default=None,
+              help="First shift each direction by up to this many pixels onto its --mask, where most of its "
+                   "energy falls inside [model default, else 0: no shift].")
 @click.option("--orthogonalize", is_flag=True, help="Gram-Schmidt the composed directions, in the order given.")
-@click.option("--sweep", default=None, help="Comma-separated strengths, e.g. -8,-4,0,4,8: one PNG strip per image.")
+@click.option("--sweep", default=None, help="Comma-separated strengths, e.g. -8,-4,0,4,8: one PNG strip per image (with --mask, the "
+                   "direction is re-localised once and scaled).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the stochastic tail (reproducible).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps [model default, else 50].")
 @click.option("--resize", is_flag=True, help="Resize images (and --mask) to the model's size instead of refusing.")
@@ -33,8 +38,8 @@ from .db import db_option, open_catalog
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @db_option
 @fail_on_library_errors
-def apply(args, out, query, clip_spec, domain, strength, mask, orthogonalize, sweep, seed, steps, resize, batch,
-          model_override, device, db_url):
+def apply(args, out, query, clip_spec, domain, strength, mask, max_shift, orthogonalize, sweep, seed, steps, resize,
+          batch, model_override, device, db_url):
     """Apply ID[:STRENGTH] ... to IMAGE... (files, folders or globs).
 
     \b
@@ -42,6 +47,7 @@ def apply(args, out, query, clip_spec, domain, strength, mask, orthogonalize, sw
     locobank apply 12:6 40:-4 faces/ --out edited/        # composition, many images
     locobank apply --query "smile" face.png --out smile.png
     locobank apply 12 face.png --sweep -8,-4,0,4,8 --out sweep.png
+    locobank apply 12 face.png --mask mouth.png --out smile.png   # re-localised
 
     Each image is inverted to the directions' edit time, edited and sampled back. Directions
     found at different edit times compose too: the image is inverted to the highest, and each
@@ -93,20 +99,28 @@ def apply(args, out, query, clip_spec, domain, strength, mask, orthogonalize, sw
         values = parse_floats(sweep)
         with click.progressbar(paths, label="sweep") as bar:
             for p in bar:
-                strip = run_sweep(prep, p, values, resize=resize, seed=seed, steps=steps)
+                strip = run_sweep(prep, p, values, mask=list(mask) or None, resize=resize, seed=seed, steps=steps,
+                                  max_shift=max_shift)
                 arr = np.concatenate([to_uint8(s) for s in strip], 1)
                 target = out / f"{p.stem}_sweep.png" if many else out
                 target.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(arr).save(target)
         click.echo(f"wrote {len(paths)} sweep strip{'s' if many else ''} ({', '.join(f'{v:g}' for v in values)}) to {out}")
         return
+    shifts: list = []
     with click.progressbar(length=len(paths), label="apply") as bar:
-        edited = apply_to_images(prep, paths, mask=mask, resize=resize, orthogonalize=orthogonalize, seed=seed,
-                                 steps=steps, batch=batch, progress=bar.update)
+        edited = apply_to_images(prep, paths, mask=list(mask) or None, resize=resize, orthogonalize=orthogonalize,
+                                 seed=seed, steps=steps, max_shift=max_shift, batch=batch, progress=bar.update,
+                                 shifts=shifts)
     for p, img in zip(paths, edited):
         save_image(img, out / f"{p.stem}.png" if many else out)
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
     click.echo(f"applied {desc} to {len(paths)} image{'s' if many else ''} -> {out}")
+    if shifts and not many and any(s != (0, 0) for s in shifts[0]):
+        moved = ", ".join(f"{d.name} by ({dy:+d}, {dx:+d}) px" for d, (dy, dx) in zip(prep.directions, shifts[0]))
+        click.echo(f"re-localised on the mask: shifted {moved} (down, right), then re-projected")
+    elif mask and not many:
+        click.echo("re-localised on the mask: re-projected")
 
 
 def _looks_like_spec(text: str) -> bool:

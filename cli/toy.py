@@ -206,9 +206,9 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json
     sheets), then prints, for the queries smile, frown, blue/brown eyes, bigger eyes,
     blond/black/long hair and glasses: the top hit's mask, precision@5 and how many of
     --targets faces (that lack the attribute) the top hit moves the right way. Then the apply
-    bars on --unseen faces:
-    locality with each face's own part mask, monotonicity across the sweep -8..8, and
-    smile + blond hair composed.
+    bars on --unseen faces, each direction re-localised on each face as `apply --mask` does:
+    locality with each face's own part mask (also on as many faces that lack the attribute),
+    monotonicity across the sweep -8..8, and smile + blond hair composed.
     """
     import json
 
@@ -235,7 +235,7 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json
         rows = Q.search_quality(cat, clip, model, n_targets=targets, seed0=HELD_OUT_SEED + 10_000, index_folder=out / "index",
                                 sheets=out / "sheets", progress=stage("search bars", len(Q.SEARCH_QUERIES)))
         rep = Q.apply_quality(cat, clip, model, seeds, index_folder=out / "index",
-                              progress=stage("apply bars", 5))
+                              lacking_seed0=HELD_OUT_SEED + 10_000, progress=stage("apply bars", 5))
     report = {"model": model.info(), "faces": faces, "targets": targets, "unseen": unseen, "rank": rank,
               "directions": len(cat.list_directions()), "search": [r.__dict__ for r in rows], "apply": rep.to_dict()}
     cat.close()
@@ -255,6 +255,10 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, device, as_json
     for q, s in rep.locality.items():
         click.echo(f'locality of "{q}" (#{s["id"]}) on {s["n"]} unseen faces, {s["part"]} mask: mean {s["mean"]:.2f}, '
                    f'worst {s["worst"]:.2f}, {s["at_least_85"]}/{s["n"]} at >= 0.85; moved right way {s["moved_right_way"]}/{s["n"]}')
+        if "lacking" in s:
+            la = s["lacking"]
+            click.echo(f'  on {la["n"]} unseen faces that lack it: mean {la["mean"]:.2f}, worst {la["worst"]:.2f}, '
+                       f'{la["at_least_85"]}/{la["n"]} at >= 0.85; moved right way {la["moved_right_way"]}/{la["n"]}')
     if rep.linearity:
         li = rep.linearity
         click.echo(f'linearity of "{li["query"]}" across {li["sweep"]}: monotone on {li["monotone"]}/{li["n"]} faces')

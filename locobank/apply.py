@@ -91,42 +91,81 @@ def prepare(catalog, specs: Sequence[DirectionSpec], *, default_strength: float 
     return Prepared(model, dirs, strengths)
 
 
-def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: Path | None = None, resize: bool = False,
+MaskArg = Path | Sequence[Path] | None
+
+
+def load_masks(prep: Prepared, mask: MaskArg, resize: bool) -> list[torch.Tensor] | None:
+    """The target mask(s) at the model's size: one for every direction, or one per direction."""
+    if mask is None:
+        return None
+    paths = [mask] if isinstance(mask, (str, Path)) else list(mask)
+    if not paths:
+        return None
+    if len(paths) not in (1, len(prep.directions)):
+        raise InputError(f"give one --mask, or one per direction: {len(paths)} masks for {len(prep.directions)} "
+                         f"directions")
+    return [load_mask(p, prep.model.resolution, resize=resize) for p in paths]
+
+
+def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = None, resize: bool = False,
                     orthogonalize: bool = False, seed: int = 0, steps: int | None = None, eta_tail: float | None = None,
-                    null_rank: int | None = None, batch: int = 16,
-                    progress: Callable[[int], None] | None = None) -> list[torch.Tensor]:
-    """Edited images (3, H, W in [-1, 1]) in the order given, processed ``batch`` at a time."""
+                    null_rank: int | None = None, max_shift: int | None = None, batch: int = 16,
+                    progress: Callable[[int], None] | None = None,
+                    shifts: list | None = None) -> list[torch.Tensor]:
+    """Edited images (3, H, W in [-1, 1]) in the order given, processed ``batch`` at a time.
+
+    With ``mask`` (a path, or one path per direction) each direction is shifted onto its mask
+    and re-projected on each image (see :func:`locobank.engine.edit`); ``shifts``, when given a
+    list, receives each image's per-direction shifts (dy, dx)."""
     m = prep.model
     d = m.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
     eta = d.get("eta_tail", 0.0) if eta_tail is None else eta_tail
     nr = d.get("null_rank", 5) if null_rank is None else null_rank
-    mask_t = load_mask(mask, m.resolution, resize=resize) if mask is not None else None
-    if mask_t is not None:
+    masks = load_masks(prep, mask, resize)
+    if masks is not None:
         batch = 1  # the re-projection is per image
     out: list[torch.Tensor] = []
     for i in range(0, len(images), batch):
         x = torch.stack([load_image(p, m.resolution, resize=resize, channels=m.channels) for p in images[i : i + batch]])
         res = engine.edit(m, x, list(zip(prep.directions, prep.strengths)), steps=steps, seed=seed, eta_tail=eta,
-                          mask=mask_t, null_rank=nr, orthogonalize=orthogonalize)
+                          mask=masks, null_rank=nr, orthogonalize=orthogonalize, max_shift=max_shift)
         out += list(res.images.cpu())
+        if shifts is not None and masks is not None:
+            shifts.append(res.shifts)
         if progress:
             progress(len(x))
     return out
 
 
-def sweep(prep: Prepared, image: Path, values: Sequence[float], *, resize: bool = False, seed: int = 0,
-          steps: int | None = None, eta_tail: float | None = None) -> list[torch.Tensor]:
-    """One image edited at each strength (the first direction scaled), for a linearity strip."""
+def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg = None, resize: bool = False,
+          seed: int = 0, steps: int | None = None, eta_tail: float | None = None, null_rank: int | None = None,
+          max_shift: int | None = None) -> list[torch.Tensor]:
+    """One image edited at each strength (the first direction scaled), for a linearity strip.
+
+    With ``mask`` the directions are shifted and re-projected on this image once, and every
+    strength uses them."""
     m = prep.model
-    steps = steps or m.defaults.get("steps", engine.DEFAULT_STEPS)
-    eta = m.defaults.get("eta_tail", 0.0) if eta_tail is None else eta_tail
+    d = m.defaults
+    steps = steps or d.get("steps", engine.DEFAULT_STEPS)
+    eta = d.get("eta_tail", 0.0) if eta_tail is None else eta_tail
+    nr = d.get("null_rank", 5) if null_rank is None else null_rank
     x = load_image(image, m.resolution, resize=resize, channels=m.channels)[None]
+    masks = load_masks(prep, mask, resize)
     one_time = len({d.t for d in prep.directions}) == 1
-    src = engine.invert(m, x, prep.directions[0].t, steps) if one_time else x  # invert once when we can
+    dirs = list(prep.directions)
+    if one_time:
+        src = engine.invert(m, x, dirs[0].t, steps)  # invert once
+        if masks is not None:
+            moved = engine.relocalize(m, src, dirs[0].t, masks, torch.stack([d.vector for d in dirs]), null_rank=nr,
+                                      max_shift=max_shift, seed=seed)
+            dirs = [engine.Direction(v, d.t, d.fingerprint, name=d.name) for v, d in zip(moved, dirs)]
+            masks = None
+    else:
+        src = x
     outs = []
     for val in values:
-        r = engine.edit(m, src, [(prep.directions[0], float(val))] + list(zip(prep.directions[1:], prep.strengths[1:])),
-                        steps=steps, seed=seed, eta_tail=eta, inverted=one_time)
+        r = engine.edit(m, src, [(dirs[0], float(val))] + list(zip(dirs[1:], prep.strengths[1:])), steps=steps,
+                        seed=seed, eta_tail=eta, inverted=one_time, mask=masks, null_rank=nr, max_shift=max_shift)
         outs.append(r.images[0].cpu())
     return outs

@@ -16,6 +16,7 @@ from torch import Tensor
 from .errors import FingerprintMismatch, InputError
 from .images import check_mask
 from .loco import ddim
+from .loco.align import align_to_mask
 from .loco.jacobian import Linearization, block_subspace_svd, project_out
 from .models import LoadedModel
 
@@ -59,6 +60,7 @@ class EditResult:
     x_t: Tensor  # inverted states before the edit
     x_t_edited: Tensor
     t: int
+    shifts: list[tuple[int, int]] = field(default_factory=list)  # per direction, with a target mask
 
 
 def to_timestep(model: LoadedModel, t_edit: float | int) -> int:
@@ -231,6 +233,44 @@ def locality(delta: Tensor, mask: Tensor) -> float:
     return float(e[mask.cpu().bool()].sum() / e.sum().clamp_min(1e-20))
 
 
+def max_shift_for(model: LoadedModel) -> int:
+    """How far (pixels of the model's grid) :func:`align` may move a direction by default:
+    ``max_shift`` in the model's defaults, else 0 (no shift).
+
+    Off by default because on the toy model it trades strength for locality: shifting the top
+    "smile" direction by up to 4 px raised its locality on 20 unseen faces from 0.91 to 0.95
+    (worst 0.66 to 0.85), but its mean effect at +4 fell by half and fewer faces stayed
+    monotone across -8..8 (11 against 14)."""
+    return int(model.defaults.get("max_shift", 0))
+
+
+def align(model: LoadedModel, vectors: Tensor, masks: Tensor | Sequence[Tensor], *,
+          max_shift: int | None = None) -> tuple[Tensor, list[tuple[int, int]]]:
+    """``vectors`` (k, C, H, W) each shifted by whole pixels onto its mask (one mask for all, or
+    one per vector), so that most of its energy falls on the part where it sits on *this* image.
+
+    Returns the shifted vectors (each at its own norm) and the shifts (dy, dx)."""
+    R = max_shift_for(model) if max_shift is None else int(max_shift)
+    if R < 0:
+        raise InputError("max_shift must be 0 or more")
+    ms = _masks(model, masks, len(vectors))
+    out = [align_to_mask(v, m.to(v.device), R) for v, m in zip(vectors, ms)]
+    return torch.stack([v for v, _ in out]), [s for _, s in out]
+
+
+def _masks(model: LoadedModel, masks: Tensor | Sequence[Tensor], n: int) -> list[Tensor]:
+    """One checked (H, W) mask per direction from one mask or a list of ``n``."""
+    shape = (model.resolution, model.resolution)
+    if isinstance(masks, Tensor) and masks.dim() == 2:
+        return [check_mask(masks, shape)] * n
+    ms = list(masks)
+    if len(ms) == 1:
+        return [check_mask(ms[0], shape)] * n
+    if len(ms) != n:
+        raise InputError(f"give one target mask, or one per direction: {len(ms)} masks for {n} directions")
+    return [check_mask(m, shape, name=f"mask {i + 1}") for i, m in enumerate(ms)]
+
+
 def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vectors: Tensor, *,
               null_rank: int = 5, seed: int = 0) -> Tensor:
     """``vectors`` (k, C, H, W) projected off the top-``null_rank`` null basis of *this* image's
@@ -249,15 +289,27 @@ def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vec
     return project_out(flat.reshape(flat.shape[0], -1), null_res.Vh).reshape(flat.shape)
 
 
+def relocalize(model: LoadedModel, x_t: Tensor, t: float | int, masks: Tensor | Sequence[Tensor], vectors: Tensor, *,
+               null_rank: int = 5, max_shift: int | None = None, seed: int = 0) -> Tensor:
+    """A transferred edit made local on *this* image: ``vectors`` (k, C, H, W) each shifted onto
+    its mask (:func:`align`), then projected off the null basis of this image's Jacobian at
+    ``x_t`` outside the union of the masks (:func:`reproject`)."""
+    ms = _masks(model, masks, len(vectors))
+    aligned, _ = align(model, vectors, ms, max_shift=max_shift)
+    return reproject(model, x_t, t, torch.stack(ms).any(0), aligned, null_rank=null_rank, seed=seed)
+
+
 def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
          t_edit: float | int | None = None, *, steps: int = DEFAULT_STEPS, seed: int = 0, eta_tail: float = 0.0,
-         mask: Tensor | None = None, null_rank: int = 5, orthogonalize: bool = False, inverted: bool = False,
-         progress=None) -> EditResult:
+         mask: Tensor | Sequence[Tensor] | None = None, null_rank: int = 5, orthogonalize: bool = False,
+         inverted: bool = False, max_shift: int | None = None, progress=None) -> EditResult:
     """Apply one direction, a transferred one, or a composition, to images in [-1, 1].
 
-    With ``inverted`` the input is already the state at ``t_edit``. With ``mask``, every
-    direction is re-projected off the null space of *this* image's Jacobian outside the mask,
-    which keeps a transferred edit local on a new image (one image at a time then).
+    With ``inverted`` the input is already the state at ``t_edit``. With ``mask`` (one for all
+    directions, or one per direction) each direction is first shifted onto its mask by up to
+    ``max_shift`` pixels (:func:`align`; default :func:`max_shift_for`), then re-projected off the null space
+    of *this* image's Jacobian outside the union of the masks, which keeps a transferred edit
+    local on a new image (one image at a time then).
     """
     pairs = list(directions)
     if not pairs:
@@ -285,12 +337,12 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
         dirs = [Direction(d.vector, t, d.fingerprint, name=d.name) if d.t != t else d for d in dirs]
     return _edit_at_times(model, _as_batch(model, images), dirs, strengths, steps=steps, seed=seed, eta_tail=eta_tail,
                           mask=mask, null_rank=null_rank, orthogonalize=orthogonalize, inverted=inverted,
-                          progress=progress)
+                          max_shift=max_shift, progress=progress)
 
 
 def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], *, steps: int,
-                   seed: int, eta_tail: float, mask: Tensor | None, null_rank: int, orthogonalize: bool,
-                   inverted: bool, progress=None) -> EditResult:
+                   seed: int, eta_tail: float, mask: Tensor | Sequence[Tensor] | None, null_rank: int,
+                   orthogonalize: bool, inverted: bool, max_shift: int | None = None, progress=None) -> EditResult:
     """Invert to the highest edit time, then on the way back down add each direction when the
     sampler passes its own timestep (one time: the plain LOCO edit). The DDIM grid is the usual
     one for the highest time with every direction's time added; inversion and sampling walk the
@@ -311,11 +363,14 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
         state = ddim.invert(den, state, t, grid=seg, t_from=prev, progress=progress)
         states[t], prev = state, t
     vectors = [d.vector.to(model.device, torch.float32) for d in dirs]
+    shifts: list[tuple[int, int]] = []
     if mask is not None:
+        masks = _masks(model, mask, len(dirs))
+        union = torch.stack(masks).any(0)
+        aligned, shifts = align(model, torch.stack(vectors), masks, max_shift=max_shift)
         for t in times:
             idx = [i for i, d in enumerate(dirs) if d.t == t]
-            moved = reproject(model, states[t], t, mask, torch.stack([vectors[i] for i in idx]), null_rank=null_rank,
-                              seed=seed)
+            moved = reproject(model, states[t], t, union, aligned[idx], null_rank=null_rank, seed=seed)
             for i, v in zip(idx, moved):
                 vectors[i] = v
     parts = _scaled(vectors, strengths, orthogonalize)
@@ -331,4 +386,4 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
         y = ddim.sample(den, y, t, eta_tail=eta_tail, generator=g, progress=progress, grid=seg, t_stop=lower)
         if lower is not None:
             y = y + delta[lower]
-    return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t=top)
+    return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t=top, shifts=shifts)

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from locobank import engine
+from locobank.loco.align import shift
 from locobank.errors import FingerprintMismatch, InputError, ModelLoadError
 from locobank.images import load_image, load_mask
 from locobank.loco import ddim
@@ -208,9 +209,29 @@ def test_reproject_removes_the_targets_outside_null_basis(model, image, mask):
     _, _, Vh = torch.linalg.svd(J * outside[:, None].float())
     assert (Vh[:3] @ V.flatten(1).T).abs().max() < 1e-2  # the null basis is found to tolerance 1e-2
     assert (Vh[:3] @ d.vectors.flatten(1).T).abs().max() > 1e-2  # the raw transfer did have such a component
-    a = engine.edit(model, xt, [(d[0], 3.0)], steps=10, mask=mask, null_rank=3, inverted=True)
+    a = engine.edit(model, xt, [(d[0], 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, max_shift=0)
     b = engine.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
     torch.testing.assert_close(a.images, b.images)
+    assert a.shifts == [(0, 0)]
+
+
+def test_edit_with_a_mask_shifts_then_reprojects(model, image, mask):
+    """edit(mask=) is relocalize: the direction shifted onto the mask, then re-projected; a
+    direction moved off the mask by (2, -3) comes back by (-2, +3)."""
+    v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(4)) * mask
+    off = shift(v / v.norm(), 2, -3)
+    xt = engine.invert(model, image, 0.6, 10)
+    t = engine.to_timestep(model, 0.6)
+    moved, shifts = engine.align(model, off[None], mask, max_shift=4)
+    assert shifts == [(-2, 3)]
+    assert torch.isclose(moved[0].norm(), off.norm())
+    V = engine.relocalize(model, xt, t, mask, off[None], null_rank=3, max_shift=4)
+    a = engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True, max_shift=4)
+    b = engine.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
+    torch.testing.assert_close(a.images, b.images)
+    assert a.shifts == [(-2, 3)]
+    with pytest.raises(InputError, match="one per direction"):
+        engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=2, mask=[mask, mask, mask], inverted=True)
 
 
 def test_bad_masks_are_refused_clearly(model, image):

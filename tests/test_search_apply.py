@@ -188,6 +188,17 @@ def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
     masked = _apply(world, "1:3", str(unseen[0]), "--mask", str(unseen[0]).replace(".png", "_mouth.png"),
                     "--out", str(tmp_path / "m.png"), "--steps", "3")
     assert masked.exit_code == 0, masked.output
+    assert "re-localised on the mask: re-projected" in masked.output
+    mouth, hair = (str(unseen[0]).replace(".png", f"_{part}.png") for part in ("mouth", "hair"))
+    two = _apply(world, "1:3", "2:3", str(unseen[0]), "--mask", mouth, "--mask", hair, "--out", str(tmp_path / "m2.png"),
+                 "--steps", "3", "--max-shift", "1")
+    assert two.exit_code == 0, two.output
+    assert "re-localised on the mask" in two.output
+    msweep = _apply(world, "1", str(unseen[0]), "--sweep", "-4,0,4", "--mask", mouth, "--out", str(tmp_path / "ms.png"),
+                    "--steps", "3")
+    assert msweep.exit_code == 0, msweep.output
+    assert Image.open(tmp_path / "ms.png").size == (96, 32)
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "ms.png")), np.asarray(Image.open(tmp_path / "sw.png")))
     q = _apply(world, "--query", "smile", "--clip", str(world["clip"]), str(unseen[0]), "--out", str(tmp_path / "q.png"),
                "--steps", "3")
     assert q.exit_code == 0 and "query 'smile': direction" in q.output
@@ -202,6 +213,9 @@ def test_apply_refusals_are_clear(world, tmp_path):
     other = save_tiny_pipeline(tmp_path / "other", size=32, seed=3)
     wrong = _apply(world, "1", str(img), "--out", str(tmp_path / "x.png"), "--model", str(other))
     assert wrong.exit_code == 1 and "fingerprint" in wrong.output
+    mouth = str(img).replace(".png", "_mouth.png")
+    masks = _apply(world, "1", str(img), "--mask", mouth, "--mask", mouth, "--mask", mouth, "--out", str(tmp_path / "x.png"))
+    assert masks.exit_code == 1 and "one per direction: 3 masks for 1 directions" in masks.output
     big = tmp_path / "big.png"
     Image.new("RGB", (64, 64)).save(big)
     refused = _apply(world, "1", str(big), "--out", str(tmp_path / "x.png"))

@@ -165,19 +165,26 @@ def _top(catalog, clip, query: str, index_folder):
     return hits[0] if hits else None
 
 
-def _reprojected(model: LoadedModel, fs: Faces, masks: list[torch.Tensor], vectors: torch.Tensor,
+def _relocalized(model: LoadedModel, fs: Faces, masks: list[list[torch.Tensor]], vectors: torch.Tensor,
                  null_rank: int) -> torch.Tensor:
-    """Per face: ``vectors`` (k, C, H, W) re-projected against that face's outside-mask null space."""
-    return torch.stack([engine.reproject(model, fs.x_t[i : i + 1], fs.t, masks[i], vectors, null_rank=null_rank)
-                        for i in range(len(fs.seeds))])
+    """Per face: ``vectors`` (k, C, H, W) made local on that face, as ``apply --mask`` does: each
+    shifted onto its own part mask (``masks[j][i]``: vector j, face i), then re-projected off the
+    face's null space outside the union of the masks."""
+    return torch.stack([engine.relocalize(model, fs.x_t[i : i + 1], fs.t, [m[i] for m in masks], vectors,
+                                          null_rank=null_rank) for i in range(len(fs.seeds))])
 
 
 def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, index_folder=None,
                   strength: float | None = None, steps: int | None = None, null_rank: int | None = None,
                   locality_queries: Sequence[str] = ("smile", "blue eyes", "blond hair"),
                   compose: tuple[str, str] = ("smile", "blond hair"), sweep: Sequence[float] = SWEEP,
-                  progress=None) -> ApplyReport:
-    """Apply the top hits of a few queries to the unseen faces ``seeds`` and measure the bars."""
+                  lacking_seed0: int | None = None, progress=None) -> ApplyReport:
+    """Apply the top hits of a few queries to the unseen faces ``seeds`` and measure the bars.
+
+    With ``lacking_seed0``, each query's locality is also measured on as many faces from that
+    seed on that lack the attribute (``"lacking"``): on a face that already has blond hair a
+    "blond hair" edit changes almost nothing inside the mask, and its locality share is then
+    a ratio of two small numbers (``spill_energy_mean`` gives the change outside the mask)."""
     d = model.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
     null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
@@ -196,30 +203,39 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     def sample(fs: Faces, delta: torch.Tensor) -> torch.Tensor:
         return ddim.sample(model.denoiser, fs.x_t + delta, fs.t, steps)
 
+    def measure(q: str, hit, fs: Faces) -> tuple[dict, torch.Tensor]:
+        masks = fs.mask(part_for(q))
+        v = _relocalized(model, fs, [masks], _vector(catalog, model, hit.id)[None], null_rank)[:, 0]
+        out = sample(fs, hit.sign * lam(hit) * v)
+        deltas = [(out[i] - fs.ref[i]).cpu() for i in range(len(fs.seeds))]
+        loc = [locality(d, masks[i]) for i, d in enumerate(deltas)]
+        spill = [float(d.pow(2).sum(0)[~masks[i]].sum()) for i, d in enumerate(deltas)]
+        gain = fs.scores(q, out) - fs.scores(q, fs.ref)
+        return {"mean": float(np.mean(loc)), "worst": float(np.min(loc)), "median": float(np.median(loc)),
+                "at_least_85": int(sum(x >= 0.85 for x in loc)), "n": len(loc),
+                "moved_right_way": int((gain > 0).sum()), "per_face": [round(x, 4) for x in loc],
+                "spill_energy_mean": float(np.mean(spill))}, v
+
     solo: dict[str, tuple] = {}
     for q in locality_queries:
         hit = _top(catalog, clip, q, index_folder)
         if hit is None:
             continue
         fs = faces_at(hit.t_edit)
-        masks = fs.mask(part_for(q))
-        v = _reprojected(model, fs, masks, _vector(catalog, model, hit.id)[None], null_rank)[:, 0]
-        out = sample(fs, hit.sign * lam(hit) * v)
-        loc = [locality((out[i] - fs.ref[i]).cpu(), masks[i]) for i in range(len(seeds))]
-        gain = fs.scores(q, out) - fs.scores(q, fs.ref)
+        figures, v = measure(q, hit, fs)
         rep.locality[q] = {"id": hit.id, "sign": hit.sign, "mask": hit.mask_label, "part": part_for(q),
-                           "strength": lam(hit),
-                           "mean": float(np.mean(loc)), "worst": float(np.min(loc)), "median": float(np.median(loc)),
-                           "at_least_85": int(sum(x >= 0.85 for x in loc)), "n": len(loc),
-                           "moved_right_way": int((gain > 0).sum())}
-        solo[q] = (hit, fs)
+                           "strength": lam(hit), "seeds": list(seeds), **figures}
+        if lacking_seed0 is not None:
+            ts = targets_for(q, len(seeds), lacking_seed0)
+            rep.locality[q]["lacking"] = {"seeds": ts, **measure(q, hit, Faces.invert(model, ts, hit.t_edit, steps))[0]}
+        solo[q] = (hit, fs, v)
         if progress:
             progress(1)
 
     first = compose[0]
     if first in solo:
-        hit, fs = solo[first]
-        v = hit.sign * _vector(catalog, model, hit.id)
+        hit, fs, v = solo[first]  # re-localised on each face, as for its locality
+        v = hit.sign * v
         curves = np.stack([fs.scores(first, sample(fs, s * v)) for s in sweep], 1)  # (faces, strengths)
         steps_up = np.diff(curves, axis=1)
         mono = (steps_up >= 0).all(1) & (curves[:, -1] > curves[:, 0])
@@ -229,11 +245,12 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
             progress(1)
 
     if all(q in solo for q in compose):
-        (ha, fa), (hb, _) = solo[compose[0]], solo[compose[1]]
+        (ha, fa, _), (hb, _, _) = solo[compose[0]], solo[compose[1]]
         if ha.t_edit == hb.t_edit:
             union = fa.mask([part_for(q) for q in compose])
             va, vb = (h.sign * _vector(catalog, model, h.id) for h in (ha, hb))
-            P = _reprojected(model, fa, union, torch.stack([va, vb]), null_rank)  # (faces, 2, C, H, W)
+            own = [fa.mask(part_for(q)) for q in compose]
+            P = _relocalized(model, fa, own, torch.stack([va, vb]), null_rank)  # (faces, 2, C, H, W)
             la, lb = lam(ha), lam(hb)
             both = sample(fa, la * P[:, 0] + lb * P[:, 1])
             ratios, ok = {}, None
