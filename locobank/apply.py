@@ -157,8 +157,8 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg
     if one_time:
         src = engine.invert(m, x, dirs[0].t, steps)  # invert once
         if masks is not None:
-            moved = engine.relocalize(m, src, dirs[0].t, masks, torch.stack([d.vector for d in dirs]), null_rank=nr,
-                                      max_shift=max_shift, seed=seed)
+            moved, _ = engine.relocalize(m, src, dirs[0].t, masks, torch.stack([d.vector for d in dirs]),
+                                         null_rank=nr, max_shift=max_shift, seed=seed)
             dirs = [engine.Direction(v, d.t, d.fingerprint, name=d.name) for v, d in zip(moved, dirs)]
             masks = None
     else:

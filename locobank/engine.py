@@ -290,13 +290,17 @@ def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vec
 
 
 def relocalize(model: LoadedModel, x_t: Tensor, t: float | int, masks: Tensor | Sequence[Tensor], vectors: Tensor, *,
-               null_rank: int = 5, max_shift: int | None = None, seed: int = 0) -> Tensor:
+               null_rank: int = 5, max_shift: int | None = None, seed: int = 0,
+               union: Tensor | None = None) -> tuple[Tensor, list[tuple[int, int]]]:
     """A transferred edit made local on *this* image: ``vectors`` (k, C, H, W) each shifted onto
     its mask (:func:`align`), then projected off the null basis of this image's Jacobian at
-    ``x_t`` outside the union of the masks (:func:`reproject`)."""
+    ``x_t`` outside the union of the masks (or outside ``union``; :func:`reproject`).
+
+    Returns the vectors and their shifts (dy, dx)."""
     ms = _masks(model, masks, len(vectors))
-    aligned, _ = align(model, vectors, ms, max_shift=max_shift)
-    return reproject(model, x_t, t, torch.stack(ms).any(0), aligned, null_rank=null_rank, seed=seed)
+    aligned, shifts = align(model, vectors, ms, max_shift=max_shift)
+    outside_of = torch.stack(ms).any(0) if union is None else union
+    return reproject(model, x_t, t, outside_of, aligned, null_rank=null_rank, seed=seed), shifts
 
 
 def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
@@ -363,16 +367,17 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
         state = ddim.invert(den, state, t, grid=seg, t_from=prev, progress=progress)
         states[t], prev = state, t
     vectors = [d.vector.to(model.device, torch.float32) for d in dirs]
-    shifts: list[tuple[int, int]] = []
+    shifts: list[tuple[int, int]] = [(0, 0)] * len(dirs)
     if mask is not None:
         masks = _masks(model, mask, len(dirs))
         union = torch.stack(masks).any(0)
-        aligned, shifts = align(model, torch.stack(vectors), masks, max_shift=max_shift)
         for t in times:
             idx = [i for i, d in enumerate(dirs) if d.t == t]
-            moved = reproject(model, states[t], t, union, aligned[idx], null_rank=null_rank, seed=seed)
-            for i, v in zip(idx, moved):
-                vectors[i] = v
+            moved, moves = relocalize(model, states[t], t, [masks[i] for i in idx],
+                                      torch.stack([vectors[i] for i in idx]), null_rank=null_rank,
+                                      max_shift=max_shift, seed=seed, union=union)
+            for i, v, m in zip(idx, moved, moves):
+                vectors[i], shifts[i] = v, m
     parts = _scaled(vectors, strengths, orthogonalize)
     delta = {t: sum(p for p, d in zip(parts, dirs) if d.t == t).reshape(vectors[0].shape).to(vectors[0].dtype)
              for t in times}
@@ -386,4 +391,5 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
         y = ddim.sample(den, y, t, eta_tail=eta_tail, generator=g, progress=progress, grid=seg, t_stop=lower)
         if lower is not None:
             y = y + delta[lower]
-    return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t=top, shifts=shifts)
+    return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t=top,
+                      shifts=shifts if mask is not None else [])

@@ -225,7 +225,8 @@ def test_edit_with_a_mask_shifts_then_reprojects(model, image, mask):
     moved, shifts = engine.align(model, off[None], mask, max_shift=4)
     assert shifts == [(-2, 3)]
     assert torch.isclose(moved[0].norm(), off.norm())
-    V = engine.relocalize(model, xt, t, mask, off[None], null_rank=3, max_shift=4)
+    V, moves = engine.relocalize(model, xt, t, mask, off[None], null_rank=3, max_shift=4)
+    assert moves == [(-2, 3)]
     a = engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True, max_shift=4)
     b = engine.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
     torch.testing.assert_close(a.images, b.images)

@@ -171,7 +171,7 @@ def _relocalized(model: LoadedModel, fs: Faces, masks: list[list[torch.Tensor]],
     shifted onto its own part mask (``masks[j][i]``: vector j, face i), then re-projected off the
     face's null space outside the union of the masks."""
     return torch.stack([engine.relocalize(model, fs.x_t[i : i + 1], fs.t, [m[i] for m in masks], vectors,
-                                          null_rank=null_rank) for i in range(len(fs.seeds))])
+                                          null_rank=null_rank)[0] for i in range(len(fs.seeds))])
 
 
 def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, index_folder=None,
