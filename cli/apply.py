@@ -27,7 +27,8 @@ from .db import db_option, open_catalog
               help="First shift each direction by up to this many pixels onto its --mask, where most of its "
                    "energy falls inside [model default, else 0: no shift].")
 @click.option("--orthogonalize", is_flag=True, help="Gram-Schmidt the composed directions, in the order given.")
-@click.option("--sweep", default=None, help="Comma-separated strengths, e.g. -8,-4,0,4,8: one PNG strip per image (with --mask, the "
+@click.option("--sweep", default=None,
+              help="Comma-separated strengths, e.g. -8,-4,0,4,8: one PNG strip per image (with --mask, the "
                    "direction is re-localised once and scaled).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the stochastic tail (reproducible).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps [model default, else 50].")

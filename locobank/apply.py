@@ -114,9 +114,10 @@ def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = N
                     shifts: list | None = None) -> list[torch.Tensor]:
     """Edited images (3, H, W in [-1, 1]) in the order given, processed ``batch`` at a time.
 
-    With ``mask`` (a path, or one path per direction) each direction is shifted onto its mask
-    and re-projected on each image (see :func:`locobank.engine.edit`); ``shifts``, when given a
-    list, receives each image's per-direction shifts (dy, dx)."""
+    With ``mask`` (a path, or one path per direction) each direction is re-localised on each
+    image: shifted onto its mask when ``max_shift`` allows, then re-projected (see
+    :func:`locobank.engine.edit`); ``shifts``, when given a list, receives each image's
+    per-direction shifts (dy, dx)."""
     m = prep.model
     d = m.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
@@ -143,8 +144,8 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg
           max_shift: int | None = None) -> list[torch.Tensor]:
     """One image edited at each strength (the first direction scaled), for a linearity strip.
 
-    With ``mask`` the directions are shifted and re-projected on this image once, and every
-    strength uses them."""
+    With ``mask`` the directions are re-localised on this image once (:func:`locobank.engine.relocalize`),
+    and every strength uses them."""
     m = prep.model
     d = m.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)

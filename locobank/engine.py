@@ -311,9 +311,10 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
 
     With ``inverted`` the input is already the state at ``t_edit``. With ``mask`` (one for all
     directions, or one per direction) each direction is first shifted onto its mask by up to
-    ``max_shift`` pixels (:func:`align`; default :func:`max_shift_for`), then re-projected off the null space
-    of *this* image's Jacobian outside the union of the masks, which keeps a transferred edit
-    local on a new image (one image at a time then).
+    ``max_shift`` pixels (:func:`align`; default :func:`max_shift_for`, which is 0 unless the
+    model sets it), then re-projected off the null space of *this* image's Jacobian outside the
+    union of the masks, which keeps a transferred edit local on a new image (one image at a
+    time then).
     """
     pairs = list(directions)
     if not pairs:

@@ -168,8 +168,8 @@ def _top(catalog, clip, query: str, index_folder):
 def _relocalized(model: LoadedModel, fs: Faces, masks: list[list[torch.Tensor]], vectors: torch.Tensor,
                  null_rank: int) -> torch.Tensor:
     """Per face: ``vectors`` (k, C, H, W) made local on that face, as ``apply --mask`` does: each
-    shifted onto its own part mask (``masks[j][i]``: vector j, face i), then re-projected off the
-    face's null space outside the union of the masks."""
+    with its own part mask (``masks[j][i]``: vector j, face i; shifted onto it only if the model
+    sets ``max_shift``), re-projected off the face's null space outside the union of the masks."""
     return torch.stack([engine.relocalize(model, fs.x_t[i : i + 1], fs.t, [m[i] for m in masks], vectors,
                                           null_rank=null_rank)[0] for i in range(len(fs.seeds))])
 
