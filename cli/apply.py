@@ -26,10 +26,14 @@ from .db import db_option, open_catalog
 @click.option("--max-shift", type=click.IntRange(0, 256), default=None,
               help="First shift each direction by up to this many pixels onto its --mask, where most of its "
                    "energy falls inside [model default, else 0: no shift].")
+@click.option("--spill-passes", type=click.IntRange(0, 20), default=None,
+              help="With --mask: sample the edit, subtract its change outside the masks from the direction, "
+                   "and sample again, this many times (one sampling each, and one of the unedited image; "
+                   "0: the projection alone) [model default, else 2].")
 @click.option("--orthogonalize", is_flag=True, help="Gram-Schmidt the composed directions, in the order given.")
 @click.option("--sweep", default=None,
               help="Comma-separated strengths, e.g. -8,-4,0,4,8: one PNG strip per image (with --mask, the "
-                   "direction is re-localised once and scaled).")
+                   "direction is re-localised once and scaled; the spill passes run at each strength).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the stochastic tail (reproducible).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps [model default, else 50].")
 @click.option("--resize", is_flag=True, help="Resize images (and --mask) to the model's size instead of refusing.")
@@ -39,8 +43,8 @@ from .db import db_option, open_catalog
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @db_option
 @fail_on_library_errors
-def apply(args, out, query, clip_spec, domain, strength, mask, max_shift, orthogonalize, sweep, seed, steps, resize,
-          batch, model_override, device, db_url):
+def apply(args, out, query, clip_spec, domain, strength, mask, max_shift, spill_passes, orthogonalize, sweep, seed,
+          steps, resize, batch, model_override, device, db_url):
     """Apply ID[:STRENGTH] ... to IMAGE... (files, folders or globs).
 
     \b
@@ -101,7 +105,7 @@ def apply(args, out, query, clip_spec, domain, strength, mask, max_shift, orthog
         with click.progressbar(paths, label="sweep") as bar:
             for p in bar:
                 strip = run_sweep(prep, p, values, mask=list(mask) or None, resize=resize, seed=seed, steps=steps,
-                                  max_shift=max_shift)
+                                  max_shift=max_shift, spill_passes=spill_passes)
                 arr = np.concatenate([to_uint8(s) for s in strip], 1)
                 target = out / f"{p.stem}_sweep.png" if many else out
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,17 +115,23 @@ def apply(args, out, query, clip_spec, domain, strength, mask, max_shift, orthog
     shifts: list = []
     with click.progressbar(length=len(paths), label="apply") as bar:
         edited = apply_to_images(prep, paths, mask=list(mask) or None, resize=resize, orthogonalize=orthogonalize,
-                                 seed=seed, steps=steps, max_shift=max_shift, batch=batch, progress=bar.update,
+                                 seed=seed, steps=steps, max_shift=max_shift, spill_passes=spill_passes, batch=batch,
+                                 progress=bar.update,
                                  shifts=shifts)
     for p, img in zip(paths, edited):
         save_image(img, out / f"{p.stem}.png" if many else out)
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
     click.echo(f"applied {desc} to {len(paths)} image{'s' if many else ''} -> {out}")
-    if shifts and not many and any(s != (0, 0) for s in shifts[0]):
-        moved = ", ".join(f"{d.name} by ({dy:+d}, {dx:+d}) px" for d, (dy, dx) in zip(prep.directions, shifts[0]))
-        click.echo(f"re-localised on the mask: shifted {moved} (down, right), then re-projected")
-    elif mask and not many:
-        click.echo("re-localised on the mask: re-projected")
+    if mask:
+        from locobank.engine import spill_passes_for
+
+        n = spill_passes_for(prep.model) if spill_passes is None else spill_passes
+        passes = f", {n} spill pass{'es' if n != 1 else ''}" if n else ""
+        if shifts and not many and any(s != (0, 0) for s in shifts[0]):
+            moved = ", ".join(f"{d.name} by ({dy:+d}, {dx:+d}) px" for d, (dy, dx) in zip(prep.directions, shifts[0]))
+            click.echo(f"re-localised on the mask: shifted {moved} (down, right), then re-projected{passes}")
+        else:
+            click.echo(f"re-localised on the mask: re-projected{passes}")
 
 
 def _looks_like_spec(text: str) -> bool:

@@ -109,14 +109,15 @@ def load_masks(prep: Prepared, mask: MaskArg, resize: bool) -> list[torch.Tensor
 
 def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = None, resize: bool = False,
                     orthogonalize: bool = False, seed: int = 0, steps: int | None = None, eta_tail: float | None = None,
-                    null_rank: int | None = None, max_shift: int | None = None, batch: int = 16,
+                    null_rank: int | None = None, max_shift: int | None = None, spill_passes: int | None = None,
+                    batch: int = 16,
                     progress: Callable[[int], None] | None = None,
                     shifts: list | None = None) -> list[torch.Tensor]:
     """Edited images (3, H, W in [-1, 1]) in the order given, processed ``batch`` at a time.
 
     With ``mask`` (a path, or one path per direction) each direction is re-localised on each
-    image: shifted onto its mask when ``max_shift`` allows, then re-projected (see
-    :func:`locobank.engine.edit`); ``shifts``, when given a list, receives each image's
+    image: shifted onto its mask when ``max_shift`` allows, re-projected, then corrected by
+    ``spill_passes`` spill passes (see :func:`locobank.engine.edit`); ``shifts``, when given a list, receives each image's
     per-direction shifts (dy, dx)."""
     m = prep.model
     d = m.defaults
@@ -130,7 +131,8 @@ def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = N
     for i in range(0, len(images), batch):
         x = torch.stack([load_image(p, m.resolution, resize=resize, channels=m.channels) for p in images[i : i + batch]])
         res = engine.edit(m, x, list(zip(prep.directions, prep.strengths)), steps=steps, seed=seed, eta_tail=eta,
-                          mask=masks, null_rank=nr, orthogonalize=orthogonalize, max_shift=max_shift)
+                          mask=masks, null_rank=nr, orthogonalize=orthogonalize, max_shift=max_shift,
+                          spill_passes=spill_passes)
         out += list(res.images.cpu())
         if shifts is not None and masks is not None:
             shifts.append(res.shifts)
@@ -141,11 +143,12 @@ def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = N
 
 def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg = None, resize: bool = False,
           seed: int = 0, steps: int | None = None, eta_tail: float | None = None, null_rank: int | None = None,
-          max_shift: int | None = None) -> list[torch.Tensor]:
+          max_shift: int | None = None, spill_passes: int | None = None) -> list[torch.Tensor]:
     """One image edited at each strength (the first direction scaled), for a linearity strip.
 
     With ``mask`` the directions are re-localised on this image once (:func:`locobank.engine.relocalize`),
-    and every strength uses them."""
+    and every strength uses them; the spill passes run at each strength, since the spill
+    depends on it."""
     m = prep.model
     d = m.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
@@ -161,12 +164,13 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg
             moved, _ = engine.relocalize(m, src, dirs[0].t, masks, torch.stack([d.vector for d in dirs]),
                                          null_rank=nr, max_shift=max_shift, seed=seed)
             dirs = [engine.Direction(v, d.t, d.fingerprint, name=d.name) for v, d in zip(moved, dirs)]
-            masks = None
+            nr, max_shift = 0, 0  # re-localised already: the edits below only run the spill passes
     else:
         src = x
     outs = []
     for val in values:
         r = engine.edit(m, src, [(dirs[0], float(val))] + list(zip(dirs[1:], prep.strengths[1:])), steps=steps,
-                        seed=seed, eta_tail=eta, inverted=one_time, mask=masks, null_rank=nr, max_shift=max_shift)
+                        seed=seed, eta_tail=eta, inverted=one_time, mask=masks, null_rank=nr, max_shift=max_shift,
+                        spill_passes=spill_passes)
         outs.append(r.images[0].cpu())
     return outs

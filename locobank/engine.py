@@ -22,6 +22,10 @@ from .models import LoadedModel
 
 DEFAULT_T_EDIT = 0.6
 DEFAULT_STEPS = 50
+# Spill passes with a target mask (see spill_pass). Two, by measurement on the toy model: on 20
+# unseen faces the top "blond hair" direction's locality went 0.80 -> 0.91 -> 0.93 -> 0.94 with
+# 0, 1, 2, 3 passes and "smile" 0.91 -> 0.97 -> 0.98 -> 0.99, their probe gains within 7 %.
+DEFAULT_SPILL_PASSES = 2
 
 
 @dataclass
@@ -258,6 +262,26 @@ def align(model: LoadedModel, vectors: Tensor, masks: Tensor | Sequence[Tensor],
     return torch.stack([v for v, _ in out]), [s for _, s in out]
 
 
+def spill_passes_for(model: LoadedModel) -> int:
+    """How many spill passes an edit with a target mask runs by default: ``spill_passes`` in the
+    model's defaults, else :data:`DEFAULT_SPILL_PASSES`."""
+    return int(model.defaults.get("spill_passes", DEFAULT_SPILL_PASSES))
+
+
+def spill_pass(model: LoadedModel, t: int, delta: Tensor, edited: Tensor, reference: Tensor, inside: Tensor) -> Tensor:
+    """One spill pass: the edit ``delta`` at timestep ``t`` less what it changed outside ``inside``.
+
+    ``edited`` and ``reference`` are the images sampled from ``x_t + delta`` and from ``x_t``
+    alone. Their difference outside the mask is the edit's spill; it is pulled back to time ``t``
+    (times ``sqrt(abar_t)``, the gain of the state on the clean image at low noise) and
+    subtracted from ``delta`` there, so sampling again changes less outside. The null-space
+    projection removes the spill of the Jacobian at ``t`` alone; this one is measured through the
+    whole sampler. Works on one (C, H, W) edit or a batch, with ``inside`` (H, W) or (B, H, W)."""
+    outside = (~inside.bool()).unsqueeze(-3).to(delta.device, delta.dtype)
+    gain = float(model.denoiser.abar(int(t))) ** 0.5
+    return delta - gain * outside * (edited - reference).to(delta.device, delta.dtype)
+
+
 def _masks(model: LoadedModel, masks: Tensor | Sequence[Tensor], n: int) -> list[Tensor]:
     """One checked (H, W) mask per direction from one mask or a list of ``n``."""
     shape = (model.resolution, model.resolution)
@@ -306,7 +330,8 @@ def relocalize(model: LoadedModel, x_t: Tensor, t: float | int, masks: Tensor | 
 def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
          t_edit: float | int | None = None, *, steps: int = DEFAULT_STEPS, seed: int = 0, eta_tail: float = 0.0,
          mask: Tensor | Sequence[Tensor] | None = None, null_rank: int = 5, orthogonalize: bool = False,
-         inverted: bool = False, max_shift: int | None = None, progress=None) -> EditResult:
+         inverted: bool = False, max_shift: int | None = None, spill_passes: int | None = None,
+         progress=None) -> EditResult:
     """Apply one direction, a transferred one, or a composition, to images in [-1, 1].
 
     With ``inverted`` the input is already the state at ``t_edit``. With ``mask`` (one for all
@@ -314,7 +339,10 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
     ``max_shift`` pixels (:func:`align`; default :func:`max_shift_for`, which is 0 unless the
     model sets it), then re-projected off the null space of *this* image's Jacobian outside the
     union of the masks, which keeps a transferred edit local on a new image (one image at a
-    time then).
+    time then). The edit then runs ``spill_passes`` spill passes (:func:`spill_pass`; default
+    :func:`spill_passes_for`): each samples the edit, subtracts its change outside the masks from
+    the direction at the (highest) edit time, and samples again, so each pass costs one sampling
+    (one more for the unedited reference).
     """
     pairs = list(directions)
     if not pairs:
@@ -340,19 +368,24 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
                 raise InputError(f"directions were found at timesteps {sorted(ts)} but the edit is at {t}")
         dirs = [_check_direction(model, d, t) for d, _ in pairs]
         dirs = [Direction(d.vector, t, d.fingerprint, name=d.name) if d.t != t else d for d in dirs]
+    passes = spill_passes_for(model) if spill_passes is None else int(spill_passes)
+    if passes < 0:
+        raise InputError("spill_passes must be 0 or more")
     return _edit_at_times(model, _as_batch(model, images), dirs, strengths, steps=steps, seed=seed, eta_tail=eta_tail,
                           mask=mask, null_rank=null_rank, orthogonalize=orthogonalize, inverted=inverted,
-                          max_shift=max_shift, progress=progress)
+                          max_shift=max_shift, spill_passes=passes, progress=progress)
 
 
 def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], *, steps: int,
                    seed: int, eta_tail: float, mask: Tensor | Sequence[Tensor] | None, null_rank: int,
-                   orthogonalize: bool, inverted: bool, max_shift: int | None = None, progress=None) -> EditResult:
+                   orthogonalize: bool, inverted: bool, max_shift: int | None = None, spill_passes: int = 0,
+                   progress=None) -> EditResult:
     """Invert to the highest edit time, then on the way back down add each direction when the
     sampler passes its own timestep (one time: the plain LOCO edit). The DDIM grid is the usual
     one for the highest time with every direction's time added; inversion and sampling walk the
     same grid in segments, so with zero strengths this is a plain reconstruction. With
-    ``inverted`` (one time only) ``x`` is already the state at that time."""
+    ``inverted`` (one time only) ``x`` is already the state at that time. With a mask, the
+    ``spill_passes`` correct the highest time's edit for its spill outside the masks' union."""
     den = model.denoiser
     times = sorted({d.t for d in dirs})
     grid = sorted(set(ddim.timesteps_to(times[-1], steps)) | set(times))
@@ -382,15 +415,26 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
     parts = _scaled(vectors, strengths, orthogonalize)
     delta = {t: sum(p for p, d in zip(parts, dirs) if d.t == t).reshape(vectors[0].shape).to(vectors[0].dtype)
              for t in times}
-    g = torch.Generator().manual_seed(int(seed))
     top = times[-1]
-    y = states[top] + delta[top]
     down = times[::-1]
-    for i, t in enumerate(down):
-        lower = down[i + 1] if i + 1 < len(down) else None
-        seg = [gg for gg in grid if (lower or 0) < gg <= t]
-        y = ddim.sample(den, y, t, eta_tail=eta_tail, generator=g, progress=progress, grid=seg, t_stop=lower)
-        if lower is not None:
-            y = y + delta[lower]
+
+    def walk(deltas: dict[int, Tensor]) -> Tensor:
+        """Sample down from the highest time, adding each time's edit as the sampler passes it."""
+        g = torch.Generator().manual_seed(int(seed))  # the same tail noise on every walk
+        y = states[top] + deltas[top]
+        for i, t in enumerate(down):
+            lower = down[i + 1] if i + 1 < len(down) else None
+            seg = [gg for gg in grid if (lower or 0) < gg <= t]
+            y = ddim.sample(den, y, t, eta_tail=eta_tail, generator=g, progress=progress, grid=seg, t_stop=lower)
+            if lower is not None:
+                y = y + deltas[lower]
+        return y
+
+    y = walk(delta)
+    if mask is not None and spill_passes > 0:
+        reference = walk({t: torch.zeros_like(v) for t, v in delta.items()})
+        for _ in range(spill_passes):
+            delta[top] = spill_pass(model, top, delta[top], y[0], reference[0], union)
+            y = walk(delta)
     return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t=top,
                       shifts=shifts if mask is not None else [])

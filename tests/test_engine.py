@@ -209,7 +209,8 @@ def test_reproject_removes_the_targets_outside_null_basis(model, image, mask):
     _, _, Vh = torch.linalg.svd(J * outside[:, None].float())
     assert (Vh[:3] @ V.flatten(1).T).abs().max() < 1e-2  # the null basis is found to tolerance 1e-2
     assert (Vh[:3] @ d.vectors.flatten(1).T).abs().max() > 1e-2  # the raw transfer did have such a component
-    a = engine.edit(model, xt, [(d[0], 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, max_shift=0)
+    a = engine.edit(model, xt, [(d[0], 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, max_shift=0,
+                    spill_passes=0)
     b = engine.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
     torch.testing.assert_close(a.images, b.images)
     assert a.shifts == [(0, 0)]
@@ -227,12 +228,46 @@ def test_edit_with_a_mask_shifts_then_reprojects(model, image, mask):
     assert torch.isclose(moved[0].norm(), off.norm())
     V, moves = engine.relocalize(model, xt, t, mask, off[None], null_rank=3, max_shift=4)
     assert moves == [(-2, 3)]
-    a = engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True, max_shift=4)
+    a = engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True, max_shift=4,
+                    spill_passes=0)
     b = engine.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
     torch.testing.assert_close(a.images, b.images)
     assert a.shifts == [(-2, 3)]
     with pytest.raises(InputError, match="one per direction"):
         engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=2, mask=[mask, mask, mask], inverted=True)
+
+
+def test_a_spill_pass_subtracts_the_sampled_change_outside_the_mask(model, image, mask):
+    """By hand: one pass samples the re-projected edit and the unedited reference, subtracts
+    sqrt(abar_t) times their difference outside the mask from the edit, and samples again."""
+    xt = engine.invert(model, image, 0.6, 10)
+    t = engine.to_timestep(model, 0.6)
+    v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(5))
+    V, _ = engine.relocalize(model, xt, t, mask, (v / v.norm())[None], null_rank=3, max_shift=0)
+    den = model.denoiser
+    ref = ddim.sample(den, xt, t, 10)
+    first = ddim.sample(den, xt + 3.0 * V[0], t, 10)
+    outside = (~mask).float()
+    corrected = 3.0 * V[0] - float(den.abar(t)) ** 0.5 * outside * (first - ref)[0]
+    want = ddim.sample(den, xt + corrected, t, 10)
+    got = engine.edit(model, xt, [(v / v.norm(), 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True,
+                      max_shift=0, spill_passes=1)
+    torch.testing.assert_close(got.images, want)
+    torch.testing.assert_close(got.x_t_edited, xt + corrected)
+
+
+def test_spill_passes_leave_a_zero_edit_alone_and_refuse_a_negative_count(model, image, mask):
+    """A zero-strength edit stays a plain reconstruction whatever the passes (the toy model's
+    test checks that the passes cut the change outside the mask)."""
+    xt = engine.invert(model, image, 0.6, 10)
+    t = engine.to_timestep(model, 0.6)
+    v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(6))
+    ref = ddim.sample(model.denoiser, xt, t, 10)
+    zero = engine.edit(model, xt, [(v / v.norm(), 0.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True,
+                       spill_passes=2)
+    torch.testing.assert_close(zero.images, ref)
+    with pytest.raises(InputError, match="spill_passes"):
+        engine.edit(model, xt, [(v / v.norm(), 1.0)], t_edit=t, steps=2, mask=mask, inverted=True, spill_passes=-1)
 
 
 def test_bad_masks_are_refused_clearly(model, image):

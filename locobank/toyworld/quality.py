@@ -150,6 +150,7 @@ class ApplyReport:
     """Locality on new faces per query, the linearity sweep and the composition."""
 
     strength: float | None  # None: each direction at its model's default for its mask label
+    spill_passes: int = 0  # spill passes after the re-projection, as `apply --mask` runs them
     locality: dict[str, dict] = field(default_factory=dict)
     linearity: dict = field(default_factory=dict)
     composition: dict = field(default_factory=dict)
@@ -178,17 +179,21 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
                   strength: float | None = None, steps: int | None = None, null_rank: int | None = None,
                   locality_queries: Sequence[str] = ("smile", "blue eyes", "blond hair"),
                   compose: tuple[str, str] = ("smile", "blond hair"), sweep: Sequence[float] = SWEEP,
-                  lacking_seed0: int | None = None, progress=None) -> ApplyReport:
+                  lacking_seed0: int | None = None, spill_passes: int | None = None, progress=None) -> ApplyReport:
     """Apply the top hits of a few queries to the unseen faces ``seeds`` and measure the bars.
 
     With ``lacking_seed0``, each query's locality is also measured on as many faces from that
     seed on that lack the attribute (``"lacking"``): on a face that already has blond hair a
     "blond hair" edit changes almost nothing inside the mask, and its locality share is then
-    a ratio of two small numbers (``spill_energy_mean`` gives the change outside the mask)."""
+    a ratio of two small numbers (``spill_energy_mean`` gives the change outside the mask).
+
+    Every edit runs ``spill_passes`` spill passes outside its masks (default: the model's, as
+    `apply --mask` does; :func:`locobank.engine.spill_pass`)."""
     d = model.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
     null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
-    rep = ApplyReport(strength)
+    passes = engine.spill_passes_for(model) if spill_passes is None else int(spill_passes)
+    rep = ApplyReport(strength, passes)
 
     def lam(hit) -> float:
         return float(strength if strength is not None else model.strength_for(hit.mask_label))
@@ -200,13 +205,18 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
             cache[t] = Faces.invert(model, seeds, t, steps)
         return cache[t]
 
-    def sample(fs: Faces, delta: torch.Tensor) -> torch.Tensor:
-        return ddim.sample(model.denoiser, fs.x_t + delta, fs.t, steps)
+    def sample(fs: Faces, delta: torch.Tensor, inside: list[torch.Tensor]) -> torch.Tensor:
+        """The faces edited by ``delta``, after the spill passes outside ``inside`` (one mask per face)."""
+        out = ddim.sample(model.denoiser, fs.x_t + delta, fs.t, steps)
+        for _ in range(passes):
+            delta = engine.spill_pass(model, fs.t, delta, out, fs.ref, torch.stack(inside))
+            out = ddim.sample(model.denoiser, fs.x_t + delta, fs.t, steps)
+        return out
 
     def measure(q: str, hit, fs: Faces) -> tuple[dict, torch.Tensor]:
         masks = fs.mask(part_for(q))
         v = _relocalized(model, fs, [masks], _vector(catalog, model, hit.id)[None], null_rank)[:, 0]
-        out = sample(fs, hit.sign * lam(hit) * v)
+        out = sample(fs, hit.sign * lam(hit) * v, masks)
         deltas = [(out[i] - fs.ref[i]).cpu() for i in range(len(fs.seeds))]
         loc = [locality(d, masks[i]) for i, d in enumerate(deltas)]
         spill = [float(d.pow(2).sum(0)[~masks[i]].sum()) for i, d in enumerate(deltas)]
@@ -236,7 +246,8 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     if first in solo:
         hit, fs, v = solo[first]  # re-localised on each face, as for its locality
         v = hit.sign * v
-        curves = np.stack([fs.scores(first, sample(fs, s * v)) for s in sweep], 1)  # (faces, strengths)
+        inside = fs.mask(part_for(first))
+        curves = np.stack([fs.scores(first, sample(fs, s * v, inside)) for s in sweep], 1)  # (faces, strengths)
         steps_up = np.diff(curves, axis=1)
         mono = (steps_up >= 0).all(1) & (curves[:, -1] > curves[:, 0])
         rep.linearity = {"query": first, "id": hit.id, "sweep": list(sweep), "monotone": int(mono.sum()),
@@ -252,10 +263,10 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
             own = [fa.mask(part_for(q)) for q in compose]
             P = _relocalized(model, fa, own, torch.stack([va, vb]), null_rank)  # (faces, 2, C, H, W)
             la, lb = lam(ha), lam(hb)
-            both = sample(fa, la * P[:, 0] + lb * P[:, 1])
+            both = sample(fa, la * P[:, 0] + lb * P[:, 1], union)
             ratios, ok = {}, None
             for j, q in enumerate(compose):
-                alone = sample(fa, (la, lb)[j] * P[:, j])
+                alone = sample(fa, (la, lb)[j] * P[:, j], union)
                 g_solo = fa.scores(q, alone) - fa.scores(q, fa.ref)
                 g_both = fa.scores(q, both) - fa.scores(q, fa.ref)
                 r = g_both / np.where(np.abs(g_solo) < 1e-9, np.nan, g_solo)

@@ -2,9 +2,11 @@
 
 Transfer = invert to the direction's t_edit, add lambda v, sample back (the path `locobank apply`
 runs). The direction is the toy model's top mouth direction of one face. For comparison, the
-LOCO reference reports 2 s per transfer edit at 256x256 on its GPU.
+LOCO reference reports 2 s per transfer edit at 256x256 on its GPU. With ``--masked N``, also
+the time per image of `apply --mask` (re-projection on each image) on N images, without and with
+the default spill passes.
 
-    .venv/bin/python tests/bench/bench_apply.py [--images 16] [--device cuda]
+    .venv/bin/python tests/bench/bench_apply.py [--images 16] [--masked 4] [--device cuda]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from locobank.toyworld import HELD_OUT_SEED, batch, face  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--masked", type=int, default=0, help="images for the re-localised (--mask) timing; 0: skip")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     model = load_model(TOY_DDPM, device=args.device)
@@ -62,6 +65,19 @@ def main() -> None:
     print(f"batch 1:  {1000 * one:7.1f} ms per image")
     print(f"batch {args.images}: {1000 * many:7.1f} ms per image")
     print(f"speed-up from batching: {one / many:.1f}x")
+    if args.masked:
+        passes = engine.spill_passes_for(model)
+        times = {}
+        for n in (0, passes):
+            start = time.perf_counter()
+            for i in range(args.masked):
+                m = torch.from_numpy(face(HELD_OUT_SEED + 1 + i).masks["mouth"])
+                engine.edit(model, imgs[i : i + 1], [(direction, lam)], steps=steps, mask=m,
+                            null_rank=d.get("null_rank", 5), spill_passes=n)
+            sync()
+            times[n] = (time.perf_counter() - start) / args.masked
+            print(f"with --mask, {n} spill passes: {1000 * times[n]:7.1f} ms per image")
+        print(f"cost of {passes} spill passes: {times[passes] / times[0]:.2f}x the re-projection alone")
 
 
 if __name__ == "__main__":
