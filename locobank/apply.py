@@ -110,15 +110,14 @@ def load_masks(prep: Prepared, mask: MaskArg, resize: bool) -> list[torch.Tensor
 def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = None, resize: bool = False,
                     orthogonalize: bool = False, seed: int = 0, steps: int | None = None, eta_tail: float | None = None,
                     null_rank: int | None = None, max_shift: int | None = None, spill_passes: int | None = None,
-                    batch: int = 16,
-                    progress: Callable[[int], None] | None = None,
+                    batch: int = 16, progress: Callable[[int], None] | None = None,
                     shifts: list | None = None) -> list[torch.Tensor]:
     """Edited images (3, H, W in [-1, 1]) in the order given, processed ``batch`` at a time.
 
     With ``mask`` (a path, or one path per direction) each direction is re-localised on each
     image: shifted onto its mask when ``max_shift`` allows, re-projected, then corrected by
-    ``spill_passes`` spill passes (see :func:`locobank.engine.edit`); ``shifts``, when given a list, receives each image's
-    per-direction shifts (dy, dx)."""
+    ``spill_passes`` spill passes (see :func:`locobank.engine.edit`); ``shifts``, when given a
+    list, receives each image's per-direction shifts (dy, dx)."""
     m = prep.model
     d = m.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -282,6 +282,22 @@ def spill_pass(model: LoadedModel, t: int, delta: Tensor, edited: Tensor, refere
     return delta - gain * outside * (edited - reference).to(delta.device, delta.dtype)
 
 
+def with_spill_passes(model: LoadedModel, t: int, delta: Tensor, inside: Tensor, passes: int,
+                      sample: Callable[[Tensor], Tensor], reference: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``passes`` spill passes (:func:`spill_pass`) on the edit ``delta`` at timestep ``t``.
+
+    ``sample(delta)`` returns the images edited by ``delta``; ``reference`` (the unedited
+    images, ``sample`` of a zero edit when not given) is what the spill is measured against.
+    Returns the corrected edit and the images it gives."""
+    out = sample(delta)
+    if passes > 0 and reference is None:
+        reference = sample(torch.zeros_like(delta))
+    for _ in range(passes):
+        delta = spill_pass(model, t, delta, out, reference, inside)
+        out = sample(delta)
+    return delta, out
+
+
 def _masks(model: LoadedModel, masks: Tensor | Sequence[Tensor], n: int) -> list[Tensor]:
     """One checked (H, W) mask per direction from one mask or a list of ``n``."""
     shape = (model.resolution, model.resolution)
@@ -430,11 +446,12 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
                 y = y + deltas[lower]
         return y
 
-    y = walk(delta)
-    if mask is not None and spill_passes > 0:
-        reference = walk({t: torch.zeros_like(v) for t, v in delta.items()})
-        for _ in range(spill_passes):
-            delta[top] = spill_pass(model, top, delta[top], y[0], reference[0], union)
-            y = walk(delta)
+    if mask is not None:  # one image: walk it as (C, H, W) like its edit
+        reference = walk({t: torch.zeros_like(v) for t, v in delta.items()})[0] if spill_passes else None
+        delta[top], y = with_spill_passes(model, top, delta[top], union, spill_passes,
+                                          lambda d: walk({**delta, top: d})[0], reference)
+        y = y[None]
+    else:
+        y = walk(delta)
     return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t=top,
                       shifts=shifts if mask is not None else [])

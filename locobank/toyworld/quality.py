@@ -207,11 +207,8 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
 
     def sample(fs: Faces, delta: torch.Tensor, inside: list[torch.Tensor]) -> torch.Tensor:
         """The faces edited by ``delta``, after the spill passes outside ``inside`` (one mask per face)."""
-        out = ddim.sample(model.denoiser, fs.x_t + delta, fs.t, steps)
-        for _ in range(passes):
-            delta = engine.spill_pass(model, fs.t, delta, out, fs.ref, torch.stack(inside))
-            out = ddim.sample(model.denoiser, fs.x_t + delta, fs.t, steps)
-        return out
+        return engine.with_spill_passes(model, fs.t, delta, torch.stack(inside), passes,
+                                        lambda d: ddim.sample(model.denoiser, fs.x_t + d, fs.t, steps), fs.ref)[1]
 
     def measure(q: str, hit, fs: Faces) -> tuple[dict, torch.Tensor]:
         masks = fs.mask(part_for(q))
