@@ -23,8 +23,12 @@ from .db import db_option, open_catalog
 @click.option("--mask", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
               help="Mask of the part to edit on the target image (repeat it to give one per direction): each "
                    "direction is re-projected off the image's own null space outside the masks.")
+@click.option("--register/--no-register", default=True, show_default=True,
+              help="With --mask: first move each direction from the part it was harvested on to the part under "
+                   "its --mask: the shift that lays the one mask over the other, then a sub-pixel offset and "
+                   "the part's size fitted from both images (the model's register_scale axes).")
 @click.option("--max-shift", type=click.IntRange(0, 256), default=None,
-              help="First shift each direction by up to this many pixels onto its --mask, where most of its "
+              help="Then shift each direction by up to this many more pixels onto its --mask, where most of its "
                    "energy falls inside [model default, else 0: no shift].")
 @click.option("--spill-passes", type=click.IntRange(0, 20), default=None,
               help="With --mask: sample the edit, subtract its change outside the masks from the direction, "
@@ -43,8 +47,8 @@ from .db import db_option, open_catalog
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @db_option
 @fail_on_library_errors
-def apply(args, out, query, clip_spec, domain, strength, mask, max_shift, spill_passes, orthogonalize, sweep, seed,
-          steps, resize, batch, model_override, device, db_url):
+def apply(args, out, query, clip_spec, domain, strength, mask, register, max_shift, spill_passes, orthogonalize, sweep,
+          seed, steps, resize, batch, model_override, device, db_url):
     """Apply ID[:STRENGTH] ... to IMAGE... (files, folders or globs).
 
     \b
@@ -105,7 +109,7 @@ def apply(args, out, query, clip_spec, domain, strength, mask, max_shift, spill_
         with click.progressbar(paths, label="sweep") as bar:
             for p in bar:
                 strip = run_sweep(prep, p, values, mask=list(mask) or None, resize=resize, seed=seed, steps=steps,
-                                  max_shift=max_shift, spill_passes=spill_passes)
+                                  max_shift=max_shift, spill_passes=spill_passes, register=register)
                 arr = np.concatenate([to_uint8(s) for s in strip], 1)
                 target = out / f"{p.stem}_sweep.png" if many else out
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +119,8 @@ def apply(args, out, query, clip_spec, domain, strength, mask, max_shift, spill_
     shifts: list = []
     with click.progressbar(length=len(paths), label="apply") as bar:
         edited = apply_to_images(prep, paths, mask=list(mask) or None, resize=resize, orthogonalize=orthogonalize,
-                                 seed=seed, steps=steps, max_shift=max_shift, spill_passes=spill_passes, batch=batch,
-                                 progress=bar.update,
-                                 shifts=shifts)
+                                 seed=seed, steps=steps, max_shift=max_shift, spill_passes=spill_passes,
+                                 register=register, batch=batch, progress=bar.update, shifts=shifts)
     for p, img in zip(paths, edited):
         save_image(img, out / f"{p.stem}.png" if many else out)
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
@@ -127,9 +130,14 @@ def apply(args, out, query, clip_spec, domain, strength, mask, max_shift, spill_
 
         n = spill_passes_for(prep.model) if spill_passes is None else spill_passes
         passes = f", {n} spill pass{'es' if n != 1 else ''}" if n else ""
-        if shifts and not many and any(s != (0, 0) for s in shifts[0]):
-            moved = ", ".join(f"{d.name} by ({dy:+d}, {dx:+d}) px" for d, (dy, dx) in zip(prep.directions, shifts[0]))
-            click.echo(f"re-localised on the mask: shifted {moved} (down, right), then re-projected{passes}")
+        unknown = [d.name for d in prep.directions if d.source is None]
+        if register and unknown:
+            click.echo(f"not registered (the mask it was harvested with is not recorded, nor its file there): "
+                       f"{', '.join(unknown)}")
+        if shifts and not many and any(s != ((0, 0), (1, 1)) for s in shifts[0]):
+            moved = "; ".join(f"{d.name} by ({dy:+.2f}, {dx:+.2f}) px (down, right), scaled ({sy:.2f}, {sx:.2f}) "
+                              f"(height, width)" for d, ((dy, dx), (sy, sx)) in zip(prep.directions, shifts[0]))
+            click.echo(f"re-localised on the mask: moved {moved}; then re-projected{passes}")
         else:
             click.echo(f"re-localised on the mask: re-projected{passes}")
 

@@ -87,6 +87,9 @@ def show_cmd(direction_id: int, as_json: bool, db_url: str | None) -> None:
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
+        if key == "diagnostics" and isinstance(value.get("source_part"), dict):  # bits and profiles: --json has them
+            h, w = value["source_part"].get("mask", {}).get("shape", ["?", "?"])
+            value = {**value, "source_part": f"the {w}x{h} mask it was found with, and its profiles (--json)"}
         if isinstance(value, (dict, list)):
             value = json.dumps(value, sort_keys=True)
         click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")

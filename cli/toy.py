@@ -198,10 +198,12 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobi
 @click.option("--reuse", is_flag=True, help="Measure an existing run in --out instead of harvesting again.")
 @click.option("--spill-passes", type=click.IntRange(0, 20), default=None,
               help="Spill passes of the apply bars' edits, as `apply --spill-passes` [model default, else 2].")
+@click.option("--register/--no-register", default=True, show_default=True,
+              help="Register each direction from its source mask onto each face's mask first, as `apply --mask` does.")
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @click.option("--json", "as_json", is_flag=True)
 @fail_on_library_errors
-def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, device, as_json) -> None:
+def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, register, device, as_json) -> None:
     """Measure search and apply quality on the toy world, with pixel probes rather than CLIP.
 
     Harvests --faces held-out faces through the demo's path (harvest, embed, name, index,
@@ -209,7 +211,7 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, d
     blond/black/long hair and glasses: the top hit's mask, precision@5 and how many of
     --targets faces (that lack the attribute) the top hit moves the right way. Then the apply
     bars on --unseen faces, each direction re-localised on each face as `apply --mask` does
-    (re-projected, then its spill passes):
+    (registered from its source mask, re-projected, then its spill passes):
     locality with each face's own part mask (also on as many faces that lack the attribute),
     monotonicity across the sweep -8..8, and smile + blond hair composed.
     """
@@ -238,7 +240,7 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, d
         rows = Q.search_quality(cat, clip, model, n_targets=targets, seed0=HELD_OUT_SEED + 10_000, index_folder=out / "index",
                                 sheets=out / "sheets", progress=stage("search bars", len(Q.SEARCH_QUERIES)))
         rep = Q.apply_quality(cat, clip, model, seeds, index_folder=out / "index",
-                              lacking_seed0=HELD_OUT_SEED + 10_000, spill_passes=spill_passes,
+                              lacking_seed0=HELD_OUT_SEED + 10_000, spill_passes=spill_passes, register=register,
                               progress=stage("apply bars", 5))
     report = {"model": model.info(), "faces": faces, "targets": targets, "unseen": unseen, "rank": rank,
               "directions": len(cat.list_directions()), "search": [r.__dict__ for r in rows], "apply": rep.to_dict()}
@@ -250,7 +252,7 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, d
     lams = {q: v["strength"] for q, v in rep.locality.items()}
     click.echo(f"\n{report['directions']} directions from {faces} faces; strengths "
                f"{', '.join(f'{q} {s:g}' for q, s in lams.items()) if rep.strength is None else rep.strength}; "
-               f"apply bars with {rep.spill_passes} spill passes\n")
+               f"apply bars {'registered, ' if rep.registered else ''}with {rep.spill_passes} spill passes\n")
     click.echo(f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}")
     for r in rows:
         ok = "" if r.top_mask == r.part else "  (want " + r.part + ")"

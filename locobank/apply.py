@@ -11,7 +11,8 @@ import torch
 
 from . import engine
 from .errors import InputError
-from .images import load_image, load_mask
+from .images import load_image, load_mask, unpack_mask
+from .loco.register import PartPrint, profiles
 from .models import LoadedModel
 from .resolve import model_for
 
@@ -85,10 +86,39 @@ def prepare(catalog, specs: Sequence[DirectionSpec], *, default_strength: float 
     dirs, strengths = [], []
     for s, r in zip(specs, recs):
         v = catalog.load_vector(r.id, expected_fingerprint=model.fingerprint)
-        dirs.append(engine.Direction(v.float(), r.t_edit, r.fingerprint, name=f"#{r.id}"))
+        dirs.append(engine.Direction(v.float(), r.t_edit, r.fingerprint, name=f"#{r.id}",
+                                     source=source_part(r, model.resolution, model.channels)))
         default = default_strength if default_strength is not None else model.strength_for(r.mask_label)
         strengths.append(float(default if s.strength is None else s.strength))
     return Prepared(model, dirs, strengths)
+
+
+def source_part(rec, resolution: int, channels: int = 3) -> PartPrint | None:
+    """The part direction ``rec`` was harvested on, at the model's ``resolution``: its mask and
+    profiles from the record's diagnostics (harvests that record them), else from its mask and
+    image files when they are still there unchanged (the mask alone without the image); None
+    when the mask is in neither, and the direction is then not registered."""
+    packed = rec.diagnostics.get("source_part")
+    if packed is not None:
+        m = unpack_mask(packed["mask"])
+        if tuple(m.shape) != (resolution, resolution):
+            return None
+        return PartPrint(m, torch.tensor(packed["cols"]), torch.tensor(packed["rows"]))
+    from .harvest.worker import file_sha256
+
+    def unchanged(uri: str | None, sha: str) -> Path | None:
+        p = Path(uri) if uri else None
+        return p if p is not None and p.is_file() and file_sha256(p) == sha else None
+
+    mpath = unchanged(rec.mask_uri, rec.mask_sha256)
+    if mpath is None:
+        return None
+    m = load_mask(mpath, resolution, resize=True)
+    ipath = unchanged(rec.image_uri, rec.image_sha256)
+    if ipath is None:
+        return PartPrint(m)
+    cols, rows = profiles(load_image(ipath, resolution, resize=True, channels=channels), m)
+    return PartPrint(m, cols, rows)
 
 
 MaskArg = Path | Sequence[Path] | None
@@ -110,14 +140,15 @@ def load_masks(prep: Prepared, mask: MaskArg, resize: bool) -> list[torch.Tensor
 def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = None, resize: bool = False,
                     orthogonalize: bool = False, seed: int = 0, steps: int | None = None, eta_tail: float | None = None,
                     null_rank: int | None = None, max_shift: int | None = None, spill_passes: int | None = None,
-                    batch: int = 16, progress: Callable[[int], None] | None = None,
+                    register: bool = True, batch: int = 16, progress: Callable[[int], None] | None = None,
                     shifts: list | None = None) -> list[torch.Tensor]:
     """Edited images (3, H, W in [-1, 1]) in the order given, processed ``batch`` at a time.
 
     With ``mask`` (a path, or one path per direction) each direction is re-localised on each
-    image: shifted onto its mask when ``max_shift`` allows, re-projected, then corrected by
+    image: registered from its source mask onto its mask (unless ``register`` is false),
+    shifted further when ``max_shift`` allows, re-projected, then corrected by
     ``spill_passes`` spill passes (see :func:`locobank.engine.edit`); ``shifts``, when given a
-    list, receives each image's per-direction shifts (dy, dx)."""
+    list, receives each image's per-direction ((dy, dx), (sy, sx)): shift and scale."""
     m = prep.model
     d = m.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
@@ -131,10 +162,10 @@ def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = N
         x = torch.stack([load_image(p, m.resolution, resize=resize, channels=m.channels) for p in images[i : i + batch]])
         res = engine.edit(m, x, list(zip(prep.directions, prep.strengths)), steps=steps, seed=seed, eta_tail=eta,
                           mask=masks, null_rank=nr, orthogonalize=orthogonalize, max_shift=max_shift,
-                          spill_passes=spill_passes)
+                          spill_passes=spill_passes, register=register)
         out += list(res.images.cpu())
         if shifts is not None and masks is not None:
-            shifts.append(res.shifts)
+            shifts.append(list(zip(res.shifts, res.scales)))
         if progress:
             progress(len(x))
     return out
@@ -142,7 +173,7 @@ def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = N
 
 def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg = None, resize: bool = False,
           seed: int = 0, steps: int | None = None, eta_tail: float | None = None, null_rank: int | None = None,
-          max_shift: int | None = None, spill_passes: int | None = None) -> list[torch.Tensor]:
+          max_shift: int | None = None, spill_passes: int | None = None, register: bool = True) -> list[torch.Tensor]:
     """One image edited at each strength (the first direction scaled), for a linearity strip.
 
     With ``mask`` the directions are re-localised on this image once (:func:`locobank.engine.relocalize`),
@@ -160,9 +191,10 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg
     if one_time:
         src = engine.invert(m, x, dirs[0].t, steps)  # invert once
         if masks is not None:
-            moved, _ = engine.relocalize(m, src, dirs[0].t, masks, torch.stack([d.vector for d in dirs]),
-                                         null_rank=nr, max_shift=max_shift, seed=seed)
-            dirs = [engine.Direction(v, d.t, d.fingerprint, name=d.name) for v, d in zip(moved, dirs)]
+            moved, _, _ = engine.relocalize(m, src, dirs[0].t, masks, torch.stack([d.vector for d in dirs]),
+                                            null_rank=nr, max_shift=max_shift, seed=seed, image=x[0],
+                                            sources=[d.source for d in dirs] if register else None)
+            dirs = [engine.Direction(v, d.t, d.fingerprint, name=d.name) for v, d in zip(moved, dirs)]  # registered
             nr, max_shift = 0, 0  # re-localised already: the edits below only run the spill passes
     else:
         src = x
@@ -170,6 +202,6 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg
     for val in values:
         r = engine.edit(m, src, [(dirs[0], float(val))] + list(zip(dirs[1:], prep.strengths[1:])), steps=steps,
                         seed=seed, eta_tail=eta, inverted=one_time, mask=masks, null_rank=nr, max_shift=max_shift,
-                        spill_passes=spill_passes)
+                        spill_passes=spill_passes, register=register)
         outs.append(r.images[0].cpu())
     return outs

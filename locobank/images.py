@@ -112,3 +112,37 @@ def save_image(x: torch.Tensor, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8(x)).save(path)
     return path
+
+
+def pack_mask(mask: torch.Tensor) -> dict:
+    """A (H, W) bool mask as JSON: its shape and its bits, packed and base64-encoded."""
+    import base64
+
+    m = torch.as_tensor(mask).bool().cpu().numpy()
+    return {"shape": list(m.shape), "bits": base64.b64encode(np.packbits(m.reshape(-1)).tobytes()).decode("ascii")}
+
+
+def unpack_mask(packed: dict) -> torch.Tensor:
+    """The (H, W) bool mask that :func:`pack_mask` wrote; a malformed entry is an InputError."""
+    import base64
+    import binascii
+
+    try:
+        h, w = (int(n) for n in packed["shape"])
+        bits = np.frombuffer(base64.b64decode(packed["bits"], validate=True), dtype=np.uint8)
+        flat = np.unpackbits(bits)[: h * w]
+        if flat.size != h * w:
+            raise ValueError(f"{flat.size} bits for a {h}x{w} mask")
+    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        raise InputError(f"a stored mask is malformed: {e}") from e
+    return torch.from_numpy(flat.reshape(h, w).astype(bool))
+
+
+def pack_part(image: torch.Tensor, mask: torch.Tensor) -> dict:
+    """A part as JSON: its mask (:func:`pack_mask`) and its column and row profiles in ``image``
+    (:func:`locobank.loco.register.profiles`), to 5 significant digits."""
+    from .loco.register import profiles
+
+    cols, rows = profiles(torch.as_tensor(image), torch.as_tensor(mask).bool())
+    return {"mask": pack_mask(mask), "cols": [float(f"{v:.5g}") for v in cols.tolist()],
+            "rows": [float(f"{v:.5g}") for v in rows.tolist()]}

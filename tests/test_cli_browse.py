@@ -38,6 +38,7 @@ DIRECTION_KEYS = {
     "image_sha256": str,
     "image_uri": str,
     "locobank_version": str,
+    "mask_uri": (str, type(None)),
     "created_at": str,
     "deleted_at": (str, type(None)),
 }

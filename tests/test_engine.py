@@ -13,6 +13,7 @@ from locobank.errors import FingerprintMismatch, InputError, ModelLoadError
 from locobank.images import load_image, load_mask
 from locobank.loco import ddim
 from locobank.loco.denoiser import Denoiser
+from locobank.loco.register import PartPrint, profiles
 from locobank.models import load_model
 from tiny import save_tiny_pipeline
 
@@ -226,7 +227,7 @@ def test_edit_with_a_mask_shifts_then_reprojects(model, image, mask):
     moved, shifts = engine.align(model, off[None], mask, max_shift=4)
     assert shifts == [(-2, 3)]
     assert torch.isclose(moved[0].norm(), off.norm())
-    V, moves = engine.relocalize(model, xt, t, mask, off[None], null_rank=3, max_shift=4)
+    V, moves, _ = engine.relocalize(model, xt, t, mask, off[None], null_rank=3, max_shift=4)
     assert moves == [(-2, 3)]
     a = engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True, max_shift=4,
                     spill_passes=0)
@@ -237,13 +238,60 @@ def test_edit_with_a_mask_shifts_then_reprojects(model, image, mask):
         engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=2, mask=[mask, mask, mask], inverted=True)
 
 
+def test_edit_registers_a_direction_from_its_source_part(model, image, mask):
+    """A direction found on a part 2 px higher and 1 px to the right comes down by (+2, -1)
+    before the re-projection; with ``register=False`` it stays where it is; a None source is
+    left alone and a source mask of the wrong size is refused."""
+    smask = shift(mask.float()[None], -2, 1)[0].bool()
+    v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(7)) * smask
+    v = v / v.norm()
+    xt = engine.invert(model, image, 0.6, 10)
+    t = engine.to_timestep(model, 0.6)
+    d = engine.Direction(v, t, source=PartPrint(smask))
+    V, moves, sizes = engine.relocalize(model, xt, t, mask, v[None], null_rank=3, sources=[d.source])
+    assert moves == [(2.0, -1.0)] and sizes == [(1.0, 1.0)]
+    W, _, _ = engine.relocalize(model, xt, t, mask, shift(v, 2, -1)[None], null_rank=3)
+    torch.testing.assert_close(V, W)
+    a = engine.edit(model, xt, [(d, 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, spill_passes=0)
+    b = engine.edit(model, xt, [(W[0], 3.0)], t_edit=t, steps=10, inverted=True)
+    torch.testing.assert_close(a.images, b.images)
+    assert a.shifts == [(2.0, -1.0)]
+    off = engine.edit(model, xt, [(d, 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, spill_passes=0,
+                      register=False)
+    assert off.shifts == [(0.0, 0.0)] and not torch.allclose(off.images, a.images)
+    same, moves, _ = engine.register(model, v[None], [None], mask)
+    assert moves == [(0.0, 0.0)] and torch.equal(same, v[None])
+    with pytest.raises(InputError, match="source mask 1"):
+        engine.register(model, v[None], [PartPrint(torch.ones(8, 8, dtype=torch.bool))], mask)
+
+
+def test_edit_of_a_clean_image_fits_the_part_size_from_its_profiles(model, mask):
+    """With the source's profiles and a clean target image, the direction is also scaled: a
+    target "mouth" bar 5 px wide against the source's 8 gives a horizontal scale near 5/8."""
+    def face_with_bar(x0: int, width: int) -> torch.Tensor:
+        img = torch.full((3, 16, 16), 0.3)
+        img[:, 10, x0 : x0 + width] = -0.9
+        return img
+
+    src, tgt = face_with_bar(4, 8), face_with_bar(5, 5)  # centres 7.5 and 7: a 5/8 part, moved left 0.5
+    cols, rows = profiles(src, mask)
+    v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(8)) * mask
+    d = engine.Direction(v / v.norm(), engine.to_timestep(model, 0.6), source=PartPrint(mask, cols, rows))
+    r = engine.edit(model, tgt, [(d, 2.0)], steps=6, mask=mask, null_rank=2, spill_passes=0)
+    (dy, dx), (sy, sx) = r.shifts[0], r.scales[0]
+    assert dy == 0.0 and sy == 1.0 and abs(sx - 0.625) <= 0.05 and abs(dx + 0.5) <= 0.25, (r.shifts, r.scales)
+    inv = engine.edit(model, engine.invert(model, tgt, 0.6, 6), [(d, 2.0)], steps=6, mask=mask, null_rank=2,
+                      spill_passes=0, inverted=True)
+    assert inv.scales == [(1.0, 1.0)]  # no clean image to fit on: the masks' shift alone
+
+
 def test_a_spill_pass_subtracts_the_sampled_change_outside_the_mask(model, image, mask):
     """By hand: one pass samples the re-projected edit and the unedited reference, subtracts
     sqrt(abar_t) times their difference outside the mask from the edit, and samples again."""
     xt = engine.invert(model, image, 0.6, 10)
     t = engine.to_timestep(model, 0.6)
     v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(5))
-    V, _ = engine.relocalize(model, xt, t, mask, (v / v.norm())[None], null_rank=3, max_shift=0)
+    V, _, _ = engine.relocalize(model, xt, t, mask, (v / v.norm())[None], null_rank=3, max_shift=0)
     den = model.denoiser
     ref = ddim.sample(den, xt, t, 10)
     first = ddim.sample(den, xt + 3.0 * V[0], t, 10)

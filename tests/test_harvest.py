@@ -79,6 +79,41 @@ def test_harvest_is_safe_to_repeat(tiny_model, faces, tmp_path):
     assert "done 6, skipped 0" in third.output
 
 
+def test_each_direction_records_the_part_it_was_found_on(tiny_model, faces, tmp_path):
+    """The mask and the part's profiles go into the direction's diagnostics, so `apply --mask`
+    can register it with neither file at hand; with the files (an older catalog) they are read
+    from them, and a changed or missing mask file means no registration."""
+    import dataclasses
+
+    import torch
+
+    from locobank.apply import source_part
+    from locobank.images import load_image, load_mask, unpack_mask
+    from locobank.loco.register import profiles
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    assert _harvest(["--model", str(tiny_model), "--images", str(faces), "--labels", "mouth", *FAST], db).exit_code == 0
+    with Catalog.open(db) as cat:
+        rec = cat.list_directions()[0]
+    mask = load_mask(Path(rec.mask_uri), 32)
+    img = load_image(Path(rec.image_uri), 32)
+    assert torch.equal(unpack_mask(rec.diagnostics["source_part"]["mask"]), mask)
+    cols, rows = profiles(img, mask)
+    part = source_part(rec, 32)
+    assert torch.equal(part.mask, mask)
+    torch.testing.assert_close(part.cols, cols, rtol=1e-4, atol=1e-4)  # stored to 5 digits
+    torch.testing.assert_close(part.rows, rows, rtol=1e-4, atol=1e-4)
+    older = dataclasses.replace(rec, diagnostics={})
+    from_files = source_part(older, 32)
+    assert torch.equal(from_files.mask, mask)
+    torch.testing.assert_close(from_files.cols, cols)
+    Path(rec.image_uri).write_bytes(b"changed")
+    assert source_part(older, 32).cols is None  # the mask alone
+    Path(rec.mask_uri).unlink()
+    assert source_part(older, 32) is None
+    assert source_part(rec, 64) is None  # another resolution: not this model's grid
+
+
 def _bad_corpus(folder: Path) -> dict[str, str]:
     """Every kind of bad input next to good ones; returns the expected reason per image stem."""
     folder.mkdir()
@@ -208,6 +243,8 @@ def test_jacobian_at_noised_states(tiny_model, faces, tmp_path):
 
 
 def test_noise_to_is_per_image_and_seeded(tiny_model):
+    import dataclasses
+
     import torch
 
     from locobank import engine

@@ -188,11 +188,16 @@ def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
     masked = _apply(world, "1:3", str(unseen[0]), "--mask", str(unseen[0]).replace(".png", "_mouth.png"),
                     "--out", str(tmp_path / "m.png"), "--steps", "3")
     assert masked.exit_code == 0, masked.output
-    assert "re-localised on the mask: re-projected, 2 spill passes" in masked.output
+    assert "re-localised on the mask: moved #1 by (" in masked.output  # registered onto this face's mouth
+    assert "(height, width); then re-projected, 2 spill passes" in masked.output
     bare = _apply(world, "1:3", str(unseen[0]), "--mask", str(unseen[0]).replace(".png", "_mouth.png"),
                   "--out", str(tmp_path / "m0.png"), "--steps", "3", "--spill-passes", "0")
-    assert bare.exit_code == 0 and bare.output.rstrip().endswith("re-localised on the mask: re-projected"), bare.output
+    assert bare.exit_code == 0 and bare.output.rstrip().endswith("then re-projected"), bare.output
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "m0.png")), np.asarray(Image.open(tmp_path / "m.png")))
+    unreg = _apply(world, "1:3", str(unseen[0]), "--mask", str(unseen[0]).replace(".png", "_mouth.png"),
+                   "--out", str(tmp_path / "m00.png"), "--steps", "3", "--spill-passes", "0", "--no-register")
+    assert unreg.exit_code == 0 and unreg.output.rstrip().endswith("re-localised on the mask: re-projected"), unreg.output
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "m00.png")), np.asarray(Image.open(tmp_path / "m0.png")))
     mouth, hair = (str(unseen[0]).replace(".png", f"_{part}.png") for part in ("mouth", "hair"))
     two = _apply(world, "1:3", "2:3", str(unseen[0]), "--mask", mouth, "--mask", hair, "--out", str(tmp_path / "m2.png"),
                  "--steps", "3", "--max-shift", "1")

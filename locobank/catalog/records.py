@@ -128,6 +128,7 @@ class DirectionRecord(_Record):
     image_sha256: str
     image_uri: str
     locobank_version: str
+    mask_uri: str | None
     created_at: datetime
     deleted_at: datetime | None
 

@@ -58,6 +58,7 @@ _DIRECTION_COLUMNS = (
     Mask.label,
     Mask.sha256,
     HarvestRun.locobank_version,
+    Mask.uri,
 )
 
 
@@ -99,7 +100,7 @@ def direction_query() -> Select:
 
 def direction_record(row: Any) -> DirectionRecord:
     """A ``direction_query`` row as a record with its provenance."""
-    d, run_id, m, image_sha, image_uri, mask_label, mask_sha, version = row
+    d, run_id, m, image_sha, image_uri, mask_label, mask_sha, version, mask_uri = row
     return DirectionRecord(
         id=d.id,
         job_id=d.job_id,
@@ -125,6 +126,7 @@ def direction_record(row: Any) -> DirectionRecord:
         image_sha256=image_sha,
         image_uri=image_uri,
         locobank_version=version,
+        mask_uri=mask_uri,
         created_at=d.created_at,
         deleted_at=d.deleted_at,
     )

@@ -22,7 +22,7 @@ import torch
 from .. import engine
 from ..catalog.records import JobRecord, NewDirection, RunRecord
 from ..errors import InputError, LocobankError
-from ..images import check_mask, load_image, load_mask
+from ..images import check_mask, load_image, load_mask, pack_part
 from ..models import LoadedModel
 from .inputs import Pair
 
@@ -244,7 +244,7 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
                 _fail(catalog, job, owner, _reason(e), summary, on_job)
             continue
         summary.engine_seconds += time.perf_counter() - t0
-        for (job, _, m), xt, t in zip(ready, xts, ts):
+        for (job, x, m), xt, t in zip(ready, xts, ts):
             try:
                 t1 = time.perf_counter()
                 found = engine.find_directions(model, xt, t, m, rank=params.rank, null_rank=params.null_rank,
@@ -254,7 +254,7 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
                 new = [NewDirection(rank_index=i, singular_value=float(found.singular_values[i]),
                                     vector=found.vectors[i].detach().cpu().float().contiguous(), t_edit=found.t,
                                     t_edit_frac=found.t / model.denoiser.num_timesteps, null_rank=params.null_rank,
-                                    diagnostics=_direction_diagnostics(found.diagnostics, i))
+                                    diagnostics=_direction_diagnostics(found.diagnostics, i, x, m))
                        for i in range(len(found))]
                 catalog.complete_job(job.id, owner, new)
                 summary.done += 1
@@ -268,9 +268,13 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     return summary
 
 
-def _direction_diagnostics(diag: dict, i: int) -> dict:
+def _direction_diagnostics(diag: dict, i: int, image: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Direction ``i``'s share of the job's diagnostics, with the part it was found on (the mask
+    at the model's resolution and the part's profiles), so ``apply --mask`` can register it on
+    another image."""
     out = {k: v for k, v in diag.items() if k != "outside_residual"}
     out["outside_residual"] = diag["outside_residual"][i]
+    out["source_part"] = pack_part(image, mask)
     return out
 
 

@@ -2,8 +2,10 @@
 
 A direction is local to the part it was harvested on. On a new image the same part sits a few
 pixels elsewhere, and the transferred edit then draws a shifted, lopsided copy of the change.
-Shifting the direction so that most of its energy lands inside the new image's mask puts the
-edit where the part is before the null-space projection trims what is left outside.
+Two ways to find the shift: lay the mask the direction was harvested with over the new image's
+mask (:func:`register_shift`, used when the source mask is known), or move the direction until
+most of its energy lands inside the new mask (:func:`best_shift`). Either puts the edit where
+the part is before the null-space projection trims what is left outside.
 """
 
 from __future__ import annotations
@@ -57,9 +59,23 @@ def best_shift(energy: Tensor, mask: Tensor, max_shift: int) -> tuple[int, int]:
 def align_to_mask(v: Tensor, mask: Tensor, max_shift: int) -> tuple[Tensor, tuple[int, int]]:
     """``v`` (C, H, W) shifted onto ``mask`` (H, W bool) and rescaled to its own norm, with the shift."""
     e = v.detach().float().pow(2).sum(0)
-    dy, dx = best_shift(e, mask.to(e.device), max_shift)
-    if (dy, dx) == (0, 0):
+    return _moved(v, best_shift(e, mask.to(e.device), max_shift))
+
+
+def _moved(v: Tensor, by: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
+    """``v`` shifted by ``by`` and rescaled to its own norm, with the shift."""
+    if by == (0, 0):
         return v, (0, 0)
-    w = shift(v, dy, dx)
+    w = shift(v, *by)
     n = w.norm()
-    return (w * (v.norm() / n) if n > 0 else w), (dy, dx)
+    return (w * (v.norm() / n) if n > 0 else w), by
+
+
+def register_shift(source: Tensor, target: Tensor, max_shift: int) -> tuple[int, int]:
+    """The shift (dy, dx), each within ``max_shift``, that lays the ``source`` mask (H, W) over
+    the ``target`` mask best: the most of its pixels inside, the shortest such shift on ties.
+
+    ``source`` is the mask a direction was harvested with and ``target`` the same part's mask on
+    a new image, so the shift carries the direction from where the part was to where it is."""
+    return best_shift(source.to(torch.float32), target.to(source.device), max_shift)
+

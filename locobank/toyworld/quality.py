@@ -53,12 +53,13 @@ class Faces:
     t: int
     x_t: torch.Tensor
     ref: torch.Tensor
+    x: torch.Tensor  # the clean faces
 
     @classmethod
     def invert(cls, model: LoadedModel, seeds: Sequence[int], t: int, steps: int) -> "Faces":
         x = torch.from_numpy(batch(list(seeds))).to(model.device)
         xt = ddim.invert(model.denoiser, x, t, steps)
-        return cls(list(seeds), t, xt, ddim.sample(model.denoiser, xt, t, steps))
+        return cls(list(seeds), t, xt, ddim.sample(model.denoiser, xt, t, steps), x)
 
     def scores(self, query: str, images: torch.Tensor) -> np.ndarray:
         return np.array([attribute_score(query, to_uint8(im), face(s).attrs) for s, im in zip(self.seeds, images)])
@@ -151,6 +152,7 @@ class ApplyReport:
 
     strength: float | None  # None: each direction at its model's default for its mask label
     spill_passes: int = 0  # spill passes after the re-projection, as `apply --mask` runs them
+    registered: bool = False  # directions registered from their source masks, as `apply --mask` does
     locality: dict[str, dict] = field(default_factory=dict)
     linearity: dict = field(default_factory=dict)
     composition: dict = field(default_factory=dict)
@@ -167,19 +169,28 @@ def _top(catalog, clip, query: str, index_folder):
 
 
 def _relocalized(model: LoadedModel, fs: Faces, masks: list[list[torch.Tensor]], vectors: torch.Tensor,
-                 null_rank: int) -> torch.Tensor:
+                 null_rank: int, sources: list | None) -> torch.Tensor:
     """Per face: ``vectors`` (k, C, H, W) made local on that face, as ``apply --mask`` does: each
-    with its own part mask (``masks[j][i]``: vector j, face i; shifted onto it only if the model
-    sets ``max_shift``), re-projected off the face's null space outside the union of the masks."""
+    with its own part mask (``masks[j][i]``: vector j, face i), registered from its source mask
+    (``sources[j]``; with ``sources`` None, not), shifted onto it only if the model sets
+    ``max_shift``, then re-projected off the face's null space outside the union of the masks."""
     return torch.stack([engine.relocalize(model, fs.x_t[i : i + 1], fs.t, [m[i] for m in masks], vectors,
-                                          null_rank=null_rank)[0] for i in range(len(fs.seeds))])
+                                          null_rank=null_rank, sources=sources, image=fs.x[i])[0]
+                        for i in range(len(fs.seeds))])
+
+
+def _source(catalog, model: LoadedModel, did: int):
+    from ..apply import source_part
+
+    return source_part(catalog.get_direction(did), model.resolution, model.channels)
 
 
 def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, index_folder=None,
                   strength: float | None = None, steps: int | None = None, null_rank: int | None = None,
                   locality_queries: Sequence[str] = ("smile", "blue eyes", "blond hair"),
                   compose: tuple[str, str] = ("smile", "blond hair"), sweep: Sequence[float] = SWEEP,
-                  lacking_seed0: int | None = None, spill_passes: int | None = None, progress=None) -> ApplyReport:
+                  lacking_seed0: int | None = None, spill_passes: int | None = None, register: bool = True,
+                  progress=None) -> ApplyReport:
     """Apply the top hits of a few queries to the unseen faces ``seeds`` and measure the bars.
 
     With ``lacking_seed0``, each query's locality is also measured on as many faces from that
@@ -188,12 +199,16 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     a ratio of two small numbers (``spill_energy_mean`` gives the change outside the mask).
 
     Every edit runs ``spill_passes`` spill passes outside its masks (default: the model's, as
-    `apply --mask` does; :func:`locobank.engine.spill_pass`)."""
+    `apply --mask` does; :func:`locobank.engine.spill_pass`), after each direction is registered
+    from the mask it was harvested with onto each face's mask (unless ``register`` is false)."""
     d = model.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
     null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
     passes = engine.spill_passes_for(model) if spill_passes is None else int(spill_passes)
-    rep = ApplyReport(strength, passes)
+    rep = ApplyReport(strength, passes, register)
+
+    def sources(*hits) -> list | None:
+        return [_source(catalog, model, h.id) for h in hits] if register else None
 
     def lam(hit) -> float:
         return float(strength if strength is not None else model.strength_for(hit.mask_label))
@@ -212,7 +227,7 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
 
     def measure(q: str, hit, fs: Faces) -> tuple[dict, torch.Tensor]:
         masks = fs.mask(part_for(q))
-        v = _relocalized(model, fs, [masks], _vector(catalog, model, hit.id)[None], null_rank)[:, 0]
+        v = _relocalized(model, fs, [masks], _vector(catalog, model, hit.id)[None], null_rank, sources(hit))[:, 0]
         out = sample(fs, hit.sign * lam(hit) * v, masks)
         deltas = [(out[i] - fs.ref[i]).cpu() for i in range(len(fs.seeds))]
         loc = [locality(d, masks[i]) for i, d in enumerate(deltas)]
@@ -248,7 +263,8 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
         steps_up = np.diff(curves, axis=1)
         mono = (steps_up >= 0).all(1) & (curves[:, -1] > curves[:, 0])
         rep.linearity = {"query": first, "id": hit.id, "sweep": list(sweep), "monotone": int(mono.sum()),
-                         "n": len(seeds), "probe_mean": curves.mean(0).round(4).tolist()}
+                         "n": len(seeds), "probe_mean": curves.mean(0).round(4).tolist(),
+                         "per_face": curves.round(4).tolist()}
         if progress:
             progress(1)
 
@@ -258,7 +274,7 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
             union = fa.mask([part_for(q) for q in compose])
             va, vb = (h.sign * _vector(catalog, model, h.id) for h in (ha, hb))
             own = [fa.mask(part_for(q)) for q in compose]
-            P = _relocalized(model, fa, own, torch.stack([va, vb]), null_rank)  # (faces, 2, C, H, W)
+            P = _relocalized(model, fa, own, torch.stack([va, vb]), null_rank, sources(ha, hb))  # (faces, 2, C, H, W)
             la, lb = lam(ha), lam(hb)
             both = sample(fa, la * P[:, 0] + lb * P[:, 1], union)
             ratios, ok = {}, None

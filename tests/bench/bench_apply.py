@@ -3,8 +3,8 @@
 Transfer = invert to the direction's t_edit, add lambda v, sample back (the path `locobank apply`
 runs). The direction is the toy model's top mouth direction of one face. For comparison, the
 LOCO reference reports 2 s per transfer edit at 256x256 on its GPU. With ``--masked N``, also
-the time per image of `apply --mask` (re-projection on each image) on N images, without and with
-the default spill passes.
+the time per image of `apply --mask` (registration and re-projection on each image) on N images,
+without and with the default spill passes, and the registration's share.
 
     .venv/bin/python tests/bench/bench_apply.py [--images 16] [--masked 4] [--device cuda]
 """
@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from locobank import engine  # noqa: E402
+from locobank.loco.register import PartPrint, profiles  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import TOY_DDPM  # noqa: E402
 from locobank.toyworld import HELD_OUT_SEED, batch, face  # noqa: E402
@@ -40,9 +41,10 @@ def main() -> None:
     lam = d.get("strength", 8.0)
     src = torch.from_numpy(batch([HELD_OUT_SEED]))
     xt = engine.invert(model, src, t, steps)
-    found = engine.find_directions(model, xt, t, torch.from_numpy(face(HELD_OUT_SEED).masks["mouth"]), rank=1,
-                                   null_rank=d.get("null_rank", 5), iters=20)
+    src_mask = torch.from_numpy(face(HELD_OUT_SEED).masks["mouth"])
+    found = engine.find_directions(model, xt, t, src_mask, rank=1, null_rank=d.get("null_rank", 5), iters=20)
     direction = found[0]
+    direction.source = PartPrint(src_mask, *profiles(src[0], src_mask))  # as the catalog gives it: registered
     imgs = torch.from_numpy(batch(range(HELD_OUT_SEED + 1, HELD_OUT_SEED + 1 + args.images)))
     hw = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"toy model, {hw}; {steps} DDIM steps each way, t_edit={t}, strength {lam}")
@@ -78,6 +80,11 @@ def main() -> None:
             times[n] = (time.perf_counter() - start) / args.masked
             print(f"with --mask, {n} spill passes: {1000 * times[n]:7.1f} ms per image")
         print(f"cost of {passes} spill passes: {times[passes] / times[0]:.2f}x the re-projection alone")
+        start = time.perf_counter()
+        for i in range(args.masked):
+            m = torch.from_numpy(face(HELD_OUT_SEED + 1 + i).masks["mouth"])
+            engine.register(model, direction.vector[None], [direction.source], m, image=imgs[i])
+        print(f"of which the registration: {1000 * (time.perf_counter() - start) / args.masked:7.1f} ms per image")
 
 
 if __name__ == "__main__":
