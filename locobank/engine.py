@@ -17,7 +17,7 @@ from .errors import FingerprintMismatch, InputError
 from .images import check_mask
 from .loco import ddim
 from .loco import register as reg
-from .loco.align import align_to_mask, register_shift, shift as shift_by
+from .loco.align import align_to_mask, register_shift
 from .loco.jacobian import Linearization, block_subspace_svd, project_out
 from .models import LoadedModel
 
@@ -32,7 +32,7 @@ DEFAULT_SPILL_PASSES = 2
 @dataclass
 class Direction:
     """A unit edit direction and what it belongs to: the model's fingerprint, the edit timestep
-    and, when known, the mask it was harvested with (so a target mask can register it)."""
+    and, when known, the part it was harvested on (so a target mask can register it)."""
 
     vector: Tensor  # (C, H, W), unit norm
     t: int
@@ -315,11 +315,10 @@ def register(model: LoadedModel, vectors: Tensor, sources: Sequence[reg.PartPrin
         if img is not None and s.cols is not None and s.rows is not None:
             (oy, ky), (ox, kx) = reg.fit(reg.PartPrint(sm, s.cols, s.rows), m, img, (dy, dx), model.resolution / 16,
                                          register_scale_for(model))
-            c = reg.centre(sm)
-            w = reg.warp(v, c, c, (oy, ky), (ox, kx))
         else:
             (oy, ky), (ox, kx) = (float(dy), 1.0), (float(dx), 1.0)
-            w = shift_by(v, dy, dx) if (dy, dx) != (0, 0) else v
+        c = reg.centre(sm)
+        w = reg.warp(v, c, c, (oy, ky), (ox, kx))
         n = w.norm()
         out.append(w * (v.norm() / n) if n > 0 else w)
         shifts.append((round(oy, 3), round(ox, 3)))

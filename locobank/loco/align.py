@@ -59,16 +59,12 @@ def best_shift(energy: Tensor, mask: Tensor, max_shift: int) -> tuple[int, int]:
 def align_to_mask(v: Tensor, mask: Tensor, max_shift: int) -> tuple[Tensor, tuple[int, int]]:
     """``v`` (C, H, W) shifted onto ``mask`` (H, W bool) and rescaled to its own norm, with the shift."""
     e = v.detach().float().pow(2).sum(0)
-    return _moved(v, best_shift(e, mask.to(e.device), max_shift))
-
-
-def _moved(v: Tensor, by: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
-    """``v`` shifted by ``by`` and rescaled to its own norm, with the shift."""
-    if by == (0, 0):
+    dy, dx = best_shift(e, mask.to(e.device), max_shift)
+    if (dy, dx) == (0, 0):
         return v, (0, 0)
-    w = shift(v, *by)
+    w = shift(v, dy, dx)
     n = w.norm()
-    return (w * (v.norm() / n) if n > 0 else w), by
+    return (w * (v.norm() / n) if n > 0 else w), (dy, dx)
 
 
 def register_shift(source: Tensor, target: Tensor, max_shift: int) -> tuple[int, int]:
@@ -78,4 +74,3 @@ def register_shift(source: Tensor, target: Tensor, max_shift: int) -> tuple[int,
     ``source`` is the mask a direction was harvested with and ``target`` the same part's mask on
     a new image, so the shift carries the direction from where the part was to where it is."""
     return best_shift(source.to(torch.float32), target.to(source.device), max_shift)
-
