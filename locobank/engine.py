@@ -317,8 +317,7 @@ def register(model: LoadedModel, vectors: Tensor, sources: Sequence[reg.PartPrin
                                          register_scale_for(model))
         else:
             (oy, ky), (ox, kx) = (float(dy), 1.0), (float(dx), 1.0)
-        c = reg.centre(sm)
-        w = reg.warp(v, c, c, (oy, ky), (ox, kx))
+        w = reg.warp(v, reg.centre(sm), (oy, ky), (ox, kx))
         n = w.norm()
         out.append(w * (v.norm() / n) if n > 0 else w)
         shifts.append((round(oy, 3), round(ox, 3)))

@@ -29,9 +29,9 @@ def test_warp_is_identity_at_rest_and_a_shift_by_whole_pixels():
     v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0))
     v[..., :3, :] = v[..., -3:, :] = v[..., :, :3] = v[..., :, -3:] = 0  # away from the border
     c = (7.5, 7.5)
-    torch.testing.assert_close(warp(v, c, c, (0.0, 1.0), (0.0, 1.0)), v)
-    torch.testing.assert_close(warp(v, c, c, (2.0, 1.0), (-1.0, 1.0)), shift(v, 2, -1))
-    shrunk = warp(v, c, c, (0.0, 1.0), (0.0, 0.5))  # half as wide about the centre
+    torch.testing.assert_close(warp(v, c, (0.0, 1.0), (0.0, 1.0)), v)
+    torch.testing.assert_close(warp(v, c, (2.0, 1.0), (-1.0, 1.0)), shift(v, 2, -1))
+    shrunk = warp(v, c, (0.0, 1.0), (0.0, 0.5))  # half as wide about the centre
     assert float(shrunk[..., :, :4].abs().sum()) == 0 and float(shrunk[..., :, 12:].abs().sum()) == 0
 
 

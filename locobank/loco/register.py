@@ -57,8 +57,9 @@ def fit_axis(source: Tensor, target: Tensor, c_source: float, c_target: float,
     value at ``c_source + (u - c_target - offset) / scale`` is compared with the target at ``u``.
 
     Offsets run over +-``max_offset`` in steps of :data:`OFFSET_STEP` (of a 32-pixel grid), scales
-    over ``scales`` (:data:`SCALES`; ``(1.0,)`` fits the offset alone); the best normalised correlation wins, the candidate nearest to (0, 1)
-    on ties. A flat profile (no part to see) gives (0, 1)."""
+    over ``scales`` (:data:`SCALES`; ``(1.0,)`` fits the offset alone). The best normalised
+    correlation wins, the candidate nearest to (0, 1) on ties. A flat profile (no part to see)
+    gives (0, 1)."""
     s, t = source.double().numpy(), target.double().numpy()
     n = len(t)
     tc = t - t.mean()
@@ -80,14 +81,13 @@ def fit_axis(source: Tensor, target: Tensor, c_source: float, c_target: float,
     return best
 
 
-def warp(v: Tensor, c_source: tuple[float, float], c_target: tuple[float, float],
-         y: tuple[float, float], x: tuple[float, float]) -> Tensor:
-    """``v`` (C, H, W) resampled (bilinear, zero outside) so that what sat at ``c_source`` sits at
-    ``c_target`` plus the offsets, scaled per axis: ``y`` and ``x`` are (offset, scale)."""
+def warp(v: Tensor, c: tuple[float, float], y: tuple[float, float], x: tuple[float, float]) -> Tensor:
+    """``v`` (C, H, W) resampled (bilinear, zero outside): scaled about ``c`` (y, x), then moved
+    by the offsets; ``y`` and ``x`` are (offset, scale) per axis."""
     H, W = v.shape[-2:]
     yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
-    sy = c_source[0] + (yy - c_target[0] - y[0]) / y[1]
-    sx = c_source[1] + (xx - c_target[1] - x[0]) / x[1]
+    sy = c[0] + (yy - c[0] - y[0]) / y[1]
+    sx = c[1] + (xx - c[1] - x[0]) / x[1]
     grid = torch.stack([(sx + 0.5) / W * 2 - 1, (sy + 0.5) / H * 2 - 1], -1)[None].to(v.device, torch.float32)
     return F.grid_sample(v[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].to(v.dtype)
 
