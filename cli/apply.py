@@ -104,19 +104,21 @@ def apply(args, out, query, clip_spec, domain, strength, mask, register, max_shi
         out.mkdir(parents=True, exist_ok=True)
     elif out.suffix.lower() != ".png":
         raise click.UsageError("--out must end in .png for a single image (or be a folder for several)")
+    shifts: list = []
     if sweep is not None:
         values = parse_floats(sweep)
         with click.progressbar(paths, label="sweep") as bar:
             for p in bar:
                 strip = run_sweep(prep, p, values, mask=list(mask) or None, resize=resize, seed=seed, steps=steps,
-                                  max_shift=max_shift, spill_passes=spill_passes, register=register)
+                                  max_shift=max_shift, spill_passes=spill_passes, register=register, shifts=shifts)
                 arr = np.concatenate([to_uint8(s) for s in strip], 1)
                 target = out / f"{p.stem}_sweep.png" if many else out
                 target.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(arr).save(target)
         click.echo(f"wrote {len(paths)} sweep strip{'s' if many else ''} ({', '.join(f'{v:g}' for v in values)}) to {out}")
+        if mask:
+            _relocalised_note(prep, register, spill_passes, shifts[0] if shifts and not many else None)
         return
-    shifts: list = []
     with click.progressbar(length=len(paths), label="apply") as bar:
         edited = apply_to_images(prep, paths, mask=list(mask) or None, resize=resize, orthogonalize=orthogonalize,
                                  seed=seed, steps=steps, max_shift=max_shift, spill_passes=spill_passes,
@@ -126,20 +128,26 @@ def apply(args, out, query, clip_spec, domain, strength, mask, register, max_shi
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
     click.echo(f"applied {desc} to {len(paths)} image{'s' if many else ''} -> {out}")
     if mask:
-        from locobank.engine import spill_passes_for
+        _relocalised_note(prep, register, spill_passes, shifts[0] if shifts and not many else None)
 
-        n = spill_passes_for(prep.model) if spill_passes is None else spill_passes
-        passes = f", {n} spill pass{'es' if n != 1 else ''}" if n else ""
-        unknown = [d.name for d in prep.directions if d.source is None]
-        if register and unknown:
-            click.echo(f"not registered (the mask it was harvested with is not recorded, nor its file there): "
-                       f"{', '.join(unknown)}")
-        if shifts and not many and any(s != ((0, 0), (1, 1)) for s in shifts[0]):
-            moved = "; ".join(f"{d.name} by ({dy:+.2f}, {dx:+.2f}) px (down, right), scaled ({sy:.2f}, {sx:.2f}) "
-                              f"(height, width)" for d, ((dy, dx), (sy, sx)) in zip(prep.directions, shifts[0]))
-            click.echo(f"re-localised on the mask: moved {moved}; then re-projected{passes}")
-        else:
-            click.echo(f"re-localised on the mask: re-projected{passes}")
+
+def _relocalised_note(prep, register: bool, spill_passes: int | None, moves: list | None) -> None:
+    """Say how the directions were re-localised on the mask: registered (``moves``: one image's
+    ((dy, dx), (sy, sx)) per direction; None for several images), re-projected, spill passes."""
+    from locobank.engine import spill_passes_for
+
+    n = spill_passes_for(prep.model) if spill_passes is None else spill_passes
+    passes = f", {n} spill pass{'es' if n != 1 else ''}" if n else ""
+    unknown = [d.name for d in prep.directions if d.source is None]
+    if register and unknown:
+        click.echo(f"not registered (the mask it was harvested with is not recorded, nor its file there): "
+                   f"{', '.join(unknown)}")
+    if moves and any(m != ((0, 0), (1, 1)) for m in moves):
+        moved = "; ".join(f"{d.name} by ({dy:+.2f}, {dx:+.2f}) px (down, right), scaled ({sy:.2f}, {sx:.2f}) "
+                          f"(height, width)" for d, ((dy, dx), (sy, sx)) in zip(prep.directions, moves))
+        click.echo(f"re-localised on the mask: moved {moved}; then re-projected{passes}")
+    else:
+        click.echo(f"re-localised on the mask: re-projected{passes}")
 
 
 def _looks_like_spec(text: str) -> bool:

@@ -213,7 +213,8 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
     bars on --unseen faces, each direction re-localised on each face as `apply --mask` does
     (registered from its source mask, re-projected, then its spill passes):
     locality with each face's own part mask (also on as many faces that lack the attribute),
-    monotonicity across the sweep -8..8, and smile + blond hair composed.
+    monotonicity across the sweep -8..8, and smile + blond hair composed (also on as many
+    faces that lack both).
     """
     import json
 
@@ -271,8 +272,18 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
         click.echo(f'linearity of "{li["query"]}" across {li["sweep"]}: monotone on {li["monotone"]}/{li["n"]} faces')
     if rep.composition:
         c = rep.composition
-        per = ", ".join(f'{q}: median ratio {v["median_ratio"]:.2f}, {v["within_20pct"]}/{c["n"]} within 20%'
-                        for q, v in c["per_query"].items())
-        click.echo(f'composition {" + ".join(c["queries"])}: {per}; both within 20% on {c["both_within_20pct"]}/{c["n"]}; '
-                   f'locality to the union mean {c["locality_union_mean"]:.2f}, worst {c["locality_union_worst"]:.2f}')
+        click.echo(f'composition {" + ".join(c["queries"])} on {c["n"]} unseen faces: {_composed(c)}')
+        if "lacking" in c:
+            click.echo(f'  on {c["lacking"]["n"]} unseen faces that lack both: {_composed(c["lacking"])}')
     click.echo(f"wrote {out / 'quality.json'}; the contact sheets are in {out / 'sheets'}")
+
+
+def _composed(c: dict) -> str:
+    """One line of composition figures: each attribute's gain together against alone, locality."""
+    def ratio(x) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    per = ", ".join(f'{q}: mean ratio {ratio(v.get("mean_ratio"))}, median {v["median_ratio"]:.2f}, '
+                    f'{v["within_20pct"]}/{c["n"]} within 20%' for q, v in c["per_query"].items())
+    return (f'{per}; both within 20% on {c["both_within_20pct"]}/{c["n"]}; locality to the union mean '
+            f'{c["locality_union_mean"]:.2f}, worst {c["locality_union_worst"]:.2f}')

@@ -173,12 +173,14 @@ def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = N
 
 def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg = None, resize: bool = False,
           seed: int = 0, steps: int | None = None, eta_tail: float | None = None, null_rank: int | None = None,
-          max_shift: int | None = None, spill_passes: int | None = None, register: bool = True) -> list[torch.Tensor]:
+          max_shift: int | None = None, spill_passes: int | None = None, register: bool = True,
+          shifts: list | None = None) -> list[torch.Tensor]:
     """One image edited at each strength (the first direction scaled), for a linearity strip.
 
     With ``mask`` the directions are re-localised on this image once (:func:`locobank.engine.relocalize`),
     and every strength uses them; the spill passes run at each strength, since the spill
-    depends on it."""
+    depends on it. ``shifts``, when given a list, receives the image's [(shift, scale)] per
+    direction, as in :func:`apply_to_images`."""
     m = prep.model
     d = m.defaults
     steps = steps or d.get("steps", engine.DEFAULT_STEPS)
@@ -191,9 +193,11 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg
     if one_time:
         src = engine.invert(m, x, dirs[0].t, steps)  # invert once
         if masks is not None:
-            moved, _, _ = engine.relocalize(m, src, dirs[0].t, masks, torch.stack([d.vector for d in dirs]),
-                                            null_rank=nr, max_shift=max_shift, seed=seed, image=x[0],
-                                            sources=[d.source for d in dirs] if register else None)
+            moved, sh, sc = engine.relocalize(m, src, dirs[0].t, masks, torch.stack([d.vector for d in dirs]),
+                                              null_rank=nr, max_shift=max_shift, seed=seed, image=x[0],
+                                              sources=[d.source for d in dirs] if register else None)
+            if shifts is not None:
+                shifts.append(list(zip(sh, sc)))
             dirs = [engine.Direction(v, d.t, d.fingerprint, name=d.name) for v, d in zip(moved, dirs)]  # registered
             nr, max_shift = 0, 0  # re-localised already: the edits below only run the spill passes
     else:
@@ -203,5 +207,7 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg
         r = engine.edit(m, src, [(dirs[0], float(val))] + list(zip(dirs[1:], prep.strengths[1:])), steps=steps,
                         seed=seed, eta_tail=eta, inverted=one_time, mask=masks, null_rank=nr, max_shift=max_shift,
                         spill_passes=spill_passes, register=register)
+        if shifts is not None and masks is not None and not one_time and not outs:
+            shifts.append(list(zip(r.shifts, r.scales)))  # registered afresh at each strength, the same way
         outs.append(r.images[0].cpu())
     return outs

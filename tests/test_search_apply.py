@@ -207,6 +207,8 @@ def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
                     "--steps", "3")
     assert msweep.exit_code == 0, msweep.output
     assert Image.open(tmp_path / "ms.png").size == (96, 32)
+    moved = masked.output[masked.output.index("re-localised on the mask: moved"):].splitlines()[0]
+    assert moved in msweep.output  # the sweep registers #1 on this face as apply does
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "ms.png")), np.asarray(Image.open(tmp_path / "sw.png")))
     q = _apply(world, "--query", "smile", "--clip", str(world["clip"]), str(unseen[0]), "--out", str(tmp_path / "q.png"),
                "--steps", "3")
@@ -263,7 +265,7 @@ def test_quality_figures_follow_from_search_edits_and_probes(world):
             assert r.success == sum(g > 0 for g in gain) and r.tried == 2
             assert r.mean_gain == pytest.approx(float(np.mean(gain)), abs=1e-6)
         rep = Q.apply_quality(cat, clip, model, seeds, strength=3.0, steps=3, null_rank=2,
-                              locality_queries=("smile", "blond hair"))
+                              locality_queries=("smile", "blond hair"), lacking_seed0=seeds[0])
     for q in ("smile", "blond hair"):
         s = rep.locality[q]
         assert 0.0 <= s["worst"] <= s["mean"] <= 1.0 and s["n"] == 2 and s["part"] == Q.part_for(q)
@@ -272,6 +274,13 @@ def test_quality_figures_follow_from_search_edits_and_probes(world):
     assert c["ids"] == [rep.locality["smile"]["id"], rep.locality["blond hair"]["id"]]
     assert 0.0 <= c["locality_union_worst"] <= c["locality_union_mean"] <= 1.0
     assert set(c["per_query"]) == {"smile", "blond hair"}
+    for q, v in c["per_query"].items():
+        assert len(v["solo_gain"]) == len(v["both_gain"]) == 2
+        assert v["solo_mean_gain"] == pytest.approx(np.mean(v["solo_gain"]), abs=1e-3)
+        assert v["within_20pct"] == sum(abs(b / a - 1) <= 0.2 for a, b in zip(v["solo_gain"], v["both_gain"]) if a)
+    la = c["lacking"]
+    assert la["seeds"] == Q.targets_for(("smile", "blond hair"), 2, seeds[0]) and la["n"] == 2
+    assert all(face(s).attrs.smile < 0 and face(s).attrs.hair != "blond" for s in la["seeds"])
 
 
 def test_toy_quality_reuse_needs_a_run(tmp_path):

@@ -94,6 +94,10 @@ def test_quality_targets_lack_the_attribute_asked_for():
         assert all(ok(face(s).attrs) for s in seeds), q
         skipped = [s for s in range(seed0, seeds[-1]) if s not in seeds]
         assert not any(ok(face(s).attrs) for s in skipped), q  # the first ones, none passed over
+    both = targets_for(("smile", "blond hair"), 5, seed0)
+    assert all(checks["smile"](face(s).attrs) and checks["blond hair"](face(s).attrs) for s in both)
+    assert not any(checks["smile"](face(s).attrs) and checks["blond hair"](face(s).attrs)
+                   for s in range(seed0, both[-1]) if s not in both)
 
 
 def test_registration_finds_where_a_mouth_is_and_how_wide_against_the_faces_geometry():

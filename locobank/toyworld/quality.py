@@ -87,11 +87,13 @@ def lacks(query: str, seed: int) -> bool:
     return (a.iris if query.endswith(" eyes") else a.hair) != word
 
 
-def targets_for(query: str, n: int, seed0: int) -> list[int]:
-    """The first ``n`` faces from ``seed0`` on that lack the attribute ``query`` asks for."""
+def targets_for(query: str | Sequence[str], n: int, seed0: int) -> list[int]:
+    """The first ``n`` faces from ``seed0`` on that lack the attribute ``query`` asks for (each
+    of them, for several queries)."""
+    queries = [query] if isinstance(query, str) else list(query)
     out, s = [], seed0
     while len(out) < n:
-        if lacks(query, s):
+        if all(lacks(q, s) for q in queries):
             out.append(s)
         s += 1
     return out
@@ -196,7 +198,9 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     With ``lacking_seed0``, each query's locality is also measured on as many faces from that
     seed on that lack the attribute (``"lacking"``): on a face that already has blond hair a
     "blond hair" edit changes almost nothing inside the mask, and its locality share is then
-    a ratio of two small numbers (``spill_energy_mean`` gives the change outside the mask).
+    a ratio of two small numbers (``spill_energy_mean`` gives the change outside the mask). So
+    is the composition, on faces that lack both attributes (a full smile cannot grow, and a
+    face's within-20% ratio is then one of two small numbers too).
 
     Every edit runs ``spill_passes`` spill passes outside its masks (default: the model's, as
     `apply --mask` does; :func:`locobank.engine.spill_pass`), after each direction is registered
@@ -238,6 +242,31 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
                 "moved_right_way": int((gain > 0).sum()), "per_face": [round(x, 4) for x in loc],
                 "spill_energy_mean": float(np.mean(spill))}, v
 
+    def composed(fs: Faces, hits: tuple, qs: Sequence[str]) -> dict:
+        """Two edits, each re-localised on its own part, applied alone and together on ``fs``."""
+        union = fs.mask([part_for(q) for q in qs])
+        own = [fs.mask(part_for(q)) for q in qs]
+        vs = torch.stack([h.sign * _vector(catalog, model, h.id) for h in hits])
+        P = _relocalized(model, fs, own, vs, null_rank, sources(*hits))  # (faces, 2, C, H, W)
+        ls = [lam(h) for h in hits]
+        both = sample(fs, ls[0] * P[:, 0] + ls[1] * P[:, 1], union)
+        figures, ok = {}, None
+        for j, q in enumerate(qs):
+            alone = sample(fs, ls[j] * P[:, j], union)
+            g_solo = fs.scores(q, alone) - fs.scores(q, fs.ref)
+            g_both = fs.scores(q, both) - fs.scores(q, fs.ref)
+            r = g_both / np.where(np.abs(g_solo) < 1e-9, np.nan, g_solo)
+            within = np.abs(r - 1) <= 0.2
+            ok = within if ok is None else ok & within
+            figures[q] = {"median_ratio": float(np.nanmedian(r)), "within_20pct": int(np.nansum(within)),
+                          "mean_ratio": float(g_both.mean() / g_solo.mean()) if abs(g_solo.mean()) > 1e-9 else None,
+                          "solo_mean_gain": float(g_solo.mean()), "both_mean_gain": float(g_both.mean()),
+                          "solo_gain": g_solo.round(4).tolist(), "both_gain": g_both.round(4).tolist()}
+        loc = [locality((both[i] - fs.ref[i]).cpu(), union[i]) for i in range(len(fs.seeds))]
+        return {"per_query": figures, "both_within_20pct": int(ok.sum()), "n": len(fs.seeds),
+                "locality_union_mean": float(np.mean(loc)), "locality_union_worst": float(np.min(loc)),
+                "at_least_80": int(sum(x >= 0.8 for x in loc))}
+
     solo: dict[str, tuple] = {}
     for q in locality_queries:
         hit = _top(catalog, clip, q, index_folder)
@@ -271,28 +300,12 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     if all(q in solo for q in compose):
         (ha, fa, _), (hb, _, _) = solo[compose[0]], solo[compose[1]]
         if ha.t_edit == hb.t_edit:
-            union = fa.mask([part_for(q) for q in compose])
-            va, vb = (h.sign * _vector(catalog, model, h.id) for h in (ha, hb))
-            own = [fa.mask(part_for(q)) for q in compose]
-            P = _relocalized(model, fa, own, torch.stack([va, vb]), null_rank, sources(ha, hb))  # (faces, 2, C, H, W)
-            la, lb = lam(ha), lam(hb)
-            both = sample(fa, la * P[:, 0] + lb * P[:, 1], union)
-            ratios, ok = {}, None
-            for j, q in enumerate(compose):
-                alone = sample(fa, (la, lb)[j] * P[:, j], union)
-                g_solo = fa.scores(q, alone) - fa.scores(q, fa.ref)
-                g_both = fa.scores(q, both) - fa.scores(q, fa.ref)
-                r = g_both / np.where(np.abs(g_solo) < 1e-9, np.nan, g_solo)
-                within = np.abs(r - 1) <= 0.2
-                ok = within if ok is None else ok & within
-                ratios[q] = {"median_ratio": float(np.nanmedian(r)), "within_20pct": int(np.nansum(within)),
-                             "solo_mean_gain": float(g_solo.mean()), "both_mean_gain": float(g_both.mean())}
-            loc = [locality((both[i] - fa.ref[i]).cpu(), union[i]) for i in range(len(seeds))]
-            rep.composition = {"queries": list(compose), "ids": [ha.id, hb.id], "strengths": [la, lb],
-                               "per_query": ratios,
-                               "both_within_20pct": int(ok.sum()), "n": len(seeds),
-                               "locality_union_mean": float(np.mean(loc)), "locality_union_worst": float(np.min(loc)),
-                               "at_least_80": int(sum(x >= 0.8 for x in loc))}
+            rep.composition = {"queries": list(compose), "ids": [ha.id, hb.id], "strengths": [lam(ha), lam(hb)],
+                               **composed(fa, (ha, hb), compose)}
+            if lacking_seed0 is not None:
+                ts = targets_for(compose, len(seeds), lacking_seed0)
+                rep.composition["lacking"] = {"seeds": ts, **composed(Faces.invert(model, ts, ha.t_edit, steps),
+                                                                      (ha, hb), compose)}
         if progress:
             progress(1)
     return rep
