@@ -253,8 +253,8 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
         figures, ok = {}, None
         for j, q in enumerate(qs):
             alone = sample(fs, ls[j] * P[:, j], union)
-            g_solo = fs.scores(q, alone) - fs.scores(q, fs.ref)
-            g_both = fs.scores(q, both) - fs.scores(q, fs.ref)
+            plain = fs.scores(q, fs.ref)
+            g_solo, g_both = fs.scores(q, alone) - plain, fs.scores(q, both) - plain
             r = g_both / np.where(np.abs(g_solo) < 1e-9, np.nan, g_solo)
             within = np.abs(r - 1) <= 0.2
             ok = within if ok is None else ok & within
