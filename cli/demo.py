@@ -19,8 +19,9 @@ def demo(out: Path, quick: bool, device: str | None) -> None:
     """Run locobank end to end on the toy world.
 
     Generates faces with masks, harvests eyes, mouth and hair directions, embeds and indexes
-    them, searches by text, applies the top hits to unseen faces, and writes report.html,
-    contact sheets and a gallery under --out.
+    them, searches by text, applies the top hits to unseen faces that lack them (each face
+    with its own part mask, as `apply --mask` does), and writes report.html, contact sheets
+    and a gallery under --out.
     """
     import shlex
     import time

@@ -213,8 +213,8 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
     bars on --unseen faces, each direction re-localised on each face as `apply --mask` does
     (registered from its source mask, re-projected, then its spill passes):
     locality with each face's own part mask (also on as many faces that lack the attribute),
-    monotonicity across the sweep -8..8, and smile + blond hair composed (also on as many
-    faces that lack both).
+    monotonicity across the sweep -8..8 (also on as many faces that lack a smile), and smile +
+    blond hair composed (also on as many faces that lack both).
     """
     import json
 
@@ -227,7 +227,8 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
     from locobank.toyworld import HELD_OUT_SEED
     from locobank.toyworld import quality as Q
 
-    cfg = DemoConfig(faces=faces, unseen=unseen, rank=rank, iters=iters, queries=Q.SEARCH_QUERIES, k=5)
+    cfg = DemoConfig(faces=faces, unseen=min(unseen, DemoConfig.unseen), rank=rank, iters=iters,
+                     queries=Q.SEARCH_QUERIES, k=5)  # the demo's own report shows as many faces as `demo`
     db = out / "catalog.db"
     with Stages() as stage:
         if not reuse:
@@ -269,7 +270,11 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
                        f'{la["at_least_85"]}/{la["n"]} at >= 0.85; moved right way {la["moved_right_way"]}/{la["n"]}')
     if rep.linearity:
         li = rep.linearity
-        click.echo(f'linearity of "{li["query"]}" across {li["sweep"]}: monotone on {li["monotone"]}/{li["n"]} faces')
+        click.echo(f'linearity of "{li["query"]}" (#{li["id"]}) across {li["sweep"]}: monotone on {li["monotone"]}/{li["n"]} '
+                   f'unseen faces')
+        if "lacking" in li:
+            click.echo(f'  on {li["lacking"]["n"]} unseen faces that lack it: monotone on {li["lacking"]["monotone"]}/'
+                       f'{li["lacking"]["n"]}')
     if rep.composition:
         c = rep.composition
         click.echo(f'composition {" + ".join(c["queries"])} on {c["n"]} unseen faces: {_composed(c)}')

@@ -22,6 +22,19 @@ from .paths import TOY_DDPM, slug
 log = logging.getLogger(__name__)
 
 QUERIES = ("smile", "frown", "blue eyes", "bigger eyes", "blond hair", "black hair")
+POOL = 3  # unseen faces written per face shown, to find enough that lack each query's attribute
+
+
+def faces_lacking(query: str, pool: list[Path], n: int) -> tuple[list[Path], int]:
+    """The first ``n`` faces of ``pool`` (toy-world files ``face_<seed>.png``) that do not show
+    ``query`` yet, so that its edit can show, and how many of them lack it: the rest of the
+    pool fills in when too few do (or when the toy world has no probe for ``query``)."""
+    from .toyworld.probes import has_probe, lacks
+
+    if not has_probe(query):
+        return pool[:n], 0
+    lacking = [p for p in pool if lacks(query, int(p.stem.split("_")[1]))][:n]
+    return (lacking + [p for p in pool if p not in lacking])[:n], len(lacking)
 
 
 @dataclass
@@ -29,7 +42,7 @@ class DemoConfig:
     """Sizes of the demo; ``quick`` is the same path with less work (CI uses it)."""
 
     faces: int = 4
-    unseen: int = 6
+    unseen: int = 6  # unseen faces each query's top hit is applied to
     labels: tuple[str, ...] = ("eyes", "mouth", "hair")
     rank: int | None = None
     steps: int | None = None
@@ -80,7 +93,7 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
     t0 = tick()
     faces_dir, unseen_dir = out / "faces", out / "unseen"
     write_dataset(faces_dir, cfg.faces, HELD_OUT_SEED, progress=stage("faces", cfg.faces))
-    write_dataset(unseen_dir, cfg.unseen, HELD_OUT_SEED + 10_000)
+    write_dataset(unseen_dir, cfg.unseen * POOL, HELD_OUT_SEED + 10_000)
     res.seconds["faces"] = tick() - t0
 
     t0 = tick()
@@ -109,12 +122,13 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
     t0 = tick()
     sheets = out / "sheets"
     sheets.mkdir(exist_ok=True)
-    unseen = sorted(p for p in unseen_dir.glob("face_*.png") if p.stem.count("_") == 1)
-    befores = [to_uint8(load_image(p, model.resolution)) for p in unseen]
+    pool = sorted(p for p in unseen_dir.glob("face_*.png") if p.stem.count("_") == 1)
     edits_dir = out / "edits"
     edits_dir.mkdir(exist_ok=True)
-    cb = stage("search+apply", len(cfg.queries))
+    cb = stage("search+apply", len(cfg.queries) * cfg.unseen)  # one step per edited face
     for q in cfg.queries:
+        unseen, lacking = faces_lacking(q, pool, cfg.unseen)
+        befores = [to_uint8(load_image(p, model.resolution)) for p in unseen]
         hits = search(cat, clip, q, k=cfg.k, index_folder=index_dir)
         stem = slug(q, "query")
         entry = {"hits": [h.to_dict() for h in hits], "sheet": None, "edits": []}
@@ -123,15 +137,22 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
             top = hits[0]
             prep = prepare(cat, [DirectionSpec(top.id)], device=device)
             prep.strengths[0] *= top.sign
-            afters = apply_to_images(prep, unseen, steps=params.steps)
+            afters, masked = [], 0
+            for p in unseen:  # as `apply --mask`: re-localised on each face's own part
+                mask = unseen_dir / f"{p.stem}_{top.mask_label}.png"
+                afters += apply_to_images(prep, [p], mask=mask if mask.exists() else None, steps=params.steps,
+                                          progress=cb)
+                masked += mask.exists()
             for p, before, after in zip(unseen, befores, afters):
                 pair = np.concatenate([before, to_uint8(after)], 1)
                 name = f"edits/{stem}_{p.stem}.png"
                 Image.fromarray(pair).resize((pair.shape[1] * 4, pair.shape[0] * 4), Image.NEAREST).save(out / name)
                 entry["edits"].append(name)
-            entry["applied"] = {"id": top.id, "strength": prep.strengths[0]}
+            entry["applied"] = {"id": top.id, "strength": prep.strengths[0], "mask": top.mask_label,
+                                "masked": masked, "lacking": lacking}
+        else:
+            cb(len(unseen))
         res.queries[q] = entry
-        cb(1)
     res.seconds["search+apply"] = tick() - t0
 
     t0 = tick()
@@ -177,7 +198,11 @@ def _write_report(res: DemoResult, model_id: str, params) -> None:
                          f"<img src='{e(entry['sheet'])}'></p>")
         if entry.get("applied"):
             a = entry["applied"]
-            parts.append(f"<p>Top hit #{a['id']} applied at strength {a['strength']:g} to unseen faces "
+            how = (f", each with its own {e(str(a['mask']))} mask (<code>locobank apply --mask</code>)"
+                   if a.get("masked") else "")
+            n, k = len(entry["edits"]), a.get("lacking", 0)
+            which = " that lack it" if k == n else f" ({k} of them lack it)" if k else ""
+            parts.append(f"<p>Top hit #{a['id']} applied at strength {a['strength']:g} to {n} unseen faces{which}{how} "
                          f"(before | after):<br>" + "".join(f"<img src='{e(x)}'>" for x in entry["edits"]) + "</p>")
     res.report.write_text("\n".join(parts))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from locobank.models import load_model
 from locobank.paths import TOY_CLIP, TOY_DDPM
 from locobank.toyworld import HELD_OUT_SEED
 from locobank.toyworld import evaluate as E
+from locobank.toyworld.probes import lacks
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,12 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
         assert entry["hits"], q
         assert (out / entry["sheet"]).exists()
         assert len(entry["edits"]) == 2 and all((out / e).exists() for e in entry["edits"])
+        applied = entry["applied"]  # each face lacks the attribute and is edited with its own part mask
+        assert applied["masked"] == applied["lacking"] == 2, applied
+        shown = [int(Path(e).stem.rsplit("_", 1)[1]) for e in entry["edits"]]
+        assert all(lacks(q, s) for s in shown), (q, shown)
     html = res.report.read_text()
+    assert html.count("that lack it, each with its own") == len(summary["queries"])
     assert all(q in html for q in summary["queries"])
     # The folder is a locobank home, as the demo tells its user: the CLI searches it as is.
     q = next(iter(summary["queries"]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .faces import HAIR, IRIS, FaceAttributes, geometry, render
+from .faces import HAIR, IRIS, FaceAttributes, face, geometry, render
 
 _LUMA = np.array([0.299, 0.587, 0.114])
 TARGET_COLOURS = {**{f"{k} hair": v for k, v in HAIR.items()}, **{f"{k} eyes": v for k, v in IRIS.items()}}
@@ -140,3 +140,26 @@ def part_for(query: str) -> str:
     if query in PROBE_PART:
         return PROBE_PART[query]
     return "eyes" if query.endswith(" eyes") else "hair"
+
+
+LACKS = {
+    "smile": lambda a: a.smile < 0,
+    "frown": lambda a: a.smile > 0,
+    "bigger eyes": lambda a: a.eye_size < 0.5,
+    "long hair": lambda a: not a.hair_long,
+    "glasses": lambda a: not a.glasses,
+}
+
+
+def has_probe(query: str) -> bool:
+    """Whether :func:`lacks` knows ``query`` (a toy-world query phrase)."""
+    return query in LACKS or query.endswith((" eyes", " hair"))
+
+
+def lacks(query: str, seed: int) -> bool:
+    """Whether face ``seed`` does not already show ``query`` (so an edit towards it can show)."""
+    a = face(seed).attrs
+    if query in LACKS:
+        return LACKS[query](a)
+    word = query.split()[0]
+    return (a.iris if query.endswith(" eyes") else a.hair) != word

@@ -23,7 +23,7 @@ from ..show import search_sheet
 from .evaluate import locality
 from . import HELD_OUT_SEED
 from .faces import batch, face
-from .probes import attribute_score, part_for
+from .probes import attribute_score, lacks, part_for
 
 SEARCH_QUERIES = ("smile", "frown", "blue eyes", "brown eyes", "bigger eyes", "blond hair", "black hair", "long hair",
                   "glasses")
@@ -67,24 +67,6 @@ class Faces:
     def mask(self, part: str | Sequence[str]) -> list[torch.Tensor]:
         parts = [part] if isinstance(part, str) else list(part)
         return [torch.from_numpy(np.logical_or.reduce([face(s).masks[p] for p in parts])) for s in self.seeds]
-
-
-LACKS = {
-    "smile": lambda a: a.smile < 0,
-    "frown": lambda a: a.smile > 0,
-    "bigger eyes": lambda a: a.eye_size < 0.5,
-    "long hair": lambda a: not a.hair_long,
-    "glasses": lambda a: not a.glasses,
-}
-
-
-def lacks(query: str, seed: int) -> bool:
-    """Whether face ``seed`` does not already show ``query`` (so an edit towards it can show)."""
-    a = face(seed).attrs
-    if query in LACKS:
-        return LACKS[query](a)
-    word = query.split()[0]
-    return (a.iris if query.endswith(" eyes") else a.hair) != word
 
 
 def targets_for(query: str | Sequence[str], n: int, seed0: int) -> list[int]:
@@ -200,7 +182,9 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     "blond hair" edit changes almost nothing inside the mask, and its locality share is then
     a ratio of two small numbers (``spill_energy_mean`` gives the change outside the mask). So
     is the composition, on faces that lack both attributes (a full smile cannot grow, and a
-    face's within-20% ratio is then one of two small numbers too).
+    face's within-20% ratio is then one of two small numbers too), and the linearity, on faces
+    that lack the first one (on a face that already smiles fully the probe plateaus where the
+    model's smiles end, and a plateau's wobble decides whether it counts as monotone).
 
     Every edit runs ``spill_passes`` spill passes outside its masks (default: the model's, as
     `apply --mask` does; :func:`locobank.engine.spill_pass`), after each direction is registered
@@ -267,7 +251,16 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
                 "locality_union_mean": float(np.mean(loc)), "locality_union_worst": float(np.min(loc)),
                 "at_least_80": int(sum(x >= 0.8 for x in loc))}
 
+    def linear(q: str, fs: Faces, v: torch.Tensor) -> dict:
+        """The probe of ``q`` across the sweep on each face of ``fs`` (``v`` re-localised on each)."""
+        inside = fs.mask(part_for(q))
+        curves = np.stack([fs.scores(q, sample(fs, s * v, inside)) for s in sweep], 1)  # (faces, strengths)
+        mono = (np.diff(curves, axis=1) >= 0).all(1) & (curves[:, -1] > curves[:, 0])
+        return {"monotone": int(mono.sum()), "n": len(fs.seeds), "probe_mean": curves.mean(0).round(4).tolist(),
+                "per_face": curves.round(4).tolist()}
+
     solo: dict[str, tuple] = {}
+    lacking: dict[str, tuple] = {}  # query -> (faces that lack it, the direction re-localised on each)
     for q in locality_queries:
         hit = _top(catalog, clip, q, index_folder)
         if hit is None:
@@ -278,7 +271,10 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
                            "strength": lam(hit), "seeds": list(seeds), **figures}
         if lacking_seed0 is not None:
             ts = targets_for(q, len(seeds), lacking_seed0)
-            rep.locality[q]["lacking"] = {"seeds": ts, **measure(q, hit, Faces.invert(model, ts, hit.t_edit, steps))[0]}
+            lf = Faces.invert(model, ts, hit.t_edit, steps)
+            figures, lv = measure(q, hit, lf)
+            rep.locality[q]["lacking"] = {"seeds": ts, **figures}
+            lacking[q] = (lf, lv)
         solo[q] = (hit, fs, v)
         if progress:
             progress(1)
@@ -286,14 +282,10 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     first = compose[0]
     if first in solo:
         hit, fs, v = solo[first]  # re-localised on each face, as for its locality
-        v = hit.sign * v
-        inside = fs.mask(part_for(first))
-        curves = np.stack([fs.scores(first, sample(fs, s * v, inside)) for s in sweep], 1)  # (faces, strengths)
-        steps_up = np.diff(curves, axis=1)
-        mono = (steps_up >= 0).all(1) & (curves[:, -1] > curves[:, 0])
-        rep.linearity = {"query": first, "id": hit.id, "sweep": list(sweep), "monotone": int(mono.sum()),
-                         "n": len(seeds), "probe_mean": curves.mean(0).round(4).tolist(),
-                         "per_face": curves.round(4).tolist()}
+        rep.linearity = {"query": first, "id": hit.id, "sweep": list(sweep), **linear(first, fs, hit.sign * v)}
+        if first in lacking:
+            lf, lv = lacking[first]
+            rep.linearity["lacking"] = {"seeds": lf.seeds, **linear(first, lf, hit.sign * lv)}
         if progress:
             progress(1)
 
