@@ -207,14 +207,14 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
     """Measure search and apply quality on the toy world, with pixel probes rather than CLIP.
 
     Harvests --faces held-out faces through the demo's path (harvest, embed, name, index,
-    sheets), then prints, for the queries smile, frown, blue/brown eyes, bigger eyes,
-    blond/black/long hair and glasses: the top hit's mask, precision@5 and how many of
-    --targets faces (that lack the attribute) the top hit moves the right way. Then the apply
-    bars on --unseen faces, each direction re-localised on each face as `apply --mask` does
-    (registered from its source mask, re-projected, then its spill passes):
-    locality with each face's own part mask (also on as many faces that lack the attribute),
-    monotonicity across the sweep -8..8 (also on as many faces that lack a smile), and smile +
-    blond hair composed (also on as many faces that lack both).
+    sheets, and the demo's own masked edits of 6 faces per query), then prints, for the queries
+    smile, frown, blue/brown eyes, bigger eyes, blond/black/long hair and glasses: the top hit's
+    mask, precision@5 and how many of --targets faces (that lack the attribute) the top hit
+    moves the right way. Then the apply bars on --unseen faces, each direction re-localised on
+    each face as `apply --mask` does (registered from its source mask, re-projected, then its
+    spill passes): locality with each face's own part mask (also on as many faces that lack the
+    attribute), monotonicity across the sweep -8..8 (also on as many faces that lack a smile),
+    and smile + blond hair composed (also on as many faces that lack both).
     """
     import json
 
@@ -270,8 +270,8 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
                        f'{la["at_least_85"]}/{la["n"]} at >= 0.85; moved right way {la["moved_right_way"]}/{la["n"]}')
     if rep.linearity:
         li = rep.linearity
-        click.echo(f'linearity of "{li["query"]}" (#{li["id"]}) across {li["sweep"]}: monotone on {li["monotone"]}/{li["n"]} '
-                   f'unseen faces')
+        click.echo(f'linearity of "{li["query"]}" (#{li["id"]}) across {li["sweep"]}: '
+                   f'monotone on {li["monotone"]}/{li["n"]} unseen faces')
         if "lacking" in li:
             click.echo(f'  on {li["lacking"]["n"]} unseen faces that lack it: monotone on {li["lacking"]["monotone"]}/'
                        f'{li["lacking"]["n"]}')

@@ -22,19 +22,19 @@ from .paths import TOY_DDPM, slug
 log = logging.getLogger(__name__)
 
 QUERIES = ("smile", "frown", "blue eyes", "bigger eyes", "blond hair", "black hair")
-POOL = 3  # unseen faces written per face shown, to find enough that lack each query's attribute
+REACH = 50  # how many unseen faces per face shown are searched for ones that lack the attribute
 
 
-def faces_lacking(query: str, pool: list[Path], n: int) -> tuple[list[Path], int]:
-    """The first ``n`` faces of ``pool`` (toy-world files ``face_<seed>.png``) that do not show
-    ``query`` yet, so that its edit can show, and how many of them lack it: the rest of the
-    pool fills in when too few do (or when the toy world has no probe for ``query``)."""
+def faces_for(query: str, n: int, seed0: int, reach: int = REACH) -> tuple[list[int], int]:
+    """Seeds of ``n`` unseen faces for ``query``: the first from ``seed0`` on that do not show
+    it yet, so that its edit can show, searching ``reach * n`` faces; then the first others fill
+    in when too few lack it, or when the toy world has no probe for ``query``. Returns the seeds
+    and how many of them lack it."""
     from .toyworld.probes import has_probe, lacks
 
-    if not has_probe(query):
-        return pool[:n], 0
-    lacking = [p for p in pool if lacks(query, int(p.stem.split("_")[1]))][:n]
-    return (lacking + [p for p in pool if p not in lacking])[:n], len(lacking)
+    pool = range(seed0, seed0 + reach * n)
+    lacking = [s for s in pool if lacks(query, s)][:n] if has_probe(query) else []
+    return (lacking + [s for s in pool if s not in lacking])[:n], len(lacking)
 
 
 @dataclass
@@ -52,7 +52,9 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> "DemoConfig":
-        return cls(faces=2, unseen=2, labels=("mouth", "hair"), rank=2, steps=10, iters=8, queries=("smile", "blond hair"), k=3)
+        """The reduced demo CI runs: two faces harvested, two shown per query, fewer steps."""
+        return cls(faces=2, unseen=2, labels=("mouth", "hair"), rank=2, steps=10, iters=8,
+                   queries=("smile", "blond hair"), k=3)
 
 
 @dataclass
@@ -93,7 +95,9 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
     t0 = tick()
     faces_dir, unseen_dir = out / "faces", out / "unseen"
     write_dataset(faces_dir, cfg.faces, HELD_OUT_SEED, progress=stage("faces", cfg.faces))
-    write_dataset(unseen_dir, cfg.unseen * POOL, HELD_OUT_SEED + 10_000)
+    chosen = {q: faces_for(q, cfg.unseen, HELD_OUT_SEED + 10_000) for q in cfg.queries}
+    last = max(s for seeds, _ in chosen.values() for s in seeds)
+    write_dataset(unseen_dir, last - HELD_OUT_SEED - 10_000 + 1, HELD_OUT_SEED + 10_000)
     res.seconds["faces"] = tick() - t0
 
     t0 = tick()
@@ -122,12 +126,12 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
     t0 = tick()
     sheets = out / "sheets"
     sheets.mkdir(exist_ok=True)
-    pool = sorted(p for p in unseen_dir.glob("face_*.png") if p.stem.count("_") == 1)
     edits_dir = out / "edits"
     edits_dir.mkdir(exist_ok=True)
     cb = stage("search+apply", len(cfg.queries) * cfg.unseen)  # one step per edited face
     for q in cfg.queries:
-        unseen, lacking = faces_lacking(q, pool, cfg.unseen)
+        seeds, lacking = chosen[q]
+        unseen = [unseen_dir / f"face_{s:07d}.png" for s in seeds]
         befores = [to_uint8(load_image(p, model.resolution)) for p in unseen]
         hits = search(cat, clip, q, k=cfg.k, index_folder=index_dir)
         stem = slug(q, "query")
@@ -198,9 +202,9 @@ def _write_report(res: DemoResult, model_id: str, params) -> None:
                          f"<img src='{e(entry['sheet'])}'></p>")
         if entry.get("applied"):
             a = entry["applied"]
-            how = (f", each with its own {e(str(a['mask']))} mask (<code>locobank apply --mask</code>)"
-                   if a.get("masked") else "")
-            n, k = len(entry["edits"]), a.get("lacking", 0)
+            n, k, masked = len(entry["edits"]), a.get("lacking", 0), a.get("masked", 0)
+            whose = "each with its own" if masked == n else f"{masked} of them with their own"
+            how = f", {whose} {e(str(a['mask']))} mask (<code>locobank apply --mask</code>)" if masked else ""
             which = " that lack it" if k == n else f" ({k} of them lack it)" if k else ""
             parts.append(f"<p>Top hit #{a['id']} applied at strength {a['strength']:g} to {n} unseen faces{which}{how} "
                          f"(before | after):<br>" + "".join(f"<img src='{e(x)}'>" for x in entry["edits"]) + "</p>")

@@ -274,7 +274,7 @@ def test_quality_figures_follow_from_search_edits_and_probes(world):
     assert li["seeds"] == rep.locality["smile"]["lacking"]["seeds"] == Q.targets_for("smile", 2, seeds[0])
     curves = np.array(li["per_face"])
     assert curves.shape == (2, len(Q.SWEEP)) and all(face(s).attrs.smile < 0 for s in li["seeds"])
-    assert li["monotone"] == int(((np.diff(curves, axis=1) >= 0).all(1) & (curves[:, -1] > curves[:, 0])).sum())
+    assert li["monotone"] == int(Q.monotone(curves).sum())
     c = rep.composition
     assert c["ids"] == [rep.locality["smile"]["id"], rep.locality["blond hair"]["id"]]
     assert 0.0 <= c["locality_union_worst"] <= c["locality_union_mean"] <= 1.0

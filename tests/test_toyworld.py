@@ -100,6 +100,29 @@ def test_quality_targets_lack_the_attribute_asked_for():
                    for s in range(seed0, both[-1]) if s not in both)
 
 
+def test_demo_shows_each_query_on_the_first_faces_that_lack_it():
+    from locobank.demo import faces_for
+    from locobank.toyworld import HELD_OUT_SEED, face
+
+    seed0 = HELD_OUT_SEED + 10_000
+    seeds, k = faces_for("bigger eyes", 6, seed0)  # small eyes are rare: the first 18 faces hold two
+    assert k == 6 and len(set(seeds)) == 6 and all(face(s).attrs.eye_size == 0 for s in seeds)
+    assert not any(face(s).attrs.eye_size == 0 for s in range(seed0, seeds[-1]) if s not in seeds)
+    few, k = faces_for("bigger eyes", 6, seed0, reach=1)  # only 6 faces searched: the others fill in
+    assert few == list(range(seed0, seed0 + 6)) and k == sum(face(s).attrs.eye_size == 0 for s in few) < 6
+    assert faces_for("a wizard hat", 3, seed0) == ([seed0, seed0 + 1, seed0 + 2], 0)  # no probe for it
+
+
+def test_a_sweep_is_monotone_when_its_probe_never_falls_and_ends_higher():
+    from locobank.toyworld.quality import monotone
+
+    curves = np.array([[-1.7, -1.6, -1.2, 1.2, 1.2],  # rises, then flat: monotone
+                       [1.45, 1.51, 1.51, 1.51, 1.45],  # a plateau that falls back at the end
+                       [-1.23, -0.52, 1.07, 1.338, 1.332],  # falls by 0.006 at the last step
+                       [0.5, 0.5, 0.5, 0.5, 0.5]])  # never moves
+    assert monotone(curves).tolist() == [True, False, False, False]
+
+
 def test_registration_finds_where_a_mouth_is_and_how_wide_against_the_faces_geometry():
     """The mouth of one held-out face registered onto 40 others (whole-pixel mask shift, then
     the profile fit) recovers each mouth's true offset and width ratio from the renderer's

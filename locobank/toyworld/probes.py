@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .faces import HAIR, IRIS, FaceAttributes, face, geometry, render
+from .faces import HAIR, IRIS, FaceAttributes, geometry, render, sample_attributes
 
 _LUMA = np.array([0.299, 0.587, 0.114])
 TARGET_COLOURS = {**{f"{k} hair": v for k, v in HAIR.items()}, **{f"{k} eyes": v for k, v in IRIS.items()}}
@@ -158,7 +158,7 @@ def has_probe(query: str) -> bool:
 
 def lacks(query: str, seed: int) -> bool:
     """Whether face ``seed`` does not already show ``query`` (so an edit towards it can show)."""
-    a = face(seed).attrs
+    a = sample_attributes(seed)
     if query in LACKS:
         return LACKS[query](a)
     word = query.split()[0]

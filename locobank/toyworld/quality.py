@@ -81,6 +81,12 @@ def targets_for(query: str | Sequence[str], n: int, seed0: int) -> list[int]:
     return out
 
 
+def monotone(curves: np.ndarray) -> np.ndarray:
+    """Per row of ``curves`` (faces x strengths, strengths rising): whether the probe never falls
+    from one strength to the next and ends above where it starts."""
+    return (np.diff(curves, axis=1) >= 0).all(1) & (curves[:, -1] > curves[:, 0])
+
+
 def _vector(catalog, model: LoadedModel, did: int) -> torch.Tensor:
     return catalog.load_vector(did, expected_fingerprint=model.fingerprint).float().to(model.device)
 
@@ -255,9 +261,8 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
         """The probe of ``q`` across the sweep on each face of ``fs`` (``v`` re-localised on each)."""
         inside = fs.mask(part_for(q))
         curves = np.stack([fs.scores(q, sample(fs, s * v, inside)) for s in sweep], 1)  # (faces, strengths)
-        mono = (np.diff(curves, axis=1) >= 0).all(1) & (curves[:, -1] > curves[:, 0])
-        return {"monotone": int(mono.sum()), "n": len(fs.seeds), "probe_mean": curves.mean(0).round(4).tolist(),
-                "per_face": curves.round(4).tolist()}
+        return {"monotone": int(monotone(curves).sum()), "n": len(fs.seeds),
+                "probe_mean": curves.mean(0).round(4).tolist(), "per_face": curves.round(4).tolist()}
 
     solo: dict[str, tuple] = {}
     lacking: dict[str, tuple] = {}  # query -> (faces that lack it, the direction re-localised on each)
