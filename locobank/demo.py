@@ -30,11 +30,11 @@ def faces_for(query: str, n: int, seed0: int, reach: int = REACH) -> tuple[list[
     it yet, so that its edit can show, searching ``reach * n`` faces; then the first others fill
     in when too few lack it, or when the toy world has no probe for ``query``. Returns the seeds
     and how many of them lack it."""
-    from .toyworld.probes import has_probe, lacks
+    from .toyworld.probes import has_probe, targets_for
 
-    pool = range(seed0, seed0 + reach * n)
-    lacking = [s for s in pool if lacks(query, s)][:n] if has_probe(query) else []
-    return (lacking + [s for s in pool if s not in lacking])[:n], len(lacking)
+    lacking = targets_for(query, n, seed0, within=reach * n) if has_probe(query) else []
+    others = [s for s in range(seed0, seed0 + 2 * n) if s not in lacking]  # at least n of them
+    return (lacking + others)[:n], len(lacking)
 
 
 @dataclass

@@ -6,6 +6,8 @@ masks), so an edited image is measured in the same place as the original.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from .faces import HAIR, IRIS, FaceAttributes, geometry, render, sample_attributes
@@ -163,3 +165,16 @@ def lacks(query: str, seed: int) -> bool:
         return LACKS[query](a)
     word = query.split()[0]
     return (a.iris if query.endswith(" eyes") else a.hair) != word
+
+
+def targets_for(query: str | Sequence[str], n: int, seed0: int, within: int | None = None) -> list[int]:
+    """The first ``n`` faces from ``seed0`` on that lack the attribute ``query`` asks for (each
+    of them, for several queries); with ``within``, only among the faces ``seed0 .. seed0 +
+    within - 1``, so there may be fewer."""
+    queries = [query] if isinstance(query, str) else list(query)
+    out, s = [], seed0
+    while len(out) < n and (within is None or s < seed0 + within):
+        if all(lacks(q, s) for q in queries):
+            out.append(s)
+        s += 1
+    return out

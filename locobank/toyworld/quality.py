@@ -23,7 +23,7 @@ from ..show import search_sheet
 from .evaluate import locality
 from . import HELD_OUT_SEED
 from .faces import batch, face
-from .probes import attribute_score, lacks, part_for
+from .probes import attribute_score, part_for, targets_for
 
 SEARCH_QUERIES = ("smile", "frown", "blue eyes", "brown eyes", "bigger eyes", "blond hair", "black hair", "long hair",
                   "glasses")
@@ -67,18 +67,6 @@ class Faces:
     def mask(self, part: str | Sequence[str]) -> list[torch.Tensor]:
         parts = [part] if isinstance(part, str) else list(part)
         return [torch.from_numpy(np.logical_or.reduce([face(s).masks[p] for p in parts])) for s in self.seeds]
-
-
-def targets_for(query: str | Sequence[str], n: int, seed0: int) -> list[int]:
-    """The first ``n`` faces from ``seed0`` on that lack the attribute ``query`` asks for (each
-    of them, for several queries)."""
-    queries = [query] if isinstance(query, str) else list(query)
-    out, s = [], seed0
-    while len(out) < n:
-        if all(lacks(q, s) for q in queries):
-            out.append(s)
-        s += 1
-    return out
 
 
 def monotone(curves: np.ndarray) -> np.ndarray:
