@@ -122,3 +122,24 @@ def test_block_krylov_needs_fewer_iterations_than_subspace_iteration(problem):
     assert kry.iterations < sub.iterations
     with pytest.raises(ValueError, match="method"):
         block_subspace_svd(lin, [mask], [3], method="lanczos")
+
+
+def test_watched_vectors_stop_the_iteration_once_their_projections_settle(problem):
+    """With ``watch``, a block stops when the watched vectors' projections settle: never later
+    than the angle test, and the projection off the basis still matches the dense oracle's."""
+    fn, x, J, mask = problem
+    outside = ~mask.expand(3, 8, 8)
+    _, _, Vh0 = torch.linalg.svd(J * outside.reshape(-1, 1).float())
+    N0 = Vh0[:6]
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(2, 192, generator=g)
+    w = w - (w @ N0.T) @ N0 + 0.1 * torch.randn(2, 6, generator=g) @ N0  # mostly off the basis, as a transfer
+    lin = Linearization(fn, x)
+    for tol in (1e-2, 1e-3):
+        (basis,) = block_subspace_svd(lin, [outside], [6], tol=tol, iters=200)
+        (watched,) = block_subspace_svd(lin, [outside], [6], tol=tol, iters=200, watch=[w])
+        assert watched.converged and watched.iterations <= basis.iterations
+        assert basis.moved is None and watched.moved < tol
+        assert (project_out(w, watched.Vh) - project_out(w, N0)).norm(dim=1).max() < tol
+    (loose,) = block_subspace_svd(lin, [outside], [6], tol=1e-1, iters=200, watch=[w])
+    assert loose.iterations < basis.iterations  # a loose tolerance on the projection stops sooner

@@ -78,6 +78,7 @@ class SubspaceResult:
     converged: bool
     angle: float  # last change of the subspace, radians
     history: list[float] = field(default_factory=list)
+    moved: float | None = None  # with watched vectors: the last change of their projections (relative)
 
 
 def max_principal_angle(A: Tensor, B: Tensor) -> float:
@@ -121,6 +122,7 @@ def block_subspace_svd(
     constraints: Sequence[Tensor | None] | None = None,
     method: str = "krylov",
     max_basis: int | None = None,
+    watch: Sequence[Tensor | None] | None = None,
 ) -> list[SubspaceResult]:
     """Top singular triplets of ``P_m J`` for several masks at once, sharing one linearisation.
 
@@ -135,6 +137,14 @@ def block_subspace_svd(
 
     ``constraints[i]``, when given, is a (k, D) matrix with orthonormal rows: block ``i`` then
     looks for its vectors in the orthogonal complement of those rows (``J_M (I - N^T N)``).
+
+    ``watch[i]``, when given, is a (k, D) matrix of vectors that the caller will project onto
+    (or off) block ``i``'s subspace. The block then also stops when those projections move by
+    less than ``tol`` of each vector's norm from one iteration to the next: the answer the caller
+    needs has settled. A projection moves by at most the sine of the subspace's angle, so this
+    never stops later than the angle test, and much sooner when the vectors lie almost
+    orthogonal to the subspace, as a direction transferred to a new image does to that image's
+    outside-mask null basis (:func:`locobank.engine.reproject`).
     """
     if method not in ("krylov", "subspace"):
         raise ValueError(f"method must be 'krylov' or 'subspace', not {method!r}")
@@ -154,9 +164,12 @@ def block_subspace_svd(
             N = N.reshape(N.shape[0], -1).to(device=x.device, dtype=x.dtype)
             V0 = V0 - (V0 @ N.T) @ N
         cap = m if method == "subspace" else max(2 * m, min(max_basis or 24 * m, D // 2))
+        W = watch[i] if watch is not None else None
+        if W is not None:
+            W = W.reshape(W.shape[0], -1).to(device=x.device, dtype=torch.float64)
         blocks.append({"N": N, "r": r, "m": m, "cap": cap, "tol": tols[i], "mask": _prepare_mask(mask, lin.out.shape, x.device),
                        "V": _orth_rows(V0), "Q": None, "Y": None, "prev": None, "done": False, "it": 0,
-                       "angle": math.inf, "hist": []})
+                       "angle": math.inf, "hist": [], "watch": W, "shadow": None, "moved": None})
     active = [b for b in blocks if b is not None]
     for _ in range(iters):
         live = [b for b in active if not b["done"]]
@@ -176,10 +189,11 @@ def block_subspace_svd(
             b["Y"] = Yb if b["Y"] is None else torch.cat([b["Y"], Yb])
             _ritz(b)
             b["it"] += 1
+            settled = _watched_settled(b)
             if b["prev"] is not None:
                 b["angle"] = max_principal_angle(b["prev"], b["top"])
                 b["hist"].append(b["angle"])
-                if b["angle"] < b["tol"]:
+                if b["angle"] < b["tol"] or settled:
                     b["done"] = True
                     continue
             b["prev"] = b["top"]
@@ -201,8 +215,23 @@ def block_subspace_svd(
         r = b["r"]
         results.append(SubspaceResult(U=b["U"][:r].reshape(r, *lin.out.shape), S=b["S"][:r], Vh=b["top"],
                                       iterations=b["it"], converged=b["done"], angle=float(b["angle"]),
-                                      history=b["hist"]))
+                                      history=b["hist"], moved=b["moved"]))
     return results
+
+
+def _watched_settled(b: dict) -> bool:
+    """Whether the block's watched vectors' projections onto its current top subspace moved by
+    less than its ``tol`` (relative to each vector's norm) since the last iteration."""
+    W = b["watch"]
+    if W is None:
+        return False
+    top = b["top"].to(torch.float64)
+    shadow = (W @ top.T) @ top
+    before, b["shadow"] = b["shadow"], shadow
+    if before is None:
+        return False
+    b["moved"] = float(((shadow - before).norm(dim=1) / W.norm(dim=1).clamp_min(1e-30)).max())
+    return b["moved"] < b["tol"]
 
 
 def _next_block(b: dict, W: Tensor) -> None:
