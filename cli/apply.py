@@ -78,6 +78,10 @@ def apply(args, out, query, clip_spec, domain, strength, mask, register, max_shi
             images.append(a)
     if not images:
         raise click.UsageError("give at least one IMAGE after the direction ids")
+    paths = expand_images(images)  # before the catalog and the models load: bad input fails at once
+    many = len(paths) > 1
+    if not many and out.suffix.lower() != ".png":
+        raise click.UsageError("--out must end in .png for a single image (or be a folder for several)")
     with open_catalog(db_url) as cat:
         if query:
             if specs:
@@ -98,12 +102,8 @@ def apply(args, out, query, clip_spec, domain, strength, mask, register, max_shi
             prep = prepare(cat, specs, default_strength=strength, model_override=model_override, device=device)
         else:
             raise click.UsageError("give at least one direction ID[:STRENGTH] before the images, or --query")
-    paths = expand_images(images)
-    many = len(paths) > 1
     if many:
         out.mkdir(parents=True, exist_ok=True)
-    elif out.suffix.lower() != ".png":
-        raise click.UsageError("--out must end in .png for a single image (or be a folder for several)")
     shifts: list = []
     if sweep is not None:
         values = parse_floats(sweep)

@@ -233,6 +233,12 @@ def test_apply_refusals_are_clear(world, tmp_path):
     assert refused.exit_code == 1 and "--resize" in refused.output
     resized = _apply(world, "1", str(big), "--out", str(tmp_path / "x.png"), "--resize", "--steps", "3")
     assert resized.exit_code == 0, resized.output
+    # Bad input is refused before the catalog, CLIP and the model load: no search runs here.
+    folder = _apply(world, "--query", "smile", "--clip", str(tmp_path / "no-clip"), str(img), "--out", str(tmp_path / "x"))
+    assert folder.exit_code == 2 and "--out must end in .png" in folder.output and "query 'smile'" not in folder.output
+    missing = _apply(world, "--query", "smile", "--clip", str(tmp_path / "no-clip"), str(tmp_path / "nope.png"),
+                     "--out", str(tmp_path / "x.png"))
+    assert missing.exit_code != 0 and "nope.png" in missing.output and "direction" not in missing.output
 
 
 def test_quality_figures_follow_from_search_edits_and_probes(world):
