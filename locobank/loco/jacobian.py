@@ -142,9 +142,8 @@ def block_subspace_svd(
     (or off) block ``i``'s subspace. The block then also stops when those projections move by
     less than ``tol`` of each vector's norm from one iteration to the next: the answer the caller
     needs has settled. A projection moves by at most the sine of the subspace's angle, so this
-    never stops later than the angle test, and much sooner when the vectors lie almost
-    orthogonal to the subspace, as a direction transferred to a new image does to that image's
-    outside-mask null basis (:func:`locobank.engine.reproject`).
+    never stops later than the angle test (on the toy model's null bases, a few iterations
+    sooner at the same ``tol``; :func:`locobank.engine.reproject`).
     """
     if method not in ("krylov", "subspace"):
         raise ValueError(f"method must be 'krylov' or 'subspace', not {method!r}")
@@ -152,6 +151,8 @@ def block_subspace_svd(
     D = x.numel()
     g = torch.Generator(device="cpu").manual_seed(seed)
     tols = [float(tol)] * len(masks) if isinstance(tol, (int, float)) else [float(t) for t in tol]
+    if watch is not None and len(watch) != len(masks):
+        raise ValueError(f"watch needs one entry (or None) per mask: {len(watch)} for {len(masks)} masks")
     blocks = []
     for i, (mask, r) in enumerate(zip(masks, ranks)):
         if r <= 0:
