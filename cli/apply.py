@@ -15,6 +15,11 @@ from .db import db_option, open_catalog
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output PNG for one image; a folder for several (one <stem>.png each) or for --sweep strips.")
 @click.option("--query", default=None, help="Apply the top search hit for this text, with its sign (no ids needed).")
+@click.option("--candidates", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="With --query: edit each image with each of the top N hits (of the top hit's model, each "
+                   "with its sign, --mask and all) and keep the edit that CLIP sees furthest towards the text; "
+                   "N edits per image (1: the top hit). With --sweep, the pick is made at the hits' own "
+                   "strengths, then swept.")
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP model for --query.")
 @click.option("--domain", default="face", show_default=True, help="Prompt noun for --query.")
 @click.option("--strength", type=float, default=None,
@@ -47,14 +52,15 @@ from .db import db_option, open_catalog
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @db_option
 @fail_on_library_errors
-def apply(args, out, query, clip_spec, domain, strength, mask, register, max_shift, spill_passes, orthogonalize, sweep,
-          seed, steps, resize, batch, model_override, device, db_url):
+def apply(args, out, query, candidates, clip_spec, domain, strength, mask, register, max_shift, spill_passes,
+          orthogonalize, sweep, seed, steps, resize, batch, model_override, device, db_url):
     """Apply ID[:STRENGTH] ... to IMAGE... (files, folders or globs).
 
     \b
     locobank apply 12 face.png --out smile.png
     locobank apply 12:6 40:-4 faces/ --out edited/        # composition, many images
     locobank apply --query "smile" face.png --out smile.png
+    locobank apply --query "blond hair" --candidates 5 faces/ --out blond/   # the best of 5 hits per image
     locobank apply 12 face.png --sweep -8,-4,0,4,8 --out sweep.png
     locobank apply 12 face.png --mask mouth.png --out smile.png   # re-localised
 
@@ -66,7 +72,7 @@ def apply(args, out, query, clip_spec, domain, strength, mask, register, max_shi
 
     import numpy as np
 
-    from locobank.apply import DirectionSpec, apply_to_images, expand_images, parse_spec, prepare
+    from locobank.apply import apply_to_images, expand_images, parse_spec, prepare
     from locobank.apply import sweep as run_sweep
     from locobank.images import save_image, to_uint8
 
@@ -82,34 +88,57 @@ def apply(args, out, query, clip_spec, domain, strength, mask, register, max_shi
     many = len(paths) > 1
     if not many and out.suffix.lower() != ".png":
         raise click.UsageError("--out must end in .png for a single image (or be a folder for several)")
+    if candidates > 1 and not query:
+        raise click.UsageError("--candidates chooses among the hits of --query; give --query too")
+    picks: list[int] = [0] * len(paths)  # which candidate each image keeps (one without --candidates)
     with open_catalog(db_url) as cat:
         if query:
             if specs:
                 raise click.UsageError("give direction ids or --query, not both")
+            from locobank.apply import query_candidates
             from locobank.clip import load_clip
-            from locobank.search import search
 
-            hits = search(cat, load_clip(clip_spec), query, k=1, domain=domain)
-            if not hits:
-                raise click.ClickException(f"no direction matches {query!r}; has `locobank index build` run?")
-            h = hits[0]
-            click.echo(f"query {query!r}: direction {h.id} (match {h.match:.3f}, score {h.score:.3f}, "
-                       f"sign {'+' if h.sign > 0 else '-'})")
-            prep = prepare(cat, [DirectionSpec(h.id)], default_strength=strength, model_override=model_override,
-                           device=device)
-            prep.strengths[0] *= h.sign  # the hit's sign is the edit; a negative --strength reverses it
+            clip = load_clip(clip_spec, device=device)
+            cands = query_candidates(cat, clip, query, k=candidates, domain=domain, default_strength=strength,
+                                     model_override=model_override, device=device)
+            if candidates == 1:
+                h = cands[0].hit
+                click.echo(f"query {query!r}: direction {h.id} (match {h.match:.3f}, score {h.score:.3f}, "
+                           f"sign {'+' if h.sign > 0 else '-'})")
+            else:
+                listed = ", ".join(f"#{c.hit.id} ({'+' if c.hit.sign > 0 else '-'}, match {c.hit.match:.3f})"
+                                   for c in cands)
+                fewer = f" ({candidates} asked for; the rest are not there or not the top hit's model)" \
+                    if len(cands) < candidates else ""
+                click.echo(f"query {query!r}: {len(cands)} candidates{fewer}: {listed}")
         elif specs:
+            cands = None
             prep = prepare(cat, specs, default_strength=strength, model_override=model_override, device=device)
         else:
             raise click.UsageError("give at least one direction ID[:STRENGTH] before the images, or --query")
+    pool = [c.prep for c in cands] if cands is not None else [prep]
+    best_of = len(pool) > 1
+    prep = pool[0] if not best_of else None
+    if best_of:
+        from locobank.apply import apply_best_of
+        from locobank.search import text_direction
+
+        text = text_direction(clip, query, domain)
+        options = dict(mask=list(mask) or None, resize=resize, seed=seed, steps=steps, max_shift=max_shift,
+                       spill_passes=spill_passes, register=register)
     if many:
         out.mkdir(parents=True, exist_ok=True)
     shifts: list = []
     if sweep is not None:
         values = parse_floats(sweep)
-        with click.progressbar(paths, label="sweep") as bar:
-            for p in bar:
-                strip = run_sweep(prep, p, values, mask=list(mask) or None, resize=resize, seed=seed, steps=steps,
+        if best_of:  # each image's pick among its edits at the candidates' own strengths
+            with click.progressbar(length=len(paths) * len(pool), label=f"try {len(pool)} hits") as bar:
+                picks = apply_best_of(pool, clip, text, paths, batch=batch, progress=bar.update, **options)[1]
+            _chosen_note(cands, picks)
+            prep = _kept(pool, picks)
+        with click.progressbar(list(zip(paths, picks)), label="sweep") as bar:
+            for p, j in bar:
+                strip = run_sweep(pool[j], p, values, mask=list(mask) or None, resize=resize, seed=seed, steps=steps,
                                   max_shift=max_shift, spill_passes=spill_passes, register=register, shifts=shifts)
                 arr = np.concatenate([to_uint8(s) for s in strip], 1)
                 target = out / f"{p.stem}_sweep.png" if many else out
@@ -119,16 +148,39 @@ def apply(args, out, query, clip_spec, domain, strength, mask, register, max_shi
         if mask:
             _relocalised_note(prep, register, spill_passes, shifts[0] if shifts and not many else None)
         return
-    with click.progressbar(length=len(paths), label="apply") as bar:
-        edited = apply_to_images(prep, paths, mask=list(mask) or None, resize=resize, orthogonalize=orthogonalize,
-                                 seed=seed, steps=steps, max_shift=max_shift, spill_passes=spill_passes,
-                                 register=register, batch=batch, progress=bar.update, shifts=shifts)
+    if best_of:
+        with click.progressbar(length=len(paths) * len(pool), label=f"apply {len(pool)} hits, keep the best") as bar:
+            edited, picks = apply_best_of(pool, clip, text, paths, batch=batch, progress=bar.update, shifts=shifts,
+                                          **options)
+        _chosen_note(cands, picks)
+        prep = _kept(pool, picks)
+        shifts = shifts[picks[0] :] if not many else shifts  # one image: its kept edit's moves first
+    else:
+        with click.progressbar(length=len(paths), label="apply") as bar:
+            edited = apply_to_images(prep, paths, mask=list(mask) or None, resize=resize, orthogonalize=orthogonalize,
+                                     seed=seed, steps=steps, max_shift=max_shift, spill_passes=spill_passes,
+                                     register=register, batch=batch, progress=bar.update, shifts=shifts)
     for p, img in zip(paths, edited):
         save_image(img, out / f"{p.stem}.png" if many else out)
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
     click.echo(f"applied {desc} to {len(paths)} image{'s' if many else ''} -> {out}")
     if mask:
         _relocalised_note(prep, register, spill_passes, shifts[0] if shifts and not many else None)
+
+
+def _kept(pool, picks: list[int]):
+    """The candidates some image kept, as one Prepared for the summary lines."""
+    from locobank.apply import Prepared
+
+    used = sorted(set(picks))
+    return Prepared(pool[0].model, [pool[j].directions[0] for j in used], [pool[j].strengths[0] for j in used])
+
+
+def _chosen_note(cands, picks: list[int]) -> None:
+    """Say which candidate each image kept, most kept first."""
+    counts = sorted(((picks.count(j), j) for j in set(picks)), reverse=True)
+    click.echo("kept per image: " + ", ".join(f"#{cands[j].hit.id} on {n} image{'s' if n != 1 else ''}"
+                                             for n, j in counts))
 
 
 def _relocalised_note(prep, register: bool, spill_passes: int | None, moves: list | None) -> None:

@@ -210,9 +210,11 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
     sheets, and the demo's own masked edits of 6 faces per query), then prints, for the queries
     smile, frown, blue/brown eyes, bigger eyes, blond/black/long hair and glasses: the top hit's
     mask, precision@5 and how many of --targets faces (that lack the attribute) the top hit
-    moves the right way. Then the apply bars on --unseen faces, each direction re-localised on
-    each face as `apply --mask` does (registered from its source mask, re-projected, then its
-    spill passes): locality with each face's own part mask (also on as many faces that lack the
+    moves the right way; then how many the hit each face picks among the top 5 moves
+    (`apply --query --candidates 5`), and how many the best of the 5 by the probe would.
+    Then the apply bars on --unseen faces, each direction re-localised on each face as
+    `apply --mask` does (registered from its source mask, re-projected, then its spill
+    passes): locality with each face's own part mask (also on as many faces that lack the
     attribute), monotonicity across the sweep -8..8 (also on as many faces that lack a smile),
     and smile + blond hair composed (also on as many faces that lack both).
     """
@@ -255,11 +257,15 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
     click.echo(f"\n{report['directions']} directions from {faces} faces; strengths "
                f"{', '.join(f'{q} {s:g}' for q, s in lams.items()) if rep.strength is None else rep.strength}; "
                f"apply bars {'registered, ' if rep.registered else ''}with {rep.spill_passes} spill passes\n")
-    click.echo(f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}")
+    click.echo(f"{'':42s} {'top hit':>17s}   {'pick of 5 per face':>22s}")
+    click.echo(f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}   "
+               f"{'success':>8s} {'gain':>8s} {'best':>5s}")
     for r in rows:
         ok = "" if r.top_mask == r.part else "  (want " + r.part + ")"
+        picked = (f"{r.picked_success:>3d}/{r.tried:<4d} {r.picked_gain:8.3f} {r.best_success:>5d}"
+                  if r.picked_success is not None else f"{'-':>8s} {'-':>8s} {'-':>5s}")
         click.echo(f"{r.query:12s} {str(r.top_mask):12s} {'+' if r.sign > 0 else '-':>4s} {r.precision_at_5:5.2f} "
-                   f"{r.success:>3d}/{r.tried:<4d} {r.mean_gain:8.3f}{ok}")
+                   f"{r.success:>3d}/{r.tried:<4d} {r.mean_gain:8.3f}   {picked}{ok}")
     click.echo("")
     for q, s in rep.locality.items():
         click.echo(f'locality of "{q}" (#{s["id"]}) on {s["n"]} unseen faces, {s["part"]} mask: mean {s["mean"]:.2f}, '

@@ -211,3 +211,71 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg
             shifts.append(list(zip(r.shifts, r.scales)))  # registered afresh at each strength, the same way
         outs.append(r.images[0].cpu())
     return outs
+
+
+@dataclass
+class Candidate:
+    """One search hit for a query, prepared to apply with its sign."""
+
+    hit: object  # locobank.search.Hit
+    prep: Prepared
+
+
+def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "face",
+                     default_strength: float | None = None, model_override: str | None = None,
+                     device: str | None = None, index_folder: Path | None = None) -> list[Candidate]:
+    """The top ``k`` search hits for ``query`` made with the top hit's model, each prepared at its
+    strength times the sign that does the edit (so a negative ``default_strength`` reverses it).
+
+    Raises InputError when nothing matches (e.g. no index has been built)."""
+    from .search import search
+
+    if k < 1:
+        raise InputError("the number of candidates must be at least 1")
+    hits = search(catalog, clip, query, k=k, domain=domain, index_folder=index_folder)
+    if not hits:
+        raise InputError(f"no direction matches {query!r}; has `locobank index build` run?")
+    hits = [h for h in hits if h.fingerprint == hits[0].fingerprint]  # one model loads, and they all apply to it
+    prep = prepare(catalog, [DirectionSpec(h.id) for h in hits], default_strength=default_strength,
+                   model_override=model_override, device=device)
+    return [Candidate(h, Prepared(prep.model, [d], [s * h.sign]))
+            for h, d, s in zip(hits, prep.directions, prep.strengths)]
+
+
+def choose(outputs: Sequence[torch.Tensor], clip, text: torch.Tensor) -> list[int]:
+    """For each image, the index of the candidate output furthest along ``text`` in CLIP's space.
+
+    ``outputs[j]`` holds candidate j's edits of the same images (B, C, H, W in [-1, 1]); ``text``
+    is a unit direction in ``clip``'s embedding space (:func:`locobank.search.text_direction`).
+    The choice is the largest ``CLIP(edited) . text``: the unedited image's own term would be
+    the same for every candidate of an image, so it drops out."""
+    if not outputs:
+        raise InputError("no candidate edits to choose from")
+    q = torch.as_tensor(text, dtype=torch.float32, device=clip.device).flatten()
+    return torch.stack([clip.encode_images(o) @ q for o in outputs]).argmax(0).tolist()
+
+
+def apply_best_of(candidates: Sequence[Prepared], clip, text: torch.Tensor, images: Sequence[Path], *,
+                  batch: int = 16, progress: Callable[[int], None] | None = None,
+                  **options) -> tuple[list[torch.Tensor], list[int]]:
+    """Each image edited by every candidate, as :func:`apply_to_images` does with ``options``
+    (``mask`` included), keeping per image the edit :func:`choose` picks: (edited images, the
+    index of the candidate kept for each), ``batch`` images at a time.
+
+    A direction's effect depends on the image it lands on: on the toy model the top "blond
+    hair" hit lightens dark hair towards blond but turns grey and white hair whiter, while
+    another hit turns those blond. Choosing among the real edits means the choice is made on
+    exactly what is returned; it costs one edit per candidate."""
+    if not candidates:
+        raise InputError("no candidate directions to choose from")
+    if len({c.model.fingerprint for c in candidates}) > 1:
+        raise InputError("the candidates come from different models; choose among one model's directions")
+    edited: list[torch.Tensor] = []
+    picks: list[int] = []
+    for i in range(0, len(images), batch):
+        part = list(images[i : i + batch])
+        outs = [torch.stack(apply_to_images(c, part, batch=batch, progress=progress, **options)) for c in candidates]
+        chosen = choose(outs, clip, text)
+        edited += [outs[j][n] for n, j in enumerate(chosen)]
+        picks += chosen
+    return edited, picks

@@ -215,6 +215,57 @@ def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
     assert q.exit_code == 0 and "query 'smile': direction" in q.output
 
 
+def test_best_of_keeps_each_images_edit_that_clip_sees_furthest_along_the_text(world):
+    """apply_best_of against its definition: every candidate applied on its own (masked too), and
+    per image the edit with the largest CLIP(edited) . text kept."""
+    import torch
+
+    from locobank.apply import Prepared, apply_best_of, apply_to_images, choose, prepare
+    from locobank.apply import DirectionSpec
+
+    clip = world["clip_model"]
+    unseen = sorted(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
+    with Catalog.open(world["db"]) as cat:
+        prep = prepare(cat, [DirectionSpec(r.id) for r in cat.list_directions()[:3]])
+    cands = [Prepared(prep.model, [d], [s]) for d in prep.directions for s in (6.0, -6.0)]
+    text = torch.from_numpy(text_direction(clip, "blond hair"))
+    for options in ({}, {"mask": Path(str(unseen[0]).replace(".png", "_hair.png")), "spill_passes": 1}):
+        alone = [torch.stack(apply_to_images(c, unseen, steps=3, batch=1, **options)) for c in cands]
+        emb = torch.stack([clip.encode_images(o) for o in alone])  # (candidates, images, dim)
+        expected = (emb @ text).argmax(0).tolist()
+        edited, picks = apply_best_of(cands, clip, text, unseen, steps=3, batch=1, **options)
+        assert picks == expected == choose(alone, clip, text)
+        for i, (img, j) in enumerate(zip(edited, picks)):
+            assert torch.equal(img, alone[j][i])
+    for j in (1, 4):  # aim the text at candidate j's own edit of image 0: nothing beats it there
+        assert choose(alone, clip, emb[j, 0])[0] == j
+
+
+def test_apply_query_with_candidates_applies_each_images_pick(world, tmp_path):
+    unseen = sorted(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
+    res = _apply(world, "--query", "smile", "--candidates", "3", "--clip", str(world["clip"]), str(unseen[0]),
+                 "--out", str(tmp_path / "p.png"), "--steps", "3")
+    assert res.exit_code == 0, res.output
+    assert "query 'smile': 3 candidates: #" in res.output and "kept per image: #" in res.output
+    chosen = int(res.output.split("kept per image: #")[1].split()[0])
+    listed = res.output.split("candidates: ")[1].splitlines()[0]
+    sign = listed.split(f"#{chosen} (")[1][0]
+    with Catalog.open(world["db"]) as cat:
+        strength = load_model(world["model"]).strength_for(cat.get_direction(chosen).mask_label)
+    same = _apply(world, f"{chosen}:{'-' if sign == '-' else ''}{strength}", str(unseen[0]),
+                  "--out", str(tmp_path / "same.png"), "--steps", "3")
+    assert same.exit_code == 0, same.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "p.png")), np.asarray(Image.open(tmp_path / "same.png")))
+    many = _apply(world, "--query", "smile", "--candidates", "2", "--clip", str(world["clip"]),
+                  str(world["root"] / "unseen"), "--out", str(tmp_path / "many"), "--steps", "3")
+    assert many.exit_code == 0, many.output
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(p.name for p in unseen)
+    counts = many.output.split("kept per image: ")[1].splitlines()[0]
+    assert sum(int(part.split(" on ")[1].split()[0]) for part in counts.split(", ")) == len(unseen)
+    alone = _apply(world, "1", str(unseen[0]), "--candidates", "2", "--out", str(tmp_path / "x.png"))
+    assert alone.exit_code == 2 and "--candidates chooses among the hits of --query" in alone.output
+
+
 def test_apply_refusals_are_clear(world, tmp_path):
     img = next(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
     unknown = _apply(world, "999", str(img), "--out", str(tmp_path / "x.png"))
@@ -246,6 +297,7 @@ def test_quality_figures_follow_from_search_edits_and_probes(world):
     import torch
 
     from locobank import engine
+    from locobank.apply import choose
     from locobank.images import to_uint8
     from locobank.toyworld import batch, face
     from locobank.toyworld import quality as Q
@@ -270,6 +322,15 @@ def test_quality_figures_follow_from_search_edits_and_probes(world):
                     for s, e, p in zip(seeds, edited, plain)]
             assert r.success == sum(g > 0 for g in gain) and r.tried == 2
             assert r.mean_gain == pytest.approx(float(np.mean(gain)), abs=1e-6)
+            outs = [engine.edit(model, x, [(cat.load_vector(h.id).float(), h.sign * 3.0)], t_edit=t, steps=3).images
+                    for h in hits if h.t_edit == t]
+            G = np.array([[attribute_score(r.query, to_uint8(e), face(s).attrs)
+                           - attribute_score(r.query, to_uint8(p), face(s).attrs)
+                           for s, e, p in zip(seeds, o, plain)] for o in outs])
+            picks = choose(outs, clip, torch.from_numpy(text_direction(clip, r.query)))
+            assert r.picked_success == sum(G[j, i] > 0 for i, j in enumerate(picks))
+            assert r.picked_gain == pytest.approx(float(np.mean([G[j, i] for i, j in enumerate(picks)])), abs=1e-6)
+            assert r.best_success == int((G.max(0) > 0).sum()) >= max(r.success, r.picked_success)
         rep = Q.apply_quality(cat, clip, model, seeds, strength=3.0, steps=3, null_rank=2,
                               locality_queries=("smile", "blond hair"), lacking_seed0=seeds[0])
     for q in ("smile", "blond hair"):

@@ -43,6 +43,9 @@ class SearchRow:
     success: int
     tried: int
     mean_gain: float  # mean probe change with the edit (in the probe's units)
+    picked_success: int | None = None  # the same with each face's pick of the k hits (`apply --candidates k`)
+    picked_gain: float | None = None
+    best_success: int | None = None  # the same with each face's best hit by the probe: what a pick could reach
 
 
 @dataclass
@@ -90,8 +93,12 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
 
     Success is counted on the faces ``seeds`` or, by default, for each query on the first
     ``n_targets`` held-out faces from ``seed0`` that do not already show the attribute (a face
-    that already wears glasses cannot be moved towards "glasses")."""
-    from ..search import search
+    that already wears glasses cannot be moved towards "glasses"). ``picked_success`` counts it
+    again with each face's own choice among the k hits, as ``apply --query --candidates k``
+    makes it (:func:`locobank.apply.choose`), and ``best_success`` with the hit that the
+    probe itself would choose on each face."""
+    from ..apply import choose
+    from ..search import search, text_direction
 
     steps = steps or model.defaults.get("steps", engine.DEFAULT_STEPS)
     cache: dict[int, Faces] = {}
@@ -112,13 +119,21 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
             if top.t_edit not in cache:
                 cache[top.t_edit] = Faces.invert(model, seeds, top.t_edit, steps)
             fs = cache[top.t_edit]
-        v = _vector(catalog, model, top.id)
-        lam = float(strength if strength is not None else model.strength_for(top.mask_label))
-        out = ddim.sample(model.denoiser, fs.x_t + top.sign * lam * v, fs.t, steps)
-        gain = fs.scores(q, out) - fs.scores(q, fs.ref)
+        plain = fs.scores(q, fs.ref)
+        outs = []
+        for h in hits:
+            if h.t_edit != top.t_edit:
+                continue  # fs is inverted to the top hit's time; hits found at another time are left out
+            lam = h.sign * float(strength if strength is not None else model.strength_for(h.mask_label))
+            outs.append(ddim.sample(model.denoiser, fs.x_t + lam * _vector(catalog, model, h.id), fs.t, steps))
+        G = np.stack([fs.scores(q, o) - plain for o in outs])
+        gain = G[0]
+        picks = choose(outs, clip, torch.from_numpy(text_direction(clip, q)))
+        picked = G[picks, np.arange(len(fs.seeds))]
         prec = sum(h.mask_label == part for h in hits) / k
         rows.append(SearchRow(q, part, top.id, top.mask_label, top.sign, prec, int((gain > 0).sum()), len(fs.seeds),
-                              float(gain.mean())))
+                              float(gain.mean()), int((picked > 0).sum()), float(picked.mean()),
+                              int((G.max(0) > 0).sum())))
         if progress:
             progress(1)
     return rows
