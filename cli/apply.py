@@ -15,11 +15,11 @@ from .db import db_option, open_catalog
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output PNG for one image; a folder for several (one <stem>.png each) or for --sweep strips.")
 @click.option("--query", default=None, help="Apply the top search hit for this text, with its sign (no ids needed).")
-@click.option("--candidates", type=click.IntRange(1, 100), default=1, show_default=True,
+@click.option("--candidates", type=click.IntRange(1, 100), default=1, show_default=True, metavar="N",
               help="With --query: edit each image with each of the top N hits (of the top hit's model, each "
                    "with its sign, --mask and all) and keep the edit that CLIP sees furthest towards the text; "
-                   "N edits per image (1: the top hit). With --sweep, the pick is made at the hits' own "
-                   "strengths, then swept.")
+                   "up to N edits per image (1: the top hit). With --sweep, each image's hit is picked so at "
+                   "its own strength, then swept with its sign.")
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP model for --query.")
 @click.option("--domain", default="face", show_default=True, help="Prompt noun for --query.")
 @click.option("--strength", type=float, default=None,
@@ -42,7 +42,8 @@ from .db import db_option, open_catalog
 @click.option("--orthogonalize", is_flag=True, help="Gram-Schmidt the composed directions, in the order given.")
 @click.option("--sweep", default=None,
               help="Comma-separated strengths, e.g. -8,-4,0,4,8: one PNG strip per image (with --mask, the "
-                   "direction is re-localised once and scaled; the spill passes run at each strength).")
+                   "direction is re-localised once and scaled; the spill passes run at each strength; with "
+                   "--query, each strength times the hit's sign).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the stochastic tail (reproducible).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps [model default, else 50].")
 @click.option("--resize", is_flag=True, help="Resize images (and --mask) to the model's size instead of refusing.")
@@ -90,6 +91,8 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
         raise click.UsageError("--out must end in .png for a single image (or be a folder for several)")
     if candidates > 1 and not query:
         raise click.UsageError("--candidates chooses among the hits of --query; give --query too")
+    if query and len(mask) > 1:
+        raise click.UsageError("--query applies one direction: give one --mask")
     picks: list[int] = [0] * len(paths)  # which candidate each image keeps (one without --candidates)
     with open_catalog(db_url) as cat:
         if query:
@@ -101,14 +104,15 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
             clip = load_clip(clip_spec, device=device)
             cands = query_candidates(cat, clip, query, k=candidates, domain=domain, default_strength=strength,
                                      model_override=model_override, device=device)
-            if candidates == 1:
+            if len(cands) == 1:
                 h = cands[0].hit
+                only = f" (the only hit of its model; {candidates} asked for)" if candidates > 1 else ""
                 click.echo(f"query {query!r}: direction {h.id} (match {h.match:.3f}, score {h.score:.3f}, "
-                           f"sign {'+' if h.sign > 0 else '-'})")
+                           f"sign {'+' if h.sign > 0 else '-'}){only}")
             else:
                 listed = ", ".join(f"#{c.hit.id} ({'+' if c.hit.sign > 0 else '-'}, match {c.hit.match:.3f})"
                                    for c in cands)
-                fewer = f" ({candidates} asked for; the rest are not there or not the top hit's model)" \
+                fewer = f" ({candidates} asked for; the index holds no more of the top hit's model)" \
                     if len(cands) < candidates else ""
                 click.echo(f"query {query!r}: {len(cands)} candidates{fewer}: {listed}")
         elif specs:
@@ -138,7 +142,8 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
             prep = _kept(pool, picks)
         with click.progressbar(list(zip(paths, picks)), label="sweep") as bar:
             for p, j in bar:
-                strip = run_sweep(pool[j], p, values, mask=list(mask) or None, resize=resize, seed=seed, steps=steps,
+                sign = cands[j].hit.sign if cands is not None else 1  # a query's hit sweeps with its sign
+                strip = run_sweep(pool[j], p, [sign * v for v in values], mask=list(mask) or None, resize=resize, seed=seed, steps=steps,
                                   max_shift=max_shift, spill_passes=spill_passes, register=register, shifts=shifts)
                 arr = np.concatenate([to_uint8(s) for s in strip], 1)
                 target = out / f"{p.stem}_sweep.png" if many else out
@@ -154,7 +159,6 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
                                           **options)
         _chosen_note(cands, picks)
         prep = _kept(pool, picks)
-        shifts = shifts[picks[0] :] if not many else shifts  # one image: its kept edit's moves first
     else:
         with click.progressbar(length=len(paths), label="apply") as bar:
             edited = apply_to_images(prep, paths, mask=list(mask) or None, resize=resize, orthogonalize=orthogonalize,
@@ -163,7 +167,10 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
     for p, img in zip(paths, edited):
         save_image(img, out / f"{p.stem}.png" if many else out)
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
-    click.echo(f"applied {desc} to {len(paths)} image{'s' if many else ''} -> {out}")
+    if best_of and len(prep.directions) > 1:
+        click.echo(f"applied the kept one of {desc} to each of {len(paths)} images -> {out}")
+    else:
+        click.echo(f"applied {desc} to {len(paths)} image{'s' if many else ''} -> {out}")
     if mask:
         _relocalised_note(prep, register, spill_passes, shifts[0] if shifts and not many else None)
 
@@ -179,8 +186,8 @@ def _kept(pool, picks: list[int]):
 def _chosen_note(cands, picks: list[int]) -> None:
     """Say which candidate each image kept, most kept first."""
     counts = sorted(((picks.count(j), j) for j in set(picks)), reverse=True)
-    click.echo("kept per image: " + ", ".join(f"#{cands[j].hit.id} on {n} image{'s' if n != 1 else ''}"
-                                             for n, j in counts))
+    click.echo("kept per image: " + ", ".join(f"#{cands[j].hit.id} ({'+' if cands[j].hit.sign > 0 else '-'}v) on "
+                                             f"{n} image{'s' if n != 1 else ''}" for n, j in counts))
 
 
 def _relocalised_note(prep, register: bool, spill_passes: int | None, moves: list | None) -> None:

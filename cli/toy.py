@@ -191,6 +191,8 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobi
 @click.option("--targets", type=click.IntRange(1, 200), default=10, show_default=True,
               help="Other held-out faces each query's top hit is applied to: the first ones that do not "
                    "already show the attribute.")
+@click.option("--targets-from", type=click.IntRange(0), default=None,
+              help="First seed the --targets faces are taken from [the first unseen face's, 1010000].")
 @click.option("--unseen", type=click.IntRange(1, 200), default=20, show_default=True,
               help="Unseen faces for the locality, linearity and composition bars.")
 @click.option("--rank", type=click.IntRange(1, 20), default=3, show_default=True)
@@ -203,7 +205,8 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobi
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @click.option("--json", "as_json", is_flag=True)
 @fail_on_library_errors
-def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, register, device, as_json) -> None:
+def quality_cmd(out, faces, targets, targets_from, unseen, rank, iters, reuse, spill_passes, register, device,
+                as_json) -> None:
     """Measure search and apply quality on the toy world, with pixel probes rather than CLIP.
 
     Harvests --faces held-out faces through the demo's path (harvest, embed, name, index,
@@ -241,13 +244,14 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
         model = load_model(TOY_DDPM, device=device)
         clip = load_clip("toy", device=device)
         seeds = [HELD_OUT_SEED + 10_000 + i for i in range(unseen)]
-        rows = Q.search_quality(cat, clip, model, n_targets=targets, seed0=HELD_OUT_SEED + 10_000, index_folder=out / "index",
+        t0 = HELD_OUT_SEED + 10_000 if targets_from is None else targets_from
+        rows = Q.search_quality(cat, clip, model, n_targets=targets, seed0=t0, index_folder=out / "index",
                                 sheets=out / "sheets", progress=stage("search bars", len(Q.SEARCH_QUERIES)))
         rep = Q.apply_quality(cat, clip, model, seeds, index_folder=out / "index",
                               lacking_seed0=HELD_OUT_SEED + 10_000, spill_passes=spill_passes, register=register,
                               progress=stage("apply bars", 5))
-    report = {"model": model.info(), "faces": faces, "targets": targets, "unseen": unseen, "rank": rank,
-              "directions": len(cat.list_directions()), "search": [r.__dict__ for r in rows], "apply": rep.to_dict()}
+    report = {"model": model.info(), "faces": faces, "targets": targets, "targets_from": t0, "unseen": unseen,
+              "rank": rank, "directions": len(cat.list_directions()), "search": [r.__dict__ for r in rows], "apply": rep.to_dict()}
     cat.close()
     (out / "quality.json").write_text(json.dumps(report, indent=2))
     if as_json:
@@ -257,7 +261,7 @@ def quality_cmd(out, faces, targets, unseen, rank, iters, reuse, spill_passes, r
     click.echo(f"\n{report['directions']} directions from {faces} faces; strengths "
                f"{', '.join(f'{q} {s:g}' for q, s in lams.items()) if rep.strength is None else rep.strength}; "
                f"apply bars {'registered, ' if rep.registered else ''}with {rep.spill_passes} spill passes\n")
-    click.echo(f"{'':42s} {'top hit':>17s}   {'pick of 5 per face':>22s}")
+    click.echo(f"{'':37s} {'top hit':>17s}   {'pick of 5':>17s} {'probe':>5s}")
     click.echo(f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}   "
                f"{'success':>8s} {'gain':>8s} {'best':>5s}")
     for r in rows:

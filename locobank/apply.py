@@ -235,18 +235,20 @@ def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "fa
     hits = search(catalog, clip, query, k=k, domain=domain, index_folder=index_folder)
     if not hits:
         raise InputError(f"no direction matches {query!r}; has `locobank index build` run?")
-    hits = [h for h in hits if h.fingerprint == hits[0].fingerprint]  # one model loads, and they all apply to it
+    if any(h.fingerprint != hits[0].fingerprint for h in hits):  # one model loads, and they all apply to it
+        hits = search(catalog, clip, query, k=k, domain=domain, index_folder=index_folder, model=hits[0].fingerprint)
     prep = prepare(catalog, [DirectionSpec(h.id) for h in hits], default_strength=default_strength,
                    model_override=model_override, device=device)
     return [Candidate(h, Prepared(prep.model, [d], [s * h.sign]))
             for h, d, s in zip(hits, prep.directions, prep.strengths)]
 
 
-def choose(outputs: Sequence[torch.Tensor], clip, text: torch.Tensor) -> list[int]:
+def choose(outputs: Sequence[torch.Tensor], clip, text) -> list[int]:
     """For each image, the index of the candidate output furthest along ``text`` in CLIP's space.
 
     ``outputs[j]`` holds candidate j's edits of the same images (B, C, H, W in [-1, 1]); ``text``
-    is a unit direction in ``clip``'s embedding space (:func:`locobank.search.text_direction`).
+    (a tensor or array) is a unit direction in ``clip``'s embedding space
+    (:func:`locobank.search.text_direction`). Ties keep the earlier candidate.
     The choice is the largest ``CLIP(edited) . text``: the unedited image's own term would be
     the same for every candidate of an image, so it drops out."""
     if not outputs:
@@ -255,27 +257,42 @@ def choose(outputs: Sequence[torch.Tensor], clip, text: torch.Tensor) -> list[in
     return torch.stack([clip.encode_images(o) @ q for o in outputs]).argmax(0).tolist()
 
 
-def apply_best_of(candidates: Sequence[Prepared], clip, text: torch.Tensor, images: Sequence[Path], *,
-                  batch: int = 16, progress: Callable[[int], None] | None = None,
+def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[Path], *, batch: int = 16,
+                  progress: Callable[[int], None] | None = None, shifts: list | None = None,
                   **options) -> tuple[list[torch.Tensor], list[int]]:
     """Each image edited by every candidate, as :func:`apply_to_images` does with ``options``
     (``mask`` included), keeping per image the edit :func:`choose` picks: (edited images, the
-    index of the candidate kept for each), ``batch`` images at a time.
+    index of the candidate kept for each), ``batch`` images at a time. ``shifts``, when given a
+    list, receives each image's moves as :func:`apply_to_images` gives them, for its kept edit.
 
     A direction's effect depends on the image it lands on: on the toy model the top "blond
     hair" hit lightens dark hair towards blond but turns grey and white hair whiter, while
     another hit turns those blond. Choosing among the real edits means the choice is made on
-    exactly what is returned; it costs one edit per candidate."""
+    exactly what is returned; it costs one edit per candidate, and only the best edit so far of
+    each image is kept in memory."""
     if not candidates:
         raise InputError("no candidate directions to choose from")
     if len({c.model.fingerprint for c in candidates}) > 1:
         raise InputError("the candidates come from different models; choose among one model's directions")
+    q = torch.as_tensor(text, dtype=torch.float32, device=clip.device).flatten()
     edited: list[torch.Tensor] = []
     picks: list[int] = []
     for i in range(0, len(images), batch):
         part = list(images[i : i + batch])
-        outs = [torch.stack(apply_to_images(c, part, batch=batch, progress=progress, **options)) for c in candidates]
-        chosen = choose(outs, clip, text)
-        edited += [outs[j][n] for n, j in enumerate(chosen)]
-        picks += chosen
+        best = score = moves = None
+        kept = torch.zeros(len(part), dtype=torch.long)
+        for j, c in enumerate(candidates):
+            mine: list = []
+            out = torch.stack(apply_to_images(c, part, batch=batch, progress=progress, shifts=mine, **options))
+            sc = (clip.encode_images(out) @ q).cpu()
+            if best is None:
+                best, score, moves = out, sc, mine
+                continue
+            better = sc > score  # ties keep the earlier (higher-ranked) hit, as choose() does
+            best[better], score[better], kept[better] = out[better], sc[better], j
+            moves = [m if not b else o for m, o, b in zip(moves, mine, better.tolist())] if mine else moves
+        edited += list(best)
+        picks += kept.tolist()
+        if shifts is not None:
+            shifts += moves
     return edited, picks

@@ -217,28 +217,33 @@ def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
 
 def test_best_of_keeps_each_images_edit_that_clip_sees_furthest_along_the_text(world):
     """apply_best_of against its definition: every candidate applied on its own (masked too), and
-    per image the edit with the largest CLIP(edited) . text kept."""
+    per image the edit with the largest CLIP(edited) . text kept, with its moves."""
     import torch
 
-    from locobank.apply import Prepared, apply_best_of, apply_to_images, choose, prepare
-    from locobank.apply import DirectionSpec
+    from locobank.apply import DirectionSpec, Prepared, apply_best_of, apply_to_images, choose, prepare
 
     clip = world["clip_model"]
-    unseen = sorted(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
+    faces = [p for d in ("unseen", "faces") for p in sorted((world["root"] / d).glob("face_*.png"))
+             if p.stem.count("_") == 1][:3]
     with Catalog.open(world["db"]) as cat:
         prep = prepare(cat, [DirectionSpec(r.id) for r in cat.list_directions()[:3]])
     cands = [Prepared(prep.model, [d], [s]) for d in prep.directions for s in (6.0, -6.0)]
     text = torch.from_numpy(text_direction(clip, "blond hair"))
-    for options in ({}, {"mask": Path(str(unseen[0]).replace(".png", "_hair.png")), "spill_passes": 1}):
-        alone = [torch.stack(apply_to_images(c, unseen, steps=3, batch=1, **options)) for c in cands]
+    for options in ({}, {"mask": Path(str(faces[0]).replace(".png", "_hair.png")), "spill_passes": 1}):
+        moves = [[] for _ in cands]
+        alone = [torch.stack(apply_to_images(c, faces, steps=3, batch=2, shifts=m, **options))
+                 for c, m in zip(cands, moves)]
         emb = torch.stack([clip.encode_images(o) for o in alone])  # (candidates, images, dim)
         expected = (emb @ text).argmax(0).tolist()
-        edited, picks = apply_best_of(cands, clip, text, unseen, steps=3, batch=1, **options)
+        got_moves: list = []
+        edited, picks = apply_best_of(cands, clip, text, faces, steps=3, batch=2, shifts=got_moves, **options)
         assert picks == expected == choose(alone, clip, text)
         for i, (img, j) in enumerate(zip(edited, picks)):
             assert torch.equal(img, alone[j][i])
-    for j in (1, 4):  # aim the text at candidate j's own edit of image 0: nothing beats it there
-        assert choose(alone, clip, emb[j, 0])[0] == j
+        assert got_moves == ([moves[j][i] for i, j in enumerate(picks)] if options else [])
+        for j in (1, 4):  # aim the text at candidate j's own edit of image 0: nothing beats it there
+            assert choose(alone, clip, emb[j, 0])[0] == j
+            assert apply_best_of(cands, clip, emb[j, 0], faces[:1], steps=3, **options)[1] == [j]
 
 
 def test_apply_query_with_candidates_applies_each_images_pick(world, tmp_path):
@@ -257,13 +262,41 @@ def test_apply_query_with_candidates_applies_each_images_pick(world, tmp_path):
     assert same.exit_code == 0, same.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "p.png")), np.asarray(Image.open(tmp_path / "same.png")))
     many = _apply(world, "--query", "smile", "--candidates", "2", "--clip", str(world["clip"]),
-                  str(world["root"] / "unseen"), "--out", str(tmp_path / "many"), "--steps", "3")
+                  str(world["root"] / "unseen"), "--out", str(tmp_path / "many"), "--steps", "3",
+                  "--batch", "1")  # an image's edit is then bit-exact with its own run
     assert many.exit_code == 0, many.output
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(p.name for p in unseen)
     counts = many.output.split("kept per image: ")[1].splitlines()[0]
     assert sum(int(part.split(" on ")[1].split()[0]) for part in counts.split(", ")) == len(unseen)
+    for p in unseen:  # each file is that image's own pick
+        one = _apply(world, "--query", "smile", "--candidates", "2", "--clip", str(world["clip"]), str(p),
+                     "--out", str(tmp_path / "one.png"), "--steps", "3")
+        assert one.exit_code == 0, one.output
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "many" / p.name)), np.asarray(Image.open(tmp_path / "one.png")))
+    swept = _apply(world, "--query", "frown", "--candidates", "3", "--clip", str(world["clip"]), str(unseen[0]),
+                   "--sweep", "0,4", "--out", str(tmp_path / "qs.png"), "--steps", "3")
+    assert swept.exit_code == 0, swept.output
+    kept = swept.output.split("kept per image: #")[1].split()
+    ref = _apply(world, kept[0], str(unseen[0]), "--sweep", "0,-4" if kept[1] == "(-v)" else "0,4",
+                 "--out", str(tmp_path / "ref.png"), "--steps", "3")  # the kept hit, swept with its sign
+    assert ref.exit_code == 0, ref.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "qs.png")), np.asarray(Image.open(tmp_path / "ref.png")))
+    signs = set()
+    for q in ("frown -> smile", "smile -> frown"):  # the same top hit with opposite signs: one sweeps -v
+        top = _apply(world, "--query", q, "--clip", str(world["clip"]), str(unseen[0]), "--sweep", "0,4",
+                     "--out", str(tmp_path / "ts.png"), "--steps", "3")
+        assert top.exit_code == 0, top.output
+        hid, sign = top.output.split("direction ")[1].split()[0], top.output.split("sign ")[1][0]
+        signs.add(sign)
+        ref = _apply(world, hid, str(unseen[0]), "--sweep", "0,-4" if sign == "-" else "0,4",
+                     "--out", str(tmp_path / "ref.png"), "--steps", "3")
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "ts.png")), np.asarray(Image.open(tmp_path / "ref.png")))
+    assert signs == {"+", "-"}
     alone = _apply(world, "1", str(unseen[0]), "--candidates", "2", "--out", str(tmp_path / "x.png"))
     assert alone.exit_code == 2 and "--candidates chooses among the hits of --query" in alone.output
+    mouth = str(unseen[0]).replace(".png", "_mouth.png")
+    two = _apply(world, "--query", "smile", str(unseen[0]), "--mask", mouth, "--mask", mouth, "--out", str(tmp_path / "x.png"))
+    assert two.exit_code == 2 and "give one --mask" in two.output
 
 
 def test_apply_refusals_are_clear(world, tmp_path):

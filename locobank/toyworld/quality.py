@@ -96,7 +96,8 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
     that already wears glasses cannot be moved towards "glasses"). ``picked_success`` counts it
     again with each face's own choice among the k hits, as ``apply --query --candidates k``
     makes it (:func:`locobank.apply.choose`), and ``best_success`` with the hit that the
-    probe itself would choose on each face."""
+    probe itself would choose on each face. Both compare the hits found at the top hit's edit
+    time (on the toy model, all of them); ``apply`` would try the others too."""
     from ..apply import choose
     from ..search import search, text_direction
 
