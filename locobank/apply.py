@@ -243,6 +243,11 @@ def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "fa
             for h, d, s in zip(hits, prep.directions, prep.strengths)]
 
 
+def _along(clip, text):
+    """``text`` (a tensor or array) as a flat float tensor on ``clip``'s device."""
+    return torch.as_tensor(text, dtype=torch.float32, device=clip.device).flatten()
+
+
 def choose(outputs: Sequence[torch.Tensor], clip, text) -> list[int]:
     """For each image, the index of the candidate output furthest along ``text`` in CLIP's space.
 
@@ -253,7 +258,7 @@ def choose(outputs: Sequence[torch.Tensor], clip, text) -> list[int]:
     the same for every candidate of an image, so it drops out."""
     if not outputs:
         raise InputError("no candidate edits to choose from")
-    q = torch.as_tensor(text, dtype=torch.float32, device=clip.device).flatten()
+    q = _along(clip, text)
     return torch.stack([clip.encode_images(o) @ q for o in outputs]).argmax(0).tolist()
 
 
@@ -274,7 +279,7 @@ def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[P
         raise InputError("no candidate directions to choose from")
     if len({c.model.fingerprint for c in candidates}) > 1:
         raise InputError("the candidates come from different models; choose among one model's directions")
-    q = torch.as_tensor(text, dtype=torch.float32, device=clip.device).flatten()
+    q = _along(clip, text)
     edited: list[torch.Tensor] = []
     picks: list[int] = []
     for i in range(0, len(images), batch):
