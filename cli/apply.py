@@ -123,13 +123,13 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
     pool = [c.prep for c in cands] if cands is not None else [prep]
     best_of = len(pool) > 1
     prep = pool[0] if not best_of else None
+    options = dict(mask=list(mask) or None, resize=resize, seed=seed, steps=steps, max_shift=max_shift,
+                   spill_passes=spill_passes, register=register)  # what apply, sweep and the pick share
     if best_of:
         from locobank.apply import apply_best_of
         from locobank.search import text_direction
 
         text = text_direction(clip, query, domain)
-        options = dict(mask=list(mask) or None, resize=resize, seed=seed, steps=steps, max_shift=max_shift,
-                       spill_passes=spill_passes, register=register)
     if many:
         out.mkdir(parents=True, exist_ok=True)
     shifts: list = []
@@ -143,8 +143,7 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
         with click.progressbar(list(zip(paths, picks)), label="sweep") as bar:
             for p, j in bar:
                 sign = cands[j].hit.sign if cands is not None else 1  # a query's hit sweeps with its sign
-                strip = run_sweep(pool[j], p, [sign * v for v in values], mask=list(mask) or None, resize=resize, seed=seed, steps=steps,
-                                  max_shift=max_shift, spill_passes=spill_passes, register=register, shifts=shifts)
+                strip = run_sweep(pool[j], p, [sign * v for v in values], shifts=shifts, **options)
                 arr = np.concatenate([to_uint8(s) for s in strip], 1)
                 target = out / f"{p.stem}_sweep.png" if many else out
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -161,9 +160,8 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
         prep = _kept(pool, picks)
     else:
         with click.progressbar(length=len(paths), label="apply") as bar:
-            edited = apply_to_images(prep, paths, mask=list(mask) or None, resize=resize, orthogonalize=orthogonalize,
-                                     seed=seed, steps=steps, max_shift=max_shift, spill_passes=spill_passes,
-                                     register=register, batch=batch, progress=bar.update, shifts=shifts)
+            edited = apply_to_images(prep, paths, orthogonalize=orthogonalize, batch=batch, progress=bar.update,
+                                     shifts=shifts, **options)
     for p, img in zip(paths, edited):
         save_image(img, out / f"{p.stem}.png" if many else out)
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))

@@ -251,7 +251,8 @@ def quality_cmd(out, faces, targets, targets_from, unseen, rank, iters, reuse, s
                               lacking_seed0=HELD_OUT_SEED + 10_000, spill_passes=spill_passes, register=register,
                               progress=stage("apply bars", 5))
     report = {"model": model.info(), "faces": faces, "targets": targets, "targets_from": t0, "unseen": unseen,
-              "rank": rank, "directions": len(cat.list_directions()), "search": [r.__dict__ for r in rows], "apply": rep.to_dict()}
+              "rank": rank, "directions": len(cat.list_directions()), "search": [r.__dict__ for r in rows],
+              "apply": rep.to_dict()}
     cat.close()
     (out / "quality.json").write_text(json.dumps(report, indent=2))
     if as_json:

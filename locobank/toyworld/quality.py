@@ -129,7 +129,7 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
             outs.append(ddim.sample(model.denoiser, fs.x_t + lam * _vector(catalog, model, h.id), fs.t, steps))
         G = np.stack([fs.scores(q, o) - plain for o in outs])
         gain = G[0]
-        picks = choose(outs, clip, torch.from_numpy(text_direction(clip, q)))
+        picks = choose(outs, clip, text_direction(clip, q))
         picked = G[picks, np.arange(len(fs.seeds))]
         prec = sum(h.mask_label == part for h in hits) / k
         rows.append(SearchRow(q, part, top.id, top.mask_label, top.sign, prec, int((gain > 0).sum()), len(fs.seeds),
