@@ -18,7 +18,8 @@ from .db import db_option, open_catalog
 @click.option("--candidates", type=click.IntRange(1, 100), default=1, show_default=True, metavar="N",
               help="With --query: edit each image with each of the top N hits (of the top hit's model, each "
                    "with its sign, --mask and all) and keep the edit that CLIP sees furthest towards the text; "
-                   "up to N edits per image (1: the top hit). With --sweep, each image's hit is picked so at "
+                   "N edits per image, which share its inversion and, with --mask, its re-projection (1: the top "
+                   "hit). With --sweep, each image's hit is picked so at "
                    "its own strength, then swept with its sign.")
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP model for --query.")
 @click.option("--domain", default="face", show_default=True, help="Prompt noun for --query.")

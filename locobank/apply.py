@@ -262,42 +262,61 @@ def choose(outputs: Sequence[torch.Tensor], clip, text) -> list[int]:
     return torch.stack([clip.encode_images(o) @ q for o in outputs]).argmax(0).tolist()
 
 
-def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[Path], *, batch: int = 16,
-                  progress: Callable[[int], None] | None = None, shifts: list | None = None,
-                  **options) -> tuple[list[torch.Tensor], list[int]]:
-    """Each image edited by every candidate, as :func:`apply_to_images` does with ``options``
-    (``mask`` included), keeping per image the edit :func:`choose` picks: (edited images, the
-    index of the candidate kept for each), ``batch`` images at a time. ``shifts``, when given a
-    list, receives each image's moves as :func:`apply_to_images` gives them, for its kept edit.
+def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[Path], *, mask: MaskArg = None,
+                  resize: bool = False, seed: int = 0, steps: int | None = None, eta_tail: float | None = None,
+                  null_rank: int | None = None, max_shift: int | None = None, spill_passes: int | None = None,
+                  register: bool = True, batch: int = 16, progress: Callable[[int], None] | None = None,
+                  shifts: list | None = None) -> tuple[list[torch.Tensor], list[int]]:
+    """Each image edited by every candidate (one direction each, at its strength), with the
+    options of :func:`apply_to_images` (``mask`` included), keeping per image the edit
+    :func:`choose` picks: (edited images, the index of the candidate kept for each), ``batch``
+    images at a time. ``shifts``, when given a list, receives each image's moves as
+    :func:`apply_to_images` gives them, for its kept edit.
 
     A direction's effect depends on the image it lands on: on the toy model the top "blond
     hair" hit lightens dark hair towards blond but turns grey and white hair whiter, while
     another hit turns those blond. Choosing among the real edits means the choice is made on
-    exactly what is returned; it costs one edit per candidate, and only the best edit so far of
-    each image is kept in memory."""
+    exactly what is returned. The candidates share each image's inversion and, with ``mask``,
+    its re-projection and unedited reference (:func:`locobank.engine.edit_each`); only the best
+    edit so far of each image is kept in memory."""
     if not candidates:
         raise InputError("no candidate directions to choose from")
     if len({c.model.fingerprint for c in candidates}) > 1:
         raise InputError("the candidates come from different models; choose among one model's directions")
+    if any(len(c.directions) != 1 for c in candidates):
+        raise InputError("each candidate is one direction; compose them with apply_to_images instead")
+    m = candidates[0].model
+    d = m.defaults
+    dirs = [c.directions[0] for c in candidates]
+    strengths = [c.strengths[0] for c in candidates]
+    masks = load_masks(candidates[0], mask, resize)
+    if masks is not None and len(masks) != 1:
+        raise InputError("give one --mask: every candidate is re-localised on the same part")
+    per = 1 if masks is not None else batch  # the re-projection is per image
+    options = dict(steps=steps or d.get("steps", engine.DEFAULT_STEPS), seed=seed,
+                   eta_tail=d.get("eta_tail", 0.0) if eta_tail is None else eta_tail,
+                   null_rank=d.get("null_rank", 5) if null_rank is None else null_rank, max_shift=max_shift,
+                   spill_passes=spill_passes, register=register, batch=batch, mask=masks[0] if masks else None)
     q = _along(clip, text)
     edited: list[torch.Tensor] = []
     picks: list[int] = []
-    for i in range(0, len(images), batch):
-        part = list(images[i : i + batch])
-        best = score = moves = None
-        kept = torch.zeros(len(part), dtype=torch.long)
-        for j, c in enumerate(candidates):
-            mine: list = []
-            out = torch.stack(apply_to_images(c, part, batch=batch, progress=progress, shifts=mine, **options))
+    for i in range(0, len(images), per):
+        x = torch.stack([load_image(p, m.resolution, resize=resize, channels=m.channels) for p in images[i : i + per]])
+        best = score = None
+        kept = torch.zeros(len(x), dtype=torch.long)
+        moves: list = [None] * len(x)
+        for j, r in engine.edit_each(m, x, dirs, strengths, progress=progress, **options):
+            out = r.images.cpu()
             sc = (clip.encode_images(out) @ q).cpu()
             if best is None:
-                best, score, moves = out, sc, mine
-                continue
-            better = sc > score  # ties keep the earlier (higher-ranked) hit, as choose() does
+                best, score = out, sc.clone()
+                better = torch.ones(len(x), dtype=torch.bool)
+            else:  # ties keep the higher-ranked hit, as choose() does
+                better = (sc > score) | ((sc == score) & (torch.tensor(j) < kept))
             best[better], score[better], kept[better] = out[better], sc[better], j
-            moves = [m if not b else o for m, o, b in zip(moves, mine, better.tolist())] if mine else moves
+            moves = [list(zip(r.shifts, r.scales)) if b else mv for mv, b in zip(moves, better.tolist())]
         edited += list(best)
         picks += kept.tolist()
-        if shifts is not None:
+        if shifts is not None and masks is not None:
             shifts += moves
     return edited, picks

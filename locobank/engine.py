@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -475,6 +475,22 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
                           max_shift=max_shift, spill_passes=passes, register=register, progress=progress)
 
 
+def _walk(model: LoadedModel, grid: list[int], x_top: Tensor, deltas: dict[int, Tensor], *, seed: int,
+          eta_tail: float, progress=None) -> Tensor:
+    """Sample down from ``x_top``, the state at the highest time in ``deltas``, adding each
+    time's edit as the sampler passes it (the highest one to ``x_top`` first), on ``grid``."""
+    g = torch.Generator().manual_seed(int(seed))  # the same tail noise on every walk
+    down = sorted(deltas, reverse=True)
+    y = x_top + deltas[down[0]]
+    for i, t in enumerate(down):
+        lower = down[i + 1] if i + 1 < len(down) else None
+        seg = [gg for gg in grid if (lower or 0) < gg <= t]
+        y = ddim.sample(model.denoiser, y, t, eta_tail=eta_tail, generator=g, progress=progress, grid=seg, t_stop=lower)
+        if lower is not None:
+            y = y + deltas[lower]
+    return y
+
+
 def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], *, steps: int,
                    seed: int, eta_tail: float, mask: Tensor | Sequence[Tensor] | None, null_rank: int,
                    orthogonalize: bool, inverted: bool, max_shift: int | None = None, spill_passes: int = 0,
@@ -518,19 +534,9 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
     delta = {t: sum(p for p, d in zip(parts, dirs) if d.t == t).reshape(vectors[0].shape).to(vectors[0].dtype)
              for t in times}
     top = times[-1]
-    down = times[::-1]
 
     def walk(deltas: dict[int, Tensor]) -> Tensor:
-        """Sample down from the highest time, adding each time's edit as the sampler passes it."""
-        g = torch.Generator().manual_seed(int(seed))  # the same tail noise on every walk
-        y = states[top] + deltas[top]
-        for i, t in enumerate(down):
-            lower = down[i + 1] if i + 1 < len(down) else None
-            seg = [gg for gg in grid if (lower or 0) < gg <= t]
-            y = ddim.sample(den, y, t, eta_tail=eta_tail, generator=g, progress=progress, grid=seg, t_stop=lower)
-            if lower is not None:
-                y = y + deltas[lower]
-        return y
+        return _walk(model, grid, states[top], deltas, seed=seed, eta_tail=eta_tail, progress=progress)
 
     if mask is not None:  # one image: walk it as (C, H, W) like its edit
         reference = walk({t: torch.zeros_like(v) for t, v in delta.items()})[0] if spill_passes else None
@@ -541,3 +547,72 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
         y = walk(delta)
     return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t=top,
                       shifts=shifts if mask is not None else [], scales=scales if mask is not None else [])
+
+
+def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction], strengths: Sequence[float], *,
+              steps: int = DEFAULT_STEPS, seed: int = 0, eta_tail: float = 0.0,
+              mask: Tensor | None = None, null_rank: int = 5, max_shift: int | None = None,
+              spill_passes: int | None = None, register: bool = True, batch: int = 16,
+              progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, EditResult]]:
+    """Each direction applied alone, at its strength, to the same ``images``: yields (index of
+    the direction, its :class:`EditResult`) as one :func:`edit` call each would give, with the
+    work they share done once. Results come grouped by edit time, so that a caller keeping only
+    the best of them holds one at a time.
+
+    Directions found at one edit time share one inversion (without it, N directions cost 2N
+    samplings of each image, with it N + 1). With ``mask`` (one image; one mask for all) they
+    also share the re-projection, against one null basis iterated until every direction's
+    projection has settled (so each is settled at least as far as alone, and matches a lone
+    edit to the re-projection's tolerance), and the unedited reference of the spill passes;
+    their edits and spill passes are then sampled ``batch`` directions at a time (one at a
+    time with ``eta_tail``, so each gets the tail noise a lone edit would). ``progress`` is
+    called with the number of images after each direction's edits."""
+    dirs = [_check_direction(model, d, d.t if isinstance(d, Direction) else None) for d in directions]
+    if not dirs:
+        raise InputError("no direction to apply")
+    if len(strengths) != len(dirs):
+        raise InputError(f"give one strength per direction: {len(strengths)} for {len(dirs)}")
+    if any(d.t < 0 for d in dirs):
+        raise InputError("edit_each needs directions that carry their edit timesteps")
+    passes = spill_passes_for(model) if spill_passes is None else int(spill_passes)
+    if passes < 0:
+        raise InputError("spill_passes must be 0 or more")
+    x = _as_batch(model, images)
+    if mask is not None:
+        if x.shape[0] != 1:
+            raise InputError("a target mask applies to one image at a time")
+        mask = check_mask(mask, (model.resolution, model.resolution)).to(model.device)
+    for t in sorted({d.t for d in dirs}):
+        idx = [i for i, d in enumerate(dirs) if d.t == t]
+        grid = sorted(set(ddim.timesteps_to(t, steps)) | {t})
+        x_t = ddim.invert(model.denoiser, x, t, grid=grid)
+        vectors = torch.stack([dirs[i].vector.to(model.device, torch.float32) for i in idx])
+        moves = [((0.0, 0.0), (1.0, 1.0))] * len(idx)
+        if mask is not None:
+            vectors, sh, sc = relocalize(model, x_t, t, mask, vectors, null_rank=null_rank, max_shift=max_shift,
+                                         seed=seed, union=mask, image=x[0],
+                                         sources=[dirs[i].source for i in idx] if register else None)
+            moves = list(zip(sh, sc))
+        deltas = torch.stack([(float(strengths[i]) * v.reshape(-1).to(torch.float64)).reshape(v.shape).to(v.dtype)
+                              for i, v in zip(idx, vectors)])
+
+        def walk(d: Tensor) -> Tensor:
+            return _walk(model, grid, x_t, {t: d}, seed=seed, eta_tail=eta_tail)
+
+        if mask is None:
+            for i, d in zip(idx, deltas):
+                r = EditResult(walk(d), x_t, x_t + d, t)
+                if progress:
+                    progress(len(x))
+                yield i, r
+            continue
+        reference = walk(torch.zeros_like(deltas[0]))[0] if passes else None
+        chunk = 1 if eta_tail > 0 else max(1, int(batch))
+        for c in range(0, len(idx), chunk):
+            d, y = with_spill_passes(model, t, deltas[c : c + chunk], mask, passes, walk, reference)
+            for j in range(len(d)):
+                i = idx[c + j]
+                if progress:
+                    progress(1)
+                yield idx[c + j], EditResult(y[j : j + 1], x_t, x_t + d[j : j + 1], t, [moves[c + j][0]],
+                                             [moves[c + j][1]])
