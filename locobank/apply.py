@@ -137,6 +137,18 @@ def load_masks(prep: Prepared, mask: MaskArg, resize: bool) -> list[torch.Tensor
     return [load_mask(p, prep.model.resolution, resize=resize) for p in paths]
 
 
+def _defaults(m: LoadedModel, steps: int | None, eta_tail: float | None,
+              null_rank: int | None) -> tuple[int, float, int]:
+    """Sampling steps, tail noise and null rank: those given, else the model's defaults."""
+    d = m.defaults
+    return (steps or d.get("steps", engine.DEFAULT_STEPS), d.get("eta_tail", 0.0) if eta_tail is None else eta_tail,
+            d.get("null_rank", 5) if null_rank is None else null_rank)
+
+
+def _load_batch(m: LoadedModel, paths: Sequence[Path], resize: bool) -> torch.Tensor:
+    return torch.stack([load_image(p, m.resolution, resize=resize, channels=m.channels) for p in paths])
+
+
 def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = None, resize: bool = False,
                     orthogonalize: bool = False, seed: int = 0, steps: int | None = None, eta_tail: float | None = None,
                     null_rank: int | None = None, max_shift: int | None = None, spill_passes: int | None = None,
@@ -150,16 +162,13 @@ def apply_to_images(prep: Prepared, images: Sequence[Path], *, mask: MaskArg = N
     ``spill_passes`` spill passes (see :func:`locobank.engine.edit`); ``shifts``, when given a
     list, receives each image's per-direction ((dy, dx), (sy, sx)): shift and scale."""
     m = prep.model
-    d = m.defaults
-    steps = steps or d.get("steps", engine.DEFAULT_STEPS)
-    eta = d.get("eta_tail", 0.0) if eta_tail is None else eta_tail
-    nr = d.get("null_rank", 5) if null_rank is None else null_rank
+    steps, eta, nr = _defaults(m, steps, eta_tail, null_rank)
     masks = load_masks(prep, mask, resize)
     if masks is not None:
         batch = 1  # the re-projection is per image
     out: list[torch.Tensor] = []
     for i in range(0, len(images), batch):
-        x = torch.stack([load_image(p, m.resolution, resize=resize, channels=m.channels) for p in images[i : i + batch]])
+        x = _load_batch(m, images[i : i + batch], resize)
         res = engine.edit(m, x, list(zip(prep.directions, prep.strengths)), steps=steps, seed=seed, eta_tail=eta,
                           mask=masks, null_rank=nr, orthogonalize=orthogonalize, max_shift=max_shift,
                           spill_passes=spill_passes, register=register)
@@ -182,10 +191,7 @@ def sweep(prep: Prepared, image: Path, values: Sequence[float], *, mask: MaskArg
     depends on it. ``shifts``, when given a list, receives the image's [(shift, scale)] per
     direction, as in :func:`apply_to_images`."""
     m = prep.model
-    d = m.defaults
-    steps = steps or d.get("steps", engine.DEFAULT_STEPS)
-    eta = d.get("eta_tail", 0.0) if eta_tail is None else eta_tail
-    nr = d.get("null_rank", 5) if null_rank is None else null_rank
+    steps, eta, nr = _defaults(m, steps, eta_tail, null_rank)
     x = load_image(image, m.resolution, resize=resize, channels=m.channels)[None]
     masks = load_masks(prep, mask, resize)
     one_time = len({d.t for d in prep.directions}) == 1
@@ -286,22 +292,20 @@ def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[P
     if any(len(c.directions) != 1 for c in candidates):
         raise InputError("each candidate is one direction; compose them with apply_to_images instead")
     m = candidates[0].model
-    d = m.defaults
+    steps, eta, nr = _defaults(m, steps, eta_tail, null_rank)
     dirs = [c.directions[0] for c in candidates]
     strengths = [c.strengths[0] for c in candidates]
     masks = load_masks(candidates[0], mask, resize)
     if masks is not None and len(masks) != 1:
         raise InputError("give one --mask: every candidate is re-localised on the same part")
     per = 1 if masks is not None else batch  # the re-projection is per image
-    options = dict(steps=steps or d.get("steps", engine.DEFAULT_STEPS), seed=seed,
-                   eta_tail=d.get("eta_tail", 0.0) if eta_tail is None else eta_tail,
-                   null_rank=d.get("null_rank", 5) if null_rank is None else null_rank, max_shift=max_shift,
-                   spill_passes=spill_passes, register=register, batch=batch, mask=masks[0] if masks else None)
+    options = dict(steps=steps, seed=seed, eta_tail=eta, null_rank=nr, max_shift=max_shift, spill_passes=spill_passes,
+                   register=register, batch=batch, mask=masks[0] if masks else None)
     q = _along(clip, text)
     edited: list[torch.Tensor] = []
     picks: list[int] = []
     for i in range(0, len(images), per):
-        x = torch.stack([load_image(p, m.resolution, resize=resize, channels=m.channels) for p in images[i : i + per]])
+        x = _load_batch(m, images[i : i + per], resize)
         best = score = None
         kept = torch.zeros(len(x), dtype=torch.long)
         moves: list = [None] * len(x)
@@ -309,10 +313,8 @@ def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[P
             out = r.images.cpu()
             sc = (clip.encode_images(out) @ q).cpu()
             if best is None:
-                best, score = out, sc.clone()
-                better = torch.ones(len(x), dtype=torch.bool)
-            else:  # ties keep the higher-ranked hit, as choose() does
-                better = (sc > score) | ((sc == score) & (torch.tensor(j) < kept))
+                best, score = out.clone(), torch.full_like(sc, -torch.inf)
+            better = (sc > score) | ((sc == score) & (j < kept))  # ties keep the higher-ranked hit, as choose()
             best[better], score[better], kept[better] = out[better], sc[better], j
             moves = [list(zip(r.shifts, r.scales)) if b else mv for mv, b in zip(moves, better.tolist())]
         edited += list(best)

@@ -567,7 +567,7 @@ def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction
     their edits and spill passes are then sampled ``batch`` directions at a time (one at a
     time with ``eta_tail``, so each gets the tail noise a lone edit would). ``progress`` is
     called with the number of images after each direction's edits."""
-    dirs = [_check_direction(model, d, d.t if isinstance(d, Direction) else None) for d in directions]
+    dirs = [_check_direction(model, d, None) for d in directions]
     if not dirs:
         raise InputError("no direction to apply")
     if len(strengths) != len(dirs):
@@ -587,14 +587,12 @@ def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction
         grid = sorted(set(ddim.timesteps_to(t, steps)) | {t})
         x_t = ddim.invert(model.denoiser, x, t, grid=grid)
         vectors = torch.stack([dirs[i].vector.to(model.device, torch.float32) for i in idx])
-        moves = [((0.0, 0.0), (1.0, 1.0))] * len(idx)
         if mask is not None:
-            vectors, sh, sc = relocalize(model, x_t, t, mask, vectors, null_rank=null_rank, max_shift=max_shift,
-                                         seed=seed, union=mask, image=x[0],
-                                         sources=[dirs[i].source for i in idx] if register else None)
-            moves = list(zip(sh, sc))
-        deltas = torch.stack([(float(strengths[i]) * v.reshape(-1).to(torch.float64)).reshape(v.shape).to(v.dtype)
-                              for i, v in zip(idx, vectors)])
+            vectors, shifts, scales = relocalize(model, x_t, t, mask, vectors, null_rank=null_rank,
+                                                 max_shift=max_shift, seed=seed, union=mask, image=x[0],
+                                                 sources=[dirs[i].source for i in idx] if register else None)
+        deltas = torch.stack([p.reshape(v.shape).to(v.dtype)
+                              for p, v in zip(_scaled(vectors, [strengths[i] for i in idx], False), vectors)])
 
         def walk(d: Tensor) -> Tensor:
             return _walk(model, grid, x_t, {t: d}, seed=seed, eta_tail=eta_tail)
@@ -611,8 +609,7 @@ def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction
         for c in range(0, len(idx), chunk):
             d, y = with_spill_passes(model, t, deltas[c : c + chunk], mask, passes, walk, reference)
             for j in range(len(d)):
-                i = idx[c + j]
                 if progress:
                     progress(1)
-                yield idx[c + j], EditResult(y[j : j + 1], x_t, x_t + d[j : j + 1], t, [moves[c + j][0]],
-                                             [moves[c + j][1]])
+                yield idx[c + j], EditResult(y[j : j + 1], x_t, x_t + d[j : j + 1], t, [shifts[c + j]],
+                                             [scales[c + j]])
