@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -63,6 +64,28 @@ def test_probes_read_the_attributes_back():
     for f in fs[:20]:
         d = {k: probes.colour_distance(probes.hair_colour(f.image, f.attrs), f"{k} hair") for k in faces.HAIR}
         assert min(d, key=d.get) == f.attrs.hair
+
+
+def test_smile_probe_reads_the_corner_rise_whatever_the_mouth_width():
+    """An edit can widen a mouth as its corners rise (toy smiles at twice the harvest strength
+    do). The probe, given the face's original attributes, must still read the renderer's rise
+    of the corners above the centre (1.6 x smile) rather than a flatter mouth."""
+    truth, read = [], []
+    for s in range(1_000_000, 1_000_012):
+        a = face(s).attrs
+        for smile in (-1.0, -0.5, 0.5, 1.0):
+            for width in (0.0, 0.25, 0.5, 0.75, 1.0):
+                b = dataclasses.replace(a, smile=smile, mouth_width=width)
+                truth.append(faces.geometry(b)["mouth_bend"])
+                read.append(probes.mouth_curvature(faces.render(b).image, a))
+    r = np.corrcoef(truth, read)[0, 1]
+    assert r * r > 0.98  # 0.99 measured; reading the width from the attributes gave 0.86
+    for smile in (0.5, 1.0):  # and it rises with the smile at every width
+        for width in (0.0, 1.0):
+            a = dataclasses.replace(face(1_000_003).attrs, mouth_width=width)
+            ups = [probes.mouth_curvature(faces.render(dataclasses.replace(a, smile=k * smile)).image, a)
+                   for k in (0.6, 0.8, 1.0, 1.2)]
+            assert np.all(np.diff(ups) > 0), ups
 
 
 def test_cli_writes_a_dataset_the_harvester_can_read(tmp_path):

@@ -30,7 +30,10 @@ def mouth_curvature(img: np.ndarray, a: FaceAttributes) -> float:
     """How much the mouth corners rise above its centre, in pixels (> 0 smile, < 0 frown).
 
     Fits y = c2 u^2 + c1 u + c0 to the lip pixels' centre of mass in each column, weighting by
-    how far a pixel's colour is from the skin's."""
+    how far a pixel's colour is from the skin's, and reads the rise -c2 e^2 at the mouth's
+    half-width e as measured in ``img`` (sqrt(3) times the weighted RMS of u: a flat profile's
+    half-width). Only the mouth's place comes from ``a``, not its width: an edit that widens a
+    mouth while its corners rise would otherwise read as a flatter mouth."""
     g = geometry(a)
     y, x = _grid()
     region = (np.abs(x - g["cx"]) <= 5.4) & (np.abs(y - g["mouth_y"]) <= 2.6)
@@ -44,8 +47,8 @@ def mouth_curvature(img: np.ndarray, a: FaceAttributes) -> float:
     u = (cols + 0.5 - g["cx"])
     wt = w[:, cols].sum(0)
     c2, _, _ = np.polyfit(u, yc, 2, w=np.sqrt(wt))
-    hw = g["mouth_hw"]
-    return float(-c2 * hw * hw)
+    half_width_sq = 3.0 * float((wt * u * u).sum() / wt.sum())
+    return float(-c2 * half_width_sq)
 
 
 def iris_colour(img: np.ndarray, a: FaceAttributes) -> np.ndarray:
