@@ -191,10 +191,9 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     seed on that lack the attribute (``"lacking"``): on a face that already has blond hair a
     "blond hair" edit changes almost nothing inside the mask, and its locality share is then
     a ratio of two small numbers (``spill_energy_mean`` gives the change outside the mask). So
-    is the composition, on faces that lack both attributes (a full smile cannot grow, and a
-    face's within-20% ratio is then one of two small numbers too), and the linearity, on faces
-    that lack the first one (on a face that already smiles fully the probe plateaus where the
-    model's smiles end, and a plateau's wobble decides whether it counts as monotone).
+    is the composition, on faces that lack both attributes (where a solo edit barely moves its
+    probe, a face's within-20% ratio is one of two small numbers too), and the linearity, on
+    faces that lack the first one (a face that already smiles has the least room to smile more).
 
     Every edit runs ``spill_passes`` spill passes outside its masks (default: the model's, as
     `apply --mask` does; :func:`locobank.engine.spill_pass`), after each direction is registered
