@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from cli.common import fail_on_library_errors
-from cli.db import db_option, open_catalog
+from .common import fail_on_library_errors
+from .db import db_option, open_catalog
 
 
 def _echo_json(value: Any) -> None:

@@ -3,31 +3,65 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import click
 
-from locobank.errors import LocobankError
+from locobank.errors import ArgumentError, LocobankError
 
 
 def fail_on_library_errors(f):
-    """Run a command; a LocobankError becomes 'Error: ...' and exit code 1, not a traceback."""
+    """Run a command; a LocobankError becomes 'Error: ...' and exit code 1 (2 for an ArgumentError,
+    as click's own usage errors), not a traceback."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
+        except ArgumentError as e:
+            raise click.UsageError(str(e)) from e
         except LocobankError as e:
             raise click.ClickException(str(e)) from e
 
     return wrapper
 
 
-def parse_floats(text: str) -> list[float]:
-    """'-8,0,8' -> [-8.0, 0.0, 8.0], with a clear error for anything else."""
+class Finite(click.ParamType):
+    """A finite number in ``[lo, hi]`` (open at an end with ``open_lo``/``open_hi``): unlike
+    ``click.FloatRange`` it refuses nan and inf, whose comparisons are all false."""
+
+    name = "number"
+
+    def __init__(self, lo: float, hi: float, *, open_lo: bool = False, open_hi: bool = False):
+        self.lo, self.hi, self.open_lo, self.open_hi = lo, hi, open_lo, open_hi
+
+    def describe(self) -> str:
+        return f"{'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        below = x <= self.lo if self.open_lo else x < self.lo
+        above = x >= self.hi if self.open_hi else x > self.hi
+        if not math.isfinite(x) or below or above:
+            self.fail(f"{value} is not a finite number in {self.describe()}", param, ctx)
+        return x
+
+
+def parse_floats(text: str, lo: float = -100.0, hi: float = 100.0) -> list[float]:
+    """'-8,0,8' -> [-8.0, 0.0, 8.0], each finite and in [lo, hi], with a clear error for anything else."""
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        values = [float(t) for t in text.split(",") if t.strip()]
     except ValueError as e:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from e
+    if not values:
+        raise click.BadParameter(f"{text!r} holds no number; give a comma-separated list such as -8,-4,0,4,8")
+    bad = [v for v in values if not math.isfinite(v) or not lo <= v <= hi]
+    if bad:
+        raise click.BadParameter(f"{bad[0]:g} is out of range: each number must be finite, from {lo:g} to {hi:g}")
+    return values
 
 
 class Stages:
@@ -41,7 +75,7 @@ class Stages:
         from tqdm import tqdm
 
         self.close()
-        bar = tqdm(total=total, desc=f"{name:>13}", unit="step")
+        bar = tqdm(total=total, desc=f"{name:>13}", unit="step", disable=None)  # None: no bars off a terminal
         self.bars.append(bar)
         return bar.update
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cli.common import fail_on_library_errors
+from .common import fail_on_library_errors
 
 DB_HELP = (
     "Catalog database, any SQLAlchemy URL (sqlite:///path.db, postgresql+psycopg://user@host/db). "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import fail_on_library_errors
+from .common import Finite, Stages, fail_on_library_errors
 from .db import db_option
 
 
@@ -27,7 +27,7 @@ from .db import db_option
                    "constrained: the top in-mask directions among those already orthogonal to the "
                    "null basis (more local when the top in-mask direction is a global one). "
                    "[model default, else projected]")
-@click.option("--t-edit", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--t-edit", type=Finite(0, 1, open_lo=True, open_hi=True), default=None,
               help="Edit time as a fraction of T for every label; given alone, it also replaces the "
                    "model's per-label times [model default, else 0.6].")
 @click.option("--t-edit-for", "t_edit_for", multiple=True, metavar="LABEL=FRACTION",
@@ -41,7 +41,7 @@ from .db import db_option
                    "Directions are applied to inverted states either way. [model default, else inverted]")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM inversion steps [model default, else 50].")
 @click.option("--iters", type=click.IntRange(1, 1000), default=50, show_default=True, help="Subspace-iteration cap.")
-@click.option("--tol", type=float, default=1e-3, show_default=True, help="Convergence: subspace change in radians.")
+@click.option("--tol", type=Finite(0, 1, open_lo=True), default=1e-3, show_default=True, help="Convergence: subspace change in radians.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resize", is_flag=True, help="Resize images and masks to the model's size instead of failing the job.")
 @click.option("--batch", type=click.IntRange(1, 1024), default=4, show_default=True,
@@ -49,7 +49,7 @@ from .db import db_option
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Local worker processes (one per GPU when GPUs are visible).")
 @click.option("--device", default=None, help="cuda, cuda:1, cpu... [cuda when present]")
-@click.option("--lease", type=click.FloatRange(min=1), default=600.0, show_default=True,
+@click.option("--lease", type=Finite(1, 7 * 86400), default=600.0, show_default=True,
               help="Seconds a claimed job stays ours; a dead worker's jobs return after this.")
 @click.option("--max-attempts", type=click.IntRange(1), default=3, show_default=True,
               help="A job whose worker died this many times is marked failed (a likely poison pill).")
@@ -66,83 +66,42 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit
     one machine (--workers) or many (the same command against one Postgres --db), share the jobs.
     Exits non-zero when any job failed; --retry-failed runs those again.
     """
-    import time
+    from locobank.harvest.run import HarvestRequest, run_harvest
 
-    from tqdm import tqdm
-
-    from locobank.catalog import Catalog, resolve_url
-    from locobank.harvest import HarvestParams, discover, plan, work
-    from locobank.harvest.pool import run_pool
-    from locobank.models import load_model
-    from locobank.paths import resolve_model
-
-    source = resolve_model(model)
-    lm = load_model(source, device=device)
-    params = HarvestParams.from_defaults(lm.defaults, rank=rank, null_rank=null_rank, t_edit=t_edit, steps=steps,
-                                         iters=iters, tol=tol, seed=seed, resize=resize, basis=basis,
-                                         t_edit_by_label=_t_edit_for(t_edit_for) if t_edit_for else None,
-                                         jacobian_at=jacobian_at)
-    label_set = {s.strip() for s in labels.split(",") if s.strip()} if labels else None
-    pairs = discover(images, masks, label_set)
-    if not pairs:
-        raise click.ClickException(f"no (image, mask) pairs found in {images}"
-                                   + (f" with labels {sorted(label_set)}" if label_set else ""))
-    url = resolve_url(db_url)
-    cat = Catalog.open(url, upgrade=True)
-    with tqdm(total=len(pairs), desc="planning", unit="pair", leave=False) as bar:
-        run = plan(cat, lm, pairs, params, progress=bar.update)
-    if retry_failed:
-        n = cat.retry_failed(run.id)
-        click.echo(f"requeued {n} failed job{'s' if n != 1 else ''}")
-    before = cat.job_counts(run.id)
-    total = sum(before.values())
-    click.echo(f"run {run.id} on {lm.model_id} ({lm.fingerprint}): {total} jobs, {before['done']} already done, "
-               f"rank {params.rank}, null rank {params.null_rank} ({params.basis}), Jacobian at {params.jacobian_at} "
-               f"states, t_edit {params.t_edit}"
-               + "".join(f", {k} at {v:g}" for k, v in params.t_edit_by_label))
-    if plan_only:
-        return
-    start = time.perf_counter()
-    bar = tqdm(total=total, initial=before["done"] + before["failed"], desc="harvest", unit="job")
-    state = {"dirs": 0}
-
-    def rate() -> None:
-        mins = max(1e-9, (time.perf_counter() - start) / 60)
-        bar.set_postfix_str(f"{state['dirs'] / mins:.1f} directions/min")
-
-    def on_job(kind: str, n_dirs: int) -> None:
-        state["dirs"] += n_dirs
-        bar.update(1)
-        rate()
-
-    def poll() -> None:
-        c = cat.job_counts(run.id)
-        bar.n = c["done"] + c["failed"]
-        state["dirs"] = (c["done"] - before["done"]) * params.rank
-        rate()
-        bar.refresh()
-
-    with bar:
-        if workers == 1:
-            summary = work(cat, lm, run.id, params, batch=batch, lease_seconds=lease, max_attempts=max_attempts,
-                           on_job=on_job)
-        else:
-            del lm  # each worker process loads its own copy
-            summary = run_pool(url, source, run.id, params, workers, device=device, batch=batch, lease_seconds=lease,
-                               max_attempts=max_attempts, poll=poll)
-    after = cat.job_counts(run.id)
-    took = time.perf_counter() - start
-    click.echo(f"done {summary.done}, skipped {before['done']} (already done), failed {after['failed']}, "
-               f"{summary.directions} new directions in {took:.1f} s")
-    if after["running"] or after["pending"]:
-        click.echo(f"{after['running']} jobs still leased by other workers, {after['pending']} pending")
-    for err in summary.errors[:20]:
-        click.echo(f"  failed: {err}", err=True)
-    if len(summary.errors) > 20:
-        click.echo(f"  ... and {len(summary.errors) - 20} more (locobank stats)", err=True)
-    if after["failed"]:
+    given = dict(rank=rank, null_rank=null_rank, t_edit=t_edit, steps=steps, iters=iters, tol=tol, seed=seed,
+                 resize=resize, basis=basis, t_edit_by_label=_t_edit_for(t_edit_for) if t_edit_for else None,
+                 jacobian_at=jacobian_at)
+    req = HarvestRequest(model=model, images=images, masks=masks,
+                         labels={s.strip() for s in labels.split(",") if s.strip()} if labels else None, given=given,
+                         workers=workers, device=device, batch=batch, lease_seconds=lease, max_attempts=max_attempts,
+                         retry_failed=retry_failed, plan_only=plan_only, db_url=db_url)
+    with Stages() as progress:
+        out = run_harvest(req, progress=progress)
+    _report(out)
+    if out.failed:
         click.echo("some jobs failed; fix the inputs and run again with --retry-failed", err=True)
         raise SystemExit(1)
+
+
+def _report(out) -> None:
+    """What the run was and what this call did."""
+    p, before = out.params, out.before
+    if out.requeued is not None:
+        click.echo(f"requeued {out.requeued} failed job{'s' if out.requeued != 1 else ''}")
+    click.echo(f"run {out.run.id} on {out.model_id} ({out.fingerprint}): {sum(before.values())} jobs, "
+               f"{before['done']} already done, rank {p.rank}, null rank {p.null_rank} ({p.basis}), Jacobian at "
+               f"{p.jacobian_at} states, t_edit {p.t_edit}" + "".join(f", {k} at {v:g}" for k, v in p.t_edit_by_label))
+    s, after = out.summary, out.after
+    if s is None:
+        return
+    click.echo(f"done {s.done}, skipped {before['done']} (already done), failed {after['failed']}, "
+               f"{s.directions} new directions in {out.seconds:.1f} s")
+    if after["running"] or after["pending"]:
+        click.echo(f"{after['running']} jobs still leased by other workers, {after['pending']} pending")
+    for err in s.errors[:20]:
+        click.echo(f"  failed: {err}", err=True)
+    if len(s.errors) > 20:
+        click.echo(f"  ... and {len(s.errors) - 20} more (locobank stats)", err=True)
 
 
 def _t_edit_for(items: tuple[str, ...]) -> dict[str, float]:

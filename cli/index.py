@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any
 
 import click
 
-from cli.common import fail_on_library_errors
-from cli.db import db_option, open_catalog
+from .common import Finite, Stages, fail_on_library_errors
+from .db import db_option, open_catalog
 
 CLIP_HELP = "CLIP model whose effect embeddings to index: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b79k."
 FACTORY_HELP = (
@@ -33,7 +31,7 @@ def index() -> None:
 @click.option("--index-factory", "factory", metavar="STR", default=None, help=FACTORY_HELP)
 @click.option("--rebuild", is_flag=True, help="Build from scratch instead of applying only what changed.")
 @click.option("--no-embed", is_flag=True, help="Only index effects already in the catalog; render none.")
-@click.option("--strength", type=float, default=None, help="Lambda for rendering effects [model default, else 8].")
+@click.option("--strength", type=Finite(0, 100, open_lo=True), default=None, help="Lambda for rendering effects [model default, else 8].")
 @click.option("--probes", type=click.IntRange(0, 64), default=4, show_default=True,
               help="Other images of the same model each effect is also rendered on.")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps for rendering [model default].")
@@ -55,44 +53,29 @@ def build_cmd(clip_spec: str, factory: str | None, rebuild: bool, no_embed: bool
 
     cid = clip_id(clip_spec)
     if not no_embed:
-        from tqdm import tqdm
-
         from locobank.clip import load_clip
         from locobank.embed import embed_directions
-        from locobank.naming import label_all
+        from locobank.search import name_directions
 
         with open_catalog(db_url) as catalog:
             todo = catalog.directions_without_effect(cid)
             if todo:
                 clip = load_clip(clip_spec, device=device)
-                with tqdm(total=len(todo), desc="embedding effects", unit="direction") as ebar:
+                with Stages() as stages:
                     summary = embed_directions(catalog, clip, ids=todo, strength=strength, n_probes=probes, steps=steps,
-                                               device=device, progress=ebar.update)
+                                               device=device, progress=stages("embedding effects", len(todo)))
                 for err in summary.errors[:10]:
                     click.echo(f"  not embedded: {err}", err=True)
-                named, _ = label_all(catalog, clip, domain=domain, ids=todo)
+                named, _ = name_directions(catalog, clip, domain=domain, ids=todo)
                 click.echo(f"embedded {summary.embedded} new directions in {summary.seconds:.1f} s; named {named}")
-    bar: Any = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label="indexing", file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    with open_catalog(db_url) as catalog:
-        try:
-            info = build_index(catalog, cid, factory=factory, rebuild=rebuild, progress=progress)
-        finally:
-            if bar is not None:
-                bar.__exit__(None, None, None)
+    with open_catalog(db_url) as catalog, Stages() as progress:
+        info = build_index(catalog, cid, factory=factory, rebuild=rebuild, progress=progress)
     how = "built from scratch" if info.rebuilt else "updated"
     click.echo(
         f"index of {cid} {how}: {info.ntotal} directions ({info.resolved_factory}, dim {info.dim}); "
         f"added {info.added}, removed {info.removed}"
     )
-    click.echo(f"saved to {index_files(cid)[0]}")
+    click.echo(f"saved to {index_files(cid, catalog_url=info.catalog)[0]}")
 
 
 @index.command("status")

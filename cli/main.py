@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import click
 
@@ -40,22 +41,22 @@ class LazyGroup(click.Group):
 
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "toy": ("cli.toy", "toy", "Make toy faces and train the toy models."),
-    "directions": ("cli.directions", "directions", "Find LOCO directions on one image and preview them."),
-    "harvest": ("cli.harvest", "harvest", "Harvest directions from many images and masks into the catalog."),
-    "index": ("cli.index", "index", "Build or inspect the FAISS search index."),
-    "search": ("cli.search", "search", "Find directions by text."),
-    "label": ("cli.search", "label", "Name directions from a vocabulary."),
-    "apply": ("cli.apply", "apply", "Apply catalog directions to your images."),
-    "demo": ("cli.demo", "demo", "Run the whole pipeline on the toy world."),
-    "sheet": ("cli.show", "sheet", "Draw a contact sheet of directions."),
-    "gallery": ("cli.show", "gallery", "Write a static HTML gallery of the catalog."),
-    "db": ("cli.db", "db", "Create or migrate the catalog."),
-    "list": ("cli.browse", "list_cmd", "List the directions in the catalog."),
-    "show": ("cli.browse", "show_cmd", "Show one direction and its provenance."),
-    "stats": ("cli.browse", "stats_cmd", "Count jobs and directions in the catalog."),
-    "export": ("cli.browse", "export_cmd", "Write directions to a safetensors pack."),
-    "import": ("cli.browse", "import_cmd", "Add the directions of a pack to the catalog."),
+    "toy": ("locobank_cli.toy", "toy", "Make toy faces and train the toy models."),
+    "directions": ("locobank_cli.directions", "directions", "Find LOCO directions on one image and preview them."),
+    "harvest": ("locobank_cli.harvest", "harvest", "Harvest directions from many images and masks into the catalog."),
+    "index": ("locobank_cli.index", "index", "Build or inspect the FAISS search index."),
+    "search": ("locobank_cli.search", "search", "Find directions by text."),
+    "label": ("locobank_cli.search", "label", "Name directions from a vocabulary."),
+    "apply": ("locobank_cli.apply", "apply", "Apply catalog directions to your images."),
+    "demo": ("locobank_cli.demo", "demo", "Run the whole pipeline on the toy world."),
+    "sheet": ("locobank_cli.sheets", "sheet", "Draw a contact sheet of directions."),
+    "gallery": ("locobank_cli.sheets", "gallery", "Write a static HTML gallery of the catalog."),
+    "db": ("locobank_cli.db", "db", "Create or migrate the catalog."),
+    "list": ("locobank_cli.browse", "list_cmd", "List the directions in the catalog."),
+    "show": ("locobank_cli.browse", "show_cmd", "Show one direction and its provenance."),
+    "stats": ("locobank_cli.browse", "stats_cmd", "Count jobs and directions in the catalog."),
+    "export": ("locobank_cli.browse", "export_cmd", "Write directions to a safetensors pack."),
+    "import": ("locobank_cli.browse", "import_cmd", "Add the directions of a pack to the catalog."),
 }
 
 
@@ -68,6 +69,9 @@ def cli(verbose: int) -> None:
     Harvest edit directions from images and masks, keep them in a catalog, find them by
     text, and apply them to new images.
     """
+    # Deprecation notices from inside torch and the libraries it loads are not the user's to act on.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|diffusers|transformers|open_clip)\b")
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import fail_on_library_errors
+from .common import Finite, fail_on_library_errors
 from .db import db_option, open_catalog
 
 CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b79k, ARCH@CHECKPOINT, or a folder."
@@ -21,7 +21,7 @@ CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b7
 @click.option("--model", default=None, help="Only directions of this model (id or fingerprint).")
 @click.option("--label", default=None, help="Only directions with this automatic name.")
 @click.option("--mask", "mask_label", default=None, help="Only directions harvested with this mask label.")
-@click.option("--min-score", type=float, default=None, help="Only hits whose score (cosine) is at least this.")
+@click.option("--min-score", type=Finite(-1, 1), default=None, help="Only hits whose score (cosine) is at least this.")
 @click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF cells to visit (IVF indexes only).")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON list.")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -31,7 +31,8 @@ CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b7
 def search(query, k, clip_spec, domain, model, label, mask_label, min_score, nprobe, as_json, sheet, db_url):
     """Find directions whose visible effect matches QUERY ("smile", "blond hair", "frown -> smile").
 
-    Each hit has a sign: +1 means apply v, -1 means apply -v (a negative strength) for the edit.
+    Each hit shows the command that does the edit: its id with the strength to pass, whose sign
+    says whether v or -v does it. The automatic name is secondary: it names +v.
     Hits are ranked by match: score (the cosine between the query and the direction's mean
     effect) times how consistently the effect shows on the images it was rendered on
     (transfer), about the mean cosine per image. A direction that does different things on
@@ -45,7 +46,7 @@ def search(query, k, clip_spec, domain, model, label, mask_label, min_score, npr
         hits = run_search(cat, clip, query, k=k, domain=domain, model=model, label=label, mask_label=mask_label,
                           min_score=min_score, nprobe=nprobe)
         if sheet is not None:
-            from locobank.show import contact_sheet
+            from locobank.views import contact_sheet
 
             contact_sheet(cat, [h.id for h in hits], sheet, signs=[h.sign for h in hits], title=f"search: {query}",
                           clip_id=clip.clip_id)
@@ -55,13 +56,17 @@ def search(query, k, clip_spec, domain, model, label, mask_label, min_score, npr
     if not hits:
         click.echo("no hits")
         return
-    from locobank.search import named
+    from locobank.search import WEAK_MATCH, named
 
-    click.echo(f"{'id':>6}  {'match':>6}  {'score':>6}  {'transf':>6}  {'sign':>4}  {'mask':<10}  {'name':<20}  model")
+    click.echo(f"each hit does {query!r} with the command shown (the automatic name is what its +v is called)")
+    click.echo(f"{'id':>6}  {'match':>6}  {'score':>6}  {'transf':>6}  {'mask':<8}  {'command':<34}  {'auto-name':<20}  model")
     for h in hits:
         tr = "     -" if h.transfer is None else f"{h.transfer:6.3f}"
-        click.echo(f"{h.id:>6}  {h.match:6.3f}  {h.score:6.3f}  {tr}  {'+' if h.sign > 0 else '-':>4}  "
-                   f"{h.mask_label:<10}  {named(h.label, h.label_sign):<20}  {h.model_id}")
+        click.echo(f"{h.id:>6}  {h.match:6.3f}  {h.score:6.3f}  {tr}  {h.mask_label:<8}  "
+                   f"{h.command('IMAGE', 'OUT.png'):<34}  {named(h.label, h.label_sign):<20}  {h.model_id}")
+    if hits[0].match is not None and hits[0].match < WEAK_MATCH:
+        click.echo(f"note: the best match is weak ({hits[0].match:.2f} < {WEAK_MATCH}): nothing in this catalog "
+                   f"seems to do {query!r}")
     if sheet is not None:
         click.echo(f"sheet: {sheet}")
 
@@ -77,11 +82,11 @@ def search(query, k, clip_spec, domain, model, label, mask_label, min_score, npr
 def label(clip_spec, domain, vocab_files, phrases, db_url):
     """Name every embedded direction with its best vocabulary phrase (run again after editing the vocabulary)."""
     from locobank.clip import load_clip
-    from locobank.naming import label_all
+    from locobank.search import name_directions
 
     with open_catalog(db_url) as cat:
         clip = load_clip(clip_spec)
-        n, counts = label_all(cat, clip, domain=domain, files=list(vocab_files), extra=list(phrases))
+        n, counts = name_directions(cat, clip, domain=domain, files=list(vocab_files), extra=list(phrases))
     click.echo(f"named {n} directions")
     for name, c in sorted(counts.items(), key=lambda kv: -kv[1])[:20]:
         click.echo(f"  {c:5d}  {name}")

@@ -1,21 +1,21 @@
-"""``locobank toy``: the procedural face world and the training of its two models."""
+"""``locobank toy``: the procedural face world and the training of its models."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from .common import Stages, fail_on_library_errors
+from .common import Finite, Stages, fail_on_library_errors
 
-DDPM_DIR = Path("data/models/toyfaces-ddpm")
-CLIP_DIR = Path("data/models/toyfaces-clip")
+from locobank.paths import DATA, TOY_CLIP, TOY_DDPM, TOY_SD
+
+DDPM_DIR, CLIP_DIR, SD_DIR = TOY_DDPM, TOY_CLIP, TOY_SD
 
 
 @click.group()
 def toy() -> None:
-    """Make toy faces with exact part masks, and train the toy DDPM and CLIP."""
+    """Make toy faces with exact part masks, and train the toy DDPM, CLIP and latent model."""
 
 
 @toy.command("faces")
@@ -94,7 +94,7 @@ def train_ddpm_cmd(out, state, steps, batch, seed, device, resume) -> None:
 @click.option("--init", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Start from this toy CLIP folder's weights when there is no state to resume: a "
                    "fine-tune, e.g. after the face generator or the captions changed.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True,
+@click.option("--lr", type=Finite(0, 1, open_lo=True), default=5e-4, show_default=True,
               help="Peak learning rate (cosine decay after a 200-step warm-up); lower it for a fine-tune.")
 @fail_on_library_errors
 def train_clip_cmd(out, state, steps, batch, seed, device, resume, init, lr) -> None:
@@ -110,15 +110,58 @@ def train_clip_cmd(out, state, steps, batch, seed, device, resume, init, lr) -> 
     click.echo(f"toy CLIP at step {meta['step']} ({meta['seconds'] / 3600:.2f} h of training) in {out}")
 
 
+@toy.command("train-sd")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=SD_DIR, show_default=True,
+              help="Pipeline folder to write (StableDiffusionPipeline.save_pretrained layout).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DATA / "training",
+              show_default=True, help="Folder of the two training states (VAE, UNet; safetensors).")
+@click.option("--vae-steps", type=click.IntRange(min=1), default=2500, show_default=True,
+              help="Train the VAE until this many steps, then the UNet on its latents.")
+@click.option("--steps", type=click.IntRange(min=1), default=30000, show_default=True,
+              help="Train the UNet until this many optimiser steps in total.")
+@click.option("--export-every", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Write the pipeline folder every this many UNet steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cuda, cuda:1, cpu... Default: cuda when present.")
+@fail_on_library_errors
+def train_sd_cmd(out, state_dir, vae_steps, steps, export_every, seed, device) -> None:
+    """Train the toy latent text-to-image model (VAE, then a UNet2DConditionModel on its latents,
+    conditioned by the toy CLIP's text tower as a frozen CLIPTextModel) on faces and captions.
+
+    Checkpoints as it goes; stop at any time and run again to resume.
+    """
+    from locobank.toyworld.train_sd import train_sd
+    from locobank.toyworld.trainstate import read_step
+
+    bars = {}
+
+    def on_step(phase: str, step: int, loss: float) -> None:
+        if phase not in bars:
+            for b in bars.values():
+                b.close()
+            total = vae_steps if phase == "vae" else steps
+            state = state_dir / f"toyfaces-sd-{phase}.safetensors"
+            bars[phase], _ = _progress(total, read_step(state), f"train-sd {phase}")
+        bars[phase].update(1)
+        if step % 10 == 0:
+            bars[phase].set_postfix(loss=f"{loss:.4f}")
+
+    info = train_sd(out, state_dir, CLIP_DIR, vae_steps=vae_steps, steps=steps, seed=seed, device=device,
+                    export_every=export_every, on_step=on_step)
+    for b in bars.values():
+        b.close()
+    click.echo(f"toy latent model at UNet step {info['unet']['step']} in {out}")
+
+
 @toy.command("eval")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="A toy DDPM folder to measure, e.g. a training export [the shipped toy DDPM].")
 @click.option("--faces", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Held-out source faces per part (and as many transfer targets).")
 @click.option("--parts", default="mouth,eyes,hair", show_default=True)
-@click.option("--t-edit", type=float, default=None, help="Edit time [the model's locobank.json, else 0.6].")
+@click.option("--t-edit", type=Finite(0, 1, open_lo=True, open_hi=True), default=None, help="Edit time [the model's locobank.json, else 0.6].")
 @click.option("--null-rank", type=int, default=None, help="Null-space rank [model default, else 5].")
-@click.option("--strength", type=float, default=None, help="Lambda [the model's default for each part, else 8].")
+@click.option("--strength", type=Finite(0, 100, open_lo=True), default=None, help="Lambda [the model's default for each part, else 8].")
 @click.option("--basis", type=click.Choice(["projected", "constrained"]), default=None,
               help="How the null basis is applied (see `locobank harvest --help`) [model default, else projected].")
 @click.option("--jacobian-at", type=click.Choice(["inverted", "noised"]), default=None,
@@ -134,46 +177,17 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobi
     locality on the source and on transfer, and CLIP zero-shot accuracy."""
     import json
 
-    from PIL import Image
+    from locobank.toyworld.report import eval_report
 
-    from locobank.harvest import HarvestParams
-    from locobank.models import load_model
-    from locobank.paths import TOY_DDPM
-    from locobank.toyworld import HELD_OUT_SEED
-    from locobank.toyworld import evaluate as E
-
-    lm = load_model(model_dir or TOY_DDPM)
-    d = lm.defaults
-    # The harvest's rules: --t-edit applies to every part, else each part gets the model's per-label time.
-    p = HarvestParams.from_defaults(d, t_edit=t_edit, null_rank=null_rank, basis=basis, jacobian_at=jacobian_at)
-    t_edit, null_rank, basis, per_part = p.t_edit, p.null_rank, p.basis, dict(p.t_edit_by_label)
-    strengths = {part: strength if strength is not None else lm.strength_for(part) for part in parts.split(",")}
-    report: dict = {"model": lm.info(), "t_edit": t_edit, "null_rank": null_rank, "strength": strengths, "basis": basis,
-                    "jacobian_at": p.jacobian_at}
-    if per_part:
-        report["t_edit_by_label"] = per_part
-    if samples is not None:
-        grid = E.sample_grid(lm, 64, 50)
-        Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(samples)
-        report["samples"] = str(samples)
-    psnr = E.reconstruction_psnr(lm, range(HELD_OUT_SEED, HELD_OUT_SEED + faces), t_edit, d.get("steps", 50))
-    report["reconstruction_psnr"] = {"mean": sum(psnr) / len(psnr), "min": min(psnr)}
-    report["locality"] = {}
-    with click.progressbar(parts.split(","), label="locality", file=sys.stderr) as bar:
-        for part in bar:
-            rep = E.locality_study(lm, part, faces, faces, t_edit=per_part.get(part, t_edit), null_rank=null_rank,
-                                   strength=strengths[part],
-                                   steps=steps, constrained=basis == "constrained", jacobian_at=p.jacobian_at)
-            report["locality"][part] = rep.summary()
-    if not skip_clip:
-        from locobank.clip import load_clip
-
-        report["clip_zero_shot"] = E.zero_shot(load_clip("toy"), 500)
+    with Stages() as progress:
+        report = eval_report(model_dir, faces=faces, parts=parts.split(","), t_edit=t_edit, null_rank=null_rank,
+                             strength=strength, basis=basis, jacobian_at=jacobian_at, steps=steps, samples=samples,
+                             clip=not skip_clip, progress=progress)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"reconstruction at t_edit={t_edit}: PSNR mean {report['reconstruction_psnr']['mean']:.1f} dB, "
-               f"min {report['reconstruction_psnr']['min']:.1f} dB")
+    per_part, strengths, psnr = report.get("t_edit_by_label", {}), report["strength"], report["reconstruction_psnr"]
+    click.echo(f"reconstruction at t_edit={report['t_edit']}: PSNR mean {psnr['mean']:.1f} dB, min {psnr['min']:.1f} dB")
     for part, s in report["locality"].items():
         at = (f" (t_edit {per_part[part]:g}, λ {strengths[part]:g})" if part in per_part
               else f" (λ {strengths[part]:g})")
@@ -223,75 +237,58 @@ def quality_cmd(out, faces, targets, targets_from, unseen, rank, iters, reuse, s
     """
     import json
 
-    from locobank.catalog import Catalog
-    from locobank.clip import load_clip
-    from locobank.demo import DemoConfig, run_demo
-    from locobank.errors import InputError
-    from locobank.models import load_model
-    from locobank.paths import TOY_DDPM
-    from locobank.toyworld import HELD_OUT_SEED
-    from locobank.toyworld import quality as Q
+    from locobank.toyworld.report import quality_report
 
-    cfg = DemoConfig(faces=faces, unseen=min(unseen, DemoConfig.unseen), rank=rank, iters=iters,
-                     queries=Q.SEARCH_QUERIES, k=5)  # the demo's own report shows as many faces as `demo`
-    db = out / "catalog.db"
-    with Stages() as stage:
-        if not reuse:
-            run_demo(out, cfg, stage=stage, device=device)
-        elif not db.exists():
-            raise InputError(f"--reuse: there is no run in {out} (no catalog.db); run without --reuse first")
-        cat = Catalog.open(f"sqlite:///{db.resolve()}")
-        model = load_model(TOY_DDPM, device=device)
-        clip = load_clip("toy", device=device)
-        seeds = [HELD_OUT_SEED + 10_000 + i for i in range(unseen)]
-        t0 = HELD_OUT_SEED + 10_000 if targets_from is None else targets_from
-        rows = Q.search_quality(cat, clip, model, n_targets=targets, seed0=t0, index_folder=out / "index",
-                                sheets=out / "sheets", progress=stage("search bars", len(Q.SEARCH_QUERIES)))
-        rep = Q.apply_quality(cat, clip, model, seeds, index_folder=out / "index",
-                              lacking_seed0=HELD_OUT_SEED + 10_000, spill_passes=spill_passes, register=register,
-                              progress=stage("apply bars", 5))
-    report = {"model": model.info(), "faces": faces, "targets": targets, "targets_from": t0, "unseen": unseen,
-              "rank": rank, "directions": len(cat.list_directions()), "search": [r.__dict__ for r in rows],
-              "apply": rep.to_dict()}
-    cat.close()
-    (out / "quality.json").write_text(json.dumps(report, indent=2))
+    with Stages() as progress:
+        report = quality_report(out, faces=faces, targets=targets, targets_from=targets_from, unseen=unseen, rank=rank,
+                                iters=iters, reuse=reuse, spill_passes=spill_passes, register=register, device=device,
+                                progress=progress)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    lams = {q: v["strength"] for q, v in rep.locality.items()}
-    click.echo(f"\n{report['directions']} directions from {faces} faces; strengths "
-               f"{', '.join(f'{q} {s:g}' for q, s in lams.items()) if rep.strength is None else rep.strength}; "
-               f"apply bars {'registered, ' if rep.registered else ''}with {rep.spill_passes} spill passes\n")
-    click.echo(f"{'':37s} {'top hit':>17s}   {'pick of 5':>17s} {'probe':>5s}")
-    click.echo(f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}   "
-               f"{'success':>8s} {'gain':>8s} {'best':>5s}")
-    for r in rows:
-        ok = "" if r.top_mask == r.part else "  (want " + r.part + ")"
-        picked = (f"{r.picked_success:>3d}/{r.tried:<4d} {r.picked_gain:8.3f} {r.best_success:>5d}"
-                  if r.picked_success is not None else f"{'-':>8s} {'-':>8s} {'-':>5s}")
-        click.echo(f"{r.query:12s} {str(r.top_mask):12s} {'+' if r.sign > 0 else '-':>4s} {r.precision_at_5:5.2f} "
-                   f"{r.success:>3d}/{r.tried:<4d} {r.mean_gain:8.3f}   {picked}{ok}")
-    click.echo("")
-    for q, s in rep.locality.items():
-        click.echo(f'locality of "{q}" (#{s["id"]}) on {s["n"]} unseen faces, {s["part"]} mask: mean {s["mean"]:.2f}, '
-                   f'worst {s["worst"]:.2f}, {s["at_least_85"]}/{s["n"]} at >= 0.85; moved right way {s["moved_right_way"]}/{s["n"]}')
+    for line in _quality_lines(report):
+        click.echo(line)
+    click.echo(f"wrote {out / 'quality.json'}; the contact sheets are in {out / 'sheets'}")
+
+
+def _quality_lines(report: dict) -> list[str]:
+    """The quality report as a table of the search bars and lines of the apply bars."""
+    rep = report["apply"]
+    lams = {q: v["strength"] for q, v in rep["locality"].items()}
+    out = [f"\n{report['directions']} directions from {report['faces']} faces; strengths "
+           f"{', '.join(f'{q} {s:g}' for q, s in lams.items()) if rep['strength'] is None else rep['strength']}; "
+           f"apply bars {'registered, ' if rep['registered'] else ''}with {rep['spill_passes']} spill passes\n",
+           f"{'':37s} {'top hit':>17s}   {'pick of 5':>17s} {'probe':>5s}",
+           f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}   "
+           f"{'success':>8s} {'gain':>8s} {'best':>5s}"]
+    for r in report["search"]:
+        ok = "" if r["top_mask"] == r["part"] else "  (want " + r["part"] + ")"
+        picked = (f"{r['picked_success']:>3d}/{r['tried']:<4d} {r['picked_gain']:8.3f} {r['best_success']:>5d}"
+                  if r["picked_success"] is not None else f"{'-':>8s} {'-':>8s} {'-':>5s}")
+        out.append(f"{r['query']:12s} {str(r['top_mask']):12s} {'+' if r['sign'] > 0 else '-':>4s} "
+                   f"{r['precision_at_5']:5.2f} {r['success']:>3d}/{r['tried']:<4d} {r['mean_gain']:8.3f}   {picked}{ok}")
+    out.append("")
+    for q, s in rep["locality"].items():
+        out.append(f'locality of "{q}" (#{s["id"]}) on {s["n"]} unseen faces, {s["part"]} mask: mean {s["mean"]:.2f}, '
+                   f'worst {s["worst"]:.2f}, {s["at_least_85"]}/{s["n"]} at >= 0.85; moved right way '
+                   f'{s["moved_right_way"]}/{s["n"]}')
         if "lacking" in s:
             la = s["lacking"]
-            click.echo(f'  on {la["n"]} unseen faces that lack it: mean {la["mean"]:.2f}, worst {la["worst"]:.2f}, '
+            out.append(f'  on {la["n"]} unseen faces that lack it: mean {la["mean"]:.2f}, worst {la["worst"]:.2f}, '
                        f'{la["at_least_85"]}/{la["n"]} at >= 0.85; moved right way {la["moved_right_way"]}/{la["n"]}')
-    if rep.linearity:
-        li = rep.linearity
-        click.echo(f'linearity of "{li["query"]}" (#{li["id"]}) across {li["sweep"]}: '
+    if rep["linearity"]:
+        li = rep["linearity"]
+        out.append(f'linearity of "{li["query"]}" (#{li["id"]}) across {li["sweep"]}: '
                    f'monotone on {li["monotone"]}/{li["n"]} unseen faces')
         if "lacking" in li:
-            click.echo(f'  on {li["lacking"]["n"]} unseen faces that lack it: monotone on {li["lacking"]["monotone"]}/'
-                       f'{li["lacking"]["n"]}')
-    if rep.composition:
-        c = rep.composition
-        click.echo(f'composition {" + ".join(c["queries"])} on {c["n"]} unseen faces: {_composed(c)}')
+            out.append(f'  on {li["lacking"]["n"]} unseen faces that lack it: monotone on '
+                       f'{li["lacking"]["monotone"]}/{li["lacking"]["n"]}')
+    if rep["composition"]:
+        c = rep["composition"]
+        out.append(f'composition {" + ".join(c["queries"])} on {c["n"]} unseen faces: {_composed(c)}')
         if "lacking" in c:
-            click.echo(f'  on {c["lacking"]["n"]} unseen faces that lack both: {_composed(c["lacking"])}')
-    click.echo(f"wrote {out / 'quality.json'}; the contact sheets are in {out / 'sheets'}")
+            out.append(f'  on {c["lacking"]["n"]} unseen faces that lack both: {_composed(c["lacking"])}')
+    return out
 
 
 def _composed(c: dict) -> str:

@@ -1,4 +1,5 @@
-"""CLIP models through open_clip. This is the only module that imports open_clip.
+"""CLIP models through open_clip: the only module that loads one for embedding and search (the toy
+world's trainers import open_clip too, to build the toy CLIP).
 
 A CLIP *spec* names a model the way users type it:
 - ``toy``: the toy CLIP shipped in ``data/models/toyfaces-clip``;

@@ -71,102 +71,116 @@ Stage = Callable[[str, int], Callable[[int], None]]
 
 def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None = None, device: str | None = None) -> DemoResult:
     """Run every step of locobank on the toy world into ``out``; ``stage(name, total)`` returns a progress callback."""
-    from . import engine
-    from .apply import DirectionSpec, apply_to_images, prepare
     from .catalog import Catalog
     from .clip import load_clip
-    from .embed import embed_directions
-    from .harvest import HarvestParams, discover, plan, work
-    from .images import load_image, to_uint8
-    from .index import build_index
+    from .index import catalog_folder
     from .models import load_model
-    from .naming import label_all
-    from .search import search
-    from .show import gallery, search_sheet
-    from .toyworld import HELD_OUT_SEED, write_dataset
+    from .views import gallery
 
     cfg = config or DemoConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stage = stage or (lambda name, total: (lambda n: None))
     res = DemoResult(out=out, report=out / "report.html")
-    tick = time.perf_counter
-
-    t0 = tick()
-    faces_dir, unseen_dir = out / "faces", out / "unseen"
-    write_dataset(faces_dir, cfg.faces, HELD_OUT_SEED, progress=stage("faces", cfg.faces))
-    chosen = {q: faces_for(q, cfg.unseen, HELD_OUT_SEED + 10_000) for q in cfg.queries}
-    last = max(s for seeds, _ in chosen.values() for s in seeds)
-    write_dataset(unseen_dir, last - HELD_OUT_SEED - 10_000 + 1, HELD_OUT_SEED + 10_000)
-    res.seconds["faces"] = tick() - t0
-
-    t0 = tick()
+    t0 = time.perf_counter()
+    chosen = _make_faces(out, cfg, stage)
+    res.seconds["faces"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     model = load_model(TOY_DDPM, device=device)
-    params = HarvestParams.from_defaults(model.defaults, rank=cfg.rank, steps=cfg.steps, iters=cfg.iters)
-    db = f"sqlite:///{(out / 'catalog.db').resolve()}"
     for f in (out / "catalog.db", out / "catalog.db-wal", out / "catalog.db-shm"):
         f.unlink(missing_ok=True)
-    cat = Catalog.open(db, upgrade=True)
-    pairs = discover(faces_dir, labels=set(cfg.labels))
-    run = plan(cat, model, pairs, params)
-    work(cat, model, run.id, params, on_job=lambda kind, n, cb=stage("harvest", len(pairs)): cb(1))
-    res.directions = len(cat.list_directions())
-    res.seconds["harvest"] = tick() - t0
-
-    t0 = tick()
-    clip = load_clip("toy", device=device)
-    todo = cat.directions_without_effect(clip.clip_id)
-    embed_directions(cat, clip, steps=min(params.steps, 20), n_probes=3, device=device,
-                     progress=stage("embed", len(todo)))
-    label_all(cat, clip)
-    index_dir = out / "index"
-    build_index(cat, clip.clip_id, folder=index_dir)
-    res.seconds["index"] = tick() - t0
-
-    t0 = tick()
-    sheets = out / "sheets"
-    sheets.mkdir(exist_ok=True)
-    edits_dir = out / "edits"
-    edits_dir.mkdir(exist_ok=True)
-    cb = stage("search+apply", len(cfg.queries) * cfg.unseen)  # one step per edited face
-    for q in cfg.queries:
-        seeds, lacking = chosen[q]
-        unseen = [unseen_dir / f"face_{s:07d}.png" for s in seeds]
-        befores = [to_uint8(load_image(p, model.resolution)) for p in unseen]
-        hits = search(cat, clip, q, k=cfg.k, index_folder=index_dir)
-        stem = slug(q, "query")
-        entry = {"hits": [h.to_dict() for h in hits], "sheet": None, "edits": []}
-        if hits:
-            entry["sheet"] = f"sheets/{search_sheet(cat, q, hits, sheets, clip_id=clip.clip_id).name}"
-            top = hits[0]
-            prep = prepare(cat, [DirectionSpec(top.id)], device=device)
-            prep.strengths[0] *= top.sign
-            afters, masked = [], 0
-            for p in unseen:  # as `apply --mask`: re-localised on each face's own part
-                mask = unseen_dir / f"{p.stem}_{top.mask_label}.png"
-                afters += apply_to_images(prep, [p], mask=mask if mask.exists() else None, steps=params.steps,
-                                          progress=cb)
-                masked += mask.exists()
-            for p, before, after in zip(unseen, befores, afters):
-                pair = np.concatenate([before, to_uint8(after)], 1)
-                name = f"edits/{stem}_{p.stem}.png"
-                Image.fromarray(pair).resize((pair.shape[1] * 4, pair.shape[0] * 4), Image.NEAREST).save(out / name)
-                entry["edits"].append(name)
-            entry["applied"] = {"id": top.id, "strength": prep.strengths[0], "mask": top.mask_label,
-                                "masked": masked, "lacking": lacking}
-        else:
-            cb(len(unseen))
-        res.queries[q] = entry
-    res.seconds["search+apply"] = tick() - t0
-
-    t0 = tick()
-    gallery(cat, out / "gallery", clip_id=clip.clip_id)
+    with Catalog.open(f"sqlite:///{(out / 'catalog.db').resolve()}", upgrade=True) as cat:
+        params = _harvest(cat, model, out / "faces", cfg, stage)
+        res.directions = len(cat.list_directions())
+        res.seconds["harvest"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        clip = load_clip("toy", device=device)
+        index_dir = catalog_folder(out, cat.url)  # where `LOCOBANK_HOME=out locobank search` looks
+        _index(cat, clip, index_dir, min(params.steps, 20), device, stage)
+        res.seconds["index"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        (out / "sheets").mkdir(exist_ok=True)
+        (out / "edits").mkdir(exist_ok=True)
+        cb = stage("search+apply", len(cfg.queries) * cfg.unseen)  # one step per edited face
+        for q in cfg.queries:
+            res.queries[q] = _query(cat, clip, model, q, chosen[q], out, index_dir, cfg, params.steps, device, cb)
+        res.seconds["search+apply"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        gallery(cat, out / "gallery", clip_id=clip.clip_id)
     _write_report(res, model.model_id, params)
     (out / "summary.json").write_text(json.dumps({"directions": res.directions, "seconds": res.seconds,
                                                    "queries": res.queries}, indent=2))
-    res.seconds["report"] = tick() - t0
-    cat.close()
+    res.seconds["report"] = time.perf_counter() - t0
     return res
+
+
+def _make_faces(out: Path, cfg: DemoConfig, stage) -> dict:
+    """The harvest's faces, and each query's unseen faces that lack its attribute."""
+    from .toyworld import HELD_OUT_SEED, write_dataset
+
+    write_dataset(out / "faces", cfg.faces, HELD_OUT_SEED, progress=stage("faces", cfg.faces))
+    chosen = {q: faces_for(q, cfg.unseen, HELD_OUT_SEED + 10_000) for q in cfg.queries}
+    last = max(s for seeds, _ in chosen.values() for s in seeds)
+    write_dataset(out / "unseen", last - HELD_OUT_SEED - 10_000 + 1, HELD_OUT_SEED + 10_000)
+    return chosen
+
+
+def _harvest(cat, model, faces_dir: Path, cfg: DemoConfig, stage):
+    """Harvest the faces' parts with the model's settings (and the demo's rank, steps, iterations)."""
+    from .harvest import HarvestParams, discover, plan, work
+
+    params = HarvestParams.from_defaults(model.settings, rank=cfg.rank, steps=cfg.steps, iters=cfg.iters)
+    pairs = discover(faces_dir, labels=set(cfg.labels))
+    run = plan(cat, model, pairs, params)
+    work(cat, model, run.id, params, on_job=lambda kind, n, cb=stage("harvest", len(pairs)): cb(1))
+    return params
+
+
+def _index(cat, clip, index_dir: Path, steps: int, device, stage) -> None:
+    """Embed every direction's effect, name it, and build the index."""
+    from .embed import embed_directions
+    from .index import build_index
+    from .search import name_directions
+
+    todo = cat.directions_without_effect(clip.clip_id)
+    embed_directions(cat, clip, steps=steps, n_probes=3, device=device, progress=stage("embed", len(todo)))
+    name_directions(cat, clip)
+    build_index(cat, clip.clip_id, folder=index_dir)
+
+
+def _query(cat, clip, model, q: str, chosen, out: Path, index_dir: Path, cfg: DemoConfig, steps: int, device,
+           cb) -> dict:
+    """Search ``q``, draw its sheet, and apply its top hit to its unseen faces (as `apply --mask`)."""
+    from .apply import DirectionSpec, apply_to_images, prepare
+    from .images import load_image, to_uint8
+    from .search import search
+    from .views import search_sheet
+
+    seeds, lacking = chosen
+    unseen_dir = out / "unseen"
+    unseen = [unseen_dir / f"face_{s:07d}.png" for s in seeds]
+    hits = search(cat, clip, q, k=cfg.k, index_folder=index_dir)
+    entry = {"hits": [h.to_dict() for h in hits], "sheet": None, "edits": []}
+    if not hits:
+        cb(len(unseen))
+        return entry
+    entry["sheet"] = f"sheets/{search_sheet(cat, q, hits, out / 'sheets', clip_id=clip.clip_id).name}"
+    top = hits[0]
+    prep = prepare(cat, [DirectionSpec(top.id)], device=device)
+    prep.strengths[0] *= top.sign
+    afters, masked = [], 0
+    for p in unseen:  # as `apply --mask`: re-localised on each face's own part
+        mask = unseen_dir / f"{p.stem}_{top.mask_label}.png"
+        afters += apply_to_images(prep, [p], mask=mask if mask.exists() else None, steps=steps, progress=cb)
+        masked += mask.exists()
+    for p, after in zip(unseen, afters):
+        pair = np.concatenate([to_uint8(load_image(p, model.resolution)), to_uint8(after)], 1)
+        name = f"edits/{slug(q, 'query')}_{p.stem}.png"
+        Image.fromarray(pair).resize((pair.shape[1] * 4, pair.shape[0] * 4), Image.NEAREST).save(out / name)
+        entry["edits"].append(name)
+    entry["applied"] = {"id": top.id, "strength": prep.strengths[0], "mask": top.mask_label, "masked": masked,
+                        "lacking": lacking}
+    return entry
 
 
 def _write_report(res: DemoResult, model_id: str, params) -> None:

@@ -23,9 +23,9 @@ from PIL import Image
 from .clip import ClipModel
 from .errors import LocobankError
 from .images import load_image, load_mask, to_uint8
-from .loco import ddim
+from . import core
 from .models import LoadedModel
-from .resolve import model_for
+from .models.recorded import model_for
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class StateCache:
         missing = [u for u in dict.fromkeys(uris) if (u, t) not in self._x]
         if missing:
             x = torch.stack([load_image(Path(u), self.model.resolution, resize=True) for u in missing]).to(self.model.device)
-            xt = ddim.invert(self.model.denoiser, x, t, self.steps)
+            xt = core.invert(self.model, x, t, self.steps)
             for u, s in zip(missing, xt):
                 self._x[(u, t)] = s
         return torch.stack([self._x[(u, t)] for u in uris])
@@ -90,7 +90,7 @@ class StateCache:
 def source_locality(catalog, record, model: LoadedModel, *deltas: torch.Tensor) -> float | None:
     """Share of the rendered change on the source image (each of ``deltas``) inside the direction's
     own mask; None when the mask file can no longer be read."""
-    from .engine import locality
+    from .core import locality
 
     try:
         mask_uri = catalog.get_job(record.job_id).mask_uri
@@ -142,7 +142,7 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
             if progress:
                 progress(len(group))
             continue
-        n_steps = int(steps or model.defaults.get("render_steps", 20))
+        n_steps = int(steps or model.settings.render_steps)
         cache = StateCache(model, n_steps)
         probes = probe_images(catalog, fp, n_probes)
         for i in range(0, len(group), batch):
@@ -155,7 +155,7 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
                     xt = cache.states(uris, r.t_edit)
                     v = catalog.load_vector(r.id, expected_fingerprint=fp).to(model.device, torch.float32)
                     states = torch.cat([xt + lam * v, xt - lam * v, xt[:1]])
-                    out = ddim.sample(model.denoiser, states, r.t_edit, n_steps)
+                    out = core.sample(model, states, r.t_edit, n_steps)
                     k = len(uris)
                     plus, minus, zero = out[:k], out[k : 2 * k], out[2 * k :]
                     vec, consistency = effect_vector(clip, plus, minus)

@@ -9,6 +9,10 @@ class InputError(LocobankError, ValueError):
     """An image, mask, direction or option that cannot be used as given."""
 
 
+class ArgumentError(InputError):
+    """Options that do not fit together, or a value out of its range: a usage error (exit code 2)."""
+
+
 class ModelLoadError(LocobankError):
     """A model id or folder that could not be loaded."""
 

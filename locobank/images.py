@@ -46,8 +46,10 @@ def load_image(path: Path, size: int | None = None, *, resize: bool = False, cha
     if img.mode not in ("RGB", "RGBA", "L", "LA") or (img.mode == "RGB" and channels != 3):
         raise InputError(f"{path}: image mode {img.mode!r} is not 8-bit RGB; convert it to 8-bit RGB first")
     if bands != channels:
+        fix = {"L": "it is grayscale: convert it to RGB", "LA": "it is grayscale with alpha: convert it to RGB",
+               "RGBA": "drop its alpha channel"}.get(img.mode, "convert it to RGB")
         raise InputError(f"{path}: image has {bands} channel{'s' if bands != 1 else ''} ({img.mode}); "
-                         f"the model needs {channels} (RGB). Convert it first, e.g. drop the alpha channel")
+                         f"the model needs {channels} (RGB); {fix} first")
     if size is not None and img.size != (size, size):
         if not resize:
             raise InputError(f"{path}: image is {img.size[0]}x{img.size[1]} but the model takes {size}x{size}; "
@@ -67,6 +69,10 @@ def load_mask(path: Path, size: int | tuple[int, int] | None = None, *, resize: 
         img = Image.fromarray(arr.astype(np.uint8) * 255)
     else:
         img = img.convert("L")
+        levels = np.unique(np.asarray(img))
+        if len(levels) > 2 or not set(levels.tolist()) <= {0, 255}:
+            log.warning("%s: the mask has grey levels; pixels brighter than 127 (of 255) are the part to edit",
+                        path)
     if size is not None:
         hw = (size, size) if isinstance(size, int) else tuple(size)
         if img.size != (hw[1], hw[0]):
@@ -92,8 +98,9 @@ def check_mask(mask: torch.Tensor, shape: tuple[int, int], *, need_outside: bool
     if not m.any():
         raise InputError(f"{name} is empty: it selects no pixel to edit")
     if need_outside and m.all():
-        raise InputError(f"{name} covers the whole image: LOCO needs pixels outside the mask for its null space "
-                         f"(use --null-rank 0 for a global edit)")
+        raise InputError(f"{name} covers the whole image: LOCO keeps the pixels outside the mask unchanged, and "
+                         f"there are none; mark only the part to edit (harvest and directions take --null-rank 0 "
+                         f"for a global edit)")
     return m
 
 

@@ -5,9 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+def shipped(installed: str, checkout: str) -> Path:
+    """A folder that ships with locobank: ``locobank/<installed>`` in an installed wheel, else
+    ``<checkout>`` beside the package in a source checkout (or an editable install)."""
+    here = Path(__file__).resolve().parent
+    inside = here / installed
+    return inside if inside.is_dir() else here.parent / checkout
+
+
+DATA = shipped("toydata", "data")
 TOY_DDPM = DATA / "models" / "toyfaces-ddpm"
 TOY_CLIP = DATA / "models" / "toyfaces-clip"
+TOY_SD = DATA / "models" / "toyfaces-sd"
+FACE_VOCAB = DATA / "vocab" / "face.txt"
 
 
 def slug(text: str, fallback: str = "x") -> str:

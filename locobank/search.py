@@ -7,6 +7,10 @@ points along the query and -1 when the opposite edit (-v) does.
 
 from __future__ import annotations
 
+import logging
+
+from collections import Counter
+
 import math
 import re
 from dataclasses import dataclass
@@ -16,10 +20,13 @@ import numpy as np
 import torch.nn.functional as F
 
 from .clip import ClipModel
-from .errors import InputError
+from .errors import InputError, SearchIndexError
 from .paths import DATA
 
 ARROW = re.compile(r"\s*(?:->|→)\s*")
+
+
+log = logging.getLogger(__name__)
 
 
 def named(label: str | None, label_sign: int | None) -> str:
@@ -88,6 +95,12 @@ def agreement(consistency: float | None, n_images: int) -> float:
     return math.sqrt(max(0.0, 1.0 / n_images + (1.0 - 1.0 / n_images) * c))
 
 
+# Below this match, the best hit is reported as weak. Measured on the toy world's quality catalog
+# (216 directions, docs/quality.md): 15 real queries' top matches were 0.44-0.84, 12 nonsense
+# queries' 0.23-0.55; 0.42 flags 4 of the 12 and none of the 15.
+WEAK_MATCH = 0.42
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result: a direction, how well it matches, and which sign of it does the edit.
@@ -109,15 +122,26 @@ class Hit:
     t_edit: int
     transfer: float | None = None  # transfer consistency of the effect
     match: float | None = None
+    strength: float | None = None  # the default strength: the one its effect was rendered at
+
+    @property
+    def signed_strength(self) -> float | None:
+        """The strength that does the query's edit: the default strength times the hit's sign."""
+        return None if self.strength is None else self.sign * self.strength
+
+    def command(self, image: str = "IMAGE", out: str = "OUT.png") -> str:
+        """The command that applies this hit's edit."""
+        s = self.signed_strength
+        spec = f"{self.id}:{s:+g}" if s is not None else f"{self.id}:{'-' if self.sign < 0 else '+'}STRENGTH"
+        return f"locobank apply {spec} {image} --out {out}"
 
     def to_dict(self) -> dict:
         return {"id": self.id, "score": round(self.score, 6),
                 "match": None if self.match is None else round(self.match, 6),
                 "transfer": None if self.transfer is None else round(self.transfer, 6), "sign": self.sign,
-                "label": self.label, "label_sign": self.label_sign,
+                "strength": self.signed_strength, "label": self.label, "label_sign": self.label_sign,
                 "mask_label": self.mask_label, "model_id": self.model_id, "fingerprint": self.fingerprint,
-                "singular_value": self.singular_value, "t_edit": self.t_edit,
-                "apply": f"locobank apply {self.id}:{'-' if self.sign < 0 else ''}STRENGTH IMAGE --out OUT.png"}
+                "singular_value": self.singular_value, "t_edit": self.t_edit, "apply": self.command()}
 
 
 def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "face", model: str | None = None,
@@ -134,7 +158,8 @@ def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "
     if k < 1:
         raise InputError("k must be at least 1")
     q = text_direction(clip, query, domain)
-    idx = load_index(clip.clip_id, folder=index_folder)
+    idx = load_index(clip.clip_id, folder=index_folder, catalog_url=catalog.url)
+    _check_bound(idx.info, catalog, clip.clip_id)
     total = max(idx.ntotal, 1)
     pool = min(max(4 * k, 50), total)
     ranker = _Ranker(catalog, clip.clip_id, {"model": model, "label": label, "mask_label": mask_label}, min_score)
@@ -148,18 +173,28 @@ def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "
         pool = min(2 * pool, total)
 
 
+def _check_bound(info, catalog, clip_id: str) -> None:
+    """Refuse an index built from another catalog; warn when it is behind this one."""
+    if info.catalog and info.catalog != catalog.url:
+        raise SearchIndexError(f"this search index was built from the catalog {info.catalog}, not {catalog.url}; "
+                               f"run `locobank index build --db {catalog.url}` to build one for this catalog")
+    if info.effects_state != catalog.effects_state(clip_id).token:
+        log.warning("the search index is stale: the catalog changed since it was built, so new or re-embedded "
+                    "directions are missing from the hits; run `locobank index build`")
+
+
 class _Ranker:
     """Candidates' transfer consistencies and catalog records, each read once per search in batched
     queries; candidates that fail the filters (or were deleted since the index was built) drop out there."""
 
     def __init__(self, catalog, clip_id: str, filters: dict, min_score: float | None):
         self.catalog, self.clip_id, self.filters, self.min_score = catalog, clip_id, filters, min_score
-        self.transfer: dict[int, tuple[float | None, int]] = {}
+        self.transfer: dict[int, tuple[float | None, int, float]] = {}
         self.records: dict[int, object] = {}  # None: deleted between the two reads
         self.asked: set[int] = set()
 
-    def rank(self, hits) -> list[tuple[float, int, float, int, float | None]]:
-        """(match, id, score, sign, consistency) of the hits that pass, best match first."""
+    def rank(self, hits) -> list[tuple[float, int, float, int, float | None, float]]:
+        """(match, id, score, sign, consistency, strength) of the hits that pass, best match first."""
         passing = [h for h in hits if self.min_score is None or h[1] >= self.min_score]
         new = [int(h[0]) for h in passing if int(h[0]) not in self.asked]
         self.transfer.update(self.catalog.transfer_of(self.clip_id, new, **self.filters))
@@ -167,9 +202,9 @@ class _Ranker:
         ranked = []
         for did, score, sign in passing:
             if int(did) in self.transfer:
-                c, n = self.transfer[int(did)]
+                c, n, strength = self.transfer[int(did)]
                 match = max(float(score), 0.0) * agreement(c, n)  # a negative score is no match
-                ranked.append((match, int(did), float(score), int(sign), c))
+                ranked.append((match, int(did), float(score), int(sign), c, strength))
         return sorted(ranked, key=lambda r: -r[0])
 
     def first(self, ranked, k: int) -> list[Hit]:
@@ -177,14 +212,32 @@ class _Ranker:
         out: list[Hit] = []
         for start in range(0, len(ranked), 2 * k):
             chunk = ranked[start : start + 2 * k]
-            unread = [did for _, did, _, _, _ in chunk if did not in self.records]
+            unread = [did for _, did, *_ in chunk if did not in self.records]
             found = self.catalog.get_directions(unread)
             self.records.update({did: found.get(did) for did in unread})
-            for m, did, score, sign, c in chunk:
+            for m, did, score, sign, c, strength in chunk:
                 r = self.records[did]
                 if r is not None:
                     out.append(Hit(did, score, sign, r.label, r.label_sign, r.mask_label, r.model_id, r.fingerprint,
-                                   r.singular_value, r.t_edit, c, m))
+                                   r.singular_value, r.t_edit, c, m, strength))
                     if len(out) == k:
                         return out
         return out
+
+
+def name_directions(catalog, clip: ClipModel, *, domain: str = "face", files: list[Path] | None = None,
+              extra: list[str] | None = None, ids=None) -> tuple[int, Counter]:
+    """Name the directions embedded for ``clip`` (or only ``ids``); returns (count, names used)."""
+    phrases = load_vocabulary(domain, extra, files)
+    all_ids, vectors = catalog.effects_for(clip.clip_id)
+    if ids is not None:
+        keep = [i for i, d in enumerate(all_ids) if int(d) in set(ids)]
+        all_ids, vectors = all_ids[keep], vectors[keep]
+    if len(all_ids) == 0:
+        return 0, Counter()
+    names = name_effects(clip, vectors, phrases, domain)
+    counts: Counter = Counter()
+    for did, (name, score, sign) in zip(all_ids.tolist(), names):
+        catalog.set_label(int(did), name, score, sign)
+        counts[name if sign > 0 else f"-({name})"] += 1
+    return len(all_ids), counts

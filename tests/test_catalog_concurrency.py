@@ -88,6 +88,7 @@ def _setup(url: str) -> tuple[int, int]:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_four_workers_on_postgres_complete_each_job_once(pg_migrated_url):
     run_id, n_jobs = _setup(pg_migrated_url)
     results = run_workers(pg_migrated_url, run_id, 4)

@@ -154,8 +154,8 @@ def test_batched_lookups_for_search_skip_deleted_and_unknown_ids(filled):
     cat.put_effects([effect(ids[4], seed=9, clip_id=OTHER_CLIP, dim=8, consistency=None, n_images=1)])
     cat.delete_direction(ids[1])
     got = cat.transfer_of(CLIP, ids + [10**9])
-    assert got == {ids[0]: (0.0, 2), ids[2]: (pytest.approx(0.2), 4), ids[3]: (pytest.approx(0.3), 5)}
-    assert cat.transfer_of(OTHER_CLIP, ids) == {ids[4]: (None, 1)} and cat.transfer_of(CLIP, []) == {}
+    assert got == {ids[0]: (0.0, 2, 8.0), ids[2]: (pytest.approx(0.2), 4, 8.0), ids[3]: (pytest.approx(0.3), 5, 8.0)}
+    assert cat.transfer_of(OTHER_CLIP, ids) == {ids[4]: (None, 1, 8.0)} and cat.transfer_of(CLIP, []) == {}
     records = cat.get_directions(ids + [10**9])
     assert sorted(records) == sorted(set(ids) - {ids[1]})
     assert all(records[i] == cat.get_direction(i) for i in records)

@@ -128,5 +128,5 @@ def test_bad_urls_are_typed_errors(tmp_path):
 
 
 def test_catalog_and_browse_cli_do_not_import_torch():
-    code = "import sys, locobank.catalog, cli.db, cli.browse; sys.exit('torch' in sys.modules)"
+    code = "import sys, locobank.catalog, locobank_cli.db, locobank_cli.browse; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

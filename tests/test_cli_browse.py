@@ -8,7 +8,7 @@ import pytest
 from catalog_support import FP, harvest_all, make_world
 from click.testing import CliRunner
 
-from cli.main import cli
+from locobank_cli.main import cli
 from locobank.catalog import Catalog
 
 pytest_plugins = ["catalog_support"]  # fixtures: catalog, backend_url, pg_url, sqlite_url, ...

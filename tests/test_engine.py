@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from locobank import engine
+from locobank import core
 from locobank.loco.align import shift
 from locobank.errors import FingerprintMismatch, InputError, ModelLoadError
 from locobank.images import load_image, load_mask
@@ -37,6 +37,7 @@ def mask():
     return m
 
 
+@pytest.mark.slow
 def test_loader_reads_pipeline_and_unet_folders(tmp_path, model):
     assert model.resolution == 16 and model.channels == 3
     assert len(model.fingerprint) == 16
@@ -76,10 +77,11 @@ def test_inversion_is_exact_for_a_state_independent_noise_field():
     torch.testing.assert_close(ddim.sample(den, xt, 600, 10), x0, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_inversion_then_sampling_reconstructs_on_the_tiny_model(model, image):
     def psnr(steps):
-        xt = engine.invert(model, image, 0.6, steps)
-        mse = (engine.sample(model, xt, 0.6, steps) - image).pow(2).mean()
+        xt = core.invert(model, image, 0.6, steps)
+        mse = (core.sample(model, xt, 0.6, steps) - image).pow(2).mean()
         return float(10 * torch.log10(4 / mse))
 
     # A random UNet is far rougher than a trained one; it still reconstructs, better with more steps.
@@ -88,9 +90,10 @@ def test_inversion_then_sampling_reconstructs_on_the_tiny_model(model, image):
     assert fine > coarse + 5
 
 
+@pytest.mark.slow
 def test_find_directions_returns_unit_local_directions(model, image, mask):
-    xt = engine.invert(model, image, 0.6, 10)
-    d = engine.find_directions(model, xt, 0.6, mask, rank=3, null_rank=3)
+    xt = core.invert(model, image, 0.6, 10)
+    d = core.find_directions(model, xt, 0.6, mask, rank=3, null_rank=3)
     assert d.vectors.shape == (3, 3, 16, 16)
     torch.testing.assert_close(d.vectors.flatten(1).norm(dim=1), torch.ones(3))
     assert torch.all(d.singular_values[:-1] >= d.singular_values[1:])
@@ -100,34 +103,37 @@ def test_find_directions_returns_unit_local_directions(model, image, mask):
     assert d.t == 600 and d.fingerprint == model.fingerprint
 
 
+@pytest.mark.slow
 def test_null_space_projection_reduces_change_outside_the_mask(model, image, mask):
-    xt = engine.invert(model, image, 0.6, 10)
-    plain = engine.find_directions(model, xt, 0.6, mask, rank=2, null_rank=0)
-    local = engine.find_directions(model, xt, 0.6, mask, rank=2, null_rank=6)
+    xt = core.invert(model, image, 0.6, 10)
+    plain = core.find_directions(model, xt, 0.6, mask, rank=2, null_rank=0)
+    local = core.find_directions(model, xt, 0.6, mask, rank=2, null_rank=6)
     assert local.diagnostics["outside_residual"][0] < plain.diagnostics["outside_residual"][0]
 
 
+@pytest.mark.slow
 def test_edit_is_deterministic_with_a_seed(model, image, mask):
-    xt = engine.invert(model, image, 0.6, 10)
-    d = engine.find_directions(model, xt, 0.6, mask, rank=1, null_rank=2)
-    a = engine.edit(model, image, [(d[0], 4.0)], steps=10, seed=7, eta_tail=1.0)
-    b = engine.edit(model, image, [(d[0], 4.0)], steps=10, seed=7, eta_tail=1.0)
-    c = engine.edit(model, image, [(d[0], 4.0)], steps=10, seed=8, eta_tail=1.0)
+    xt = core.invert(model, image, 0.6, 10)
+    d = core.find_directions(model, xt, 0.6, mask, rank=1, null_rank=2)
+    a = core.edit(model, image, [(d[0], 4.0)], steps=10, seed=7, eta_tail=1.0)
+    b = core.edit(model, image, [(d[0], 4.0)], steps=10, seed=7, eta_tail=1.0)
+    c = core.edit(model, image, [(d[0], 4.0)], steps=10, seed=8, eta_tail=1.0)
     assert torch.equal(a.images, b.images)
     assert not torch.equal(a.images, c.images)
 
 
+@pytest.mark.slow
 def test_transfer_compose_and_zero_strength(model, image, mask):
     other = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1
-    d = engine.find_directions(model, engine.invert(model, image, 0.6, 10), 0.6, mask, rank=2, null_rank=2)
-    solo = engine.edit(model, other, [(d[0], 3.0)], steps=10)
-    with_zero = engine.edit(model, other, [(d[0], 3.0), (d[1], 0.0)], steps=10)
+    d = core.find_directions(model, core.invert(model, image, 0.6, 10), 0.6, mask, rank=2, null_rank=2)
+    solo = core.edit(model, other, [(d[0], 3.0)], steps=10)
+    with_zero = core.edit(model, other, [(d[0], 3.0), (d[1], 0.0)], steps=10)
     torch.testing.assert_close(solo.images, with_zero.images)
-    both = engine.edit(model, other, [(d[0], 3.0), (d[1], 3.0)], steps=10)
+    both = core.edit(model, other, [(d[0], 3.0), (d[1], 3.0)], steps=10)
     torch.testing.assert_close(both.x_t_edited - both.x_t, 3.0 * (d.vectors[0] + d.vectors[1])[None])
-    local = engine.edit(model, other, [(d[0], 3.0)], steps=10, mask=mask, null_rank=2)
+    local = core.edit(model, other, [(d[0], 3.0)], steps=10, mask=mask, null_rank=2)
     assert local.images.shape == (1, 3, 16, 16)
-    ortho = engine.edit(model, other, [(d[0], 1.0), (d.vectors[0] * 0.5 + d.vectors[1] * 0.5, 1.0)], steps=10, orthogonalize=True)
+    ortho = core.edit(model, other, [(d[0], 1.0), (d.vectors[0] * 0.5 + d.vectors[1] * 0.5, 1.0)], steps=10, orthogonalize=True)
     assert ortho.images.shape == (1, 3, 16, 16)
 
 
@@ -144,43 +150,45 @@ def test_directions_of_different_edit_times_compose_exactly():
                      resolution=8, channels=3, device=torch.device("cpu"), dtype=torch.float32)
     x0 = torch.rand(2, 3, 8, 8) * 2 - 1
     v = torch.nn.functional.normalize(torch.randn(2, 3 * 8 * 8), dim=1).reshape(2, 3, 8, 8)
-    a, b = engine.Direction(v[0], 400, "f"), engine.Direction(v[1], 637, "f")
-    out = engine.edit(lm, x0, [(a, 2.0), (b, -3.0)], steps=7)
+    a, b = core.Direction(v[0], 400, "f"), core.Direction(v[1], 637, "f")
+    out = core.edit(lm, x0, [(a, 2.0), (b, -3.0)], steps=7)
     want = x0 + 2.0 * v[0] / acp[400].sqrt().float() - 3.0 * v[1] / acp[637].sqrt().float()
     torch.testing.assert_close(out.images, want, rtol=1e-4, atol=1e-4)
     assert out.t == 637
-    swapped = engine.edit(lm, x0, [(b, -3.0), (a, 2.0)], steps=7)
+    swapped = core.edit(lm, x0, [(b, -3.0), (a, 2.0)], steps=7)
     torch.testing.assert_close(swapped.images, out.images)
-    zero = engine.edit(lm, x0, [(a, 0.0), (b, 0.0)], steps=7)
+    zero = core.edit(lm, x0, [(a, 0.0), (b, 0.0)], steps=7)
     torch.testing.assert_close(zero.images, x0, rtol=1e-4, atol=1e-4)
     with pytest.raises(InputError, match="clean images"):
-        engine.edit(lm, out.x_t, [(a, 1.0), (b, 1.0)], inverted=True)
+        core.edit(lm, out.x_t, [(a, 1.0), (b, 1.0)], inverted=True)
 
 
+@pytest.mark.slow
 def test_multi_time_edit_on_the_tiny_model(model, image, mask):
-    d5 = engine.find_directions(model, engine.invert(model, image, 0.5, 10), 0.5, mask, rank=1, null_rank=2)
-    d6 = engine.find_directions(model, engine.invert(model, image, 0.6, 10), 0.6, mask, rank=1, null_rank=2)
-    zero = engine.edit(model, image, [(d5[0], 0.0), (d6[0], 0.0)], steps=100)
-    plain = engine.sample(model, engine.invert(model, image, 0.6, 100), 0.6, 100)
+    d5 = core.find_directions(model, core.invert(model, image, 0.5, 10), 0.5, mask, rank=1, null_rank=2)
+    d6 = core.find_directions(model, core.invert(model, image, 0.6, 10), 0.6, mask, rank=1, null_rank=2)
+    zero = core.edit(model, image, [(d5[0], 0.0), (d6[0], 0.0)], steps=100)
+    plain = core.sample(model, core.invert(model, image, 0.6, 100), 0.6, 100)
     def psnr(y):
         return float(10 * torch.log10(4 / (y - image).pow(2).mean()))
 
     # With zero strengths it is a reconstruction, as good as the one-time path on the same model.
     assert psnr(zero.images) > max(18.0, psnr(plain) - 1.0)
-    both = engine.edit(model, image, [(d5[0], 3.0), (d6[0], 3.0)], steps=20, mask=mask, null_rank=2)
+    both = core.edit(model, image, [(d5[0], 3.0), (d6[0], 3.0)], steps=20, mask=mask, null_rank=2)
     assert both.images.shape == (1, 3, 16, 16) and not torch.allclose(both.images, zero.images)
 
 
+@pytest.mark.slow
 def test_constrained_basis_matches_a_dense_oracle(model, image, mask):
     """basis="constrained": the top right singular vectors of J_M (I - N^T N), N the outside basis."""
     from locobank.loco.jacobian import max_principal_angle
 
-    xt = engine.invert(model, image, 0.6, 10)
-    t = engine.to_timestep(model, 0.6)
-    d = engine.find_directions(model, xt, t, mask, rank=2, null_rank=4, constrained=True, tol=1e-5, null_tol=1e-6,
+    xt = core.invert(model, image, 0.6, 10)
+    t = core.to_timestep(model, 0.6)
+    d = core.find_directions(model, xt, t, mask, rank=2, null_rank=4, constrained=True, tol=1e-5, null_tol=1e-6,
                                iters=200)
     assert d.diagnostics["basis"] == "constrained"
-    f = engine.pmp_fn(model, t)
+    f = model.family.predictor(t)
     J = torch.autograd.functional.jacobian(lambda z: f(z).reshape(-1), xt[0]).reshape(768, 768).double()
     inside = mask[None].expand(3, -1, -1).reshape(-1, 1).double()
     _, _, Vh_out = torch.linalg.svd(J * (1 - inside))
@@ -190,54 +198,57 @@ def test_constrained_basis_matches_a_dense_oracle(model, image, mask):
     V = d.vectors.flatten(1).double()
     assert (N @ V.T).abs().max() < 1e-5
     assert max_principal_angle(Vh[:2], V) < 1e-2
-    plain = engine.find_directions(model, xt, t, mask, rank=2, null_rank=4)
+    plain = core.find_directions(model, xt, t, mask, rank=2, null_rank=4)
     assert plain.diagnostics["basis"] == "projected"
 
 
+@pytest.mark.slow
 def test_reproject_removes_the_targets_outside_null_basis(model, image, mask):
     """Against a dense oracle: after re-projection, a direction has no component along the top
     right singular vectors of the *target's* outside-mask Jacobian, and edit(mask=) uses it."""
     other = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1
-    d = engine.find_directions(model, engine.invert(model, image, 0.6, 10), 0.6, mask, rank=2, null_rank=2)
-    xt = engine.invert(model, other, 0.6, 10)
-    t = engine.to_timestep(model, 0.6)
-    V = engine.reproject(model, xt, t, mask, d.vectors, null_rank=3)
+    d = core.find_directions(model, core.invert(model, image, 0.6, 10), 0.6, mask, rank=2, null_rank=2)
+    xt = core.invert(model, other, 0.6, 10)
+    t = core.to_timestep(model, 0.6)
+    V = core.reproject(model, xt, t, mask, d.vectors, null_rank=3)
     assert V.shape == d.vectors.shape
     torch.testing.assert_close(V.flatten(1).norm(dim=1), torch.ones(2))
-    f = engine.pmp_fn(model, t)
+    f = model.family.predictor(t)
     J = torch.autograd.functional.jacobian(lambda z: f(z).reshape(-1), xt[0]).reshape(3 * 256, 3 * 256)
     outside = (~mask)[None].expand(3, -1, -1).reshape(-1)
     _, _, Vh = torch.linalg.svd(J * outside[:, None].float())
     assert (Vh[:3] @ V.flatten(1).T).abs().max() < 1e-2  # the null basis is found to tolerance 1e-2
     assert (Vh[:3] @ d.vectors.flatten(1).T).abs().max() > 1e-2  # the raw transfer did have such a component
-    a = engine.edit(model, xt, [(d[0], 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, max_shift=0,
+    a = core.edit(model, xt, [(d[0], 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, max_shift=0,
                     spill_passes=0)
-    b = engine.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
+    b = core.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
     torch.testing.assert_close(a.images, b.images)
     assert a.shifts == [(0, 0)]
 
 
+@pytest.mark.slow
 def test_edit_with_a_mask_shifts_then_reprojects(model, image, mask):
     """edit(mask=) is relocalize: the direction shifted onto the mask, then re-projected; a
     direction moved off the mask by (2, -3) comes back by (-2, +3)."""
     v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(4)) * mask
     off = shift(v / v.norm(), 2, -3)
-    xt = engine.invert(model, image, 0.6, 10)
-    t = engine.to_timestep(model, 0.6)
-    moved, shifts = engine.align(model, off[None], mask, max_shift=4)
+    xt = core.invert(model, image, 0.6, 10)
+    t = core.to_timestep(model, 0.6)
+    moved, shifts = core.align(model, off[None], mask, max_shift=4)
     assert shifts == [(-2, 3)]
     assert torch.isclose(moved[0].norm(), off.norm())
-    V, moves, _ = engine.relocalize(model, xt, t, mask, off[None], null_rank=3, max_shift=4)
+    V, moves, _ = core.relocalize(model, xt, t, mask, off[None], null_rank=3, max_shift=4)
     assert moves == [(-2, 3)]
-    a = engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True, max_shift=4,
+    a = core.edit(model, xt, [(off, 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True, max_shift=4,
                     spill_passes=0)
-    b = engine.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
+    b = core.edit(model, xt, [(V[0], 3.0)], t_edit=t, steps=10, inverted=True)
     torch.testing.assert_close(a.images, b.images)
     assert a.shifts == [(-2, 3)]
     with pytest.raises(InputError, match="one per direction"):
-        engine.edit(model, xt, [(off, 3.0)], t_edit=t, steps=2, mask=[mask, mask, mask], inverted=True)
+        core.edit(model, xt, [(off, 3.0)], t_edit=t, steps=2, mask=[mask, mask, mask], inverted=True)
 
 
+@pytest.mark.slow
 def test_edit_registers_a_direction_from_its_source_part(model, image, mask):
     """A direction found on a part 2 px higher and 1 px to the right comes down by (+2, -1)
     before the re-projection; with ``register=False`` it stays where it is; a None source is
@@ -245,26 +256,27 @@ def test_edit_registers_a_direction_from_its_source_part(model, image, mask):
     smask = shift(mask.float()[None], -2, 1)[0].bool()
     v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(7)) * smask
     v = v / v.norm()
-    xt = engine.invert(model, image, 0.6, 10)
-    t = engine.to_timestep(model, 0.6)
-    d = engine.Direction(v, t, source=PartPrint(smask))
-    V, moves, sizes = engine.relocalize(model, xt, t, mask, v[None], null_rank=3, sources=[d.source])
+    xt = core.invert(model, image, 0.6, 10)
+    t = core.to_timestep(model, 0.6)
+    d = core.Direction(v, t, source=PartPrint(smask))
+    V, moves, sizes = core.relocalize(model, xt, t, mask, v[None], null_rank=3, sources=[d.source])
     assert moves == [(2.0, -1.0)] and sizes == [(1.0, 1.0)]
-    W, _, _ = engine.relocalize(model, xt, t, mask, shift(v, 2, -1)[None], null_rank=3)
+    W, _, _ = core.relocalize(model, xt, t, mask, shift(v, 2, -1)[None], null_rank=3)
     torch.testing.assert_close(V, W)
-    a = engine.edit(model, xt, [(d, 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, spill_passes=0)
-    b = engine.edit(model, xt, [(W[0], 3.0)], t_edit=t, steps=10, inverted=True)
+    a = core.edit(model, xt, [(d, 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, spill_passes=0)
+    b = core.edit(model, xt, [(W[0], 3.0)], t_edit=t, steps=10, inverted=True)
     torch.testing.assert_close(a.images, b.images)
     assert a.shifts == [(2.0, -1.0)]
-    off = engine.edit(model, xt, [(d, 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, spill_passes=0,
+    off = core.edit(model, xt, [(d, 3.0)], steps=10, mask=mask, null_rank=3, inverted=True, spill_passes=0,
                       register=False)
     assert off.shifts == [(0.0, 0.0)] and not torch.allclose(off.images, a.images)
-    same, moves, _ = engine.register(model, v[None], [None], mask)
+    same, moves, _ = core.register(model, v[None], [None], mask)
     assert moves == [(0.0, 0.0)] and torch.equal(same, v[None])
     with pytest.raises(InputError, match="source mask 1"):
-        engine.register(model, v[None], [PartPrint(torch.ones(8, 8, dtype=torch.bool))], mask)
+        core.register(model, v[None], [PartPrint(torch.ones(8, 8, dtype=torch.bool))], mask)
 
 
+@pytest.mark.slow
 def test_edit_of_a_clean_image_fits_the_part_size_from_its_profiles(model, mask):
     """With the source's profiles and a clean target image, the direction is also scaled: a
     target "mouth" bar 5 px wide against the source's 8 gives a horizontal scale near 5/8."""
@@ -276,29 +288,30 @@ def test_edit_of_a_clean_image_fits_the_part_size_from_its_profiles(model, mask)
     src, tgt = face_with_bar(4, 8), face_with_bar(5, 5)  # centres 7.5 and 7: a 5/8 part, moved left 0.5
     cols, rows = profiles(src, mask)
     v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(8)) * mask
-    d = engine.Direction(v / v.norm(), engine.to_timestep(model, 0.6), source=PartPrint(mask, cols, rows))
-    r = engine.edit(model, tgt, [(d, 2.0)], steps=6, mask=mask, null_rank=2, spill_passes=0)
+    d = core.Direction(v / v.norm(), core.to_timestep(model, 0.6), source=PartPrint(mask, cols, rows))
+    r = core.edit(model, tgt, [(d, 2.0)], steps=6, mask=mask, null_rank=2, spill_passes=0)
     (dy, dx), (sy, sx) = r.shifts[0], r.scales[0]
     assert dy == 0.0 and sy == 1.0 and abs(sx - 0.625) <= 0.05 and abs(dx + 0.5) <= 0.25, (r.shifts, r.scales)
-    inv = engine.edit(model, engine.invert(model, tgt, 0.6, 6), [(d, 2.0)], steps=6, mask=mask, null_rank=2,
+    inv = core.edit(model, core.invert(model, tgt, 0.6, 6), [(d, 2.0)], steps=6, mask=mask, null_rank=2,
                       spill_passes=0, inverted=True)
     assert inv.scales == [(1.0, 1.0)]  # no clean image to fit on: the masks' shift alone
 
 
+@pytest.mark.slow
 def test_a_spill_pass_subtracts_the_sampled_change_outside_the_mask(model, image, mask):
     """By hand: one pass samples the re-projected edit and the unedited reference, subtracts
     sqrt(abar_t) times their difference outside the mask from the edit, and samples again."""
-    xt = engine.invert(model, image, 0.6, 10)
-    t = engine.to_timestep(model, 0.6)
+    xt = core.invert(model, image, 0.6, 10)
+    t = core.to_timestep(model, 0.6)
     v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(5))
-    V, _, _ = engine.relocalize(model, xt, t, mask, (v / v.norm())[None], null_rank=3, max_shift=0)
+    V, _, _ = core.relocalize(model, xt, t, mask, (v / v.norm())[None], null_rank=3, max_shift=0)
     den = model.denoiser
     ref = ddim.sample(den, xt, t, 10)
     first = ddim.sample(den, xt + 3.0 * V[0], t, 10)
     outside = (~mask).float()
     corrected = 3.0 * V[0] - float(den.abar(t)) ** 0.5 * outside * (first - ref)[0]
     want = ddim.sample(den, xt + corrected, t, 10)
-    got = engine.edit(model, xt, [(v / v.norm(), 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True,
+    got = core.edit(model, xt, [(v / v.norm(), 3.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True,
                       max_shift=0, spill_passes=1)
     torch.testing.assert_close(got.images, want)
     torch.testing.assert_close(got.x_t_edited, xt + corrected)
@@ -307,43 +320,43 @@ def test_a_spill_pass_subtracts_the_sampled_change_outside_the_mask(model, image
 def test_spill_passes_leave_a_zero_edit_alone_and_refuse_a_negative_count(model, image, mask):
     """A zero-strength edit stays a plain reconstruction whatever the passes (the toy model's
     test checks that the passes cut the change outside the mask)."""
-    xt = engine.invert(model, image, 0.6, 10)
-    t = engine.to_timestep(model, 0.6)
+    xt = core.invert(model, image, 0.6, 10)
+    t = core.to_timestep(model, 0.6)
     v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(6))
     ref = ddim.sample(model.denoiser, xt, t, 10)
-    zero = engine.edit(model, xt, [(v / v.norm(), 0.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True,
+    zero = core.edit(model, xt, [(v / v.norm(), 0.0)], t_edit=t, steps=10, mask=mask, null_rank=3, inverted=True,
                        spill_passes=2)
     torch.testing.assert_close(zero.images, ref)
     with pytest.raises(InputError, match="spill_passes"):
-        engine.edit(model, xt, [(v / v.norm(), 1.0)], t_edit=t, steps=2, mask=mask, inverted=True, spill_passes=-1)
+        core.edit(model, xt, [(v / v.norm(), 1.0)], t_edit=t, steps=2, mask=mask, inverted=True, spill_passes=-1)
 
 
 def test_bad_masks_are_refused_clearly(model, image):
-    xt = engine.invert(model, image, 0.6, 5)
+    xt = core.invert(model, image, 0.6, 5)
     with pytest.raises(InputError, match="empty"):
-        engine.find_directions(model, xt, 0.6, torch.zeros(16, 16, dtype=torch.bool))
+        core.find_directions(model, xt, 0.6, torch.zeros(16, 16, dtype=torch.bool))
     with pytest.raises(InputError, match="whole image"):
-        engine.find_directions(model, xt, 0.6, torch.ones(16, 16, dtype=torch.bool))
+        core.find_directions(model, xt, 0.6, torch.ones(16, 16, dtype=torch.bool))
     with pytest.raises(InputError, match="8x8 but the image is 16x16"):
-        engine.find_directions(model, xt, 0.6, torch.ones(8, 8, dtype=torch.bool))
+        core.find_directions(model, xt, 0.6, torch.ones(8, 8, dtype=torch.bool))
 
 
 def test_bad_images_and_directions_are_refused_clearly(model, image, mask):
     with pytest.raises(InputError, match="channels"):
-        engine.invert(model, image[:1], 0.6, 5)
+        core.invert(model, image[:1], 0.6, 5)
     with pytest.raises(InputError, match="resize"):
-        engine.invert(model, torch.zeros(3, 32, 32), 0.6, 5)
-    foreign = engine.Direction(torch.randn(3, 16, 16), 600, fingerprint="0123456789abcdef")
+        core.invert(model, torch.zeros(3, 32, 32), 0.6, 5)
+    foreign = core.Direction(torch.randn(3, 16, 16), 600, fingerprint="0123456789abcdef")
     with pytest.raises(FingerprintMismatch, match="fingerprint"):
-        engine.edit(model, image, [(foreign, 1.0)])
-    wrong_res = engine.Direction(torch.randn(3, 32, 32), 600, fingerprint=model.fingerprint)
+        core.edit(model, image, [(foreign, 1.0)])
+    wrong_res = core.Direction(torch.randn(3, 32, 32), 600, fingerprint=model.fingerprint)
     with pytest.raises(FingerprintMismatch, match="resolution"):
-        engine.edit(model, image, [(wrong_res, 1.0)])
-    ok = engine.Direction(torch.randn(3, 16, 16), 600, fingerprint=model.fingerprint)
+        core.edit(model, image, [(wrong_res, 1.0)])
+    ok = core.Direction(torch.randn(3, 16, 16), 600, fingerprint=model.fingerprint)
     with pytest.raises(InputError, match="numbers"):
-        engine.edit(model, image, [(ok, "strong")])
+        core.edit(model, image, [(ok, "strong")])
     with pytest.raises(InputError, match="t_edit"):
-        engine.to_timestep(model, 1.5)
+        core.to_timestep(model, 1.5)
 
 
 def test_image_files_give_clear_errors(tmp_path):
@@ -371,6 +384,7 @@ def test_image_files_give_clear_errors(tmp_path):
     assert load_mask(tmp_path / "small_mask.png", 16, resize=True).all()
 
 
+@pytest.mark.slow
 def test_edit_each_gives_each_directions_own_edit(model, image, mask):
     """edit_each against one edit() per direction: three directions at two edit times (one of
     them with a source part to register from), plain and with a mask and spill passes, batched
@@ -383,29 +397,29 @@ def test_edit_each_gives_each_directions_own_edit(model, image, mask):
           for _ in range(3)]
     src = torch.zeros(16, 16, dtype=torch.bool)
     src[8:12, 3:11] = True  # the mask one step up and to the left
-    t5, t6 = engine.to_timestep(model, 0.5), engine.to_timestep(model, 0.6)
-    dirs = [engine.Direction(vs[0], t6, model.fingerprint, name="a", source=PartPrint(src)),
-            engine.Direction(vs[1], t5, model.fingerprint, name="b"),
-            engine.Direction(vs[2], t6, model.fingerprint, name="c")]
+    t5, t6 = core.to_timestep(model, 0.5), core.to_timestep(model, 0.6)
+    dirs = [core.Direction(vs[0], t6, model.fingerprint, name="a", source=PartPrint(src)),
+            core.Direction(vs[1], t5, model.fingerprint, name="b"),
+            core.Direction(vs[2], t6, model.fingerprint, name="c")]
     strengths = [3.0, -2.0, 4.0]
     two = torch.stack([image, image.flip(-1)])
     seen: list[int] = []
-    got = dict(engine.edit_each(model, two, dirs, strengths, steps=6, progress=seen.append))
+    got = dict(core.edit_each(model, two, dirs, strengths, steps=6, progress=seen.append))
     assert sorted(got) == [0, 1, 2] and seen == [2, 2, 2]
     for i, (d, s) in enumerate(zip(dirs, strengths)):
-        want = engine.edit(model, two, [(d, s)], steps=6)
+        want = core.edit(model, two, [(d, s)], steps=6)
         assert torch.equal(got[i].images, want.images) and got[i].t == d.t
-    tol = engine.REPROJECT_TOL
+    tol = core.REPROJECT_TOL
     for options in ({"batch": 2, "spill_passes": 0}, {"batch": 2, "spill_passes": 1},
                     {"batch": 16, "eta_tail": 0.5, "seed": 3, "spill_passes": 1}):
         seen = []
-        got = dict(engine.edit_each(model, image, dirs, strengths, steps=6, mask=mask, null_rank=3,
+        got = dict(core.edit_each(model, image, dirs, strengths, steps=6, mask=mask, null_rank=3,
                                     progress=seen.append, **options))
         assert seen == [1, 1, 1]
         for i, (d, s) in enumerate(zip(dirs, strengths)):
             kw = {k: v for k, v in options.items() if k != "batch"}
-            want = engine.edit(model, image, [(d, s)], steps=6, mask=mask, null_rank=3, **kw)
-            plain = engine.edit(model, image, [(d, 0.0)], steps=6, **kw).images
+            want = core.edit(model, image, [(d, s)], steps=6, mask=mask, null_rank=3, **kw)
+            plain = core.edit(model, image, [(d, 0.0)], steps=6, **kw).images
 
             def rel(a, b):
                 return float((a - b).norm() / b.norm())
@@ -416,6 +430,6 @@ def test_edit_each_gives_each_directions_own_edit(model, image, mask):
             assert got[i].shifts == want.shifts and got[i].scales == want.scales
     assert got[0].shifts == [(1.0, 1.0)]  # a was registered onto the mask
     with pytest.raises(InputError, match="one image at a time"):
-        list(engine.edit_each(model, two, dirs, strengths, steps=2, mask=mask))
+        list(core.edit_each(model, two, dirs, strengths, steps=2, mask=mask))
     with pytest.raises(InputError, match="one strength per direction"):
-        list(engine.edit_each(model, image, dirs, strengths[:2], steps=2))
+        list(core.edit_each(model, image, dirs, strengths[:2], steps=2))

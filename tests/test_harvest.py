@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli.main import cli
+from locobank_cli.main import cli
 from locobank.catalog import Catalog
 from locobank.harvest import discover
 from locobank.toyworld import write_dataset
@@ -58,6 +58,7 @@ def test_discovery_layouts(faces, tmp_path):
     assert [(p.image.name, p.label) for p in pairs] == [("7.jpg", "l_eye")]
 
 
+@pytest.mark.slow
 def test_harvest_is_safe_to_repeat(tiny_model, faces, tmp_path):
     db = f"sqlite:///{tmp_path / 'c.db'}"
     args = ["--model", str(tiny_model), "--images", str(faces), "--labels", "eyes,mouth", *FAST]
@@ -79,6 +80,7 @@ def test_harvest_is_safe_to_repeat(tiny_model, faces, tmp_path):
     assert "done 6, skipped 0" in third.output
 
 
+@pytest.mark.slow
 def test_each_direction_records_the_part_it_was_found_on(tiny_model, faces, tmp_path):
     """The mask and the part's profiles go into the direction's diagnostics, so `apply --mask`
     can register it with neither file at hand; with the files (an older catalog) they are read
@@ -147,6 +149,7 @@ def _bad_corpus(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_constrained_basis_is_its_own_run_and_is_recorded(tiny_model, faces, tmp_path):
     from locobank.errors import InputError
     from locobank.harvest import HarvestParams
@@ -166,6 +169,7 @@ def test_constrained_basis_is_its_own_run_and_is_recorded(tiny_model, faces, tmp
     assert bad.exit_code == 2 and "'nope' is not one of" in bad.output
 
 
+@pytest.mark.slow
 def test_edit_time_per_mask_label(tiny_model, faces, tmp_path):
     from locobank.errors import InputError
     from locobank.harvest import HarvestParams
@@ -191,12 +195,13 @@ def test_edit_time_per_mask_label(tiny_model, faces, tmp_path):
     assert bad.exit_code == 2 and "is not LABEL=FRACTION" in bad.output
 
 
+@pytest.mark.slow
 def test_jacobian_at_noised_states(tiny_model, faces, tmp_path):
     """--jacobian-at noised takes each job's Jacobian at sqrt(abar) x + sqrt(1 - abar) eps, with
     eps seeded by the image's hash: checked against find_directions on that state built by hand."""
     import torch
 
-    from locobank import engine
+    from locobank import core
     from locobank.errors import InputError
     from locobank.harvest import HarvestParams
     from locobank.harvest.worker import noise_seed
@@ -231,11 +236,11 @@ def test_jacobian_at_noised_states(tiny_model, faces, tmp_path):
     image = Path(d.image_uri)
     m = load_mask(image.with_name(f"{image.stem}_mouth.png"), lm.resolution)
     seed = noise_seed(p, d.image_sha256)
-    xt = engine.noise_to(lm, x[None], d.t_edit, [seed])
+    xt = core.noise_to(lm, x[None], d.t_edit, [seed])
     a = lm.denoiser.abar(d.t_edit).item()
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
     assert torch.allclose(xt[0], a ** 0.5 * x + (1 - a) ** 0.5 * eps, atol=1e-6)
-    found = engine.find_directions(lm, xt, d.t_edit, m, rank=2, null_rank=2, iters=4, tol=1e-3, seed=0)
+    found = core.find_directions(lm, xt, d.t_edit, m, rank=2, null_rank=2, iters=4, tol=1e-3, seed=0)
     assert torch.allclose(found.vectors[0].flatten(), vectors[d.id].flatten(), atol=1e-5)
     assert not torch.allclose(vectors[d.id].flatten(), inv_vectors[d.image_sha256].flatten(), atol=1e-3)
     bad = CliRunner().invoke(cli, ["harvest", *args, "--jacobian-at", "sampled", "--db", db])
@@ -247,24 +252,25 @@ def test_noise_to_is_per_image_and_seeded(tiny_model):
 
     import torch
 
-    from locobank import engine
+    from locobank import core
     from locobank.errors import InputError
     from locobank.models import load_model
 
     lm = load_model(tiny_model, device="cpu")
     x = torch.rand(3, 3, 32, 32) * 2 - 1
-    both = engine.noise_to(lm, x, 0.4, [7, 8, 9])
-    alone = engine.noise_to(lm, x[1:2], 0.4, [8])
+    both = core.noise_to(lm, x, 0.4, [7, 8, 9])
+    alone = core.noise_to(lm, x[1:2], 0.4, [8])
     assert torch.equal(both[1], alone[0])  # an image's noise does not depend on its batch
-    assert not torch.allclose(both[0], engine.noise_to(lm, x[:1], 0.4, [1])[0])
-    t = engine.to_timestep(lm, 0.4)
+    assert not torch.allclose(both[0], core.noise_to(lm, x[:1], 0.4, [1])[0])
+    t = core.to_timestep(lm, 0.4)
     a = lm.denoiser.abar(t).item()
     eps = (both - a ** 0.5 * x) / (1 - a) ** 0.5
     assert 0.9 < float(eps.std()) < 1.1 and abs(float(eps.mean())) < 0.1
     with pytest.raises(InputError, match="one seed per image"):
-        engine.noise_to(lm, x, 0.4, [1])
+        core.noise_to(lm, x, 0.4, [1])
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_their_jobs_clearly_and_the_rest_finish(tiny_model, tmp_path):
     expected = _bad_corpus(tmp_path / "bad corpus")
     db = f"sqlite:///{tmp_path / 'c.db'}"
@@ -295,7 +301,7 @@ def _count(db):
 def test_crash_and_resume_under_sigkill(tiny_model, tmp_path):
     write_dataset(tmp_path / "faces", 6, 1_000_100)
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    cmd = [sys.executable, "-m", "cli.main", "harvest", "--model", str(tiny_model), "--images", str(tmp_path / "faces"),
+    cmd = [sys.executable, "-m", "locobank_cli.main", "harvest", "--model", str(tiny_model), "--images", str(tmp_path / "faces"),
            "--labels", "eyes,mouth", *FAST, "--batch", "2", "--lease", "3", "--max-attempts", "20", "--db", db]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     rng = random.Random(0)
@@ -337,6 +343,7 @@ def test_crash_and_resume_under_sigkill(tiny_model, tmp_path):
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_four_worker_processes_share_a_postgres_run(tiny_model, faces, pg_url):
     res = CliRunner().invoke(cli, ["harvest", "--model", str(tiny_model), "--images", str(faces), *FAST,
                                    "--workers", "4", "--device", "cpu", "--db", pg_url], catch_exceptions=False)

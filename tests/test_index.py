@@ -244,8 +244,10 @@ def test_default_folder_is_under_locobank_home(sqlite_migrated_url, tmp_path):
     with Catalog.open(sqlite_migrated_url) as cat:
         embed(cat, add_directions(cat, 1, "a"), seed=1)
         build_index(cat, CLIP)
-    assert index_files(CLIP)[0].parent == tmp_path / "home" / "index"  # conftest's LOCOBANK_HOME
-    assert index_files(CLIP)[0].exists() and load_index(CLIP).ntotal == 3
+        url = cat.url
+    # conftest's LOCOBANK_HOME, one folder per catalog
+    assert index_files(CLIP, catalog_url=url)[0].parent.parent == tmp_path / "home" / "index"
+    assert index_files(CLIP, catalog_url=url)[0].exists() and load_index(CLIP, catalog_url=url).ntotal == 3
     assert index_files("ViT-B-32/laion2b_s34b_b79k")[0].name.startswith("ViT-B-32_laion2b_s34b_b79k-")
     assert index_files("a/b")[0] != index_files("a_b")[0]
 
@@ -317,3 +319,36 @@ def test_search_ranks_by_match_and_grows_its_pool_until_the_ranking_is_exact(cat
 
     catalog.delete_direction(ids[80])
     assert ids[80] not in [h.id for h in search(catalog, clip, "smile", k=3, mask_label="mouth", index_folder=folder)]
+
+
+def test_an_index_answers_only_for_its_own_catalog(tmp_path, caplog):
+    """Two catalogs under one home get their own index files; an index built from catalog A is
+    refused when catalog B is searched with it; a stale index is said to be stale."""
+    from locobank.catalog import upgrade
+    from locobank.clip import load_clip
+    from locobank.search import search, text_direction
+
+    clip = load_clip("toy")
+    q = text_direction(clip, "smile")
+    urls = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        upgrade(url)
+        with Catalog.open(url) as cat:
+            ids = add_directions(cat, 2, name)
+            cat.put_effects([NewEffect(i, clip.clip_id, q, 1.0, 5, 8.0) for i in ids])
+            build_index(cat, clip.clip_id)
+            urls.append(cat.url)
+    files = [index_files(clip.clip_id, catalog_url=u)[0] for u in urls]
+    assert files[0] != files[1] and all(f.exists() for f in files)
+    shared = tmp_path / "shared"
+    with Catalog.open(urls[0]) as a:
+        build_index(a, clip.clip_id, folder=shared)
+    with Catalog.open(urls[1]) as b:
+        assert search(b, clip, "smile", k=2)  # its own index, in its own folder
+        with pytest.raises(SearchIndexError, match="built from the catalog .*a.db, not .*b.db"):
+            search(b, clip, "smile", k=2, index_folder=shared)
+        b.put_effects([NewEffect(i, clip.clip_id, -q, 1.0, 5, 8.0) for i in add_directions(b, 1, "late")])
+        with caplog.at_level("WARNING", logger="locobank.search"):
+            search(b, clip, "smile", k=2)
+        assert "stale" in caplog.text and "locobank index build" in caplog.text

@@ -31,6 +31,7 @@ def _dense_masked(J, mask):
 
 
 @pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.slow
 def test_jacobian_svd_matches_dense_oracle(problem, masked):
     fn, x, J, mask = problem
     m = mask if masked else None
@@ -53,6 +54,7 @@ def test_masked_left_vectors_vanish_outside_mask(problem):
     assert U[:, ~mask.expand(3, 8, 8)].abs().max() < 1e-12
 
 
+@pytest.mark.slow
 def test_convergence_is_judged_by_subspace_angle(problem):
     fn, x, _, mask = problem
     lin = Linearization(fn, x)
@@ -64,6 +66,7 @@ def test_convergence_is_judged_by_subspace_angle(problem):
     assert loose.iterations < res.iterations
 
 
+@pytest.mark.slow
 def test_chunking_gives_the_same_answer(problem):
     fn, x, _, mask = problem
     # Same seed and iteration count: chunking only changes how tangents are batched, not the maths.
@@ -111,6 +114,7 @@ def test_rank_must_be_positive(problem):
         jacobian_svd(fn, x, 0)
 
 
+@pytest.mark.slow
 def test_block_krylov_needs_fewer_iterations_than_subspace_iteration(problem):
     fn, x, J, mask = problem
     _, _, Vh0 = torch.linalg.svd(_dense_masked(J, mask))
@@ -124,6 +128,7 @@ def test_block_krylov_needs_fewer_iterations_than_subspace_iteration(problem):
         block_subspace_svd(lin, [mask], [3], method="lanczos")
 
 
+@pytest.mark.slow
 def test_watched_vectors_stop_the_iteration_once_their_projections_settle(problem):
     """With ``watch``, a block stops when the watched vectors' projections settle: never later
     than the angle test, and the projection off the basis still matches the dense oracle's."""

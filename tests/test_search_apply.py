@@ -10,14 +10,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli.main import cli
+from locobank_cli.main import cli
 from locobank.catalog import Catalog
 from locobank.clip import load_clip
 from locobank.embed import embed_directions
 from locobank.harvest import HarvestParams, discover, plan, work
 from locobank.index import build_index
 from locobank.models import load_model
-from locobank.naming import label_all
+from locobank.search import name_directions
 from locobank.search import search, text_direction
 from locobank.toyworld import write_dataset
 from tiny import save_tiny_clip, save_tiny_pipeline
@@ -40,7 +40,7 @@ def world(tmp_path_factory):
         run = plan(cat, model, discover(root / "faces", labels={"mouth", "hair"}), PARAMS)
         work(cat, model, run.id, PARAMS)
         embed_directions(cat, clip, n_probes=2, steps=3)
-        label_all(cat, clip, extra=["purple hat"])
+        name_directions(cat, clip, extra=["purple hat"])
         build_index(cat, clip.clip_id)
     return {"root": root, "db": db, "model": model_dir, "clip": clip_dir, "clip_model": clip}
 
@@ -65,6 +65,7 @@ def _module_home(tmp_path_factory):
         os.environ["LOCOBANK_HOME"] = old
 
 
+@pytest.mark.slow
 def test_every_direction_has_an_effect_a_preview_and_a_name(world):
     with Catalog.open(world["db"]) as cat:
         dirs = cat.list_directions()
@@ -84,7 +85,7 @@ def test_preview_locality_is_measured_on_the_rendered_source_edit(world):
     """The locality on each card is the share of the rendered change inside the direction's mask."""
     import torch
 
-    from locobank import engine
+    from locobank import core
     from locobank.images import load_image, load_mask
     from locobank.loco import ddim
 
@@ -97,7 +98,7 @@ def test_preview_locality_is_measured_on_the_rendered_source_edit(world):
         xt = ddim.invert(model.denoiser, x, d.t_edit, 3)
         v = cat.load_vector(d.id).float()
         out = ddim.sample(model.denoiser, torch.cat([xt + strength * v, xt - strength * v, xt]), d.t_edit, 3)
-        expected = engine.locality(torch.cat([out[0] - out[2], out[1] - out[2]]), load_mask(Path(job.mask_uri), 32))
+        expected = core.locality(torch.cat([out[0] - out[2], out[1] - out[2]]), load_mask(Path(job.mask_uri), 32))
         assert cat.preview_locality(d.id) == pytest.approx(expected, abs=1e-4)
         locs = [cat.preview_locality(r.id) for r in cat.list_directions()]
         assert all(0.0 <= x <= 1.0 for x in locs) and len(set(locs)) > 1
@@ -147,9 +148,11 @@ def test_search_cli_json_schema_and_filters(world, tmp_path):
     hits = json.loads(res.output)
     assert 1 <= len(hits) <= 4
     for h in hits:
-        assert set(h) == {"id", "score", "match", "transfer", "sign", "label", "label_sign", "mask_label", "model_id",
-                          "fingerprint", "singular_value", "t_edit", "apply"}
+        assert set(h) == {"id", "score", "match", "transfer", "sign", "strength", "label", "label_sign", "mask_label",
+                          "model_id", "fingerprint", "singular_value", "t_edit", "apply"}
         assert h["sign"] in (1, -1) and isinstance(h["score"], float)
+        # the strength carries the sign that does the edit, and the command is ready to run
+        assert h["strength"] * h["sign"] > 0 and h["apply"].startswith(f"locobank apply {h['id']}:{h['strength']:+g} ")
         assert isinstance(h["transfer"], float) and -1 <= h["transfer"] <= 1
         assert h["match"] <= h["score"] + 1e-6
     assert [h["match"] for h in hits] == sorted((h["match"] for h in hits), reverse=True)
@@ -171,6 +174,7 @@ def _apply(world, *args):
     return CliRunner().invoke(cli, ["apply", *args, "--db", world["db"]])
 
 
+@pytest.mark.slow
 def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
     unseen = sorted(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
     a = _apply(world, "1:3", str(unseen[0]), "--out", str(tmp_path / "a.png"), "--steps", "3", "--seed", "5")
@@ -215,6 +219,7 @@ def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
     assert q.exit_code == 0 and "query 'smile': direction" in q.output
 
 
+@pytest.mark.slow
 def test_best_of_keeps_each_images_edit_that_clip_sees_furthest_along_the_text(world):
     """apply_best_of against its definition: every candidate applied on its own (masked too), and
     per image the edit with the largest CLIP(edited) . text kept, with its moves. Plain it is the
@@ -223,7 +228,7 @@ def test_best_of_keeps_each_images_edit_that_clip_sees_furthest_along_the_text(w
     import torch
 
     from locobank.apply import DirectionSpec, Prepared, apply_best_of, apply_to_images, choose, prepare
-    from locobank.engine import REPROJECT_TOL
+    from locobank.core import REPROJECT_TOL
 
     clip = world["clip_model"]
     faces = [p for d in ("unseen", "faces") for p in sorted((world["root"] / d).glob("face_*.png"))
@@ -254,6 +259,7 @@ def test_best_of_keeps_each_images_edit_that_clip_sees_furthest_along_the_text(w
             assert apply_best_of(cands, clip, emb[j, 0], faces[:1], steps=3, **options)[1] == [j]
 
 
+@pytest.mark.slow
 def test_apply_query_with_candidates_applies_each_images_pick(world, tmp_path):
     unseen = sorted(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
     res = _apply(world, "--query", "smile", "--candidates", "3", "--clip", str(world["clip"]), str(unseen[0]),
@@ -333,11 +339,12 @@ def test_apply_refusals_are_clear(world, tmp_path):
     assert missing.exit_code != 0 and "nope.png" in missing.output and "direction" not in missing.output
 
 
+@pytest.mark.slow
 def test_quality_figures_follow_from_search_edits_and_probes(world):
-    """The toy-world quality table is what search + engine.edit + the pixel probes give."""
+    """The toy-world quality table is what search + core.edit + the pixel probes give."""
     import torch
 
-    from locobank import engine
+    from locobank import core
     from locobank.apply import choose
     from locobank.images import to_uint8
     from locobank.toyworld import batch, face
@@ -357,13 +364,13 @@ def test_quality_figures_follow_from_search_edits_and_probes(world):
             v = cat.load_vector(r.top_id).float()
             x = torch.from_numpy(batch(seeds))
             t = hits[0].t_edit
-            edited = engine.edit(model, x, [(v, r.sign * 3.0)], t_edit=t, steps=3).images
-            plain = engine.edit(model, x, [(v, 0.0)], t_edit=t, steps=3).images
+            edited = core.edit(model, x, [(v, r.sign * 3.0)], t_edit=t, steps=3).images
+            plain = core.edit(model, x, [(v, 0.0)], t_edit=t, steps=3).images
             gain = [attribute_score(r.query, to_uint8(e), face(s).attrs) - attribute_score(r.query, to_uint8(p), face(s).attrs)
                     for s, e, p in zip(seeds, edited, plain)]
             assert r.success == sum(g > 0 for g in gain) and r.tried == 2
             assert r.mean_gain == pytest.approx(float(np.mean(gain)), abs=1e-6)
-            outs = [engine.edit(model, x, [(cat.load_vector(h.id).float(), h.sign * 3.0)], t_edit=t, steps=3).images
+            outs = [core.edit(model, x, [(cat.load_vector(h.id).float(), h.sign * 3.0)], t_edit=t, steps=3).images
                     for h in hits if h.t_edit == t]
             G = np.array([[attribute_score(r.query, to_uint8(e), face(s).attrs)
                            - attribute_score(r.query, to_uint8(p), face(s).attrs)

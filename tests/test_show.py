@@ -16,10 +16,10 @@ from catalog_support import make_world
 from click.testing import CliRunner
 from PIL import Image
 
-from cli.main import cli
+from locobank_cli.main import cli
 from locobank.catalog import Catalog, NewDirection
 from locobank.catalog.records import NewEffect
-from locobank.show import NO_PREVIEW, SheetLayout, contact_sheet, gallery
+from locobank.views import NO_PREVIEW, SheetLayout, contact_sheet, gallery
 
 pytest_plugins = ["catalog_support"]  # fixtures: sqlite_migrated_url, ...
 
@@ -135,7 +135,7 @@ def test_contact_sheet_uses_the_name_sign_by_default(cat, filled, tmp_path):
 def test_search_sheet_names_its_file_after_the_query_safely(cat, filled, tmp_path):
     from types import SimpleNamespace
 
-    from locobank.show import search_sheet
+    from locobank.views import search_sheet
 
     hits = [SimpleNamespace(id=filled["smile"], sign=-1)]
     out = search_sheet(cat, "frown -> smile/with teeth", hits, tmp_path / "sheets", clip_id=CLIP)

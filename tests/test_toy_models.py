@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli.main import cli
+from locobank_cli.main import cli
 from locobank.demo import DemoConfig, run_demo
 from locobank.models import load_model
 from locobank.paths import TOY_CLIP, TOY_DDPM
@@ -31,9 +31,10 @@ def test_ddpm_is_small_and_saved_like_a_hub_model(ddpm):
     assert ddpm.denoiser.num_timesteps == 1000
 
 
+@pytest.mark.slow
 def test_ddpm_reconstructs_held_out_faces(ddpm):
-    t_edit = ddpm.defaults.get("t_edit", 0.6)
-    psnr = E.reconstruction_psnr(ddpm, range(HELD_OUT_SEED, HELD_OUT_SEED + 4), t_edit, ddpm.defaults.get("steps", 50))
+    t_edit = ddpm.settings.t_edit
+    psnr = E.reconstruction_psnr(ddpm, range(HELD_OUT_SEED, HELD_OUT_SEED + 4), t_edit, ddpm.settings.steps)
     assert min(psnr) >= 35.0, psnr
 
 
@@ -59,6 +60,7 @@ def test_clip_zero_shot_on_held_out_faces():
     assert min(acc.values()) >= 0.9, acc
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
     res = run_demo(tmp_path / "demo", DemoConfig.quick())
     out = tmp_path / "demo"
@@ -83,18 +85,19 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
     assert [h["id"] for h in json.loads(found.output)] == [h["id"] for h in summary["queries"][q]["hits"][:3]]
 
 
+@pytest.mark.slow
 def test_part_edits_stay_local_with_the_shipped_defaults(ddpm):
     """The locality bars of the toy world on the first 3 held-out faces, through `locobank toy eval
     --json` (stdout is JSON only; progress goes to stderr), each part at its own default strength."""
     from click.testing import CliRunner
 
-    from cli.main import cli
+    from locobank_cli.main import cli
 
     r = CliRunner().invoke(cli, ["toy", "eval", "--faces", "3", "--parts", "mouth,eyes,hair", "--skip-clip", "--json"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert rep["basis"] == ddpm.defaults["basis"] == "constrained"
-    assert rep["jacobian_at"] == ddpm.defaults["jacobian_at"] == "noised"
+    assert rep["basis"] == ddpm.settings.basis == "constrained"
+    assert rep["jacobian_at"] == ddpm.settings.jacobian_at == "noised"
     assert rep["reconstruction_psnr"]["min"] >= 35
     assert rep["strength"] == {"mouth": 4.0, "eyes": 4.0, "hair": 12.0} == {p: ddpm.strength_for(p) for p in rep["strength"]}
     for part in ("mouth", "eyes", "hair"):  # measured: 0.85/0.90, 0.95/0.83, 0.94/0.89
@@ -102,22 +105,23 @@ def test_part_edits_stay_local_with_the_shipped_defaults(ddpm):
         assert rep["locality"][part]["transfer"]["median"] >= 0.8, part
 
 
+@pytest.mark.slow
 def test_spill_passes_keep_a_transferred_hair_edit_local(ddpm):
     """A hair direction found on one held-out face, applied to another with its hair mask: the
     spill passes cut the change outside the mask and keep the recolouring inside."""
-    from locobank import engine
+    from locobank import core
     from locobank.toyworld import batch, face
 
     src, tgt = HELD_OUT_SEED + 1, HELD_OUT_SEED + 10_003  # brown hair on both
-    steps, t = 20, engine.to_timestep(ddpm, 0.3)
-    xs = engine.invert(ddpm, torch.from_numpy(batch([src])), t, steps)
-    d = engine.find_directions(ddpm, xs, t, torch.from_numpy(face(src).masks["hair"]), rank=1, null_rank=5, iters=6)
+    steps, t = 20, core.to_timestep(ddpm, 0.3)
+    xs = core.invert(ddpm, torch.from_numpy(batch([src])), t, steps)
+    d = core.find_directions(ddpm, xs, t, torch.from_numpy(face(src).masks["hair"]), rank=1, null_rank=5, iters=6)
     x = torch.from_numpy(batch([tgt]))
     m = torch.from_numpy(face(tgt).masks["hair"])
-    ref = engine.sample(ddpm, engine.invert(ddpm, x, t, steps), t, steps)[0]
+    ref = core.sample(ddpm, core.invert(ddpm, x, t, steps), t, steps)[0]
     energy = {}
     for n in (0, 2):
-        out = engine.edit(ddpm, x, [(d[0], 12.0)], steps=steps, mask=m, null_rank=5, spill_passes=n).images[0]
+        out = core.edit(ddpm, x, [(d[0], 12.0)], steps=steps, mask=m, null_rank=5, spill_passes=n).images[0]
         e = (out - ref).pow(2).sum(0)
         energy[n] = (float(e[m].sum()), float(e[~m].sum()))
     assert energy[0][0] > 20, energy  # the hair does change (measured: 272 inside, 6.9 outside)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from cli.main import cli
+from locobank_cli.main import cli
 from locobank.toyworld import PARTS, face, faces, probes
 from locobank.toyworld.captions import training_caption
 

@@ -52,3 +52,36 @@ def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
     model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
     return folder
+
+
+def save_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """A random StableDiffusionPipeline (16x16 images, 8x8x4 latents) with a CLIPTokenizer written
+    from local vocab.json/merges.txt, as diffusers' own tests build theirs: no download."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from locobank.toyworld.sd_text import write_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        layers_per_block=1, norm_num_groups=4, sample_size=16)
+    tok_dir = write_tokenizer(Path(folder) / "_tokenizer_src", 2000, 16)
+    tok = CLIPTokenizer.from_pretrained(str(tok_dir))
+    te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=16, bos_token_id=512 + 2000,
+                                      eos_token_id=513 + 2000, pad_token_id=513 + 2000))
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    pipe = StableDiffusionPipeline(vae=vae.eval(), text_encoder=te.eval(), tokenizer=tok, unet=unet.eval(),
+                                   scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    import shutil
+
+    shutil.rmtree(Path(folder) / "_tokenizer_src")
+    return Path(folder)

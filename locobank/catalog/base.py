@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from locobank.catalog.connect import safe_url
+from locobank.catalog.connect import canonical_url
 from locobank.catalog.safetensors_io import RawTensor, verify_vector
 from locobank.catalog.schema import Direction, Model, Vector, utcnow
 from locobank.errors import CatalogError, FingerprintMismatch, IntegrityError, NotFound
@@ -40,7 +40,7 @@ class CatalogBase:
     def __init__(self, engine: Engine, url: str) -> None:
         """Use ``Catalog.open``; this assumes the schema was already checked."""
         self._engine = engine
-        self.url = safe_url(url)
+        self.url = canonical_url(url)
         self.backend = engine.dialect.name
         if self.backend not in ("sqlite", "postgresql"):
             raise CatalogError(f"unsupported database {self.backend!r}: locobank supports SQLite and PostgreSQL")

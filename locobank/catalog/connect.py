@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -38,18 +39,27 @@ def safe_url(url: str) -> str:
     """The URL with its password hidden, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable URL>"
+
+
+def canonical_url(url: str) -> str:
+    """The URL that names one catalog however it was typed: a SQLite file by its absolute path, any
+    other database with its password hidden. Indexes record it and are bound to it."""
+    path = sqlite_file(url)
+    if path is not None:
+        return f"sqlite:///{path.expanduser().resolve()}"
+    return safe_url(url)
 
 
 def parse_url(url: str) -> URL:
     """A SQLAlchemy URL, or a ``CatalogError`` that shows what was given."""
     try:
         return make_url(url)
-    except ArgumentError as e:
-        raise CatalogError(
-            f"not a database URL: {url!r} (expected e.g. sqlite:///catalog.db or postgresql+psycopg://user@host/db)"
-        ) from e
+    except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)  # the password hidden, the rest as typed
+        raise CatalogError(f"not a database URL: {shown!r} ({e}; expected e.g. sqlite:///catalog.db or "
+                           f"postgresql+psycopg://user@host:5432/db)") from e
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -103,15 +113,13 @@ def _tune_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
 
 
 def migrations_dir() -> Path:
-    """The Alembic folder beside the package (source checkout or editable install)."""
-    import locobank
+    """The Alembic folder: installed with the package as ``locobank/migrations``, or beside it in a
+    source checkout (``migrations/``)."""
+    from ..paths import shipped
 
-    path = Path(locobank.__file__).resolve().parent.parent / "migrations"
+    path = shipped("migrations", "migrations")
     if not (path / "env.py").is_file():
-        raise CatalogError(
-            f"cannot find the catalog migrations at {path}; locobank must run from a source checkout "
-            "or an editable install (pip install -e .)"
-        )
+        raise CatalogError(f"cannot find the catalog migrations at {path}; reinstall locobank (pip install .)")
     return path
 
 

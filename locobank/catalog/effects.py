@@ -84,26 +84,12 @@ class EffectStore(CatalogBase):
         rows: dict[tuple[str, int], dict[str, Any]] = {}
         dims: dict[str, int] = {}
         for item in items:
-            clip_id = _check_clip_id(item.clip_id)
-            what = f"effect of direction {item.direction_id} for {clip_id}"
-            v = _unit_vector(item.vector, what)
-            if dims.setdefault(clip_id, v.size) != v.size:
-                raise InputError(f"{what}: dimension {v.size}, but others for {clip_id} have {dims[clip_id]}")
-            n_images, strength = int(item.n_images), float(item.strength)
-            consistency = None if item.consistency is None else float(item.consistency)
-            if n_images < 1:
-                raise InputError(f"{what}: n_images must be at least 1, got {item.n_images}")
-            if not math.isfinite(strength) or (consistency is not None and not math.isfinite(consistency)):
-                raise InputError(f"{what}: strength and consistency must be finite numbers")
-            rows[(clip_id, int(item.direction_id))] = dict(
-                direction_id=int(item.direction_id),
-                clip_id=clip_id,
-                dim=v.size,
-                vector=v.tobytes(),
-                consistency=consistency,
-                n_images=n_images,
-                strength=strength,
-            )
+            row = _effect_row(item)
+            clip_id = row["clip_id"]
+            if dims.setdefault(clip_id, row["dim"]) != row["dim"]:
+                raise InputError(f"effect of direction {item.direction_id} for {clip_id}: dimension {row['dim']}, "
+                                 f"but others for {clip_id} have {dims[clip_id]}")
+            rows[(clip_id, row["direction_id"])] = row
         if not rows:
             return 0
         ordered = [rows[k] for k in sorted(rows)]  # one lock order for every writer
@@ -268,13 +254,13 @@ class EffectStore(CatalogBase):
     def transfer_of(
         self, clip_id: str, ids: Iterable[int], *, model: str | None = None, label: str | None = None,
         mask_label: str | None = None,
-    ) -> dict[int, tuple[float | None, int]]:
-        """``{direction id: (transfer consistency, images rendered)}`` for live directions among ``ids``
-        that pass the filters: ``model`` (a model id or fingerprint), ``label`` (the automatic name)
-        and ``mask_label``."""
+    ) -> dict[int, tuple[float | None, int, float]]:
+        """``{direction id: (transfer consistency, images rendered, strength rendered at)}`` for live
+        directions among ``ids`` that pass the filters: ``model`` (a model id or fingerprint),
+        ``label`` (the automatic name) and ``mask_label``."""
         wanted = sorted({int(i) for i in ids})
         stmt = (
-            select(Effect.direction_id, Effect.consistency, Effect.n_images)
+            select(Effect.direction_id, Effect.consistency, Effect.n_images, Effect.strength)
             .join(Direction, Effect.direction_id == Direction.id)
             .where(Effect.clip_id == clip_id, Direction.deleted_at.is_(None))
         )
@@ -286,12 +272,12 @@ class EffectStore(CatalogBase):
         if mask_label is not None:
             stmt = stmt.join(Job, Direction.job_id == Job.id).join(Mask, Job.mask_id == Mask.id).where(
                 Mask.label == mask_label)
-        out: dict[int, tuple[float | None, int]] = {}
+        out: dict[int, tuple[float | None, int, float]] = {}
         with self._tx() as s:
             for start in range(0, len(wanted), ID_CHUNK):
                 chunk = stmt.where(Effect.direction_id.in_(wanted[start : start + ID_CHUNK]))
-                for did, consistency, n in s.execute(chunk):
-                    out[int(did)] = (None if consistency is None else float(consistency), int(n))
+                for did, consistency, n, strength in s.execute(chunk):
+                    out[int(did)] = (None if consistency is None else float(consistency), int(n), float(strength))
         return out
 
     def directions_without_effect(self, clip_id: str, model_fingerprint: str | None = None) -> list[int]:
@@ -336,3 +322,18 @@ class EffectStore(CatalogBase):
         n, n_live, last_seq = int(n), int(n_live), int(last_seq)
         token = _token(clip_id, n, n_live, last_seq, str(last_deleted))
         return EffectsState(clip_id, None if dim is None else int(dim), n_live, n - n_live, last_seq, token)
+
+
+def _effect_row(item: NewEffect) -> dict[str, Any]:
+    """One effect checked and as the row it is stored as."""
+    clip_id = _check_clip_id(item.clip_id)
+    what = f"effect of direction {item.direction_id} for {clip_id}"
+    v = _unit_vector(item.vector, what)
+    n_images, strength = int(item.n_images), float(item.strength)
+    consistency = None if item.consistency is None else float(item.consistency)
+    if n_images < 1:
+        raise InputError(f"{what}: n_images must be at least 1, got {item.n_images}")
+    if not math.isfinite(strength) or (consistency is not None and not math.isfinite(consistency)):
+        raise InputError(f"{what}: strength and consistency must be finite numbers")
+    return dict(direction_id=int(item.direction_id), clip_id=clip_id, dim=v.size, vector=v.tobytes(),
+                consistency=consistency, n_images=n_images, strength=strength)

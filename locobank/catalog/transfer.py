@@ -62,29 +62,7 @@ class PackTransfer(CatalogBase):
         with self._tx(write=True) as s:
             now = self._now(s)
             for e, raw, blob in encoded:
-                mm, im, ma, ru = e["model"], e["image"], e["mask"], e["run"]
-                model = self._ensure(s, Model, dict(mm, created_at=now), ["fingerprint"])
-                image = self._ensure(s, Image, dict(im), ["sha256"])
-                mask = self._ensure(s, Mask, dict(ma, image_id=image.id, uri=None), ["image_id", "label", "sha256"])
-                run = self._ensure(
-                    s, HarvestRun, dict(ru, model_id=model.id, created_at=now), ["model_id", "params_hash"]
-                )
-                job = self._ensure(
-                    s,
-                    Job,
-                    dict(
-                        run_id=run.id,
-                        image_id=image.id,
-                        mask_id=mask.id,
-                        status="done",
-                        attempts=0,
-                        lease_owner="import",
-                        finished_at=now,
-                    ),
-                    ["run_id", "image_id", "mask_id"],
-                )
-                if job.status != "done":  # a local harvest had it queued: the pack finishes it
-                    job.status, job.lease_owner, job.lease_expires_at, job.finished_at = "done", "import", None, now
+                model, job = self._import_job(s, e, now)
                 sha = sha256_hex(blob)
                 s.execute(
                     self._insert(Vector)
@@ -118,3 +96,16 @@ class PackTransfer(CatalogBase):
                 else:
                     log.info("pack direction %s is already in the catalog; skipped", e["id"])
         return new_ids
+
+    def _import_job(self, s, e: dict, now):
+        """The model, image, mask, run and done job a pack entry belongs to, made where missing."""
+        mm, im, ma, ru = e["model"], e["image"], e["mask"], e["run"]
+        model = self._ensure(s, Model, dict(mm, created_at=now), ["fingerprint"])
+        image = self._ensure(s, Image, dict(im), ["sha256"])
+        mask = self._ensure(s, Mask, dict(ma, image_id=image.id, uri=None), ["image_id", "label", "sha256"])
+        run = self._ensure(s, HarvestRun, dict(ru, model_id=model.id, created_at=now), ["model_id", "params_hash"])
+        job = self._ensure(s, Job, dict(run_id=run.id, image_id=image.id, mask_id=mask.id, status="done", attempts=0,
+                                        lease_owner="import", finished_at=now), ["run_id", "image_id", "mask_id"])
+        if job.status != "done":  # a local harvest had it queued: the pack finishes it
+            job.status, job.lease_owner, job.lease_expires_at, job.finished_at = "done", "import", None, now
+        return model, job

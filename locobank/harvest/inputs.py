@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+from ..files import IMAGE_SUFFIXES, images_in, mask_owner as _owner  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -43,23 +43,6 @@ def from_manifest(path: Path, labels: set[str] | None = None) -> list[Pair]:
             if _labels_ok(label, labels):
                 pairs.append(Pair(image, base / mask, label))
     return pairs
-
-
-def _owner(stem: str, stems: set[str]) -> tuple[str, str] | None:
-    """(image stem, label) when ``stem`` reads as ``<image stem>_<label>``; the longest image stem wins."""
-    parts = stem.split("_")
-    for cut in range(len(parts) - 1, 0, -1):
-        head = "_".join(parts[:cut])
-        if head in stems:
-            return head, "_".join(parts[cut:])
-    return None
-
-
-def images_in(folder: Path) -> list[Path]:
-    """The images of a folder, leaving out masks named ``<another image's stem>_<label>.png``."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    stems = {p.stem for p in files}
-    return [p for p in files if not (p.suffix.lower() == ".png" and _owner(p.stem, stems))]
 
 
 def from_folder(folder: Path, mask_folder: Path | None = None, labels: set[str] | None = None) -> list[Pair]:

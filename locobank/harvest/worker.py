@@ -19,17 +19,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import engine
+from .. import core
 from ..catalog.records import JobRecord, NewDirection, RunRecord
 from ..errors import InputError, LocobankError
+from ..files import file_sha256
 from ..images import check_mask, load_image, load_mask, pack_part
 from ..models import LoadedModel
+from ..settings import DEFAULT_NULL_RANK, JACOBIAN_AT, ModelSettings
 from .inputs import Pair
 
 log = logging.getLogger(__name__)
 
-
-JACOBIAN_AT = ("inverted", "noised")
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,14 @@ class HarvestParams:
     """Everything that changes what a harvest finds; two runs with equal params are the same run."""
 
     rank: int = 5
-    null_rank: int = 5
+    null_rank: int = DEFAULT_NULL_RANK
     t_edit: float = 0.6
     steps: int = 50
     iters: int = 50
     tol: float = 1e-3
     seed: int = 0
     resize: bool = False
-    basis: str = "projected"  # or "constrained": see engine.find_directions
+    basis: str = "projected"  # or "constrained": see core.find_directions
     # Edit times for particular mask labels, overriding t_edit: ((label, fraction), ...).
     t_edit_by_label: tuple[tuple[str, float], ...] = ()
     # The state whose Jacobian is taken: "inverted" (DDIM inversion of the image, as LOCO does for
@@ -69,16 +69,18 @@ class HarvestParams:
         object.__setattr__(self, "t_edit_by_label", clean)
 
     @classmethod
-    def from_defaults(cls, defaults: dict, **given) -> "HarvestParams":
-        """Values given (None = not given), else a model's ``locobank.json`` defaults, else ours.
+    def from_defaults(cls, settings: "ModelSettings | dict", **given) -> "HarvestParams":
+        """Values given (None = not given), else the model's settings (a ``locobank.json`` as
+        :class:`~locobank.settings.ModelSettings` or as its dict).
 
         A t_edit given without per-label times also replaces the model's per-label times."""
+        st = settings if isinstance(settings, ModelSettings) else ModelSettings.from_dict(settings)
         vals = {k: v for k, v in given.items() if v is not None}
         if "t_edit" in vals and "t_edit_by_label" not in vals:
             vals["t_edit_by_label"] = {}
         for key in ("rank", "null_rank", "t_edit", "steps", "basis", "t_edit_by_label", "jacobian_at"):
-            if key not in vals and key in defaults:
-                vals[key] = defaults[key]
+            if key not in vals:
+                vals[key] = getattr(st, key)
         return cls(**vals)
 
     def t_for(self, label: str) -> float:
@@ -110,14 +112,6 @@ class Summary:
     seconds: float = 0.0
     engine_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _peek_image(path: Path) -> tuple[int, int, int]:
@@ -192,18 +186,26 @@ def noise_seed(params: HarvestParams, image_sha256: str) -> int:
     return int(hashlib.sha256(f"{params.seed}:{image_sha256}".encode()).hexdigest()[:15], 16)
 
 
-def _states_by_time(model: LoadedModel, params: HarvestParams, ready: list) -> tuple[list, list[int]]:
+def edit_times(model: LoadedModel, params: HarvestParams) -> dict[str | None, core.EditTime]:
+    """Every edit time of a run, resolved once: the default (key None) and each label's."""
+    total = model.denoiser.num_timesteps
+    times: dict[str | None, core.EditTime] = {None: core.EditTime.of(total, float(params.t_edit))}
+    times.update({label: core.EditTime.of(total, float(f)) for label, f in params.t_edit_by_label})
+    return times
+
+
+def _states_by_time(model: LoadedModel, times: dict, ready: list, params: HarvestParams) -> tuple[list, list]:
     """The states of a claimed batch at their edit times, one batched pass per distinct edit
     time (DDIM inversion, or seeded noise with ``jacobian_at="noised"``); per job: x_t and t."""
-    ts = [engine.to_timestep(model, params.t_for(job.mask_label)) for job, _, _ in ready]
+    ts = [times.get(job.mask_label, times[None]) for job, _, _ in ready]
     xts: list = [None] * len(ready)
     for t in sorted(set(ts)):
         idx = [i for i, ti in enumerate(ts) if ti == t]
         x = torch.stack([ready[i][1] for i in idx])
         if params.jacobian_at == "noised":
-            out = engine.noise_to(model, x, t, [noise_seed(params, ready[i][0].image_sha256) for i in idx])
+            out = core.noise_to(model, x, t, [noise_seed(params, ready[i][0].image_sha256) for i in idx])
         else:
-            out = engine.invert(model, x, t, params.steps)
+            out = core.invert(model, x, t, params.steps)
         for i, xt in zip(idx, out):
             xts[i] = xt
     return xts, ts
@@ -221,8 +223,7 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     owner = owner or default_owner()
     summary = Summary()
     start = time.perf_counter()
-    for frac in (params.t_edit, *dict(params.t_edit_by_label).values()):
-        engine.to_timestep(model, frac)  # a bad edit time stops here, before any job is claimed
+    times = edit_times(model, params)  # a bad edit time stops here, before any job is claimed
     while True:
         jobs = catalog.claim_jobs(run_id, owner, n=batch, lease_seconds=lease_seconds, max_attempts=max_attempts)
         if not jobs:
@@ -238,7 +239,7 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
             continue
         t0 = time.perf_counter()
         try:
-            xts, ts = _states_by_time(model, params, ready)
+            xts, ts = _states_by_time(model, times, ready, params)
         except Exception as e:
             for job, _, _ in ready:
                 _fail(catalog, job, owner, _reason(e), summary, on_job)
@@ -247,13 +248,13 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
         for (job, x, m), xt, t in zip(ready, xts, ts):
             try:
                 t1 = time.perf_counter()
-                found = engine.find_directions(model, xt, t, m, rank=params.rank, null_rank=params.null_rank,
+                found = core.find_directions(model, xt, t, m, rank=params.rank, null_rank=params.null_rank,
                                                iters=params.iters, tol=params.tol, seed=params.seed,
                                                constrained=params.basis == "constrained")
                 summary.engine_seconds += time.perf_counter() - t1
                 new = [NewDirection(rank_index=i, singular_value=float(found.singular_values[i]),
-                                    vector=found.vectors[i].detach().cpu().float().contiguous(), t_edit=found.t,
-                                    t_edit_frac=found.t / model.denoiser.num_timesteps, null_rank=params.null_rank,
+                                    vector=found.vectors[i].detach().cpu().float().contiguous(), t_edit=t.step,
+                                    t_edit_frac=t.fraction, null_rank=params.null_rank,
                                     diagnostics=_direction_diagnostics(found.diagnostics, i, x, m))
                        for i in range(len(found))]
                 catalog.complete_job(job.id, owner, new)

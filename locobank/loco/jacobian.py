@@ -143,81 +143,91 @@ def block_subspace_svd(
     less than ``tol`` of each vector's norm from one iteration to the next: the answer the caller
     needs has settled. A projection moves by at most the sine of the subspace's angle, so this
     never stops later than the angle test (on the toy model's null bases, a few iterations
-    sooner at the same ``tol``; :func:`locobank.engine.reproject`).
+    sooner at the same ``tol``; :func:`locobank.core.reproject`).
     """
     if method not in ("krylov", "subspace"):
         raise ValueError(f"method must be 'krylov' or 'subspace', not {method!r}")
-    x = lin.x
-    D = x.numel()
-    g = torch.Generator(device="cpu").manual_seed(seed)
     tols = [float(tol)] * len(masks) if isinstance(tol, (int, float)) else [float(t) for t in tol]
     if watch is not None and len(watch) != len(masks):
         raise ValueError(f"watch needs one entry (or None) per mask: {len(watch)} for {len(masks)} masks")
-    blocks = []
-    for i, (mask, r) in enumerate(zip(masks, ranks)):
-        if r <= 0:
-            blocks.append(None)
-            continue
-        m = min(D, r + max(0, oversample))
-        V0 = torch.randn(m, D, generator=g, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
-        N = constraints[i] if constraints is not None else None
-        if N is not None:
-            N = N.reshape(N.shape[0], -1).to(device=x.device, dtype=x.dtype)
-            V0 = V0 - (V0 @ N.T) @ N
-        cap = m if method == "subspace" else max(2 * m, min(max_basis or 24 * m, D // 2))
-        W = watch[i] if watch is not None else None
-        if W is not None:
-            W = W.reshape(W.shape[0], -1).to(device=x.device, dtype=torch.float64)
-        blocks.append({"N": N, "r": r, "m": m, "cap": cap, "tol": tols[i], "mask": _prepare_mask(mask, lin.out.shape, x.device),
-                       "V": _orth_rows(V0), "Q": None, "Y": None, "prev": None, "done": False, "it": 0,
-                       "angle": math.inf, "hist": [], "watch": W, "shadow": None, "moved": None})
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    blocks = [None if r <= 0 else _new_block(lin, mask, r, oversample, tols[i], g, method, max_basis,
+                                             constraints[i] if constraints is not None else None,
+                                             watch[i] if watch is not None else None)
+              for i, (mask, r) in enumerate(zip(masks, ranks))]
     active = [b for b in blocks if b is not None]
     for _ in range(iters):
         live = [b for b in active if not b["done"]]
         if not live:
             break
-        Y = lin.jvp(torch.cat([b["V"] for b in live]).reshape(-1, *x.shape))
-        back = []
-        pos = 0
-        for b in live:
-            k = b["V"].shape[0]
-            Yb = Y[pos : pos + k]
-            pos += k
-            if b["mask"] is not None:
-                Yb = Yb * b["mask"]
-            Yb = Yb.reshape(k, -1)
-            b["Q"] = b["V"] if b["Q"] is None else torch.cat([b["Q"], b["V"]])
-            b["Y"] = Yb if b["Y"] is None else torch.cat([b["Y"], Yb])
-            _ritz(b)
-            b["it"] += 1
-            settled = _watched_settled(b)
-            if b["prev"] is not None:
-                b["angle"] = max_principal_angle(b["prev"], b["top"])
-                b["hist"].append(b["angle"])
-                if b["angle"] < b["tol"] or settled:
-                    b["done"] = True
-                    continue
-            b["prev"] = b["top"]
-            back.append((b, Yb))
-        if not back:
-            continue
-        W = lin.vjp(torch.cat([Yb for _, Yb in back]).reshape(-1, *lin.out.shape))
-        pos = 0
-        for b, Yb in back:
-            k = Yb.shape[0]
-            Wb = W[pos : pos + k].reshape(k, -1)
-            pos += k
-            _next_block(b, Wb)
-    results = []
-    for b in blocks:
-        if b is None:
-            results.append(None)
-            continue
-        r = b["r"]
-        results.append(SubspaceResult(U=b["U"][:r].reshape(r, *lin.out.shape), S=b["S"][:r], Vh=b["top"],
-                                      iterations=b["it"], converged=b["done"], angle=float(b["angle"]),
-                                      history=b["hist"], moved=b["moved"]))
-    return results
+        back = _forward(lin, live)
+        if back:
+            _backward(lin, back)
+    return [None if b is None else _result(b, lin) for b in blocks]
+
+
+def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g: torch.Generator, method: str,
+               max_basis: int | None, N: Tensor | None, W: Tensor | None) -> dict:
+    """One block's state: a random start (off the constraint rows), its basis cap and stop rules."""
+    x = lin.x
+    D = x.numel()
+    m = min(D, r + max(0, oversample))
+    V0 = torch.randn(m, D, generator=g, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+    if N is not None:
+        N = N.reshape(N.shape[0], -1).to(device=x.device, dtype=x.dtype)
+        V0 = V0 - (V0 @ N.T) @ N
+    cap = m if method == "subspace" else max(2 * m, min(max_basis or 24 * m, D // 2))
+    if W is not None:
+        W = W.reshape(W.shape[0], -1).to(device=x.device, dtype=torch.float64)
+    return {"N": N, "r": r, "m": m, "cap": cap, "tol": tol, "mask": _prepare_mask(mask, lin.out.shape, x.device),
+            "V": _orth_rows(V0), "Q": None, "Y": None, "prev": None, "done": False, "it": 0,
+            "angle": math.inf, "hist": [], "watch": W, "shadow": None, "moved": None}
+
+
+def _forward(lin: Linearization, live: list[dict]) -> list[tuple[dict, Tensor]]:
+    """``J V`` for every live block in one batch, their Ritz vectors and stop tests; returns the
+    blocks that go on, each with its masked ``J V``."""
+    Y = lin.jvp(torch.cat([b["V"] for b in live]).reshape(-1, *lin.x.shape))
+    back = []
+    pos = 0
+    for b in live:
+        k = b["V"].shape[0]
+        Yb = Y[pos : pos + k]
+        pos += k
+        if b["mask"] is not None:
+            Yb = Yb * b["mask"]
+        Yb = Yb.reshape(k, -1)
+        b["Q"] = b["V"] if b["Q"] is None else torch.cat([b["Q"], b["V"]])
+        b["Y"] = Yb if b["Y"] is None else torch.cat([b["Y"], Yb])
+        _ritz(b)
+        b["it"] += 1
+        settled = _watched_settled(b)
+        if b["prev"] is not None:
+            b["angle"] = max_principal_angle(b["prev"], b["top"])
+            b["hist"].append(b["angle"])
+            if b["angle"] < b["tol"] or settled:
+                b["done"] = True
+                continue
+        b["prev"] = b["top"]
+        back.append((b, Yb))
+    return back
+
+
+def _backward(lin: Linearization, back: list[tuple[dict, Tensor]]) -> None:
+    """``J^T (J V)`` for the blocks that go on, in one batch, and each block's next vectors."""
+    W = lin.vjp(torch.cat([Yb for _, Yb in back]).reshape(-1, *lin.out.shape))
+    pos = 0
+    for b, Yb in back:
+        k = Yb.shape[0]
+        Wb = W[pos : pos + k].reshape(k, -1)
+        pos += k
+        _next_block(b, Wb)
+
+
+def _result(b: dict, lin: Linearization) -> SubspaceResult:
+    r = b["r"]
+    return SubspaceResult(U=b["U"][:r].reshape(r, *lin.out.shape), S=b["S"][:r], Vh=b["top"], iterations=b["it"],
+                          converged=b["done"], angle=float(b["angle"]), history=b["hist"], moved=b["moved"])
 
 
 def _watched_settled(b: dict) -> bool:

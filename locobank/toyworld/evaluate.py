@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import engine
+from .. import core
 from ..images import to_uint8
-from ..loco import ddim
 from ..models import LoadedModel
 from . import HELD_OUT_SEED, batch, face
 from .faces import HAIR, IRIS
@@ -19,9 +18,8 @@ from .faces import HAIR, IRIS
 def sample_grid(model: LoadedModel, n: int = 64, steps: int = 50, seed: int = 0) -> np.ndarray:
     """``n`` DDIM samples from pure noise, tiled into a square uint8 grid."""
     g = torch.Generator().manual_seed(seed)
-    T = model.denoiser.num_timesteps - 1
-    x = torch.randn(n, model.channels, model.resolution, model.resolution, generator=g).to(model.device)
-    out = ddim.sample(model.denoiser, x, T, steps, clip_x0=True)
+    x = torch.randn(n, *model.family.state_shape, generator=g).to(model.device)
+    out = core.generate(model, x, steps)
     side = int(np.ceil(np.sqrt(n)))
     tiles = [to_uint8(o) for o in out] + [np.zeros_like(to_uint8(out[0]))] * (side * side - n)
     rows = [np.concatenate(tiles[r * side : (r + 1) * side], 1) for r in range(side)]
@@ -37,11 +35,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def reconstruction_psnr(model: LoadedModel, seeds, t_edit: float = 0.6, steps: int = 50) -> list[float]:
     """DDIM-invert held-out faces to ``t_edit`` and sample back; PSNR of each against its input."""
     x = torch.from_numpy(batch(seeds)).to(model.device)
-    xt = engine.invert(model, x, t_edit, steps)
-    return psnr(engine.sample(model, xt, t_edit, steps), x).tolist()
+    xt = core.invert(model, x, t_edit, steps)
+    return psnr(core.sample(model, xt, t_edit, steps), x).tolist()
 
 
-locality = engine.locality
+locality = core.locality
 
 
 @dataclass
@@ -73,27 +71,27 @@ def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets
     tgt_seeds = [seed0 + 500 + i for i in range(n_targets)]
     tgt = torch.from_numpy(batch(tgt_seeds)).to(model.device)
     tgt_masks = [torch.from_numpy(face(s).masks[part]) for s in tgt_seeds]
-    t = engine.to_timestep(model, t_edit)
-    tgt_xt = ddim.invert(model.denoiser, tgt, t, steps)
-    tgt_ref = ddim.sample(model.denoiser, tgt_xt, t, steps)
+    t = core.to_timestep(model, t_edit)
+    tgt_xt = core.invert(model, tgt, t, steps)
+    tgt_ref = core.sample(model, tgt_xt, t, steps)
     rep = LocalityReport(part, [], [], [])
     for s in src_seeds:
         f = face(s)
         if not f.masks[part].any():
             continue
         x = torch.from_numpy(batch([s])).to(model.device)
-        xt = ddim.invert(model.denoiser, x, t, steps)
-        ref = ddim.sample(model.denoiser, xt, t, steps)
-        x_jac = engine.noise_to(model, x, t, [s]) if jacobian_at == "noised" else xt
-        d = engine.find_directions(model, x_jac, t, torch.from_numpy(f.masks[part]), rank=rank, null_rank=null_rank,
+        xt = core.invert(model, x, t, steps)
+        ref = core.sample(model, xt, t, steps)
+        x_jac = core.noise_to(model, x, t, [s]) if jacobian_at == "noised" else xt
+        d = core.find_directions(model, x_jac, t, torch.from_numpy(f.masks[part]), rank=rank, null_rank=null_rank,
                                    constrained=constrained)
         v = d.vectors[0]
         for sign in (1.0, -1.0):
-            out = ddim.sample(model.denoiser, xt + sign * strength * v, t, steps)
+            out = core.sample(model, xt + sign * strength * v, t, steps)
             delta = (out - ref)[0].cpu()
             rep.source.append(locality(delta, torch.from_numpy(f.masks[part])))
             rep.change.append(float(delta.pow(2).mean().sqrt()))
-            outs = ddim.sample(model.denoiser, tgt_xt + sign * strength * v, t, steps)
+            outs = core.sample(model, tgt_xt + sign * strength * v, t, steps)
             for j in range(len(tgt_seeds)):
                 rep.transfer.append(locality((outs[j] - tgt_ref[j]).cpu(), tgt_masks[j]))
     return rep

@@ -158,8 +158,24 @@ def render(a: FaceAttributes) -> Face:
     fringe = face & (y < cy - 6.0 + 0.8 * np.cos((x - cx) * 1.2))
     paint(fringe, hair, _HAIR)
 
+    _paint_eyes(paint, x, y, g, a)
+    u = (x - cx) / g["mouth_hw"]
+    curve_y = g["mouth_y"] - g["mouth_bend"] * (u**2 - 0.35)
+    lips = (np.abs(u) <= 1) & (np.abs(y - curve_y) <= LIP_HALF_THICKNESS)
+    paint(lips, LIPS, _MOUTH)
+    if a.glasses:
+        _paint_glasses(paint, x, y, g)
+
+    small = rgb.reshape(SIZE, SUPER, SIZE, SUPER, 3).mean(axis=(1, 3))
+    image = np.clip(np.rint(small), 0, 255).astype(np.uint8)
+    masks = _masks(label, g, a)
+    return Face(image=image, masks=masks, attrs=a, caption=caption(a))
+
+
+def _paint_eyes(paint, x: np.ndarray, y: np.ndarray, g: dict[str, float], a: FaceAttributes) -> None:
+    """Both eyes: white, iris and pupil."""
     for side in (-1, 1):
-        ex = cx + side * g["eye_dx"]
+        ex = g["cx"] + side * g["eye_dx"]
         ey = g["eye_y"]
         white = ((x - ex) / g["eye_rx"]) ** 2 + ((y - ey) / g["eye_ry"]) ** 2 <= 1
         paint(white, (250, 250, 250), _EYE)
@@ -168,24 +184,16 @@ def render(a: FaceAttributes) -> Face:
         pupil = ((x - ex) ** 2 + (y - ey) ** 2 <= (0.42 * g["iris_r"]) ** 2) & white
         paint(pupil, (10, 10, 10), _EYE)
 
-    u = (x - cx) / g["mouth_hw"]
-    curve_y = g["mouth_y"] - g["mouth_bend"] * (u**2 - 0.35)
-    lips = (np.abs(u) <= 1) & (np.abs(y - curve_y) <= LIP_HALF_THICKNESS)
-    paint(lips, LIPS, _MOUTH)
 
-    if a.glasses:
-        frame = np.zeros_like(face)
-        for side in (-1, 1):
-            ex = cx + side * g["eye_dx"]
-            r = np.hypot(x - ex, (y - g["eye_y"]) * 1.15)
-            frame |= (r >= 3.0) & (r <= 3.7)
-        frame |= (np.abs(y - g["eye_y"]) <= 0.35) & (np.abs(x - cx) <= g["eye_dx"] - 3.0)
-        paint(frame, (20, 20, 25), _GLASSES)
-
-    small = rgb.reshape(SIZE, SUPER, SIZE, SUPER, 3).mean(axis=(1, 3))
-    image = np.clip(np.rint(small), 0, 255).astype(np.uint8)
-    masks = _masks(label, g, a)
-    return Face(image=image, masks=masks, attrs=a, caption=caption(a))
+def _paint_glasses(paint, x: np.ndarray, y: np.ndarray, g: dict[str, float]) -> None:
+    """Two round frames and the bridge between them."""
+    frame = np.zeros(x.shape, bool)
+    for side in (-1, 1):
+        ex = g["cx"] + side * g["eye_dx"]
+        r = np.hypot(x - ex, (y - g["eye_y"]) * 1.15)
+        frame |= (r >= 3.0) & (r <= 3.7)
+    frame |= (np.abs(y - g["eye_y"]) <= 0.35) & (np.abs(x - g["cx"]) <= g["eye_dx"] - 3.0)
+    paint(frame, (20, 20, 25), _GLASSES)
 
 
 def _coverage(region: np.ndarray) -> np.ndarray:

@@ -15,11 +15,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .. import engine
+from .. import core
 from ..images import to_uint8
-from ..loco import ddim
 from ..models import LoadedModel
-from ..show import search_sheet
+from ..views import search_sheet
 from .evaluate import locality
 from . import HELD_OUT_SEED
 from .faces import batch, face
@@ -61,8 +60,8 @@ class Faces:
     @classmethod
     def invert(cls, model: LoadedModel, seeds: Sequence[int], t: int, steps: int) -> "Faces":
         x = torch.from_numpy(batch(list(seeds))).to(model.device)
-        xt = ddim.invert(model.denoiser, x, t, steps)
-        return cls(list(seeds), t, xt, ddim.sample(model.denoiser, xt, t, steps), x)
+        xt = core.invert(model, x, t, steps)
+        return cls(list(seeds), t, xt, core.sample(model, xt, t, steps), x)
 
     def scores(self, query: str, images: torch.Tensor) -> np.ndarray:
         return np.array([attribute_score(query, to_uint8(im), face(s).attrs) for s, im in zip(self.seeds, images)])
@@ -101,7 +100,7 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
     from ..apply import choose
     from ..search import search, text_direction
 
-    steps = steps or model.defaults.get("steps", engine.DEFAULT_STEPS)
+    steps = steps or model.settings.steps
     cache: dict[int, Faces] = {}
     rows = []
     for q in queries:
@@ -126,7 +125,7 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
             if h.t_edit != top.t_edit:
                 continue  # fs is inverted to the top hit's time; hits found at another time are left out
             lam = h.sign * float(strength if strength is not None else model.strength_for(h.mask_label))
-            outs.append(ddim.sample(model.denoiser, fs.x_t + lam * _vector(catalog, model, h.id), fs.t, steps))
+            outs.append(core.sample(model, fs.x_t + lam * _vector(catalog, model, h.id), fs.t, steps))
         G = np.stack([fs.scores(q, o) - plain for o in outs])
         gain = G[0]
         picks = choose(outs, clip, text_direction(clip, q))
@@ -168,7 +167,7 @@ def _relocalized(model: LoadedModel, fs: Faces, masks: list[list[torch.Tensor]],
     with its own part mask (``masks[j][i]``: vector j, face i), registered from its source mask
     (``sources[j]``; with ``sources`` None, not), shifted onto it only if the model sets
     ``max_shift``, then re-projected off the face's null space outside the union of the masks."""
-    return torch.stack([engine.relocalize(model, fs.x_t[i : i + 1], fs.t, [m[i] for m in masks], vectors,
+    return torch.stack([core.relocalize(model, fs.x_t[i : i + 1], fs.t, [m[i] for m in masks], vectors,
                                           null_rank=null_rank, sources=sources, image=fs.x[i])[0]
                         for i in range(len(fs.seeds))])
 
@@ -177,6 +176,80 @@ def _source(catalog, model: LoadedModel, did: int):
     from ..apply import source_part
 
     return source_part(catalog.get_direction(did), model.resolution, model.channels)
+
+
+class _Bars:
+    """What every apply bar shares: the model's options, the faces inverted once per edit time,
+    directions re-localised on each face as ``apply --mask`` does, and the spill passes."""
+
+    def __init__(self, catalog, model: LoadedModel, seeds: Sequence[int], *, strength, steps, null_rank, passes,
+                 register, sweep):
+        self.catalog, self.model, self.seeds = catalog, model, seeds
+        self.strength, self.steps, self.null_rank, self.passes = strength, steps, null_rank, passes
+        self.register, self.sweep = register, sweep
+        self.cache: dict[int, Faces] = {}
+
+    def sources(self, *hits) -> list | None:
+        return [_source(self.catalog, self.model, h.id) for h in hits] if self.register else None
+
+    def lam(self, hit) -> float:
+        return float(self.strength if self.strength is not None else self.model.strength_for(hit.mask_label))
+
+    def faces_at(self, t: int) -> Faces:
+        if t not in self.cache:
+            self.cache[t] = Faces.invert(self.model, self.seeds, t, self.steps)
+        return self.cache[t]
+
+    def sample(self, fs: Faces, delta: torch.Tensor, inside: list[torch.Tensor]) -> torch.Tensor:
+        """The faces edited by ``delta``, after the spill passes outside ``inside`` (one mask per face)."""
+        return core.with_spill_passes(self.model, fs.t, delta, torch.stack(inside), self.passes,
+                                      lambda d: core.sample(self.model, fs.x_t + d, fs.t, self.steps), fs.ref)[1]
+
+    def measure(self, q: str, hit, fs: Faces) -> tuple[dict, torch.Tensor]:
+        masks = fs.mask(part_for(q))
+        vector = _vector(self.catalog, self.model, hit.id)[None]
+        v = _relocalized(self.model, fs, [masks], vector, self.null_rank, self.sources(hit))[:, 0]
+        out = self.sample(fs, hit.sign * self.lam(hit) * v, masks)
+        deltas = [(out[i] - fs.ref[i]).cpu() for i in range(len(fs.seeds))]
+        loc = [locality(d, masks[i]) for i, d in enumerate(deltas)]
+        spill = [float(d.pow(2).sum(0)[~masks[i]].sum()) for i, d in enumerate(deltas)]
+        gain = fs.scores(q, out) - fs.scores(q, fs.ref)
+        return {"mean": float(np.mean(loc)), "worst": float(np.min(loc)), "median": float(np.median(loc)),
+                "at_least_85": int(sum(x >= 0.85 for x in loc)), "n": len(loc),
+                "moved_right_way": int((gain > 0).sum()), "per_face": [round(x, 4) for x in loc],
+                "spill_energy_mean": float(np.mean(spill))}, v
+
+    def composed(self, fs: Faces, hits: tuple, qs: Sequence[str]) -> dict:
+        """Two edits, each re-localised on its own part, applied alone and together on ``fs``."""
+        union = fs.mask([part_for(q) for q in qs])
+        own = [fs.mask(part_for(q)) for q in qs]
+        vs = torch.stack([h.sign * _vector(self.catalog, self.model, h.id) for h in hits])
+        P = _relocalized(self.model, fs, own, vs, self.null_rank, self.sources(*hits))  # (faces, 2, C, H, W)
+        ls = [self.lam(h) for h in hits]
+        both = self.sample(fs, ls[0] * P[:, 0] + ls[1] * P[:, 1], union)
+        figures, ok = {}, None
+        for j, q in enumerate(qs):
+            alone = self.sample(fs, ls[j] * P[:, j], union)
+            plain = fs.scores(q, fs.ref)
+            g_solo, g_both = fs.scores(q, alone) - plain, fs.scores(q, both) - plain
+            r = g_both / np.where(np.abs(g_solo) < 1e-9, np.nan, g_solo)
+            within = np.abs(r - 1) <= 0.2
+            ok = within if ok is None else ok & within
+            figures[q] = {"median_ratio": float(np.nanmedian(r)), "within_20pct": int(np.nansum(within)),
+                          "mean_ratio": float(g_both.mean() / g_solo.mean()) if abs(g_solo.mean()) > 1e-9 else None,
+                          "solo_mean_gain": float(g_solo.mean()), "both_mean_gain": float(g_both.mean()),
+                          "solo_gain": g_solo.round(4).tolist(), "both_gain": g_both.round(4).tolist()}
+        loc = [locality((both[i] - fs.ref[i]).cpu(), union[i]) for i in range(len(fs.seeds))]
+        return {"per_query": figures, "both_within_20pct": int(ok.sum()), "n": len(fs.seeds),
+                "locality_union_mean": float(np.mean(loc)), "locality_union_worst": float(np.min(loc)),
+                "at_least_80": int(sum(x >= 0.8 for x in loc))}
+
+    def linear(self, q: str, fs: Faces, v: torch.Tensor) -> dict:
+        """The probe of ``q`` across the sweep on each face of ``fs`` (``v`` re-localised on each)."""
+        inside = fs.mask(part_for(q))
+        curves = np.stack([fs.scores(q, self.sample(fs, s * v, inside)) for s in self.sweep], 1)  # faces x strengths
+        return {"monotone": int(monotone(curves).sum()), "n": len(fs.seeds),
+                "probe_mean": curves.mean(0).round(4).tolist(), "per_face": curves.round(4).tolist()}
 
 
 def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, index_folder=None,
@@ -196,116 +269,67 @@ def apply_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int], *, in
     faces that lack the first one (a face that already smiles has the least room to smile more).
 
     Every edit runs ``spill_passes`` spill passes outside its masks (default: the model's, as
-    `apply --mask` does; :func:`locobank.engine.spill_pass`), after each direction is registered
+    `apply --mask` does; :func:`locobank.core.spill_pass`), after each direction is registered
     from the mask it was harvested with onto each face's mask (unless ``register`` is false)."""
-    d = model.defaults
-    steps = steps or d.get("steps", engine.DEFAULT_STEPS)
-    null_rank = null_rank if null_rank is not None else d.get("null_rank", 5)
-    passes = engine.spill_passes_for(model) if spill_passes is None else int(spill_passes)
+    steps = steps or model.settings.steps
+    null_rank = null_rank if null_rank is not None else model.settings.null_rank
+    passes = model.settings.spill_passes if spill_passes is None else int(spill_passes)
     rep = ApplyReport(strength, passes, register)
+    bars = _Bars(catalog, model, seeds, strength=strength, steps=steps, null_rank=null_rank, passes=passes,
+                 register=register, sweep=sweep)
+    solo, lacking = _locality_bars(rep, bars, clip, index_folder, locality_queries, lacking_seed0, progress)
+    _linearity_bar(rep, bars, compose[0], solo, lacking, progress)
+    _composition_bar(rep, bars, compose, solo, lacking_seed0, progress)
+    return rep
 
-    def sources(*hits) -> list | None:
-        return [_source(catalog, model, h.id) for h in hits] if register else None
 
-    def lam(hit) -> float:
-        return float(strength if strength is not None else model.strength_for(hit.mask_label))
-
-    cache: dict[int, Faces] = {}
-
-    def faces_at(t: int) -> Faces:
-        if t not in cache:
-            cache[t] = Faces.invert(model, seeds, t, steps)
-        return cache[t]
-
-    def sample(fs: Faces, delta: torch.Tensor, inside: list[torch.Tensor]) -> torch.Tensor:
-        """The faces edited by ``delta``, after the spill passes outside ``inside`` (one mask per face)."""
-        return engine.with_spill_passes(model, fs.t, delta, torch.stack(inside), passes,
-                                        lambda d: ddim.sample(model.denoiser, fs.x_t + d, fs.t, steps), fs.ref)[1]
-
-    def measure(q: str, hit, fs: Faces) -> tuple[dict, torch.Tensor]:
-        masks = fs.mask(part_for(q))
-        v = _relocalized(model, fs, [masks], _vector(catalog, model, hit.id)[None], null_rank, sources(hit))[:, 0]
-        out = sample(fs, hit.sign * lam(hit) * v, masks)
-        deltas = [(out[i] - fs.ref[i]).cpu() for i in range(len(fs.seeds))]
-        loc = [locality(d, masks[i]) for i, d in enumerate(deltas)]
-        spill = [float(d.pow(2).sum(0)[~masks[i]].sum()) for i, d in enumerate(deltas)]
-        gain = fs.scores(q, out) - fs.scores(q, fs.ref)
-        return {"mean": float(np.mean(loc)), "worst": float(np.min(loc)), "median": float(np.median(loc)),
-                "at_least_85": int(sum(x >= 0.85 for x in loc)), "n": len(loc),
-                "moved_right_way": int((gain > 0).sum()), "per_face": [round(x, 4) for x in loc],
-                "spill_energy_mean": float(np.mean(spill))}, v
-
-    def composed(fs: Faces, hits: tuple, qs: Sequence[str]) -> dict:
-        """Two edits, each re-localised on its own part, applied alone and together on ``fs``."""
-        union = fs.mask([part_for(q) for q in qs])
-        own = [fs.mask(part_for(q)) for q in qs]
-        vs = torch.stack([h.sign * _vector(catalog, model, h.id) for h in hits])
-        P = _relocalized(model, fs, own, vs, null_rank, sources(*hits))  # (faces, 2, C, H, W)
-        ls = [lam(h) for h in hits]
-        both = sample(fs, ls[0] * P[:, 0] + ls[1] * P[:, 1], union)
-        figures, ok = {}, None
-        for j, q in enumerate(qs):
-            alone = sample(fs, ls[j] * P[:, j], union)
-            plain = fs.scores(q, fs.ref)
-            g_solo, g_both = fs.scores(q, alone) - plain, fs.scores(q, both) - plain
-            r = g_both / np.where(np.abs(g_solo) < 1e-9, np.nan, g_solo)
-            within = np.abs(r - 1) <= 0.2
-            ok = within if ok is None else ok & within
-            figures[q] = {"median_ratio": float(np.nanmedian(r)), "within_20pct": int(np.nansum(within)),
-                          "mean_ratio": float(g_both.mean() / g_solo.mean()) if abs(g_solo.mean()) > 1e-9 else None,
-                          "solo_mean_gain": float(g_solo.mean()), "both_mean_gain": float(g_both.mean()),
-                          "solo_gain": g_solo.round(4).tolist(), "both_gain": g_both.round(4).tolist()}
-        loc = [locality((both[i] - fs.ref[i]).cpu(), union[i]) for i in range(len(fs.seeds))]
-        return {"per_query": figures, "both_within_20pct": int(ok.sum()), "n": len(fs.seeds),
-                "locality_union_mean": float(np.mean(loc)), "locality_union_worst": float(np.min(loc)),
-                "at_least_80": int(sum(x >= 0.8 for x in loc))}
-
-    def linear(q: str, fs: Faces, v: torch.Tensor) -> dict:
-        """The probe of ``q`` across the sweep on each face of ``fs`` (``v`` re-localised on each)."""
-        inside = fs.mask(part_for(q))
-        curves = np.stack([fs.scores(q, sample(fs, s * v, inside)) for s in sweep], 1)  # (faces, strengths)
-        return {"monotone": int(monotone(curves).sum()), "n": len(fs.seeds),
-                "probe_mean": curves.mean(0).round(4).tolist(), "per_face": curves.round(4).tolist()}
-
+def _locality_bars(rep: ApplyReport, bars: _Bars, clip, index_folder, locality_queries, lacking_seed0, progress):
+    """Each query's top hit on the faces (and on faces that lack it): locality, spill, probe gain."""
     solo: dict[str, tuple] = {}
     lacking: dict[str, tuple] = {}  # query -> (faces that lack it, the direction re-localised on each)
     for q in locality_queries:
-        hit = _top(catalog, clip, q, index_folder)
+        hit = _top(bars.catalog, clip, q, index_folder)
         if hit is None:
             continue
-        fs = faces_at(hit.t_edit)
-        figures, v = measure(q, hit, fs)
+        fs = bars.faces_at(hit.t_edit)
+        figures, v = bars.measure(q, hit, fs)
         rep.locality[q] = {"id": hit.id, "sign": hit.sign, "mask": hit.mask_label, "part": part_for(q),
-                           "strength": lam(hit), "seeds": list(seeds), **figures}
+                           "strength": bars.lam(hit), "seeds": list(bars.seeds), **figures}
         if lacking_seed0 is not None:
-            ts = targets_for(q, len(seeds), lacking_seed0)
-            lf = Faces.invert(model, ts, hit.t_edit, steps)
-            figures, lv = measure(q, hit, lf)
+            ts = targets_for(q, len(bars.seeds), lacking_seed0)
+            lf = Faces.invert(bars.model, ts, hit.t_edit, bars.steps)
+            figures, lv = bars.measure(q, hit, lf)
             rep.locality[q]["lacking"] = {"seeds": ts, **figures}
             lacking[q] = (lf, lv)
         solo[q] = (hit, fs, v)
         if progress:
             progress(1)
+    return solo, lacking
 
-    first = compose[0]
+
+def _linearity_bar(rep: ApplyReport, bars: _Bars, first: str, solo: dict, lacking: dict, progress) -> None:
+    """The first composed query's probe across the sweep, on the faces and on those that lack it."""
     if first in solo:
         hit, fs, v = solo[first]  # re-localised on each face, as for its locality
-        rep.linearity = {"query": first, "id": hit.id, "sweep": list(sweep), **linear(first, fs, hit.sign * v)}
+        rep.linearity = {"query": first, "id": hit.id, "sweep": list(bars.sweep),
+                         **bars.linear(first, fs, hit.sign * v)}
         if first in lacking:
             lf, lv = lacking[first]
-            rep.linearity["lacking"] = {"seeds": lf.seeds, **linear(first, lf, hit.sign * lv)}
+            rep.linearity["lacking"] = {"seeds": lf.seeds, **bars.linear(first, lf, hit.sign * lv)}
         if progress:
             progress(1)
 
+
+def _composition_bar(rep: ApplyReport, bars: _Bars, compose, solo: dict, lacking_seed0, progress) -> None:
+    """Two queries' hits alone and together, on the faces and on faces that lack both."""
     if all(q in solo for q in compose):
         (ha, fa, _), (hb, _, _) = solo[compose[0]], solo[compose[1]]
         if ha.t_edit == hb.t_edit:
-            rep.composition = {"queries": list(compose), "ids": [ha.id, hb.id], "strengths": [lam(ha), lam(hb)],
-                               **composed(fa, (ha, hb), compose)}
+            rep.composition = {"queries": list(compose), "ids": [ha.id, hb.id],
+                               "strengths": [bars.lam(ha), bars.lam(hb)], **bars.composed(fa, (ha, hb), compose)}
             if lacking_seed0 is not None:
-                ts = targets_for(compose, len(seeds), lacking_seed0)
-                rep.composition["lacking"] = {"seeds": ts, **composed(Faces.invert(model, ts, ha.t_edit, steps),
-                                                                      (ha, hb), compose)}
+                ts = targets_for(compose, len(bars.seeds), lacking_seed0)
+                lf = Faces.invert(bars.model, ts, ha.t_edit, bars.steps)
+                rep.composition["lacking"] = {"seeds": ts, **bars.composed(lf, (ha, hb), compose)}
         if progress:
             progress(1)
-    return rep

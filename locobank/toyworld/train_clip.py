@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from . import faces
 from .captions import training_caption
-from .trainstate import ema_update, load_state, save_state
+from .trainstate import checkpoint, ema_update, load_state, note_hardware
 
 MODEL_CFG = {
     "embed_dim": 128,
@@ -66,10 +66,6 @@ def train_clip(
     changed. Its steps count from 0."""
     import copy
 
-    from safetensors.torch import save_file
-
-    from .train_ddpm import training_images
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     model, tok = build(out_dir)
@@ -80,48 +76,20 @@ def train_clip(
     if resume and Path(state_path).exists():
         meta = load_state(Path(state_path), model, ema, opt)
     elif init is not None:
-        from safetensors.torch import load_file
-
-        weights = load_file(str(Path(init) / "open_clip_model.safetensors"))
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-        ema.load_state_dict(model.state_dict())
-        before = Path(init) / "training.json"
-        # What the starting weights had been through, so the exported training.json tells the whole story.
-        meta["init"] = {"path": str(init), **(json.loads(before.read_text()) if before.exists() else {})}
-    imgs = training_images(n_faces, 0, Path(state_path).parent)
-    attrs = [faces.sample_attributes(i) for i in range(n_faces)]
-    data = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # == Normalize(0.5, 0.5)
-    hw = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
-    if hw not in meta["hardware"] and meta["step"] < steps:  # only hardware that actually trained
-        meta["hardware"].append(hw)
+        meta["init"] = _start_from(init, model, ema)
+    data, attrs = _faces(n_faces, Path(state_path).parent)
+    note_hardware(meta, device, steps)
     rng = random.Random(seed * 7 + meta["step"])
     gen = torch.Generator().manual_seed(seed * 100003 + meta["step"])
     step = meta["step"]
     t0 = time.time()
     model.train()
 
-    def export() -> None:
-        # fp16 on disk halves the size (the token embedding dominates); open_clip loads it into fp32.
-        sd = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
-              for k, v in ema.state_dict().items()}
-        save_file(sd, str(Path(out_dir) / "open_clip_model.safetensors"))
-        (Path(out_dir) / "training.json").write_text(json.dumps(
-            {k: meta[k] for k in ("step", "seconds", "batch_size", "lr", "hardware", "seed", "init") if k in meta}, indent=2))
-
     while step < steps:
-        idx = torch.randint(0, n_faces, (batch_size,), generator=gen)
-        x = data[idx]
-        flip = torch.rand(batch_size, generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
-        text = tok([training_caption(attrs[int(i)], rng) for i in idx]).to(device)
-        warm = min(1.0, (step + 1) / 200)
-        cos = 0.5 * (1 + np.cos(np.pi * min(1.0, step / max(1, steps))))
+        x, text = _batch(data, attrs, tok, gen, rng, batch_size, n_faces, device)
         for g in opt.param_groups:
-            g["lr"] = lr * warm * (0.05 + 0.95 * cos)
-        img_f, txt_f, scale = model(x, text)[:3]
-        logits = scale * img_f @ txt_f.T
-        target = torch.arange(batch_size, device=device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            g["lr"] = _lr(lr, step, steps)
+        loss = _contrastive(model, x, text)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -132,10 +100,64 @@ def train_clip(
         if on_step is not None:
             on_step(step, float(loss.detach()))
         if step % save_every == 0 or step == steps:
-            meta["step"] = step
-            meta["seconds"] = meta.get("seconds", 0.0) + (time.time() - t0)
-            t0 = time.time()
-            meta.pop("opt_step", None)
-            save_state(Path(state_path), model, ema, opt, meta)
-            export()
+            t0 = checkpoint(state_path, model, ema, opt, meta, step, t0)
+            _export(out_dir, ema, meta)
     return meta
+
+
+def _faces(n_faces: int, cache_dir: Path):
+    """The training faces in [-1, 1] (== Normalize(0.5, 0.5)) and their attributes."""
+    from .train_ddpm import training_images
+
+    imgs = training_images(n_faces, 0, cache_dir)
+    data = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return data, [faces.sample_attributes(i) for i in range(n_faces)]
+
+
+def _start_from(init: Path, model, ema) -> dict:
+    """Load a toy CLIP folder's weights into ``model`` and ``ema``; returns what they had been
+    through, so the exported training.json tells the whole story."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(init) / "open_clip_model.safetensors"))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    ema.load_state_dict(model.state_dict())
+    before = Path(init) / "training.json"
+    return {"path": str(init), **(json.loads(before.read_text()) if before.exists() else {})}
+
+
+def _batch(data, attrs, tok, gen: torch.Generator, rng: random.Random, batch_size: int, n_faces: int, device):
+    """Faces (half of them mirrored) and one training caption each, tokenised."""
+    idx = torch.randint(0, n_faces, (batch_size,), generator=gen)
+    x = data[idx]
+    flip = torch.rand(batch_size, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
+    return x, tok([training_caption(attrs[int(i)], rng) for i in idx]).to(device)
+
+
+def _lr(lr: float, step: int, steps: int) -> float:
+    """A 200-step warm-up, then a cosine decay to 5 % of ``lr``."""
+    warm = min(1.0, (step + 1) / 200)
+    cos = 0.5 * (1 + np.cos(np.pi * min(1.0, step / max(1, steps))))
+    return lr * warm * (0.05 + 0.95 * cos)
+
+
+def _contrastive(model, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy over the batch's image-text similarities."""
+    img_f, txt_f, scale = model(x, text)[:3]
+    logits = scale * img_f @ txt_f.T
+    target = torch.arange(x.shape[0], device=x.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def _export(out_dir: Path, ema, meta: dict) -> None:
+    """The EMA weights in open_clip's local-dir layout, and the ``training.json`` of what ran.
+
+    fp16 on disk halves the size (the token embedding dominates); open_clip loads it into fp32."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+          for k, v in ema.state_dict().items()}
+    save_file(sd, str(Path(out_dir) / "open_clip_model.safetensors"))
+    keys = ("step", "seconds", "batch_size", "lr", "hardware", "seed", "init")
+    (Path(out_dir) / "training.json").write_text(json.dumps({k: meta[k] for k in keys if k in meta}, indent=2))

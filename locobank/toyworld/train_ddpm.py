@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import faces
-from .trainstate import ema_update, load_state, save_state
+from .trainstate import checkpoint, ema_update, load_state, note_hardware
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def train_ddpm(
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Train (or resume) the toy DDPM up to ``steps`` optimiser steps; export EMA weights to ``out_dir``."""
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler, UNet2DModel
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
@@ -78,29 +78,15 @@ def train_ddpm(
         log.info("resumed at step %d", meta["step"])
     data = torch.from_numpy(training_images(n_faces, 0, Path(state_path).parent))
     data = data.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-    hw = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
-    if hw not in meta["hardware"] and meta["step"] < steps:  # only hardware that actually trained
-        meta["hardware"].append(hw)
+    note_hardware(meta, device, steps)
     gen = torch.Generator().manual_seed(seed * 100003 + meta["step"])
     acp = sched.alphas_cumprod.to(device)
     t0 = time.time()
     step = meta["step"]
     model.train()
 
-    def export() -> None:
-        pipe = DDPMPipeline(unet=ema, scheduler=sched)
-        pipe.save_pretrained(out_dir)
-        (Path(out_dir) / "training.json").write_text(json.dumps({k: meta[k] for k in ("step", "seconds", "batch_size", "lr", "hardware", "seed")}, indent=2))
-
     while step < steps:
-        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
-        x0 = data[idx]
-        flip = torch.rand(batch_size, generator=gen) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0).to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, 1000, (batch_size,), generator=gen).to(device)
-        a = acp[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        xt, t, noise = _noisy_batch(data, gen, batch_size, acp, device)
         warm = min(1.0, (step + 1) / 500)
         for g in opt.param_groups:
             g["lr"] = lr * warm
@@ -114,13 +100,30 @@ def train_ddpm(
         if on_step is not None:
             on_step(step, loss.item())
         if step % save_every == 0 or step == steps:
-            meta["step"] = step
-            meta["seconds"] = meta.get("seconds", 0.0) + (time.time() - t0)
-            t0 = time.time()
-            meta.pop("opt_step", None)
-            save_state(Path(state_path), model, ema, opt, meta)
+            t0 = checkpoint(state_path, model, ema, opt, meta, step, t0)
         if step % export_every == 0:
-            export()
+            _export(out_dir, ema, sched, meta)
     meta["step"] = step
-    export()  # always leave the model folder at the state's step, even when there was nothing to train
+    _export(out_dir, ema, sched, meta)  # the model folder always ends at the state's step, even with nothing to train
     return meta
+
+
+def _noisy_batch(data: torch.Tensor, gen: torch.Generator, batch_size: int, acp: torch.Tensor, device: str):
+    """A batch of faces (half of them mirrored), noised to random timesteps: (x_t, t, noise)."""
+    idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
+    x0 = data[idx]
+    flip = torch.rand(batch_size, generator=gen) < 0.5
+    x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0).to(device)
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    t = torch.randint(0, 1000, (batch_size,), generator=gen).to(device)
+    a = acp[t].view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise, t, noise
+
+
+def _export(out_dir: Path, ema, sched, meta: dict) -> None:
+    """Save the EMA weights as a DDPMPipeline folder with the ``training.json`` of what ran."""
+    from diffusers import DDPMPipeline
+
+    DDPMPipeline(unet=ema, scheduler=sched).save_pretrained(out_dir)
+    keys = ("step", "seconds", "batch_size", "lr", "hardware", "seed")
+    (Path(out_dir) / "training.json").write_text(json.dumps({k: meta[k] for k in keys}, indent=2))

@@ -70,3 +70,24 @@ def read_step(path: Path) -> int:
         return 0
     with safe_open(str(path), framework="pt") as fh:
         return int(json.loads(fh.metadata()["meta"])["step"])
+
+
+def note_hardware(meta: dict, device: str, target_steps: int) -> None:
+    """Record the hardware in ``meta`` when it will train (only hardware that actually trained)."""
+    import torch as _torch
+
+    hw = _torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu x{_torch.get_num_threads()} threads"
+    if hw not in meta["hardware"] and meta["step"] < target_steps:
+        meta["hardware"].append(hw)
+
+
+def checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict,
+               step: int, since: float) -> float:
+    """Save the state at ``step``, adding the seconds since ``since``; returns the new ``since``."""
+    import time
+
+    meta["step"] = step
+    meta["seconds"] = meta.get("seconds", 0.0) + (time.time() - since)
+    meta.pop("opt_step", None)
+    save_state(Path(path), model, ema, opt, meta)
+    return time.time()

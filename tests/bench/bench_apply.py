@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from locobank import engine  # noqa: E402
+from locobank import core  # noqa: E402
 from locobank.loco.register import PartPrint, profiles  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import TOY_DDPM  # noqa: E402
@@ -36,13 +36,13 @@ def main() -> None:
     args = ap.parse_args()
     model = load_model(TOY_DDPM, device=args.device)
     d = model.defaults
-    t = engine.to_timestep(model, d.get("t_edit", 0.6))
+    t = core.to_timestep(model, d.get("t_edit", 0.6))
     steps = d.get("steps", 50)
     lam = d.get("strength", 8.0)
     src = torch.from_numpy(batch([HELD_OUT_SEED]))
-    xt = engine.invert(model, src, t, steps)
+    xt = core.invert(model, src, t, steps)
     src_mask = torch.from_numpy(face(HELD_OUT_SEED).masks["mouth"])
-    found = engine.find_directions(model, xt, t, src_mask, rank=1, null_rank=d.get("null_rank", 5), iters=20)
+    found = core.find_directions(model, xt, t, src_mask, rank=1, null_rank=d.get("null_rank", 5), iters=20)
     direction = found[0]
     direction.source = PartPrint(src_mask, *profiles(src[0], src_mask))  # as the catalog gives it: registered
     imgs = torch.from_numpy(batch(range(HELD_OUT_SEED + 1, HELD_OUT_SEED + 1 + args.images)))
@@ -53,28 +53,28 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    engine.edit(model, imgs[:1], [(direction, lam)], steps=steps)  # warm-up
+    core.edit(model, imgs[:1], [(direction, lam)], steps=steps)  # warm-up
     sync()
     start = time.perf_counter()
     for i in range(args.images):
-        engine.edit(model, imgs[i : i + 1], [(direction, lam)], steps=steps)
+        core.edit(model, imgs[i : i + 1], [(direction, lam)], steps=steps)
     sync()
     one = (time.perf_counter() - start) / args.images
     start = time.perf_counter()
-    engine.edit(model, imgs, [(direction, lam)], steps=steps)
+    core.edit(model, imgs, [(direction, lam)], steps=steps)
     sync()
     many = (time.perf_counter() - start) / args.images
     print(f"batch 1:  {1000 * one:7.1f} ms per image")
     print(f"batch {args.images}: {1000 * many:7.1f} ms per image")
     print(f"speed-up from batching: {one / many:.1f}x")
     if args.masked:
-        passes = engine.spill_passes_for(model)
+        passes = model.settings.spill_passes
         times = {}
         for n in (0, passes):
             start = time.perf_counter()
             for i in range(args.masked):
                 m = torch.from_numpy(face(HELD_OUT_SEED + 1 + i).masks["mouth"])
-                engine.edit(model, imgs[i : i + 1], [(direction, lam)], steps=steps, mask=m,
+                core.edit(model, imgs[i : i + 1], [(direction, lam)], steps=steps, mask=m,
                             null_rank=d.get("null_rank", 5), spill_passes=n)
             sync()
             times[n] = (time.perf_counter() - start) / args.masked
@@ -83,7 +83,7 @@ def main() -> None:
         start = time.perf_counter()
         for i in range(args.masked):
             m = torch.from_numpy(face(HELD_OUT_SEED + 1 + i).masks["mouth"])
-            engine.register(model, direction.vector[None], [direction.source], m, image=imgs[i])
+            core.register(model, direction.vector[None], [direction.source], m, image=imgs[i])
         print(f"of which the registration: {1000 * (time.perf_counter() - start) / args.masked:7.1f} ms per image")
 
 

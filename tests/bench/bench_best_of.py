@@ -7,7 +7,7 @@ definition of the pick: each candidate applied on its own to every image with
 `apply_to_images`, then `choose` (each candidate inverts every image again and, with a mask,
 re-projects and samples its unedited reference again). The new path is `apply_best_of`, where
 the candidates share each image's inversion, re-projection and reference
-(`engine.edit_each`). Both run plain and with each face's own mouth mask (`--mask`, with the
+(`core.edit_each`). Both run plain and with each face's own mouth mask (`--mask`, with the
 default spill passes); the picks of the two paths are printed side by side.
 
     .venv/bin/python tests/bench/bench_best_of.py [--candidates 5] [--images 8] [--masked 2] [--device cuda]
@@ -27,7 +27,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from locobank import engine  # noqa: E402
+from locobank import core  # noqa: E402
 from locobank.apply import Prepared, apply_best_of, apply_to_images, choose  # noqa: E402
 from locobank.clip import load_clip  # noqa: E402
 from locobank.loco.register import PartPrint, profiles  # noqa: E402
@@ -47,15 +47,15 @@ def main() -> None:
     model = load_model(TOY_DDPM, device=args.device)
     clip = load_clip("toy", device=args.device)
     d = model.defaults
-    t = engine.to_timestep(model, d.get("t_edit", 0.6))
+    t = core.to_timestep(model, d.get("t_edit", 0.6))
     steps = d.get("steps", 50)
     lam = model.strength_for("mouth")
     src = torch.from_numpy(batch([HELD_OUT_SEED]))
     src_mask = torch.from_numpy(face(HELD_OUT_SEED).masks["mouth"])
-    found = engine.find_directions(model, engine.invert(model, src, t, steps), t, src_mask, rank=args.candidates,
+    found = core.find_directions(model, core.invert(model, src, t, steps), t, src_mask, rank=args.candidates,
                                    null_rank=d.get("null_rank", 5), iters=20)
     part = PartPrint(src_mask, *profiles(src[0], src_mask))  # as the catalog gives them: registered
-    cands = [Prepared(model, [engine.Direction(f.vector, f.t, f.fingerprint, name=f"v{i}", source=part)], [lam])
+    cands = [Prepared(model, [core.Direction(f.vector, f.t, f.fingerprint, name=f"v{i}", source=part)], [lam])
              for i, f in enumerate(found)]
     text = text_direction(clip, "smile")
     hw = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"

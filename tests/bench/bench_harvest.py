@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from locobank import engine  # noqa: E402
+from locobank import core  # noqa: E402
 from locobank.catalog import Catalog  # noqa: E402
 from locobank.harvest import HarvestParams, discover, plan, work  # noqa: E402
 from locobank.images import check_mask, load_image, load_mask  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
         tmp = Path(tmp)
         write_dataset(tmp / "faces", args.faces, HELD_OUT_SEED)
         pairs = discover(tmp / "faces", labels=set(args.labels.split(",")))
-        t = engine.to_timestep(model, params.t_edit)
+        t = core.to_timestep(model, params.t_edit)
 
         start = time.perf_counter()
         n_dirs = 0
@@ -55,9 +55,9 @@ def main() -> None:
             chunk = pairs[i : i + args.batch]
             xs = torch.stack([load_image(p.image, model.resolution) for p in chunk])
             masks = [check_mask(load_mask(p.mask, model.resolution), (32, 32)) for p in chunk]
-            xts = engine.invert(model, xs, t, params.steps)
+            xts = core.invert(model, xs, t, params.steps)
             for xt, m in zip(xts, masks):
-                found = engine.find_directions(model, xt, t, m, rank=params.rank, null_rank=params.null_rank,
+                found = core.find_directions(model, xt, t, m, rank=params.rank, null_rank=params.null_rank,
                                                iters=params.iters, tol=params.tol, seed=params.seed)
                 n_dirs += len(found)
         bare = time.perf_counter() - start

@@ -1,7 +1,7 @@
 """Benchmark: the re-projection of `apply --mask`, stopped when the projection settles.
 
 A direction transferred to a new image is projected off that image's outside-mask null basis
-(:func:`locobank.engine.reproject`). The baseline iterates the basis until it settles (largest
+(:func:`locobank.core.reproject`). The baseline iterates the basis until it settles (largest
 principal angle under 1e-3 rad between iterations, what `reproject` did before); the new path
 stops once the projected vectors move by less than ``REPROJECT_TOL`` of their norm. Both run on
 the same faces in this run; the script prints their times, the ratio, and how far the two
@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from locobank import engine  # noqa: E402
+from locobank import core  # noqa: E402
 from locobank.loco.jacobian import Linearization, block_subspace_svd, project_out  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import TOY_DDPM  # noqa: E402
@@ -44,42 +44,42 @@ def main() -> None:
     args = ap.parse_args()
     model = load_model(TOY_DDPM, device=args.device)
     d = model.defaults
-    t = engine.to_timestep(model, d.get("t_edit", 0.6))
+    t = core.to_timestep(model, d.get("t_edit", 0.6))
     steps, null_rank = d.get("steps", 50), d.get("null_rank", 5)
     hw = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"toy model, {hw}; t={t}, null rank {null_rank}, {args.part} directions; "
-          f"new path stops at {engine.REPROJECT_TOL:g} of the vectors' norm")
+          f"new path stops at {core.REPROJECT_TOL:g} of the vectors' norm")
 
     def sync() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
     src = torch.from_numpy(batch([HELD_OUT_SEED])).to(model.device)
-    xs = engine.invert(model, src, t, steps)
-    found = engine.find_directions(model, xs, t, torch.from_numpy(face(HELD_OUT_SEED).masks[args.part]), rank=2,
+    xs = core.invert(model, src, t, steps)
+    found = core.find_directions(model, xs, t, torch.from_numpy(face(HELD_OUT_SEED).masks[args.part]), rank=2,
                                    null_rank=null_rank, iters=20)
     V = found.vectors.to(model.device)
     flat = V.reshape(V.shape[0], -1)
     totals = {"basis": 0.0, "new": 0.0}
     for s in range(HELD_OUT_SEED + 1, HELD_OUT_SEED + 1 + args.faces):
-        x_t = engine.invert(model, torch.from_numpy(batch([s])).to(model.device), t, steps)
+        x_t = core.invert(model, torch.from_numpy(batch([s])).to(model.device), t, steps)
         mask = torch.from_numpy(face(s).masks[args.part])
         outside = (~mask.to(model.device))[None].expand(model.channels, -1, -1)
         sync()
         start = time.perf_counter()
-        lin = Linearization(engine.pmp_fn(model, t), x_t[0])
+        lin = Linearization(model.family.predictor(t), x_t[0])
         (res,) = block_subspace_svd(lin, [outside], [null_rank], tol=1e-3)
         base = project_out(flat, res.Vh)
         sync()
         t_base = time.perf_counter() - start
         start = time.perf_counter()
-        new = engine.reproject(model, x_t, t, mask, V, null_rank=null_rank).reshape(flat.shape)
+        new = core.reproject(model, x_t, t, mask, V, null_rank=null_rank).reshape(flat.shape)
         sync()
         t_new = time.perf_counter() - start
         totals["basis"] += t_base
         totals["new"] += t_new
         cos = torch.nn.functional.cosine_similarity(base, new, dim=1)
-        out = Linearization(engine.pmp_fn(model, t), x_t[0])
+        out = Linearization(model.family.predictor(t), x_t[0])
         spill = [(out.jvp(P.reshape(-1, *x_t.shape[1:])) * outside).flatten(1).norm(dim=1) for P in (flat, base, new)]
         print(f"face {s}: basis settled {t_base:5.2f} s ({res.iterations} iterations), new {t_new:5.2f} s "
               f"({t_base / t_new:.2f}x); cosine {float(cos.min()):.6f}; change outside the mask "

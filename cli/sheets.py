@@ -46,7 +46,7 @@ def sheet(ids: tuple[int, ...], out: Path, clip_spec: str, title: str | None, db
     name, and labelled with its id, name and sign, mask, singular value, transfer consistency and
     locality. A direction without a preview gets a grey placeholder. No model is loaded.
     """
-    from locobank.show import contact_sheet
+    from locobank.views import contact_sheet
 
     cid = _clip_id_or_none(clip_spec)
     with open_catalog(db_url) as catalog:
@@ -70,7 +70,7 @@ def gallery(out: Path, clip_spec: str, title: str, db_url: str | None) -> None:
     address: index.html#mask=mouth&name=smile.
     """
     from locobank.catalog.connect import safe_url
-    from locobank.show import gallery as write_gallery
+    from locobank.views import gallery as write_gallery
 
     cid = _clip_id_or_none(clip_spec)
     with open_catalog(db_url) as catalog:

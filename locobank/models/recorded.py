@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .errors import FingerprintMismatch, ModelLoadError
-from .models import LoadedModel, load_model
+from ..errors import FingerprintMismatch, ModelLoadError
+from . import LoadedModel, load_model
 
 
 @lru_cache(maxsize=4)
@@ -25,7 +25,9 @@ def model_for(catalog, fingerprint: str, *, override: str | None = None, device:
     try:
         lm = _load(str(source), device)
     except ModelLoadError as e:
-        raise ModelLoadError(f"{e}; the direction was harvested with {rec.model_id}, pass --model to point at it") from e
+        hint = ("check the --model you gave" if override else
+                f"the direction was harvested with {rec.model_id} from {source}; pass --model to point at it")
+        raise ModelLoadError(f"{e}; {hint}") from e
     if lm.fingerprint != fingerprint:
         raise FingerprintMismatch(
             f"the direction was harvested with {rec.model_id} (fingerprint {fingerprint}, revision {rec.revision}), "

@@ -1,0 +1,119 @@
+"""Search and apply: the top hits for a text, and each image's best edit among them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .. import core
+from ..errors import InputError
+from .edits import _defaults, _load_batch
+from .prepare import MaskArg, Prepared, load_masks, prepare
+from .specs import DirectionSpec
+
+@dataclass
+class Candidate:
+    """One search hit for a query, prepared to apply with its sign."""
+
+    hit: object  # locobank.search.Hit
+    prep: Prepared
+
+
+def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "face",
+                     default_strength: float | None = None, model_override: str | None = None,
+                     device: str | None = None, index_folder: Path | None = None) -> list[Candidate]:
+    """The top ``k`` search hits for ``query`` made with the top hit's model, each prepared at its
+    strength times the sign that does the edit (so a negative ``default_strength`` reverses it).
+
+    Raises InputError when nothing matches (e.g. no index has been built)."""
+    from ..search import search
+
+    if k < 1:
+        raise InputError("the number of candidates must be at least 1")
+    hits = search(catalog, clip, query, k=k, domain=domain, index_folder=index_folder)
+    if not hits:
+        raise InputError(f"no direction matches {query!r}; has `locobank index build` run?")
+    if any(h.fingerprint != hits[0].fingerprint for h in hits):  # one model loads, and they all apply to it
+        hits = search(catalog, clip, query, k=k, domain=domain, index_folder=index_folder, model=hits[0].fingerprint)
+    prep = prepare(catalog, [DirectionSpec(h.id) for h in hits], default_strength=default_strength,
+                   model_override=model_override, device=device)
+    return [Candidate(h, Prepared(prep.model, [d], [s * h.sign]))
+            for h, d, s in zip(hits, prep.directions, prep.strengths)]
+
+
+def _along(clip, text):
+    """``text`` (a tensor or array) as a flat float tensor on ``clip``'s device."""
+    return torch.as_tensor(text, dtype=torch.float32, device=clip.device).flatten()
+
+
+def choose(outputs: Sequence[torch.Tensor], clip, text) -> list[int]:
+    """For each image, the index of the candidate output furthest along ``text`` in CLIP's space.
+
+    ``outputs[j]`` holds candidate j's edits of the same images (B, C, H, W in [-1, 1]); ``text``
+    (a tensor or array) is a unit direction in ``clip``'s embedding space
+    (:func:`locobank.search.text_direction`). Ties keep the earlier candidate.
+    The choice is the largest ``CLIP(edited) . text``: the unedited image's own term would be
+    the same for every candidate of an image, so it drops out."""
+    if not outputs:
+        raise InputError("no candidate edits to choose from")
+    q = _along(clip, text)
+    return torch.stack([clip.encode_images(o) @ q for o in outputs]).argmax(0).tolist()
+
+
+def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[Path], *, mask: MaskArg = None,
+                  resize: bool = False, seed: int = 0, steps: int | None = None, eta_tail: float | None = None,
+                  null_rank: int | None = None, max_shift: int | None = None, spill_passes: int | None = None,
+                  register: bool = True, batch: int = 16, progress: Callable[[int], None] | None = None,
+                  shifts: list | None = None) -> tuple[list[torch.Tensor], list[int]]:
+    """Each image edited by every candidate (one direction each, at its strength), with the
+    options of :func:`apply_to_images` (``mask`` included), keeping per image the edit
+    :func:`choose` picks: (edited images, the index of the candidate kept for each), ``batch``
+    images at a time. ``shifts``, when given a list, receives each image's moves as
+    :func:`apply_to_images` gives them, for its kept edit.
+
+    A direction's effect depends on the image it lands on: on the toy model the top "blond
+    hair" hit lightens dark hair towards blond but turns grey and white hair whiter, while
+    another hit turns those blond. Choosing among the real edits means the choice is made on
+    exactly what is returned. The candidates share each image's inversion and, with ``mask``,
+    its re-projection and unedited reference (:func:`locobank.core.edit_each`); only the best
+    edit so far of each image is kept in memory."""
+    if not candidates:
+        raise InputError("no candidate directions to choose from")
+    if len({c.model.fingerprint for c in candidates}) > 1:
+        raise InputError("the candidates come from different models; choose among one model's directions")
+    if any(len(c.directions) != 1 for c in candidates):
+        raise InputError("each candidate is one direction; compose them with apply_to_images instead")
+    m = candidates[0].model
+    steps, eta, nr = _defaults(m, steps, eta_tail, null_rank)
+    dirs = [c.directions[0] for c in candidates]
+    strengths = [c.strengths[0] for c in candidates]
+    masks = load_masks(candidates[0], mask, resize)
+    if masks is not None and len(masks) != 1:
+        raise InputError("give one --mask: every candidate is re-localised on the same part")
+    per = 1 if masks is not None else batch  # the re-projection is per image
+    options = dict(steps=steps, seed=seed, eta_tail=eta, null_rank=nr, max_shift=max_shift, spill_passes=spill_passes,
+                   register=register, batch=batch, mask=masks[0] if masks else None)
+    q = _along(clip, text)
+    edited: list[torch.Tensor] = []
+    picks: list[int] = []
+    for i in range(0, len(images), per):
+        x = _load_batch(m, images[i : i + per], resize)
+        best = score = None
+        kept = torch.zeros(len(x), dtype=torch.long)
+        moves: list = [None] * len(x)
+        for j, r in core.edit_each(m, x, dirs, strengths, progress=progress, **options):
+            out = r.images.cpu()
+            sc = (clip.encode_images(out) @ q).cpu()
+            if best is None:
+                best, score = out.clone(), torch.full_like(sc, -torch.inf)
+            better = (sc > score) | ((sc == score) & (j < kept))  # ties keep the higher-ranked hit, as choose()
+            best[better], score[better], kept[better] = out[better], sc[better], j
+            moves = [list(zip(r.shifts, r.scales)) if b else mv for mv, b in zip(moves, better.tolist())]
+        edited += list(best)
+        picks += kept.tolist()
+        if shifts is not None and masks is not None:
+            shifts += moves
+    return edited, picks

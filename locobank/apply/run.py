@@ -1,0 +1,137 @@
+"""Running an :class:`~locobank.apply.request.ApplyRequest`: ids or a query (the top hit, or each
+image's best of N), a plain edit or a sweep, the files written and what to tell the user."""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from ..images import save_image, to_uint8
+from ..progress import Progress, stage
+from .best_of import Candidate, apply_best_of, query_candidates
+from .edits import apply_to_images, sweep
+from .prepare import Prepared, prepare
+from .request import ApplyOutcome, ApplyRequest
+
+
+def run_apply(catalog, req: ApplyRequest, progress: Progress | None = None) -> ApplyOutcome:
+    """Apply what ``req`` asks to its images and write the results under ``req.out``."""
+    notes: list[str] = []
+    cands: list[Candidate] | None = None
+    clip = text = None
+    if req.query:
+        from ..clip import load_clip
+        from ..search import text_direction
+
+        clip = load_clip(req.clip, device=req.device)
+        cands = query_candidates(catalog, clip, req.query, k=req.candidates, domain=req.domain,
+                                 default_strength=req.strength, model_override=req.model_override, device=req.device)
+        notes.append(query_note(req.query, req.candidates, cands))
+        pool = [c.prep for c in cands]
+        text = text_direction(clip, req.query, req.domain) if len(pool) > 1 else None
+    else:
+        pool = [prepare(catalog, req.specs, default_strength=req.strength, model_override=req.model_override,
+                        device=req.device)]
+    many = len(req.images) > 1
+    if many:
+        req.out.mkdir(parents=True, exist_ok=True)
+    run = _run_sweep if req.sweep is not None else _run_edit
+    written, kept, shifts = run(req, pool, cands, clip, text, progress, notes)
+    if req.masks:
+        notes += relocalised_notes(kept, req.register, req.spill_passes, shifts[0] if shifts and not many else None)
+    return ApplyOutcome(written, notes)
+
+
+def _pick(req, pool, clip, text, progress, label: str, shifts=None):
+    """Each image's best of the candidates (with ``shifts``, the edits too)."""
+    update = stage(progress, label, len(req.images) * len(pool))
+    return apply_best_of(pool, clip, text, req.images, batch=req.batch, progress=update, shifts=shifts,
+                         **req.options())
+
+
+def _run_edit(req, pool, cands, clip, text, progress, notes):
+    many, shifts = len(req.images) > 1, []
+    if len(pool) > 1:
+        edited, picks = _pick(req, pool, clip, text, progress, f"apply {len(pool)} hits, keep the best", shifts)
+        notes.append(chosen_note(cands, picks))
+        prep = kept(pool, picks)
+    else:
+        prep = pool[0]
+        edited = apply_to_images(prep, req.images, orthogonalize=req.orthogonalize, batch=req.batch,
+                                 progress=stage(progress, "apply", len(req.images)), shifts=shifts, **req.options())
+    written = [save_image(img, req.out / f"{p.stem}.png" if many else req.out) for p, img in zip(req.images, edited)]
+    desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
+    if len(pool) > 1 and len(prep.directions) > 1:
+        notes.append(f"applied the kept one of {desc} to each of {len(req.images)} images -> {req.out}")
+    else:
+        notes.append(f"applied {desc} to {len(req.images)} image{'s' if many else ''} -> {req.out}")
+    return written, prep, shifts
+
+
+def _run_sweep(req, pool, cands, clip, text, progress, notes):
+    from PIL import Image
+
+    many, shifts = len(req.images) > 1, []
+    picks = [0] * len(req.images)
+    prep = pool[0]
+    if len(pool) > 1:  # each image's pick among its edits at the candidates' own strengths
+        picks = _pick(req, pool, clip, text, progress, f"try {len(pool)} hits")[1]
+        notes.append(chosen_note(cands, picks))
+        prep = kept(pool, picks)
+    update = stage(progress, "sweep", len(req.images))
+    written = []
+    for p, j in zip(req.images, picks):
+        sign = cands[j].hit.sign if cands is not None else 1  # a query's hit sweeps with its sign
+        strip = sweep(pool[j], p, [sign * v for v in req.sweep], shifts=shifts, **req.options())
+        target = req.out / f"{p.stem}_sweep.png" if many else req.out
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate([to_uint8(s) for s in strip], 1)).save(target)
+        written.append(target)
+        update(1)
+    values = ", ".join(f"{v:g}" for v in req.sweep)
+    notes.append(f"wrote {len(req.images)} sweep strip{'s' if many else ''} ({values}) to {req.out}")
+    return written, prep, shifts
+
+
+def kept(pool: list[Prepared], picks: list[int]) -> Prepared:
+    """The candidates some image kept, as one Prepared for the summary lines."""
+    used = sorted(set(picks))
+    return Prepared(pool[0].model, [pool[j].directions[0] for j in used], [pool[j].strengths[0] for j in used])
+
+
+def query_note(query: str, asked: int, cands: list[Candidate]) -> str:
+    """Which hit (or hits) a query found."""
+    if len(cands) == 1:
+        h = cands[0].hit
+        only = f" (the only hit of its model; {asked} asked for)" if asked > 1 else ""
+        return (f"query {query!r}: direction {h.id} (match {h.match:.3f}, score {h.score:.3f}, "
+                f"sign {'+' if h.sign > 0 else '-'}){only}")
+    listed = ", ".join(f"#{c.hit.id} ({'+' if c.hit.sign > 0 else '-'}, match {c.hit.match:.3f})" for c in cands)
+    fewer = f" ({asked} asked for; the index holds no more of the top hit's model)" if len(cands) < asked else ""
+    return f"query {query!r}: {len(cands)} candidates{fewer}: {listed}"
+
+
+def chosen_note(cands: list[Candidate], picks: list[int]) -> str:
+    """Which candidate each image kept, most kept first."""
+    counts = sorted(((picks.count(j), j) for j in set(picks)), reverse=True)
+    return "kept per image: " + ", ".join(f"#{cands[j].hit.id} ({'+' if cands[j].hit.sign > 0 else '-'}v) on "
+                                          f"{n} image{'s' if n != 1 else ''}" for n, j in counts)
+
+
+def relocalised_notes(prep: Prepared, register: bool, spill_passes: int | None, moves: list | None) -> list[str]:
+    """How the directions were re-localised on the mask: registered (``moves``: one image's
+    ((dy, dx), (sy, sx)) per direction; None for several images), re-projected, spill passes."""
+    out = []
+    n = prep.model.settings.spill_passes if spill_passes is None else spill_passes
+    passes = f", {n} spill pass{'es' if n != 1 else ''}" if n else ""
+    unknown = [d.name for d in prep.directions if d.source is None]
+    if register and unknown:
+        out.append(f"not registered (the mask it was harvested with is not recorded, nor its file there): "
+                   f"{', '.join(unknown)}")
+    if moves and any(m != ((0, 0), (1, 1)) for m in moves):
+        moved = "; ".join(f"{d.name} by ({dy:+.2f}, {dx:+.2f}) px (down, right), scaled ({sy:.2f}, {sx:.2f}) "
+                          f"(height, width)" for d, ((dy, dx), (sy, sx)) in zip(prep.directions, moves))
+        out.append(f"re-localised on the mask: moved {moved}; then re-projected{passes}")
+    else:
+        out.append(f"re-localised on the mask: re-projected{passes}")
+    return out

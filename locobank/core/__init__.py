@@ -1,0 +1,29 @@
+"""The edit core: LOCO Edit on any model family, in small modules, one job each.
+
+- :mod:`.time`: the edit time, resolved once (:class:`EditTime`).
+- :mod:`.states`: images to states at the edit time (inversion, forward noise) and back.
+- :mod:`.find`: finding directions on one state.
+- :mod:`.transfer`: registration, shift and re-projection onto another image's mask.
+- :mod:`.spill`: spill passes that correct a masked edit through the whole sampler.
+- :mod:`.direction`: a direction, its checks, and how several add up.
+- :mod:`.compose`: editing images with one or several directions, at one or several times.
+- :mod:`.each`: many single-direction candidates on the same images, sharing their work.
+
+Everything here talks to the model through :class:`~locobank.models.family.ModelFamily`.
+"""
+
+from ..settings import EditOptions
+from .compose import edit, options_for
+from .direction import Direction, EditResult, check_direction, compose, locality
+from .each import edit_each
+from .find import Directions, find_directions
+from .supervised import find_supervised
+from .spill import spill_pass, with_spill_passes
+from .states import as_batch, generate, invert, invert_on, noise_to, sample
+from .time import EditTime, to_timestep
+from .transfer import REPROJECT_TOL, align, masks_for, register, relocalize, reproject
+
+__all__ = ["REPROJECT_TOL", "Direction", "Directions", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
+           "check_direction", "compose", "edit", "edit_each", "find_directions", "find_supervised", "generate", "invert", "invert_on",
+           "locality", "masks_for", "noise_to", "options_for", "register", "relocalize", "reproject", "sample",
+           "spill_pass", "to_timestep", "with_spill_passes"]

@@ -1,0 +1,104 @@
+"""``locobank harvest`` as one library call: load the model, discover the pairs, plan the run,
+work its jobs (here or in a local pool) and say what happened."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..catalog.records import RunRecord
+from ..errors import InputError
+from ..progress import Progress, stage
+from .inputs import discover
+from .worker import HarvestParams, Summary, plan, work
+
+
+@dataclass
+class HarvestRequest:
+    """What to harvest and how; ``given`` holds the :class:`HarvestParams` the user set (None:
+    the model's settings)."""
+
+    model: str
+    images: Path
+    masks: Path | None = None
+    labels: set[str] | None = None
+    given: dict = field(default_factory=dict)
+    workers: int = 1
+    device: str | None = None
+    batch: int = 4
+    lease_seconds: float = 600.0
+    max_attempts: int = 3
+    retry_failed: bool = False
+    plan_only: bool = False
+    db_url: str | None = None
+
+
+@dataclass
+class HarvestOutcome:
+    """A run and its job counts before and after this call, and what the workers did."""
+
+    run: RunRecord
+    params: HarvestParams
+    model_id: str
+    fingerprint: str
+    before: dict
+    after: dict
+    summary: Summary | None
+    seconds: float = 0.0
+    requeued: int | None = None  # failed jobs put back in the queue, when asked
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.after["failed"])
+
+
+def run_harvest(req: HarvestRequest, progress: Progress | None = None) -> HarvestOutcome:
+    """Plan the run in the catalog (created or migrated as needed) and work it to the end."""
+    from ..catalog import Catalog, resolve_url
+    from ..models import load_model
+    from ..paths import resolve_model
+
+    source = resolve_model(req.model)
+    lm = load_model(source, device=req.device)
+    params = HarvestParams.from_defaults(lm.settings, **req.given)
+    pairs = discover(req.images, req.masks, req.labels)
+    if not pairs:
+        raise InputError(f"no (image, mask) pairs found in {req.images}"
+                         + (f" with labels {sorted(req.labels)}" if req.labels else ""))
+    url = resolve_url(req.db_url)
+    with Catalog.open(url, upgrade=True) as cat:
+        run = plan(cat, lm, pairs, params, progress=stage(progress, "planning", len(pairs)))
+        requeued = cat.retry_failed(run.id) if req.retry_failed else None
+        before = cat.job_counts(run.id)
+        out = HarvestOutcome(run, params, lm.model_id, lm.fingerprint, before, before, None, requeued=requeued)
+        if req.plan_only:
+            return out
+        start = time.perf_counter()
+        update = stage(progress, "harvest", sum(before.values()))
+        update(before["done"] + before["failed"])
+        out.summary = _work(cat, lm, url, source, run.id, params, req, update)
+        out.after = cat.job_counts(run.id)
+        out.seconds = time.perf_counter() - start
+    return out
+
+
+def _work(cat, lm, url: str, source: str, run_id: int, params: HarvestParams, req: HarvestRequest, update) -> Summary:
+    """The jobs worked in this process, or by ``req.workers`` local processes."""
+    if req.workers == 1:
+        return work(cat, lm, run_id, params, batch=req.batch, lease_seconds=req.lease_seconds,
+                    max_attempts=req.max_attempts, on_job=lambda kind, n: update(1))
+    from .pool import run_pool
+
+    seen = {"n": None}
+
+    def poll() -> None:
+        c = cat.job_counts(run_id)
+        n = c["done"] + c["failed"]
+        if seen["n"] is not None and n > seen["n"]:
+            update(n - seen["n"])
+        seen["n"] = n
+
+    poll()
+    return run_pool(url, source, run_id, params, req.workers, device=req.device, batch=req.batch,
+                    lease_seconds=req.lease_seconds, max_attempts=req.max_attempts, poll=poll)

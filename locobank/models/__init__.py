@@ -1,0 +1,38 @@
+"""Loading diffusion models by Hub id or local folder, each as one model family
+(:mod:`locobank.models.family`). This package is the only one that loads diffusers models (the toy
+world's trainers import diffusers too, to build the toy models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelLoadError
+from .base import LoadedModel, config_hash, fingerprint, pick_device, pick_dtype
+from .family import ModelFamily, PixelFamily
+from .latent import Condition, LatentFamily, conditioned, load_latent, pipeline_class
+from .pixel import load_pixel
+
+PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline")
+
+__all__ = ["Condition", "LatentFamily", "LoadedModel", "ModelFamily", "PixelFamily", "conditioned", "config_hash", "fingerprint", "load_model", "pick_device",
+           "pick_dtype"]
+
+
+def load_model(source: str | Path, *, device: str | None = None, dtype: str | torch.dtype | None = None,
+               revision: str | None = None) -> LoadedModel:
+    """Load a diffusers model by Hub id or local folder, as the family its files say: a
+    ``StableDiffusionPipeline`` folder is a latent text-to-image model, anything else with a
+    ``UNet2DModel`` a pixel model."""
+    path = Path(source).expanduser()
+    local = path if path.exists() else None
+    if local is None and str(source).startswith((".", "/", "~")):
+        raise ModelLoadError(f"model folder {str(source)!r} does not exist")
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    where = str(path) if local is not None else str(source)
+    cls_name = pipeline_class(where, local, revision)
+    if cls_name is not None and cls_name not in PIXEL_PIPELINES:
+        return load_latent(where, local=local, device=dev, dtype=dt, revision=revision, cls_name=cls_name)
+    return load_pixel(where, local=local, device=dev, dtype=dt, revision=revision)

@@ -1,0 +1,124 @@
+"""The facts every view of a direction shows: its card (name, sign, part, strength, scores,
+provenance, the command that applies it) and its preview strip, turned to read "less -> more".
+
+Views read only the catalog (stored preview strips, effects, provenance), so they need no model and
+no torch. A preview strip is the source image edited at -strength, 0 and +strength; views turn it
+so it reads "less -> more" of the direction's name (the name describes ``label_sign * v``).
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..catalog.records import DirectionRecord
+
+from ..settings import DEFAULT_STRENGTH
+
+MIN_TILE = 96
+NO_PREVIEW = "no preview (run locobank index build)"
+
+RenderFn = Callable[[int], tuple[Sequence[np.ndarray], Sequence[float]]]
+
+
+# -- the facts both views show ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Card:
+    """One direction as the sheet and the gallery describe it."""
+
+    id: int
+    name: str
+    sign: int
+    mask: str
+    model: str
+    fingerprint: str
+    sigma: float
+    transfer: float | None
+    local: float | None
+    strength: float | None
+    name_sign: int = 1  # the name describes name_sign * v (the catalog's label_sign)
+
+    @property
+    def caption(self) -> str:
+        """``#id  name (+v|-v)  mask=..  σ=..  transfer=..  local=..`` (fields split on double spaces)."""
+        return "  ".join(
+            [
+                f"#{self.id}",
+                f"{self.name} ({'+' if self.name_sign > 0 else '-'}v)",
+                f"mask={self.mask}",
+                f"σ={self.sigma:.3g}",
+                f"transfer={_num(self.transfer)}",
+                f"local={_num(self.local)}",
+            ]
+        )
+
+    def apply_command(self, db: str | None = None) -> str:
+        """The shell command that applies the named edit (``sign * strength``) to an image."""
+        signed = self.sign * (self.strength if self.strength is not None else DEFAULT_STRENGTH)
+        cmd = f"locobank apply {self.id}:{_strength(signed)} IMAGE --out OUT.png"
+        return cmd + (f" --db {shlex.quote(db)}" if db else "")
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _strength(x: float) -> str:
+    """Strengths as typed on a command line: ``-8``, ``0``, ``+2.5``."""
+    return "0" if x == 0 else f"{x:+g}"
+
+
+def _tick(unit: float, strength: float | None) -> str:
+    """``unit * strength`` as typed on a command line, or ``-λ``/``+λ`` when the strength is not known."""
+    if strength is not None or unit == 0:
+        return _strength(unit * (strength or 0.0))
+    return "-λ" if unit < 0 else "+λ"
+
+
+def describe(catalog: Any, record: DirectionRecord, *, clip_id: str | None = None, sign: int | None = None) -> Card:
+    """The card of one direction; ``transfer`` needs ``clip_id`` (effects are stored per CLIP model)."""
+    effect = catalog.effect_of(record.id, clip_id) if clip_id is not None else None
+    local = catalog.preview_locality(record.id)
+    if sign is None:
+        sign = record.label_sign or 1
+    return Card(
+        id=record.id,
+        name=record.label or "unnamed",
+        sign=-1 if sign < 0 else 1,
+        mask=record.mask_label,
+        model=record.model_id,
+        fingerprint=record.fingerprint,
+        sigma=float(record.singular_value),
+        transfer=None if effect is None or effect.consistency is None else float(effect.consistency),
+        local=local,
+        strength=None if effect is None else float(effect.strength),
+        name_sign=-1 if (record.label_sign or 1) < 0 else 1,
+    )
+
+
+def split_strip(png: bytes) -> list[np.ndarray]:
+    """The square tiles of a preview strip (tiles side by side, each as high as the strip)."""
+    with Image.open(io.BytesIO(png)) as im:
+        arr = np.asarray(im.convert("RGB"))
+    h, w = arr.shape[:2]
+    n = max(1, round(w / h)) if h else 1
+    step = w // n
+    return [arr[:, i * step : (i + 1) * step] for i in range(n)]
+
+
+def _oriented(tiles: list[np.ndarray], strengths: list[float | None], sign: int):
+    """Tiles and strengths along ``sign * v``, so a row reads less -> more of the name."""
+    if sign < 0:
+        tiles = tiles[::-1]
+        strengths = [None if s is None else -s for s in strengths[::-1]]
+    return tiles, strengths
+
+
