@@ -79,6 +79,8 @@ def _resolve(spec: str) -> tuple[str, str | None, str]:
         folder = Path(spec.removeprefix("local-dir:")).expanduser().resolve()
         if not (folder / "open_clip_config.json").exists():
             raise ModelLoadError(f"{folder} has no open_clip_config.json")
+        if not any(any(folder.glob(p)) for p in ("*.safetensors", "*.bin", "*.pt")):  # else open_clip goes on at random
+            raise ModelLoadError(f"{folder} has a CLIP config but no weights (open_clip_model.safetensors)")
         return f"local-dir:{folder}", None, f"local:{folder.name}:{_weights_hash(folder)}"
     if "@" in spec:
         arch, path = spec.split("@", 1)

@@ -145,3 +145,15 @@ def test_clip_fine_tune_starts_from_the_given_weights(tmp_path):
     train_clip(tmp_path / "s", tmp_path / "s.safetensors", **kw)  # the same step from scratch
     scratch = load_file(str(tmp_path / "s" / "open_clip_model.safetensors"))
     assert max(float((scratch[k].float() - shipped[k].float()).abs().max()) for k in shipped) > 0.1
+
+
+def test_a_clip_folder_without_weights_is_refused_not_randomised(tmp_path):
+    """A CLIP folder with its config but no weights (a broken install) is an error, never a random CLIP."""
+    import shutil
+
+    from locobank.clip import load_clip
+    from locobank.errors import ModelLoadError
+
+    shutil.copy(TOY_CLIP / "open_clip_config.json", tmp_path / "open_clip_config.json")
+    with pytest.raises(ModelLoadError, match="no weights"):
+        load_clip(str(tmp_path))

@@ -35,14 +35,14 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     model = load_model(TOY_DDPM, device=args.device)
-    d = model.defaults
-    t = core.to_timestep(model, d.get("t_edit", 0.6))
-    steps = d.get("steps", 50)
-    lam = d.get("strength", 8.0)
+    st = model.settings
+    t = core.to_timestep(model, st.t_edit)
+    steps = st.steps
+    lam = st.strength
     src = torch.from_numpy(batch([HELD_OUT_SEED]))
     xt = core.invert(model, src, t, steps)
     src_mask = torch.from_numpy(face(HELD_OUT_SEED).masks["mouth"])
-    found = core.find_directions(model, xt, t, src_mask, rank=1, null_rank=d.get("null_rank", 5), iters=20)
+    found = core.find_directions(model, xt, t, src_mask, rank=1, null_rank=st.null_rank, iters=20)
     direction = found[0]
     direction.source = PartPrint(src_mask, *profiles(src[0], src_mask))  # as the catalog gives it: registered
     imgs = torch.from_numpy(batch(range(HELD_OUT_SEED + 1, HELD_OUT_SEED + 1 + args.images)))
@@ -75,7 +75,7 @@ def main() -> None:
             for i in range(args.masked):
                 m = torch.from_numpy(face(HELD_OUT_SEED + 1 + i).masks["mouth"])
                 core.edit(model, imgs[i : i + 1], [(direction, lam)], steps=steps, mask=m,
-                            null_rank=d.get("null_rank", 5), spill_passes=n)
+                            null_rank=st.null_rank, spill_passes=n)
             sync()
             times[n] = (time.perf_counter() - start) / args.masked
             print(f"with --mask, {n} spill passes: {1000 * times[n]:7.1f} ms per image")

@@ -46,14 +46,14 @@ def main() -> None:
     args = ap.parse_args()
     model = load_model(TOY_DDPM, device=args.device)
     clip = load_clip("toy", device=args.device)
-    d = model.defaults
-    t = core.to_timestep(model, d.get("t_edit", 0.6))
-    steps = d.get("steps", 50)
+    st = model.settings
+    t = core.to_timestep(model, st.t_edit)
+    steps = st.steps
     lam = model.strength_for("mouth")
     src = torch.from_numpy(batch([HELD_OUT_SEED]))
     src_mask = torch.from_numpy(face(HELD_OUT_SEED).masks["mouth"])
     found = core.find_directions(model, core.invert(model, src, t, steps), t, src_mask, rank=args.candidates,
-                                   null_rank=d.get("null_rank", 5), iters=20)
+                                   null_rank=st.null_rank, iters=20)
     part = PartPrint(src_mask, *profiles(src[0], src_mask))  # as the catalog gives them: registered
     cands = [Prepared(model, [core.Direction(f.vector, f.t, f.fingerprint, name=f"v{i}", source=part)], [lam])
              for i, f in enumerate(found)]

@@ -37,9 +37,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     args = ap.parse_args()
     model = load_model(TOY_DDPM)
-    d = model.defaults
-    params = HarvestParams(rank=d.get("rank", 3), null_rank=d.get("null_rank", 5), t_edit=d.get("t_edit", 0.6),
-                           steps=d.get("steps", 50), iters=args.iters)
+    st = model.settings
+    params = HarvestParams(rank=st.rank, null_rank=st.null_rank, t_edit=st.t_edit,
+                           steps=st.steps, iters=args.iters)
     print(f"toy model {model.fingerprint} on CPU ({torch.get_num_threads()} threads); {args.faces} faces x "
           f"[{args.labels}], rank {params.rank}, null rank {params.null_rank}, t_edit {params.t_edit}, "
           f"{params.steps} steps, <= {params.iters} iterations")

@@ -43,9 +43,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     model = load_model(TOY_DDPM, device=args.device)
-    d = model.defaults
-    t = core.to_timestep(model, d.get("t_edit", 0.6))
-    steps, null_rank = d.get("steps", 50), d.get("null_rank", 5)
+    st = model.settings
+    t = core.to_timestep(model, st.t_edit)
+    steps, null_rank = st.steps, st.null_rank
     hw = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"toy model, {hw}; t={t}, null rank {null_rank}, {args.part} directions; "
           f"new path stops at {core.REPROJECT_TOL:g} of the vectors' norm")
