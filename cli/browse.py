@@ -128,16 +128,17 @@ def stats_cmd(as_json: bool, db_url: str | None) -> None:
     required=True,
     help="Pack file to write, e.g. pack.safetensors.",
 )
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @db_option
 @fail_on_library_errors
-def export_cmd(ids: tuple[int, ...], out: str, db_url: str | None) -> None:
+def export_cmd(ids: tuple[int, ...], out: str, force: bool, db_url: str | None) -> None:
     """Write directions and their provenance to one safetensors pack that another catalog can import.
 
     The pack holds one tensor per direction and, in its header, the model id, revision and
     fingerprint, t_edit, rank, singular value, mask and image hashes, and a sha256 per tensor.
     """
     with open_catalog(db_url) as catalog:
-        path = catalog.export_pack(ids, out)
+        path = catalog.export_pack(ids, out, overwrite=force)
     click.echo(f"wrote {len(set(ids))} direction(s) to {path}")
 
 

@@ -86,6 +86,9 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit
 def _report(out) -> None:
     """What the run was and what this call did."""
     p, before = out.params, out.before
+    for label in out.unmatched_labels:
+        click.echo(f"no mask is labelled {label!r}; skipped (labels are exact and case-sensitive; "
+                   f"used: {', '.join(out.labels_found)})", err=True)
     if out.requeued is not None:
         click.echo(f"requeued {out.requeued} failed job{'s' if out.requeued != 1 else ''}")
     click.echo(f"run {out.run.id} on {out.model_id} ({out.fingerprint}): {sum(before.values())} jobs, "

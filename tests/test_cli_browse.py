@@ -154,6 +154,10 @@ def test_export_then_import_into_another_catalog(filled, tmp_path):
     assert imported.exit_code == 0 and "imported 3 new direction(s)" in imported.output
     assert "nothing new" in run("import", str(out), "--db", other).output
     assert len(json.loads(run("list", "--json", "--db", other).output)) == 3
+    assert out.stat().st_mode & 0o044 == 0o044  # readable by others: a pack is meant to be shared
+    again = run("export", str(ids[0]), "--out", str(out), "--db", url)
+    assert again.exit_code == 1 and "already exists" in again.output and "--force" in again.output
+    assert run("export", str(ids[0]), "--out", str(out), "--force", "--db", url).exit_code == 0
 
 
 def test_export_and_import_errors_are_messages(filled, tmp_path):

@@ -355,3 +355,20 @@ def test_four_worker_processes_share_a_postgres_run(tiny_model, faces, pg_url):
         assert len(dirs) == 2 * n_jobs
         assert len({(d.job_id, d.rank_index) for d in dirs}) == len(dirs)
         assert all(j.attempts == 1 for j in cat.list_jobs(dirs[0].run_id))
+
+
+def test_relative_paths_are_stored_absolute_and_unknown_labels_are_named(tiny_model, faces, tmp_path, monkeypatch):
+    """Harvesting from a relative folder stores absolute paths (found again from anywhere), and a
+    --labels entry that matches no mask is said, not skipped silently."""
+    monkeypatch.chdir(faces.parent)
+    db = f"sqlite:///{tmp_path / 'rel.db'}"
+    res = CliRunner().invoke(cli, ["harvest", "--model", str(tiny_model), "--images", faces.name, "--labels",
+                                   "Mouth, eyes", *FAST, "--db", db])
+    assert res.exit_code == 0, res.output
+    assert "no mask is labelled 'Mouth'" in res.output and "case-sensitive" in res.output
+    with Catalog.open(db) as cat:
+        recs = cat.list_directions()
+        assert recs and {r.mask_label for r in recs} == {"eyes"}
+        job = cat.get_job(recs[0].job_id)
+    assert Path(job.image_uri).is_absolute() and Path(job.image_uri).is_file()
+    assert Path(job.mask_uri).is_absolute() and Path(job.mask_uri).is_file()

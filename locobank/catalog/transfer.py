@@ -22,11 +22,14 @@ log = logging.getLogger(__name__)
 class PackTransfer(CatalogBase):
     """Pack methods of ``Catalog``."""
 
-    def export_pack(self, ids: Iterable[int], path: str | os.PathLike[str]) -> Path:
-        """Write directions and their provenance to one safetensors file, atomically."""
+    def export_pack(self, ids: Iterable[int], path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write directions and their provenance to one safetensors file, atomically, readable by
+        others (mode 0644 less the umask); an existing file is replaced only with ``overwrite``."""
         wanted = list(dict.fromkeys(int(i) for i in ids))
         if not wanted:
             raise InputError("export needs at least one direction id")
+        if Path(path).exists() and not overwrite:
+            raise InputError(f"{path} already exists; choose another --out, or pass --force to replace it")
         entries = []
         with self._tx() as s:
             for direction_id in wanted:
@@ -48,6 +51,9 @@ class PackTransfer(CatalogBase):
                 f.write(blob)
                 f.flush()
                 os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o644 & ~umask)  # mkstemp makes it 0600: a pack is meant to be shared
             os.replace(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

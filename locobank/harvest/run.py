@@ -47,6 +47,8 @@ class HarvestOutcome:
     summary: Summary | None
     seconds: float = 0.0
     requeued: int | None = None  # failed jobs put back in the queue, when asked
+    unmatched_labels: list[str] = field(default_factory=list)  # asked for, but no mask has them
+    labels_found: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -64,14 +66,18 @@ def run_harvest(req: HarvestRequest, progress: Progress | None = None) -> Harves
     params = HarvestParams.from_defaults(lm.settings, **req.given)
     pairs = discover(req.images, req.masks, req.labels)
     if not pairs:
+        found = sorted({p.label for p in discover(req.images, req.masks, None)}) if req.labels else []
         raise InputError(f"no (image, mask) pairs found in {req.images}"
-                         + (f" with labels {sorted(req.labels)}" if req.labels else ""))
+                         + (f" with labels {sorted(req.labels)} (labels there: {', '.join(found) or 'none'})"
+                            if req.labels else ""))
+    unmatched = sorted(set(req.labels or ()) - {p.label for p in pairs})
     url = resolve_url(req.db_url)
     with Catalog.open(url, upgrade=True) as cat:
         run = plan(cat, lm, pairs, params, progress=stage(progress, "planning", len(pairs)))
         requeued = cat.retry_failed(run.id) if req.retry_failed else None
         before = cat.job_counts(run.id)
-        out = HarvestOutcome(run, params, lm.model_id, lm.fingerprint, before, before, None, requeued=requeued)
+        out = HarvestOutcome(run, params, lm.model_id, lm.fingerprint, before, before, None, requeued=requeued,
+                             unmatched_labels=unmatched, labels_found=sorted({p.label for p in pairs}))
         if req.plan_only:
             return out
         start = time.perf_counter()

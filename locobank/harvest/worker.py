@@ -144,8 +144,11 @@ def plan(catalog, model: LoadedModel, pairs: Sequence[Pair], params: HarvestPara
     for p in pairs:
         if p.image not in images:
             w, h, c = _peek_image(p.image)
-            images[p.image] = catalog.add_image(str(p.image), file_sha256(p.image), width=w, height=h, channels=c).id
-        m = catalog.add_mask(images[p.image], p.label, file_sha256(p.mask), area=_mask_area(p.mask), uri=str(p.mask))
+            # stored absolute, so the file is found again from any folder (index build, apply --mask)
+            uri = str(Path(p.image).resolve())
+            images[p.image] = catalog.add_image(uri, file_sha256(p.image), width=w, height=h, channels=c).id
+        m = catalog.add_mask(images[p.image], p.label, file_sha256(p.mask), area=_mask_area(p.mask),
+                             uri=str(Path(p.mask).resolve()))
         jobs.append((images[p.image], m.id))
         if progress is not None:
             progress(1)
