@@ -70,10 +70,11 @@ def build_text(out_dir: Path, clip_dir: Path):
 def _loop(model, ema, opt, meta, *, steps, lr, warmup, loss_fn, state_path, save_every, decay, on_step):
     """The optimiser loop both phases share: warm-up, clipping, EMA, atomic checkpoints."""
     step, t0 = meta["step"], time.time()
+    warm_from = meta.get("warm_from", 0)  # a state rebuilt from exported weights has fresh Adam moments
     model.train()
     while step < steps:
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / warmup)
+            g["lr"] = lr * min(1.0, (step - warm_from + 1) / warmup)
         loss = loss_fn(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -216,6 +217,7 @@ def train_sd(out_dir: Path, state_dir: Path, clip_dir: Path, *, vae_steps: int =
     mean, std = encode_faces(vae, data)
     scaling = latent_scaling(mean, std)
     vae.register_to_config(scaling_factor=scaling)
+    _unet_from_export(out_dir, unet_state)
     done = read_step(unet_state)
     target = done
     unet = None
@@ -245,3 +247,23 @@ def _trained_vae(out_dir: Path, vae_state: Path, vae_steps: int, device: str):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL.from_pretrained(str(Path(out_dir) / "vae")).to(device).eval(), meta
+
+
+def _unet_from_export(out_dir: Path, unet_state: Path) -> None:
+    """Rebuild a lost UNet training state from the exported pipeline (its EMA weights as both model
+    and EMA, fresh Adam moments re-warmed), so training goes on from the exported step."""
+    info_path = Path(out_dir) / "training.json"
+    if Path(unet_state).exists() or not (Path(out_dir) / "unet").is_dir() or not info_path.exists():
+        return
+    meta = json.loads(info_path.read_text()).get("unet") or {}
+    if meta.get("step", 0) <= 0:
+        return
+    from diffusers import UNet2DConditionModel
+
+    from .trainstate import save_state
+
+    unet = UNet2DConditionModel.from_pretrained(str(Path(out_dir) / "unet"))
+    meta = {**meta, "warm_from": meta["step"], "rebuilt_from_export_at": meta["step"]}
+    meta.pop("opt_step", None)
+    save_state(Path(unet_state), unet, copy.deepcopy(unet), torch.optim.AdamW(unet.parameters()), meta)
+    log.info("UNet training state rebuilt from the exported pipeline at step %d", meta["step"])
