@@ -57,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "stats": ("locobank_cli.browse", "stats_cmd", "Count jobs and directions in the catalog."),
     "export": ("locobank_cli.browse", "export_cmd", "Write directions to a safetensors pack."),
     "import": ("locobank_cli.browse", "import_cmd", "Add the directions of a pack to the catalog."),
+    "serve": ("locobank_cli.serve", "serve", "Serve a web page to search and apply edits."),
 }
 
 
