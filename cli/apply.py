@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import Finite, Stages, fail_on_library_errors, parse_floats
+from .common import Finite, Stages, fail_on_library_errors, parse_floats, parse_seeds
 from .db import db_option, open_catalog
 
 
@@ -48,13 +48,23 @@ from .db import db_option, open_catalog
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps [model default, else 50].")
 @click.option("--resize", is_flag=True, help="Resize images (and --mask) to the model's size instead of refusing.")
 @click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="Images per batch.")
+@click.option("--prompt", default=None,
+              help="Text-to-image models: the prompt the images are inverted and sampled under (a caption of "
+                   "the image) [the empty prompt]; with --generate, the prompt to sample.")
+@click.option("--negative-prompt", default="", help="Text-to-image models: the negative prompt.")
+@click.option("--guidance", type=Finite(0, 50), default=None,
+              help="Text-to-image models: classifier-free guidance scale [the model's, else 7.5].")
+@click.option("--generate", default=None, metavar="SEEDS",
+              help="Text-to-image models: instead of IMAGE files, edit the prompt's samples from these seeds "
+                   "(comma-separated, e.g. 0,1,2) on their own sampling trajectories.")
 @click.option("--model", "model_override", default=None,
               help="Model to use instead of the one recorded in the catalog (must have the same fingerprint).")
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @db_option
 @fail_on_library_errors
 def apply(args, out, query, candidates, clip_spec, domain, strength, mask, register, max_shift, spill_passes,
-          orthogonalize, sweep, seed, steps, resize, batch, model_override, device, db_url):
+          orthogonalize, sweep, seed, steps, resize, batch, prompt, negative_prompt, guidance, generate,
+          model_override, device, db_url):
     """Apply ID[:STRENGTH] ... to IMAGE... (files, folders or globs).
 
     \b
@@ -64,6 +74,8 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
     locobank apply --query "blond hair" --candidates 5 faces/ --out blond/   # the best of 5 hits per image
     locobank apply 12 face.png --sweep -8,-4,0,4,8 --out sweep.png
     locobank apply 12 face.png --mask mouth.png --out smile.png   # re-localised
+    locobank apply 7 photo.png --prompt "a photo of a man" --out edited.png     # SD: under a caption
+    locobank apply 7 --prompt "a photo of a man" --generate 0,1 --out samples/  # SD: edit samples
 
     Each image is inverted to the directions' edit time, edited and sampled back. Directions
     found at different edit times compose too: the image is inverted to the highest, and each
@@ -75,7 +87,9 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
                             strength=strength, masks=list(mask), orthogonalize=orthogonalize,
                             sweep=parse_floats(sweep) if sweep is not None else None, resize=resize, batch=batch,
                             model_override=model_override, device=device, seed=seed, steps=steps,
-                            max_shift=max_shift, spill_passes=spill_passes, register=register)
+                            max_shift=max_shift, spill_passes=spill_passes, register=register, prompt=prompt,
+                            negative_prompt=negative_prompt, guidance=guidance,
+                            generate=parse_seeds(generate) if generate is not None else [])
     with open_catalog(db_url) as cat, Stages() as progress:
         outcome = run_apply(cat, req, progress=progress)
     for line in outcome.notes:

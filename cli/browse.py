@@ -135,11 +135,15 @@ def export_cmd(ids: tuple[int, ...], out: str, force: bool, db_url: str | None) 
     """Write directions and their provenance to one safetensors pack that another catalog can import.
 
     The pack holds one tensor per direction and, in its header, the model id, revision and
-    fingerprint, t_edit, rank, singular value, mask and image hashes, and a sha256 per tensor.
+    fingerprint, t_edit, rank, singular value, mask and image hashes and file names, a sha256 per
+    tensor, and a seal (a sha256) over all of that. It holds no path of this machine.
     """
+    from locobank.catalog.packs import pack_seal
+
     with open_catalog(db_url) as catalog:
         path = catalog.export_pack(ids, out, overwrite=force)
     click.echo(f"wrote {len(set(ids))} direction(s) to {path}")
+    click.echo(f"seal {pack_seal(path)} (publish it with the pack: `import` refuses a pack edited after export)")
 
 
 @click.command("import")
@@ -149,8 +153,9 @@ def export_cmd(ids: tuple[int, ...], out: str, force: bool, db_url: str | None) 
 def import_cmd(pack: str, db_url: str | None) -> None:
     """Add the directions of a pack to the catalog; ones already there are skipped.
 
-    The whole pack is checked first (format, metadata, a sha256 per tensor, shapes); a pack that
-    fails any check is refused and nothing is written.
+    The whole pack is checked first (format, metadata, a sha256 per tensor, shapes, and the seal
+    over its provenance); a pack that fails any check, or was edited after export, is refused and
+    nothing is written. Packs of older locobank versions carry no seal and are refused.
     """
     with open_catalog(db_url) as catalog:
         new_ids = catalog.import_pack(pack)

@@ -64,6 +64,17 @@ def parse_floats(text: str, lo: float = -100.0, hi: float = 100.0) -> list[float
     return values
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]: whole non-negative numbers, at most 1000 of them."""
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of whole numbers (seeds)") from e
+    if not values or len(values) > 1000 or any(v < 0 or v >= 2**63 for v in values):
+        raise click.BadParameter(f"{text!r}: give 1 to 1000 seeds from 0 to 2**63-1, e.g. 0,1,2")
+    return list(dict.fromkeys(values))
+
+
 class Stages:
     """Progress bars for a job of named stages: ``stage(name, total)`` closes the last bar and
     returns the ``update`` of a new one. Use as a context manager so the last bar is closed."""

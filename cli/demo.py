@@ -43,3 +43,4 @@ def demo(out: Path, quick: bool, device: str | None) -> None:
     click.echo(f"open {res.report.resolve().as_uri()}")
     click.echo(f"the folder is a locobank home (catalog and index): try  "
                f"LOCOBANK_HOME={shlex.quote(str(out))} locobank search \"smile\"")
+    click.echo(f"or in the browser:  locobank serve --db {shlex.quote(str(out / 'catalog.db'))}")

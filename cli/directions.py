@@ -49,7 +49,7 @@ def directions(image, mask_path, model, rank, null_rank, basis, t_edit, steps, s
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
-        click.echo(f"{rank} directions at t={found.t} in {found.diagnostics['seconds']:.1f} s "
+        click.echo(f"{rank} directions at t={found.t_edit} in {found.diagnostics['seconds']:.1f} s "
                    f"({found.diagnostics['iterations']} iterations)")
         for i, (sv, r) in enumerate(zip(found.singular_values.tolist(), found.diagnostics["outside_residual"])):
             click.echo(f"  #{i}  singular value {sv:8.3f}   change outside mask {100 * r:5.1f}%")

@@ -53,7 +53,10 @@ from .db import db_option
               help="Seconds a claimed job stays ours; a dead worker's jobs return after this.")
 @click.option("--max-attempts", type=click.IntRange(1), default=3, show_default=True,
               help="A job whose worker died this many times is marked failed (a likely poison pill).")
-@click.option("--retry-failed", is_flag=True, help="Put this run's failed jobs back in the queue first.")
+@click.option("--retry-failed", is_flag=True,
+              help="Put this run's failed jobs back in the queue first. The run is the model plus the options "
+                   "that change what is found; --resize, --batch, --workers and --labels do not make another "
+                   "run, so `--resize --retry-failed` reruns the jobs that failed for their size.")
 @click.option("--plan-only", is_flag=True, help="Register the run and its jobs, then stop (workers can join later).")
 @db_option
 @fail_on_library_errors
@@ -61,10 +64,12 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit
             device, lease, max_attempts, retry_failed, plan_only, db_url):
     """Find LOCO directions for every (image, mask) pair and store them in the catalog.
 
-    Safe to repeat and to kill: finished jobs are kept, a job that was running is retried after
-    its lease expires, and the same command never adds a direction twice. Several workers, on
-    one machine (--workers) or many (the same command against one Postgres --db), share the jobs.
-    Exits non-zero when any job failed; --retry-failed runs those again.
+    Safe to repeat and to kill: finished jobs are kept, a job that was running is taken back at
+    once when its worker's process is gone from this machine (else after its lease expires), and
+    the same work (model, settings, image and mask bytes) is never stored twice. Several workers,
+    on one machine (--workers) or many (the same command against one Postgres --db), share the jobs.
+    Exits 1 when any job failed (--retry-failed runs those again), and 75 when jobs are still
+    leased by workers elsewhere (rerun later to resume them).
     """
     from locobank.harvest.run import HarvestRequest, run_harvest
 
@@ -81,6 +86,8 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit
     if out.failed:
         click.echo("some jobs failed; fix the inputs and run again with --retry-failed", err=True)
         raise SystemExit(1)
+    if out.unfinished:
+        raise SystemExit(75)  # EX_TEMPFAIL: not done yet, try again later
 
 
 def _report(out) -> None:
@@ -99,12 +106,27 @@ def _report(out) -> None:
         return
     click.echo(f"done {s.done}, skipped {before['done']} (already done), failed {after['failed']}, "
                f"{s.directions} new directions in {out.seconds:.1f} s")
-    if after["running"] or after["pending"]:
-        click.echo(f"{after['running']} jobs still leased by other workers, {after['pending']} pending")
-    for err in s.errors[:20]:
+    for line in s.crashes:
+        click.echo(f"  {line}", err=True)
+    for err in out.failures[:20]:
         click.echo(f"  failed: {err}", err=True)
-    if len(s.errors) > 20:
-        click.echo(f"  ... and {len(s.errors) - 20} more (locobank stats)", err=True)
+    if len(out.failures) > 20:
+        click.echo(f"  ... and {len(out.failures) - 20} more (locobank stats)", err=True)
+    if out.unfinished:
+        _unfinished(out)
+
+
+def _unfinished(out) -> None:
+    """Say that the run is not finished, which workers hold its jobs, and how to resume."""
+    after = out.after
+    held = ", ".join(f"{owner} ({n} job{'s' if n != 1 else ''}"
+                     + (f", lease ends {until:%Y-%m-%d %H:%M:%S} UTC)" if until else ")")
+                     for owner, (n, until) in out.leased.items())
+    click.echo(f"run {out.run.id} is not finished: {after['running']} job{'s' if after['running'] != 1 else ''} "
+               f"still leased by other workers{': ' + held if held else ''}; {after['pending']} pending. "
+               f"Those workers may still finish them; rerun this command later to resume the rest (a job "
+               f"whose worker died is taken back when its lease ends, at once on that worker's machine).",
+               err=True)
 
 
 def _t_edit_for(items: tuple[str, ...]) -> dict[str, float]:

@@ -44,7 +44,9 @@ def sheet(ids: tuple[int, ...], out: Path, clip_spec: str, title: str | None, db
     Each row is the preview strip stored by `locobank index build` (the direction's source image
     edited at -strength, 0 and +strength), turned so it reads "less -> more" of the direction's
     name, and labelled with its id, name and sign, mask, singular value, transfer consistency and
-    locality. A direction without a preview gets a grey placeholder. No model is loaded.
+    locality. Over each tile is the strength to type in `locobank apply ID:STRENGTH` for it, as
+    that strip was rendered (the gallery and search hits use the same signed strengths). A
+    direction without a preview gets a grey placeholder. No model is loaded.
     """
     from locobank.views import contact_sheet
 

@@ -153,6 +153,51 @@ def train_sd_cmd(out, state_dir, vae_steps, steps, export_every, seed, device) -
     click.echo(f"toy latent model at UNet step {info['unet']['step']} in {out}")
 
 
+@toy.command("eval-sd")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A toy latent pipeline folder, e.g. a training export [the shipped toyfaces-sd].")
+@click.option("--faces", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Held-out faces per study (sources, transfer targets, round trip, text-supervised edits).")
+@click.option("--adherence-faces", type=click.IntRange(1, 1000), default=200, show_default=True,
+              help="Faces generated from held-out captions for prompt adherence.")
+@click.option("--t-edit", type=Finite(0, 1, open_lo=True, open_hi=True), default=None,
+              help="Edit time [the model's locobank.json].")
+@click.option("--null-rank", type=click.IntRange(0, 256), default=None, help="Null-space rank [model default].")
+@click.option("--strength", type=Finite(0, 100, open_lo=True), default=None, help="Lambda [model default per part].")
+@click.option("--basis", type=click.Choice(["projected", "constrained"]), default=None, help="[model default]")
+@click.option("--steps", type=click.IntRange(1, 1000), default=20, show_default=True, help="DDIM steps of the edits.")
+@click.option("--samples", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the first 64 caption samples as a grid here.")
+@click.option("--json", "as_json", is_flag=True)
+@fail_on_library_errors
+def eval_sd_cmd(model_dir, faces, adherence_faces, t_edit, null_rank, strength, basis, steps, samples, as_json) -> None:
+    """Measure the toy latent text-to-image model's bars on held-out faces: VAE reconstruction,
+    prompt adherence (toy CLIP zero-shot), round trip under the caption, T-LOCO locality
+    (unsupervised, on the source and on transfer) and text-supervised edits (probe and locality)."""
+    import json
+
+    from locobank.toyworld.sd_report import sd_eval_report
+
+    with Stages() as progress:
+        r = sd_eval_report(model_dir, faces=faces, adherence_faces=adherence_faces, t_edit=t_edit,
+                           null_rank=null_rank, strength=strength, basis=basis, steps=steps, samples=samples,
+                           progress=progress)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"t_edit {r['t_edit']}, null rank {r['null_rank']}, basis {r['basis']}, guidance {r['guidance']}")
+    click.echo(f"VAE reconstruction: PSNR mean {r['vae_psnr']['mean']:.1f} dB, min {r['vae_psnr']['min']:.1f} dB")
+    for task, a in r["adherence"].items():
+        click.echo(f"adherence {task:15s}: {a['accuracy']:.0%} of {a['n']}")
+    click.echo(f"round trip under the caption: PSNR mean {r['round_trip_psnr']['mean']:.1f} dB")
+    for part, s in r["locality"].items():
+        click.echo(f"locality {part:6s} (λ {s['strength']:g}): source median {s['source']['median']:.2f}, "
+                   f"transfer median {s['transfer']['median']:.2f}, RMS change {s['rms_change']:.3f}")
+    for q, s in r["supervised"].items():
+        click.echo(f"text-supervised {q!r:13s}: moved the right way on {s['moved_right_way']}/{s['n']}, "
+                   f"locality median {s['locality'].get('median', float('nan')):.2f}")
+
+
 @toy.command("eval")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="A toy DDPM folder to measure, e.g. a training export [the shipped toy DDPM].")

@@ -188,7 +188,7 @@ def _write_report(res: DemoResult, model_id: str, params) -> None:
     from .search import named
 
     e = html.escape
-    parts = [f"<!doctype html><meta charset='utf-8'><title>locobank demo</title><style>"
+    parts = ["<!doctype html><meta charset='utf-8'><title>locobank demo</title><style>"
              "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
              "img{image-rendering:pixelated;margin:4px;border:1px solid #ddd}"
              "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}"

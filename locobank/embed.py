@@ -9,6 +9,7 @@ transfer consistency is the mean cosine between the per-image effects.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -87,6 +88,19 @@ class StateCache:
         return torch.stack([self._x[(u, t)] for u in uris])
 
 
+def _cache_for(caches: dict, model: LoadedModel, condition: dict | None, steps: int) -> StateCache:
+    """The state cache of the prompt a direction was found under (the model's own for none):
+    its effect is rendered on the probe images inverted and sampled under that prompt."""
+    from .models import conditioned
+
+    c = condition or {}
+    key = json.dumps([c.get("prompt", ""), c.get("negative_prompt", ""), c.get("guidance")])
+    if key not in caches:
+        m = conditioned(model, c["prompt"], c.get("negative_prompt", ""), c.get("guidance")) if c else model
+        caches[key] = StateCache(m, steps)
+    return caches[key]
+
+
 def source_locality(catalog, record, model: LoadedModel, *deltas: torch.Tensor) -> float | None:
     """Share of the rendered change on the source image (each of ``deltas``) inside the direction's
     own mask; None when the mask file can no longer be read."""
@@ -143,7 +157,7 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
                 progress(len(group))
             continue
         n_steps = int(steps or model.settings.render_steps)
-        cache = StateCache(model, n_steps)
+        caches: dict[str, StateCache] = {}  # one per prompt: a text-to-image direction renders under its own
         probes = probe_images(catalog, fp, n_probes)
         for i in range(0, len(group), batch):
             chunk = group[i : i + batch]
@@ -152,10 +166,11 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
                 lam = float(strength if strength is not None else model.strength_for(r.mask_label))
                 try:
                     uris = [r.image_uri] + [p for p in probes if p != r.image_uri][:n_probes]
+                    cache = _cache_for(caches, model, r.condition, n_steps)
                     xt = cache.states(uris, r.t_edit)
                     v = catalog.load_vector(r.id, expected_fingerprint=fp).to(model.device, torch.float32)
                     states = torch.cat([xt + lam * v, xt - lam * v, xt[:1]])
-                    out = core.sample(model, states, r.t_edit, n_steps)
+                    out = core.sample(cache.model, states, r.t_edit, n_steps)
                     k = len(uris)
                     plus, minus, zero = out[:k], out[k : 2 * k], out[2 * k :]
                     vec, consistency = effect_vector(clip, plus, minus)

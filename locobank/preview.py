@@ -24,7 +24,7 @@ class Preview:
 
     def info(self) -> dict:
         """Singular values and diagnostics as plain data."""
-        return {"singular_values": self.found.singular_values.tolist(), "t": self.found.t,
+        return {"singular_values": self.found.singular_values.tolist(), "t_edit": self.found.t_edit,
                 "strengths": self.strengths, "fingerprint": self.found.fingerprint,
                 "diagnostics": self.found.diagnostics}
 
@@ -55,7 +55,7 @@ def preview_directions(model: LoadedModel, image: Path, mask_path: Path, *, rank
     rows = []
     for i in range(rank):
         xs = torch.cat([xt + v * found.vectors[i] for v in values])
-        rows.append(np.concatenate([to_uint8(im) for im in core.sample(model, xs, found.t, steps)], 1))
+        rows.append(np.concatenate([to_uint8(im) for im in core.sample(model, xs, found.t_edit, steps)], 1))
         if progress:
             progress(1)
     return Preview(found, values, np.concatenate(rows, 0))

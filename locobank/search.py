@@ -123,6 +123,7 @@ class Hit:
     transfer: float | None = None  # transfer consistency of the effect
     match: float | None = None
     strength: float | None = None  # the default strength: the one its effect was rendered at
+    condition: dict | None = None  # text-to-image models: the prompt (and guidance) it was found under
 
     @property
     def signed_strength(self) -> float | None:
@@ -133,7 +134,8 @@ class Hit:
         """The command that applies this hit's edit."""
         s = self.signed_strength
         spec = f"{self.id}:{s:+g}" if s is not None else f"{self.id}:{'-' if self.sign < 0 else '+'}STRENGTH"
-        return f"locobank apply {spec} {image} --out {out}"
+        prompt = f" --prompt {_quoted(self.condition['prompt'])}" if self.condition else ""
+        return f"locobank apply {spec} {image}{prompt} --out {out}"
 
     def to_dict(self) -> dict:
         return {"id": self.id, "score": round(self.score, 6),
@@ -141,7 +143,14 @@ class Hit:
                 "transfer": None if self.transfer is None else round(self.transfer, 6), "sign": self.sign,
                 "strength": self.signed_strength, "label": self.label, "label_sign": self.label_sign,
                 "mask_label": self.mask_label, "model_id": self.model_id, "fingerprint": self.fingerprint,
-                "singular_value": self.singular_value, "t_edit": self.t_edit, "apply": self.command()}
+                "singular_value": self.singular_value, "t_edit": self.t_edit, "condition": self.condition,
+                "apply": self.command()}
+
+
+def _quoted(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "face", model: str | None = None,
@@ -219,7 +228,7 @@ class _Ranker:
                 r = self.records[did]
                 if r is not None:
                     out.append(Hit(did, score, sign, r.label, r.label_sign, r.mask_label, r.model_id, r.fingerprint,
-                                   r.singular_value, r.t_edit, c, m, strength))
+                                   r.singular_value, r.t_edit, c, m, strength, r.condition))
                     if len(out) == k:
                         return out
         return out

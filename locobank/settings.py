@@ -67,6 +67,8 @@ class ModelSettings:
     - ``max_shift``, ``spill_passes``, ``register_scale``, ``register_range``: how ``apply --mask``
       makes a transferred direction local (``register_range`` None: a quarter of the resolution).
     - ``render_steps``: DDIM steps for the effect previews the index embeds.
+    - ``guidance``: text-to-image models only: the classifier-free guidance scale of the prompt
+      that harvest and apply condition on (SD's default 7.5).
     - ``notes``: the ``why*`` keys, kept as written.
     """
 
@@ -86,6 +88,7 @@ class ModelSettings:
     register_scale: str = "xy"
     register_range: int | None = None
     render_steps: int = 20
+    guidance: float = 7.5
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -97,6 +100,7 @@ class ModelSettings:
         for label, s in self.strength_by_label.items():
             _float_in(f"strength_by_label[{label!r}]", s, 0.0, 1000.0)
         _int_in("render_steps", self.render_steps, 1, 1000)
+        _float_in("guidance", self.guidance, 0.0, 50.0)
         for name, value, allowed in (("basis", self.basis, BASES), ("jacobian_at", self.jacobian_at, JACOBIAN_AT),
                                      ("register_scale", self.register_scale, SCALE_AXES)):
             if value not in allowed:

@@ -10,7 +10,7 @@ import pytest
 import safetensors
 import safetensors.numpy
 import torch
-from catalog_support import FP, harvest_all, make_world
+from catalog_support import FP, harvest_all, make_world, new_directions, sha
 
 from locobank.catalog import Catalog
 from locobank.catalog.safetensors_io import decode, encode
@@ -36,9 +36,8 @@ PROVENANCE = (
     "mask_label",
     "mask_sha256",
     "image_sha256",
-    "image_uri",
     "locobank_version",
-)
+)  # not image_uri: a pack carries the image's name, never the exporting machine's path
 
 
 def _export(cat: Catalog, out: Path) -> tuple[Catalog, list[int], Path]:
@@ -76,6 +75,7 @@ def test_export_import_round_trip(pack, target):
     for old, new in zip(ids, new_ids, strict=False):
         a, b = source.get_direction(old), target.get_direction(new)
         assert {k: getattr(a, k) for k in PROVENANCE} == {k: getattr(b, k) for k in PROVENANCE}
+        assert b.image_uri == "pack:" + Path(a.image_uri).name  # names the image, points at no file
         assert torch.equal(source.load_vector(old), target.load_vector(new, expected_fingerprint=FP))
         assert target.get_job(b.job_id).status == "done"
     assert target.get_model(FP).config == {"sample_size": 8}
@@ -96,12 +96,13 @@ def test_pack_is_a_plain_safetensors_file_with_provenance_in_its_header(pack):
     assert sorted(arrays) == sorted(f"direction.{i}" for i in ids)
     with safetensors.safe_open(path, "np") as f:
         meta = f.metadata()
-    assert meta["format"] == "locobank.pack/1"
+    assert meta["format"] == "locobank.pack/2" and len(meta["seal"]) == 64
     entries = json.loads(meta["directions"])
     first = entries[0]
     assert first["model"]["fingerprint"] == FP and first["model"]["model_id"] == "local:toy-ddpm"
     assert {"t_edit", "rank_index", "singular_value", "null_rank", "sha256"} <= set(first)
-    assert {"label", "sha256", "area"} <= set(first["mask"]) and "sha256" in first["image"]
+    assert {"label", "sha256", "area"} <= set(first["mask"]) and {"sha256", "name"} <= set(first["image"])
+    assert "uri" not in first["image"] and first["image"]["name"] == "face 0 é.png"
     assert first["run"]["locobank_version"]
     np.testing.assert_array_equal(arrays[first["tensor"]], source.load_vector(first["id"]).numpy())
 
@@ -226,3 +227,110 @@ def test_import_refuses_files_that_are_not_packs(target, tmp_path):
         target.import_pack(ints)
     with pytest.raises(PackError, match="cannot read"):
         target.import_pack(tmp_path / "missing.safetensors")
+
+
+# -- the seal: provenance is covered like the tensors ------------------------------------------------
+
+
+def _meta(key, value):
+    def edit(meta, entries, tensors):
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+
+    return edit
+
+
+def _empty(target: Catalog) -> bool:
+    stats = target.stats()
+    return (stats["directions"], stats["models"], stats["images"], stats["runs"], stats["vectors"]) == (0, {}, 0, 0, 0)
+
+
+def test_a_pack_rewritten_without_changes_still_imports(sqlite_pack, target, tmp_path):
+    """The seal is over the provenance's content, not its bytes: re-encoding the same header is fine."""
+    _, ids, path = sqlite_pack
+    same = rewrite(path, tmp_path / "same.safetensors", lambda m, e, t: None)
+    assert same.read_bytes() != path.read_bytes()  # other JSON spacing...
+    assert len(target.import_pack(same)) == len(ids)  # ...same provenance
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _set("t_edit", 900),
+        _set("t_edit_frac", 0.9),
+        _set("singular_value", 99.0),
+        _set("image.name", "forged.png"),
+        _set("image.sha256", "1" * 64),
+        _set("mask.area", 1),
+        _set("mask.label", "eyes"),
+        _set("label", "frown"),
+        _set("label_sign", -1),
+        _set("null_rank", 0),
+        _set("diagnostics", {}),
+        _set("condition", {"prompt": "a forged prompt"}),
+        _set("model.model_id", "google/ddpm-celebahq-256"),
+        _set("model.config", {"sample_size": 8, "source": "google/ddpm-celebahq-256"}),
+        _set("run.locobank_version", "9.9.9"),
+        _meta("locobank_version", "9.9.9"),
+        _meta("seal", "0" * 64),
+    ],
+    ids=lambda e: getattr(e, "__qualname__", "edit"),
+)
+def test_import_refuses_edited_provenance_and_writes_nothing(sqlite_pack, target, tmp_path, edit):
+    _, _, path = sqlite_pack
+    bad = rewrite(path, tmp_path / "forged.safetensors", edit)
+    with pytest.raises(PackError, match="does not match its seal.*nothing was imported"):
+        target.import_pack(bad)
+    assert _empty(target)
+
+
+def test_import_refuses_a_pack_without_a_seal_or_of_the_old_format(sqlite_pack, target, tmp_path):
+    _, _, path = sqlite_pack
+    unsealed = rewrite(path, tmp_path / "unsealed.safetensors", _meta("seal", None))
+    with pytest.raises(PackError, match="no valid seal"):
+        target.import_pack(unsealed)
+
+    def old_format(meta, entries, tensors):  # what locobank wrote before packs were sealed
+        meta.pop("seal")
+        meta["format"] = "locobank.pack/1"
+        for e in entries:
+            e["image"]["uri"] = "/data/faces/" + e["image"].pop("name")
+
+    old = rewrite(path, tmp_path / "old.safetensors", old_format)
+    with pytest.raises(PackError, match=r"older locobank \(format locobank.pack/1\).*not sealed.*Export the direc"):
+        target.import_pack(old)
+    assert _empty(target)
+
+
+def test_a_pack_carries_no_local_path(sqlite_migrated_url, target, tmp_path):
+    """Model folder, weights path and image and mask paths stay on this machine; the model's Hub id,
+    fingerprint and config, and each image's sha256 and file name travel."""
+    here = str(tmp_path)
+    with Catalog.open(sqlite_migrated_url) as cat:
+        for fp, source in ((FP, str(tmp_path / "models" / "tiny")), ("fedcba9876543210", "google/ddpm-cifar10-32")):
+            model = cat.get_or_create_model(
+                "local:tiny" if fp == FP else source, fingerprint=fp, resolution=8, channels=3,
+                config={"source": source, "unet": {"_name_or_path": str(tmp_path / "models" / "tiny" / "unet"),
+                                                   "sample_size": 8, "paths": [str(tmp_path / "x"), "kept"]}},
+            )
+            image = cat.add_image(str(tmp_path / "faces" / f"face {fp[:2]}.png"), sha(f"i{fp}"), width=8, height=8,
+                                  channels=3)
+            mask = cat.add_mask(image.id, "mouth", sha(f"m{fp}"), area=5, uri=str(tmp_path / "faces" / "m.png"))
+            run = cat.get_or_create_run(model, {"model": fp, "rank": 1, "resize": True})
+            cat.enqueue_jobs(run.id, [(image.id, mask.id)])
+            (job,) = cat.claim_jobs(run.id, "w")
+            cat.complete_job(job.id, "w", new_directions(1, rank=1))
+        ids = [d.id for d in cat.list_directions()]
+        path = cat.export_pack(ids, tmp_path / "pack.safetensors")
+    blob = path.read_bytes()
+    assert here.encode() not in blob and json.dumps(here)[1:-1].encode() not in blob
+    meta, _ = decode(blob)
+    local, hub = json.loads(meta["directions"])
+    assert "source" not in local["model"]["config"] and local["model"]["config"]["unet"] == {
+        "sample_size": 8, "paths": ["kept"]}
+    assert hub["model"]["config"]["source"] == "google/ddpm-cifar10-32"  # a Hub id finds the model anywhere
+    assert local["image"]["name"] == "face 01.png" and local["run"]["params"] == {"model": FP, "rank": 1}
+    assert target.import_pack(path) and {d.image_uri for d in target.list_directions()} == {
+        "pack:face 01.png", "pack:face fe.png"}

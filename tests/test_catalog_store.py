@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,7 +17,8 @@ from sqlalchemy import select, update
 
 from locobank.catalog import NewDirection
 from locobank.catalog.safetensors_io import RawTensor, encode, encode_vector, sha256_hex, to_raw
-from locobank.catalog.schema import Direction, Job, Vector, utcnow
+from locobank.catalog.canonical import params_hash
+from locobank.catalog.schema import Direction, HarvestRun, Job, Vector, utcnow
 from locobank.errors import CatalogError, FingerprintMismatch, InputError, IntegrityError, LeaseLost, NotFound
 
 pytest_plugins = ["catalog_support"]  # fixtures: catalog, backend_url, pg_url, sqlite_url, ...
@@ -166,6 +170,68 @@ def test_jobs_whose_worker_keeps_dying_end_failed(catalog):
     assert catalog.claim_jobs(w.run.id, "w3", max_attempts=2) == []
     dead = catalog.get_job(job.id)
     assert dead.status == "failed" and "gave up after 2 attempts" in dead.error
+
+
+def _exited_pid() -> int:
+    """The pid of a real process that has exited (and been reaped): a worker killed with -9."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_jobs_of_a_dead_worker_on_this_host_are_taken_back_at_once(catalog):
+    """A lease whose owner is a process gone from this host is taken back without waiting for its
+    600 s to run out; live workers (here or on another host) keep theirs."""
+    from locobank.harvest.leases import dead_owners, default_owner, owner_is_dead
+
+    host = socket.gethostname()
+    w = make_world(catalog, n_images=4, labels=("mouth",))
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owners = [f"{host}:{_exited_pid()}", f"{host}:{alive.pid}", "elsewhere.example:4242", default_owner()]
+        jobs = {o: catalog.claim_jobs(w.run.id, o, lease_seconds=600)[0].id for o in owners}
+        holders = catalog.lease_holders(w.run.id)
+        assert {o: n for o, (n, _) in holders.items()} == dict.fromkeys(owners, 1)
+        assert all(until is not None for _, until in holders.values())
+        gone = dead_owners(holders)
+        assert gone == {owners[0]}
+        assert catalog.claim_jobs(w.run.id, "new", n=4) == []  # without knowing, everything waits for 600 s
+        (taken,) = catalog.claim_jobs(w.run.id, "new", n=4, dead_owners=gone)
+        assert taken.id == jobs[owners[0]] and taken.attempts == 2 and taken.lease_owner == "new"
+        alive.kill()
+        alive.wait()
+        assert owner_is_dead(owners[1])  # the same worker, once its process is gone
+    finally:
+        alive.kill()
+        alive.wait()
+    assert not owner_is_dead("import") and not owner_is_dead(f"{host}:notapid")
+    # A worker that keeps dying on a job (killed by the OOM killer, say) ends it failed, as with expiry.
+    (again,) = catalog.claim_jobs(w.run.id, owners[0], n=1, dead_owners={"new"}, max_attempts=5)
+    assert again.id == jobs[owners[0]] and again.attempts == 3
+    assert catalog.claim_jobs(w.run.id, "newer", dead_owners={owners[0]}, max_attempts=3) == []
+    assert catalog.get_job(again.id).status == "failed"
+
+
+def test_input_options_do_not_make_another_run(catalog):
+    """--resize says how inputs are read, not what is found: the same run, so its failed jobs can be
+    retried with it and its done jobs are not redone; runs recorded with it before are continued."""
+    w = make_world(catalog, n_images=1, labels=("mouth",), params={"rank": 3, "resize": False})
+    assert w.run.params == {"rank": 3}
+    assert catalog.get_or_create_run(w.model, {"rank": 3, "resize": True}).id == w.run.id
+    assert catalog.get_or_create_run(w.model, {"rank": 4}).id != w.run.id
+    (job,) = catalog.claim_jobs(w.run.id, "w")
+    catalog.fail_job(job.id, "w", "image is 32x32 but the model takes 8x8; pass --resize to resize it")
+    rerun = catalog.get_or_create_run(w.model, {"rank": 3, "resize": True})
+    assert catalog.retry_failed(rerun.id) == 1 and catalog.get_job(job.id).status == "pending"
+    # A run recorded by older code, with resize among its params, is the one a rerun continues.
+    legacy = {"rank": 7, "resize": True}
+    with catalog._tx(write=True) as s:
+        s.add(HarvestRun(model_id=w.model.id, params=legacy, params_hash=params_hash(legacy), locobank_version="0"))
+    with catalog._tx() as s:
+        legacy_id = s.scalar(select(HarvestRun.id).where(HarvestRun.params_hash == params_hash(legacy)))
+    assert catalog.get_or_create_run(w.model, {"rank": 7}).id == legacy_id
+    assert catalog.get_or_create_run(w.model, {"rank": 7, "resize": False}).id == legacy_id
+    assert catalog.stats()["runs"] == 3
 
 
 def test_corrupted_vector_bytes_are_caught(catalog):

@@ -41,6 +41,7 @@ DIRECTION_KEYS = {
     "mask_uri": (str, type(None)),
     "created_at": str,
     "deleted_at": (str, type(None)),
+    "condition": (dict, type(None)),
 }
 
 

@@ -100,7 +100,7 @@ def test_find_directions_returns_unit_local_directions(model, image, mask):
     diag = d.diagnostics
     assert diag["iterations"] >= 2 and diag["seconds"] > 0
     assert len(diag["outside_residual"]) == 3 and all(0 <= r <= 1 for r in diag["outside_residual"])
-    assert d.t == 600 and d.fingerprint == model.fingerprint
+    assert d.t_edit == 600 and d.fingerprint == model.fingerprint
 
 
 @pytest.mark.slow
@@ -154,7 +154,7 @@ def test_directions_of_different_edit_times_compose_exactly():
     out = core.edit(lm, x0, [(a, 2.0), (b, -3.0)], steps=7)
     want = x0 + 2.0 * v[0] / acp[400].sqrt().float() - 3.0 * v[1] / acp[637].sqrt().float()
     torch.testing.assert_close(out.images, want, rtol=1e-4, atol=1e-4)
-    assert out.t == 637
+    assert out.t_edit == 637
     swapped = core.edit(lm, x0, [(b, -3.0), (a, 2.0)], steps=7)
     torch.testing.assert_close(swapped.images, out.images)
     zero = core.edit(lm, x0, [(a, 0.0), (b, 0.0)], steps=7)
@@ -408,7 +408,7 @@ def test_edit_each_gives_each_directions_own_edit(model, image, mask):
     assert sorted(got) == [0, 1, 2] and seen == [2, 2, 2]
     for i, (d, s) in enumerate(zip(dirs, strengths)):
         want = core.edit(model, two, [(d, s)], steps=6)
-        assert torch.equal(got[i].images, want.images) and got[i].t == d.t
+        assert torch.equal(got[i].images, want.images) and got[i].t_edit == d.t_edit
     tol = core.REPROJECT_TOL
     for options in ({"batch": 2, "spill_passes": 0}, {"batch": 2, "spill_passes": 1},
                     {"batch": 16, "eta_tail": 0.5, "seed": 3, "spill_passes": 1}):

@@ -23,6 +23,7 @@ class LatentDouble:
     mixes channels, the "decoder" mixes back and upsamples."""
 
     name = "latent-double"
+    clip_sample = False
 
     def __init__(self, seed: int = 0):
         g = torch.Generator().manual_seed(seed)

@@ -248,8 +248,6 @@ def test_jacobian_at_noised_states(tiny_model, faces, tmp_path):
 
 
 def test_noise_to_is_per_image_and_seeded(tiny_model):
-    import dataclasses
-
     import torch
 
     from locobank import core
@@ -372,3 +370,129 @@ def test_relative_paths_are_stored_absolute_and_unknown_labels_are_named(tiny_mo
         job = cat.get_job(recs[0].job_id)
     assert Path(job.image_uri).is_absolute() and Path(job.image_uri).is_file()
     assert Path(job.mask_uri).is_absolute() and Path(job.mask_uri).is_file()
+
+
+# -- reruns, leases and failure reports (issue 23) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny8(tmp_path_factory) -> Path:
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny8", size=8)
+
+
+def _image(path: Path, size: int, seed: int) -> Path:
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), np.uint8)).save(path)
+    return path
+
+
+def _mask(path: Path, size: int, fill: str = "block") -> Path:
+    m = np.zeros((size, size), np.uint8)
+    if fill == "block":
+        m[size // 4 : size // 2, size // 4 : 3 * size // 4] = 255
+    elif fill == "all":
+        m[:] = 255
+    Image.fromarray(m).save(path)
+    return path
+
+
+def test_failures_name_the_files_that_failed(tiny8, tmp_path):
+    """Copies of one image are one image row (keyed by their bytes) recorded under the first path;
+    each failure still names the file of this call that failed, not the first copy."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _image(folder / "a.png", 8, 0)
+    for copy in ("b", "d", "e"):
+        (folder / f"{copy}.png").write_bytes((folder / "a.png").read_bytes())
+    _image(folder / "c.png", 8, 1)
+    _mask(folder / "a_eyes.png", 8, "none")  # empty: fails
+    _mask(folder / "b_mouth.png", 8, "none")  # empty: fails
+    (folder / "e_mouth.png").write_bytes((folder / "b_mouth.png").read_bytes())  # same bytes as b's: one job
+    _mask(folder / "d_mouth.png", 8, "all")  # everything: fails (the null space needs pixels outside)
+    _mask(folder / "c_mouth.png", 8, "none")
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    res = CliRunner().invoke(cli, ["harvest", "--model", str(tiny8), "--images", str(folder), *FAST, "--db", db])
+    assert res.exit_code == 1, res.output
+    assert "done 0, skipped 0 (already done), failed 4" in res.output
+    lines = [line.strip() for line in res.output.splitlines()]
+    failed = sorted(line[len("failed: "):] for line in lines if line.startswith("failed:"))
+    assert [line.split(":")[0].split(" (")[0] for line in failed] == [
+        "a.png [eyes]", "b.png, e.png [mouth]", "c.png [mouth]", "d.png [mouth]"]
+    assert "(same bytes as a.png)" in failed[1] and "(same bytes" not in failed[0] + failed[2]
+    assert "b_mouth.png is empty" in failed[1] and "covers the whole image" in failed[3]
+    assert not any(line.startswith("a.png [mouth]") for line in failed)
+
+
+@pytest.mark.slow
+def test_a_rerun_with_resize_continues_the_run_and_never_stores_twice(tiny8, tmp_path):
+    """The case from the issue: jobs fail for their size, the rerun with --resize is the same run
+    (no new run, nothing stored twice), and --retry-failed requeues exactly those jobs."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _image(folder / "small.png", 8, 0)
+    _mask(folder / "small_mouth.png", 8)
+    _image(folder / "big.png", 32, 1)
+    _mask(folder / "big_mouth.png", 32)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    args = ["harvest", "--model", str(tiny8), "--images", str(folder), *FAST, "--db", db]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 1 and "done 1, skipped 0 (already done), failed 1" in first.output, first.output
+    assert "big.png [mouth]" in first.output and "pass --resize" in first.output
+    resized = CliRunner().invoke(cli, [*args, "--resize"])
+    assert resized.exit_code == 1, resized.output
+    assert "run 1 " in resized.output and "done 0, skipped 1 (already done), failed 1, 0 new" in resized.output
+    retried = CliRunner().invoke(cli, [*args, "--resize", "--retry-failed"])
+    assert retried.exit_code == 0, retried.output
+    assert "requeued 1 failed job\n" in retried.output and "run 1 " in retried.output
+    assert "done 1, skipped 1 (already done), failed 0, 2 new directions" in retried.output
+    with Catalog.open(db) as cat:
+        dirs = cat.list_directions()
+        assert cat.stats()["runs"] == 1 and len(dirs) == 4
+        assert len({(d.image_sha256, d.mask_sha256, d.rank_index) for d in dirs}) == 4
+        assert len({d.vector_sha256 for d in dirs}) == 4
+        assert "resize" not in cat.get_run(dirs[0].run_id).params
+
+
+def test_a_run_left_with_jobs_leased_elsewhere_says_so_and_fails(tiny8, tmp_path):
+    """Jobs held by a live worker on another machine are its to finish: the run says who holds
+    them and that a rerun resumes them, and does not exit 0."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for stem, seed in (("a", 0), ("b", 1)):
+        _image(folder / f"{stem}.png", 8, seed)
+        _mask(folder / f"{stem}_mouth.png", 8)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    args = ["harvest", "--model", str(tiny8), "--images", str(folder), *FAST, "--db", db]
+    assert CliRunner().invoke(cli, [*args, "--plan-only"]).exit_code == 0
+    with Catalog.open(db) as cat:
+        run_id = cat.list_jobs(1)[0].run_id
+        assert len(cat.claim_jobs(run_id, "gpu-box-7:4242", n=2, lease_seconds=600)) == 2
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 75, res.output
+    said = "run 1 is not finished: 2 jobs still leased by other workers: gpu-box-7:4242 (2 jobs, lease ends"
+    assert said in res.output
+    assert "rerun this command later to resume" in res.output
+
+
+@pytest.mark.slow
+def test_the_next_harvest_takes_back_a_dead_workers_job_at_once(tiny8, tmp_path):
+    """After kill -9 of the only worker, a rerun on the same machine finishes its job now, not after
+    the 600 s lease."""
+    import socket
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _image(folder / "a.png", 8, 0)
+    _mask(folder / "a_mouth.png", 8)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    args = ["harvest", "--model", str(tiny8), "--images", str(folder), *FAST, "--db", db]
+    assert CliRunner().invoke(cli, [*args, "--plan-only"]).exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a real process that is gone: its pid names the killed worker
+    with Catalog.open(db) as cat:
+        (job,) = cat.claim_jobs(1, f"{socket.gethostname()}:{proc.pid}", lease_seconds=600)
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "done 1, skipped 0 (already done), failed 0, 2 new directions" in res.output
+    assert "still leased" not in res.output
+    with Catalog.open(db) as cat:
+        assert cat.get_job(job.id).status == "done" and cat.get_job(job.id).attempts == 2

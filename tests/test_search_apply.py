@@ -149,7 +149,7 @@ def test_search_cli_json_schema_and_filters(world, tmp_path):
     assert 1 <= len(hits) <= 4
     for h in hits:
         assert set(h) == {"id", "score", "match", "transfer", "sign", "strength", "label", "label_sign", "mask_label",
-                          "model_id", "fingerprint", "singular_value", "t_edit", "apply"}
+                          "model_id", "fingerprint", "singular_value", "t_edit", "condition", "apply"}
         assert h["sign"] in (1, -1) and isinstance(h["score"], float)
         # the strength carries the sign that does the edit, and the command is ready to run
         assert h["strength"] * h["sign"] > 0 and h["apply"].startswith(f"locobank apply {h['id']}:{h['strength']:+g} ")
@@ -179,7 +179,7 @@ def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
     unseen = sorted(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
     a = _apply(world, "1:3", str(unseen[0]), "--out", str(tmp_path / "a.png"), "--steps", "3", "--seed", "5")
     b = _apply(world, "1:3", str(unseen[0]), "--out", str(tmp_path / "b.png"), "--steps", "3", "--seed", "5")
-    assert a.exit_code == 0, a.output
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     assert Image.open(tmp_path / "a.png").size == (32, 32)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
     many = _apply(world, "1:3", "2:-2", str(world["root"] / "unseen"), "--out", str(tmp_path / "many"), "--steps", "3",

@@ -19,7 +19,7 @@ from PIL import Image
 from locobank_cli.main import cli
 from locobank.catalog import Catalog, NewDirection
 from locobank.catalog.records import NewEffect
-from locobank.views import NO_PREVIEW, SheetLayout, contact_sheet, gallery
+from locobank.views import NO_PREVIEW, SheetLayout, contact_sheet, gallery, sheet_rows
 
 pytest_plugins = ["catalog_support"]  # fixtures: sqlite_migrated_url, ...
 
@@ -162,6 +162,40 @@ def test_contact_sheet_with_a_renderer(cat, filled, tmp_path):
         assert np.array_equal(crop(sheet, layout.tile_box(1, c)), upscaled(tiles[4 - c], 96))
 
 
+def test_each_row_is_labelled_with_the_strengths_it_was_rendered_at(cat, filled, tmp_path):
+    """The issue's sheet had a hair row rendered at +-12 under headers saying +-4. Each row now carries,
+    over each tile, the strength to type for `apply` to get that tile: the strength its strip was
+    rendered at (not an effect's), signed along v as search hits and the gallery are."""
+    hair = filled["unnamed"]
+    cat.put_preview(hair, png(strip_tiles()), 12.0)
+    cat.put_effects([effect(hair, strength=4.0)])
+    ids = [filled["smile"], filled["evil"], hair, filled["smile"]]
+    rows = sheet_rows(cat, ids, clip_id=CLIP)
+    assert [r.labels for r in rows] == [["-8", "0", "+8"], ["+8", "0", "-8"], ["-12", "0", "+12"], ["-8", "0", "+8"]]
+    data = {d["id"]: d for d in page_data(gallery(cat, tmp_path / "g", clip_id=CLIP))}
+    assert [data[i]["strengths"] for i in ids] == [r.labels for r in rows]  # one convention: sheet = gallery
+    (asked,) = sheet_rows(cat, [filled["smile"]], signs=[-1])  # a search hit along -v: typed as such
+    assert asked.labels == ["+8", "0", "-8"] and np.array_equal(asked.tiles[0], strip_tiles()[2])
+
+    def render(did: int):
+        return [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(5)], [-12.0, -6.0, 0.0, 6.0, 12.0]
+
+    (rendered,) = sheet_rows(cat, [filled["evil"]], render=render)
+    assert rendered.labels == ["+12", "+6", "0", "-6", "-12"] and int(rendered.tiles[0][0, 0, 0]) == 160
+    # Drawn: the band over each tile shows its label, so equal labels look the same and others differ.
+    sheet = Image.open(contact_sheet(cat, ids, tmp_path / "s.png", clip_id=CLIP))
+    layout = SheetLayout(rows=4, cols=3, tile=96)
+    assert sheet.size == layout.size
+
+    def band(r: int, c: int) -> np.ndarray:
+        return crop(sheet, layout.band_box(r, c))
+
+    assert np.array_equal(band(0, 0), band(3, 0)) and np.array_equal(band(0, 0), band(1, 2))  # "-8"
+    assert np.array_equal(band(0, 2), band(1, 0)) and not np.array_equal(band(0, 0), band(0, 2))  # "+8", "-8"
+    assert not np.array_equal(band(2, 0), band(0, 0)) and not np.array_equal(band(2, 2), band(0, 2))  # 12 vs 8
+    assert all((band(r, c) < 128).any() for r in range(4) for c in range(3))
+
+
 def test_contact_sheet_refuses_bad_input(cat, filled, tmp_path):
     from locobank.errors import InputError, NotFound
 
@@ -201,8 +235,9 @@ def test_gallery_files_data_and_escaping(cat, filled, tmp_path):
     assert smile["command"] == f"locobank apply {filled['smile']}:+8 IMAGE --out OUT.png"
     assert evil["command"] == f"locobank apply {filled['evil']}:-6 IMAGE --out OUT.png"
     assert (smile["transfer"], smile["local"], smile["sigma"]) == (0.75, pytest.approx(0.9), 3.25)
-    assert smile["strengths"] == ["-8", "0", "+8"] and evil["strengths"] == ["+6", "0", "-6"]
-    assert by_id[filled["big_eyes"]]["strengths"] == ["-λ", "0", "+λ"]  # strength unknown without an effect
+    # the strengths to type for each tile, as the strip was rendered (at 8; evil's effect was measured at 6)
+    assert smile["strengths"] == ["-8", "0", "+8"] and evil["strengths"] == ["+8", "0", "-8"]
+    assert by_id[filled["big_eyes"]]["strengths"] == ["-8", "0", "+8"]  # known from the strip, effect or not
     assert unnamed["preview"] is None and unnamed["transfer"] is None and unnamed["name"] == "unnamed"
     assert unnamed["local"] is None  # locality is measured on the rendered preview; it has none
     assert evil["name"] == EVIL  # the label survives the round trip intact...

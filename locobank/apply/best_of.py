@@ -24,7 +24,8 @@ class Candidate:
 
 def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "face",
                      default_strength: float | None = None, model_override: str | None = None,
-                     device: str | None = None, index_folder: Path | None = None) -> list[Candidate]:
+                     device: str | None = None, index_folder: Path | None = None,
+                     condition: dict | None = None) -> list[Candidate]:
     """The top ``k`` search hits for ``query`` made with the top hit's model, each prepared at its
     strength times the sign that does the edit (so a negative ``default_strength`` reverses it).
 
@@ -39,7 +40,7 @@ def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "fa
     if any(h.fingerprint != hits[0].fingerprint for h in hits):  # one model loads, and they all apply to it
         hits = search(catalog, clip, query, k=k, domain=domain, index_folder=index_folder, model=hits[0].fingerprint)
     prep = prepare(catalog, [DirectionSpec(h.id) for h in hits], default_strength=default_strength,
-                   model_override=model_override, device=device)
+                   model_override=model_override, device=device, condition=condition)
     return [Candidate(h, Prepared(prep.model, [d], [s * h.sign]))
             for h, d, s in zip(hits, prep.directions, prep.strengths)]
 

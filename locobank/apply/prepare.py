@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..files import file_sha256
 from ..images import load_image, load_mask, unpack_mask
 from ..loco.register import PartPrint, profiles
-from ..models import LoadedModel
+from ..models import LoadedModel, conditioned
 from ..models.recorded import model_for
 from .specs import DirectionSpec
 
@@ -27,8 +27,10 @@ class Prepared:
 
 
 def prepare(catalog, specs: Sequence[DirectionSpec], *, default_strength: float | None = None,
-            model_override: str | None = None, device: str | None = None) -> Prepared:
-    """Load the directions' model and vectors; all must share one model and edit time."""
+            model_override: str | None = None, device: str | None = None, condition: dict | None = None) -> Prepared:
+    """Load the directions' model and vectors; all must share one model and edit time. A
+    ``condition`` (prompt, negative_prompt, guidance) is bound to a text-to-image model (a pixel
+    model refuses one)."""
     if not specs:
         raise InputError("give at least one direction id")
     recs = [catalog.get_direction(s.id) for s in specs]
@@ -36,6 +38,8 @@ def prepare(catalog, specs: Sequence[DirectionSpec], *, default_strength: float 
     if len(fps) > 1:
         raise InputError(f"directions {[s.id for s in specs]} come from different models; compose within one model")
     model = model_for(catalog, recs[0].fingerprint, override=model_override, device=device)
+    if condition is not None:
+        model = conditioned(model, **condition)
     dirs, strengths = [], []
     for s, r in zip(specs, recs):
         v = catalog.load_vector(r.id, expected_fingerprint=model.fingerprint)

@@ -40,6 +40,12 @@ class ApplyRequest:
     max_shift: int | None = None
     spill_passes: int | None = None
     register: bool = True
+    # Text-to-image (latent) models: the condition the images are inverted and sampled under, and
+    # seeds to generate from (the prompt's samples, edited at the directions' time) instead of images.
+    prompt: str | None = None
+    negative_prompt: str = ""
+    guidance: float | None = None
+    generate: list[int] = field(default_factory=list)
 
     def check(self) -> "ApplyRequest":
         """Refuse what cannot work, with the reason and the fix; returns self."""
@@ -58,11 +64,38 @@ class ApplyRequest:
                 raise ArgumentError("--sweep needs at least one strength, e.g. -8,-4,0,4,8")
             for s in self.sweep:
                 check_strength(s)
-        if len(self.images) > 1 and self.masks:
-            raise ArgumentError(f"--mask is one image's mask, but {len(self.images)} images were given; apply a mask "
-                             f"to one image at a time")
-        check_out(self.out, many=len(self.images) > 1)
+        if len(self.sources()) > 1 and self.masks:
+            raise ArgumentError(f"--mask is one image's mask, but {len(self.sources())} images were given; apply a "
+                                f"mask to one image at a time")
+        self._check_condition()
+        check_out(self.out, many=len(self.sources()) > 1)
         return self
+
+    def _check_condition(self) -> None:
+        """Prompt, guidance and seeds: what generation needs, and nothing that cannot work."""
+        if self.guidance is not None and not (math.isfinite(self.guidance) and 0 < self.guidance <= 50):
+            raise ArgumentError(f"--guidance {self.guidance:g} is out of range: use a number in (0, 50] (SD uses 7.5)")
+        if self.negative_prompt and self.prompt is None:
+            raise ArgumentError("--negative-prompt goes with --prompt")
+        if self.generate:
+            if self.images:
+                raise ArgumentError("give IMAGE files or --generate SEEDS, not both")
+            if self.prompt is None:
+                raise ArgumentError("--generate samples a text-to-image model: give --prompt TEXT too")
+            if self.candidates > 1:
+                raise ArgumentError("--candidates picks among edits of image files; with --generate use one hit")
+        elif not self.images:
+            raise ArgumentError("give at least one IMAGE after the direction ids (or --generate SEEDS with --prompt)")
+
+    def sources(self) -> list["Path | int"]:
+        """What is edited: the image files, or the seeds to generate from."""
+        return list(self.generate) if self.generate else list(self.images)
+
+    def condition(self) -> dict | None:
+        """The prompt, negative prompt and guidance for a text-to-image model (None: none given)."""
+        if self.prompt is None:
+            return None
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "guidance": self.guidance}
 
     def options(self) -> dict:
         """What apply, sweep and the pick share."""
@@ -117,6 +150,5 @@ def split_args(args: Sequence[str]) -> tuple[list[DirectionSpec], list[str]]:
 def request_from_args(args: Sequence[str], out: Path, **given) -> ApplyRequest:
     """An :class:`ApplyRequest` from the command line's words, images expanded and all checked."""
     specs, items = split_args(args)
-    if not items:
-        raise ArgumentError("give at least one IMAGE after the direction ids")
-    return ApplyRequest(images=expand_images(items), out=out, specs=specs, **given).check()
+    images = expand_images(items) if items else []
+    return ApplyRequest(images=images, out=out, specs=specs, **given).check()

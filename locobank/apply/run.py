@@ -25,14 +25,16 @@ def run_apply(catalog, req: ApplyRequest, progress: Progress | None = None) -> A
 
         clip = load_clip(req.clip, device=req.device)
         cands = query_candidates(catalog, clip, req.query, k=req.candidates, domain=req.domain,
-                                 default_strength=req.strength, model_override=req.model_override, device=req.device)
+                                 default_strength=req.strength, model_override=req.model_override, device=req.device,
+                                 condition=req.condition())
         notes.append(query_note(req.query, req.candidates, cands))
         pool = [c.prep for c in cands]
         text = text_direction(clip, req.query, req.domain) if len(pool) > 1 else None
     else:
         pool = [prepare(catalog, req.specs, default_strength=req.strength, model_override=req.model_override,
-                        device=req.device)]
-    many = len(req.images) > 1
+                        device=req.device, condition=req.condition())]
+    notes += condition_notes(req, pool[0].model)
+    many = len(req.sources()) > 1
     if many:
         req.out.mkdir(parents=True, exist_ok=True)
     run = _run_sweep if req.sweep is not None else _run_edit
@@ -50,47 +52,68 @@ def _pick(req, pool, clip, text, progress, label: str, shifts=None):
 
 
 def _run_edit(req, pool, cands, clip, text, progress, notes):
-    many, shifts = len(req.images) > 1, []
+    many, shifts = len(req.sources()) > 1, []
     if len(pool) > 1:
         edited, picks = _pick(req, pool, clip, text, progress, f"apply {len(pool)} hits, keep the best", shifts)
         notes.append(chosen_note(cands, picks))
         prep = kept(pool, picks)
     else:
         prep = pool[0]
-        edited = apply_to_images(prep, req.images, orthogonalize=req.orthogonalize, batch=req.batch,
-                                 progress=stage(progress, "apply", len(req.images)), shifts=shifts, **req.options())
-    written = [save_image(img, req.out / f"{p.stem}.png" if many else req.out) for p, img in zip(req.images, edited)]
+        edited = apply_to_images(prep, req.sources(), orthogonalize=req.orthogonalize, batch=req.batch,
+                                 progress=stage(progress, "apply", len(req.sources())), shifts=shifts,
+                                 **req.options())
+    written = [save_image(img, req.out / f"{stem(p)}.png" if many else req.out)
+               for p, img in zip(req.sources(), edited)]
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
     if len(pool) > 1 and len(prep.directions) > 1:
         notes.append(f"applied the kept one of {desc} to each of {len(req.images)} images -> {req.out}")
     else:
-        notes.append(f"applied {desc} to {len(req.images)} image{'s' if many else ''} -> {req.out}")
+        n = len(req.sources())
+        what = f"{n} sample{'s' if many else ''} of the prompt" if req.generate else f"{n} image{'s' if many else ''}"
+        notes.append(f"applied {desc} to {what} -> {req.out}")
     return written, prep, shifts
 
 
 def _run_sweep(req, pool, cands, clip, text, progress, notes):
     from PIL import Image
 
-    many, shifts = len(req.images) > 1, []
-    picks = [0] * len(req.images)
+    many, shifts = len(req.sources()) > 1, []
+    picks = [0] * len(req.sources())
     prep = pool[0]
     if len(pool) > 1:  # each image's pick among its edits at the candidates' own strengths
         picks = _pick(req, pool, clip, text, progress, f"try {len(pool)} hits")[1]
         notes.append(chosen_note(cands, picks))
         prep = kept(pool, picks)
-    update = stage(progress, "sweep", len(req.images))
+    update = stage(progress, "sweep", len(req.sources()))
     written = []
-    for p, j in zip(req.images, picks):
+    for p, j in zip(req.sources(), picks):
         sign = cands[j].hit.sign if cands is not None else 1  # a query's hit sweeps with its sign
         strip = sweep(pool[j], p, [sign * v for v in req.sweep], shifts=shifts, **req.options())
-        target = req.out / f"{p.stem}_sweep.png" if many else req.out
+        target = req.out / f"{stem(p)}_sweep.png" if many else req.out
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate([to_uint8(s) for s in strip], 1)).save(target)
         written.append(target)
         update(1)
     values = ", ".join(f"{v:g}" for v in req.sweep)
-    notes.append(f"wrote {len(req.images)} sweep strip{'s' if many else ''} ({values}) to {req.out}")
+    notes.append(f"wrote {len(req.sources())} sweep strip{'s' if many else ''} ({values}) to {req.out}")
     return written, prep, shifts
+
+
+def stem(source) -> str:
+    """The output name of an image file or of a seed's sample."""
+    return f"seed{source}" if isinstance(source, int) else source.stem
+
+
+def condition_notes(req: ApplyRequest, model) -> list[str]:
+    """What a text-to-image model was conditioned on, so the output can be reproduced."""
+    if model.family.name != "latent":
+        return []
+    fam = model.family.cond
+    neg = f", negative {fam.negative_prompt!r}" if fam.negative_prompt else ""
+    how = f"generated from seed{'s' if len(req.generate) > 1 else ''} {', '.join(map(str, req.generate))}" \
+        if req.generate else "inverted and sampled"
+    empty = " (no --prompt given: the empty prompt)" if req.prompt is None else ""
+    return [f"{how} under the prompt {fam.prompt!r}{empty}{neg}, guidance {fam.guidance:g}"]
 
 
 def kept(pool: list[Prepared], picks: list[int]) -> Prepared:

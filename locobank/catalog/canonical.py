@@ -20,3 +20,14 @@ def canonical_json(value: Any) -> str:
 def params_hash(params: dict[str, Any]) -> str:
     """The key that maps the same harvest command to the same run."""
     return hashlib.sha256(canonical_json(params).encode()).hexdigest()
+
+
+# Harvest options that say how inputs are read, not what is found: a job that succeeds finds the same
+# directions with or without them (``resize`` only lets an off-size image through instead of failing
+# its job), so they never make another run. Runs recorded before this rule keep them in their params.
+INPUT_OPTIONS = ("resize",)
+
+
+def run_identity(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that identify a harvest run: ``params`` less the ``INPUT_OPTIONS``."""
+    return {k: v for k, v in params.items() if k not in INPUT_OPTIONS}

@@ -112,6 +112,24 @@ def _tune_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def refuse_writes(engine: Engine) -> None:
+    """Make every connection of ``engine`` read-only in the database itself (SQLite ``query_only``,
+    a read-only Postgres session), so a viewer cannot change the catalog by any path; connections
+    already pooled are dropped."""
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI objects
+        cur = dbapi_conn.cursor()
+        if engine.dialect.name == "sqlite":
+            cur.execute("PRAGMA query_only = ON")
+        else:
+            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            dbapi_conn.commit()
+        cur.close()
+
+    engine.dispose()
+
+
 def migrations_dir() -> Path:
     """The Alembic folder: installed with the package as ``locobank/migrations``, or beside it in a
     source checkout (``migrations/``)."""

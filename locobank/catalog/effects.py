@@ -170,6 +170,12 @@ class EffectStore(CatalogBase):
             )
         return None if png is None else bytes(png)
 
+    def preview_strength(self, direction_id: int) -> float | None:
+        """The strength the stored preview strip was rendered at (its tiles are -s, 0, +s along v),
+        or None when there is no preview; views label the strip with it, not with an effect's."""
+        with self._tx() as s:
+            return s.scalar(select(Preview.strength).where(Preview.direction_id == direction_id))
+
     def preview_locality(self, direction_id: int) -> float | None:
         """The locality measured when the preview was rendered, or None (no preview, or made before 0003)."""
         with self._tx() as s:

@@ -1,14 +1,16 @@
 """The job queue: enqueue (image, mask) pairs, lease them to workers, and record each outcome.
 
 Postgres claims with ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite serialises writers with
-``BEGIN IMMEDIATE``. A running job whose lease expired can be claimed again, and the worker that
-lost it can no longer finish it.
+``BEGIN IMMEDIATE``. A running job whose lease expired, or whose owner the claimer knows is dead,
+can be claimed again, and the worker that lost it can no longer finish it. Runs are keyed here too
+(``_ensure_run``): by model and the parameters that change what is found, so the same work maps to
+the same jobs and is stored once.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +18,8 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from locobank.catalog.base import CatalogBase
-from locobank.catalog.canonical import canonical_json
+from locobank import __version__
+from locobank.catalog.canonical import canonical_json, params_hash, run_identity
 from locobank.catalog.records import JobRecord, NewDirection
 from locobank.catalog.rows import job_record
 from locobank.catalog.safetensors_io import encode_vector, sha256_hex, to_raw
@@ -30,24 +33,52 @@ _CHUNK = 500
 class JobQueue(CatalogBase):
     """Job methods of ``Catalog``."""
 
-    def enqueue_jobs(self, run_id: int, pairs: Iterable[tuple[int, int]]) -> int:
-        """Add (image_id, mask_id) jobs to a run; existing ones are skipped. Returns how many are new."""
-        wanted = sorted({(int(i), int(m)) for i, m in pairs})  # sorted: concurrent enqueuers lock in one order
+    def _ensure_run(
+        self, s: Session, model_db_id: int, params: dict[str, Any], now: datetime, version: str = __version__
+    ) -> HarvestRun:
+        """The run of (model, identifying params), made on first sight: the one place runs are keyed.
+
+        ``params`` lose their input options (``run_identity``), so ``--resize`` continues the same run;
+        a run recorded before that rule, whose params still hold them, is found and continued too.
+        """
+        params = json.loads(canonical_json(run_identity(params)))
+        key = params_hash(params)
+        same = s.scalars(
+            select(HarvestRun).where(HarvestRun.model_id == model_db_id, HarvestRun.params_hash == key)
+        ).one_or_none()
+        if same is not None:
+            return same
+        for old in s.scalars(select(HarvestRun).where(HarvestRun.model_id == model_db_id).order_by(HarvestRun.id)):
+            if params_hash(run_identity(old.params)) == key:
+                return old
+        values = dict(model_id=model_db_id, params=params, params_hash=key, locobank_version=version, created_at=now)
+        return self._ensure(s, HarvestRun, values, ["model_id", "params_hash"])
+
+    def enqueue_jobs(self, run_id: int, pairs: Iterable[tuple]) -> int:
+        """Add (image_id, mask_id) jobs to a run, or (image_id, mask_id, condition) for text-to-image
+        models; existing ones are skipped. Returns how many are new."""
+        pairs = list(pairs)
+        conds: dict[str, dict | None] = {}
+        for p in pairs:
+            key = condition_hash(p[2] if len(p) > 2 else None)
+            conds[key] = p[2] if len(p) > 2 else None
+        wanted = sorted({(int(p[0]), int(p[1]), condition_hash(p[2] if len(p) > 2 else None)) for p in pairs})
         new = 0
         with self._tx(write=True) as s:
             if s.get(HarvestRun, run_id) is None:
                 raise NotFound(f"no harvest run {run_id} in the catalog")
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
-                owners = dict(s.execute(select(Mask.id, Mask.image_id).where(Mask.id.in_({m for _, m in chunk}))).all())
-                for image_id, mask_id in chunk:
+                owners = dict(s.execute(select(Mask.id, Mask.image_id).where(Mask.id.in_({m for _, m, _ in chunk}))).all())
+                for image_id, mask_id, _ in chunk:
                     if owners.get(mask_id) != image_id:
                         raise InputError(f"mask {mask_id} does not belong to image {image_id} (or does not exist)")
-                rows = [dict(run_id=run_id, image_id=i, mask_id=m, status="pending", attempts=0) for i, m in chunk]
+                rows = [dict(run_id=run_id, image_id=i, mask_id=m, condition=conds[h], condition_hash=h,
+                             status="pending", attempts=0) for i, m, h in chunk]
                 stmt = (
                     self._insert(Job)
                     .values(rows)
-                    .on_conflict_do_nothing(index_elements=["run_id", "image_id", "mask_id"])
+                    .on_conflict_do_nothing(index_elements=["run_id", "image_id", "mask_id", "condition_hash"])
                 )
                 new += len(s.execute(stmt.returning(Job.id)).all())
         return new
@@ -64,18 +95,30 @@ class JobQueue(CatalogBase):
         return [job_record(*row) for row in rows]
 
     def claim_jobs(
-        self, run_id: int, owner: str, n: int = 1, lease_seconds: float = 600.0, *, max_attempts: int | None = None
+        self,
+        run_id: int,
+        owner: str,
+        n: int = 1,
+        lease_seconds: float = 600.0,
+        *,
+        max_attempts: int | None = None,
+        dead_owners: Collection[str] = (),
     ) -> list[JobRecord]:
         """Lease up to ``n`` pending (or lease-expired) jobs to ``owner``; no two live owners share a job.
 
-        With ``max_attempts``, a job whose lease expired that many times (its worker keeps dying on it)
-        is marked failed instead of handed out again.
+        Jobs leased by ``dead_owners`` (workers the caller knows are gone, e.g. a dead process on this
+        host) are taken back at once, as if their leases had expired. With ``max_attempts``, a job
+        whose lease was lost that many times (its worker keeps dying on it) is marked failed instead
+        of handed out again.
         """
         if n < 1:
             return []
         with self._tx(write=True) as s:
             now = self._now(s)
-            expired = and_(Job.status == "running", Job.lease_expires_at < now)
+            lost = Job.lease_expires_at < now
+            if dead_owners:
+                lost = or_(lost, Job.lease_owner.in_(sorted(set(dead_owners))))
+            expired = and_(Job.status == "running", lost)
             if max_attempts is not None:
                 s.execute(
                     update(Job)
@@ -109,6 +152,17 @@ class JobQueue(CatalogBase):
                 )
             )
             return self._job_records(s, Job.id.in_(ids))
+
+    def lease_holders(self, run_id: int) -> dict[str, tuple[int, datetime | None]]:
+        """Who holds the running jobs of a run: ``{owner: (jobs, when the last of its leases ends)}``."""
+        with self._tx() as s:
+            rows = s.execute(
+                select(Job.lease_owner, func.count(), func.max(Job.lease_expires_at))
+                .where(Job.run_id == run_id, Job.status == "running")
+                .group_by(Job.lease_owner)
+                .order_by(Job.lease_owner)
+            ).all()
+        return {str(owner): (int(count), until) for owner, count, until in rows}
 
     def _locked_job(self, s: Session, job_id: int) -> Job:
         """The job row, locked until the transaction ends."""
@@ -249,3 +303,13 @@ class JobQueue(CatalogBase):
                 stmt = stmt.where(Job.run_id == run_id)
             counts = dict(s.execute(stmt).all())
         return {status: int(counts.get(status, 0)) for status in JOB_STATUSES}
+
+
+def condition_hash(condition: dict | None) -> str:
+    """What identifies a job's condition among the jobs of one (run, image, mask): "-" for none."""
+    if not condition:
+        return "-"
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(condition, sort_keys=True).encode()).hexdigest()

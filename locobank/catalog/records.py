@@ -98,6 +98,7 @@ class JobRecord(_Record):
     mask_label: str
     mask_uri: str | None
     mask_sha256: str
+    condition: dict[str, Any] | None = None  # text-to-image models: prompt, guidance, seed, edit_prompt
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class DirectionRecord(_Record):
     mask_uri: str | None
     created_at: datetime
     deleted_at: datetime | None
+    condition: dict[str, Any] | None = None  # its job's: the prompt it was found under, etc.
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ _DIRECTION_COLUMNS = (
     Mask.sha256,
     HarvestRun.locobank_version,
     Mask.uri,
+    Job.condition,
 )
 
 
@@ -83,6 +84,7 @@ def job_record(
         mask_label=mask_label,
         mask_uri=mask_uri,
         mask_sha256=mask_sha256,
+        condition=dict(j.condition) if j.condition else None,
     )
 
 
@@ -100,7 +102,7 @@ def direction_query() -> Select:
 
 def direction_record(row: Any) -> DirectionRecord:
     """A ``direction_query`` row as a record with its provenance."""
-    d, run_id, m, image_sha, image_uri, mask_label, mask_sha, version, mask_uri = row
+    d, run_id, m, image_sha, image_uri, mask_label, mask_sha, version, mask_uri, condition = row
     return DirectionRecord(
         id=d.id,
         job_id=d.job_id,
@@ -129,4 +131,5 @@ def direction_record(row: Any) -> DirectionRecord:
         mask_uri=mask_uri,
         created_at=d.created_at,
         deleted_at=d.deleted_at,
+        condition=dict(condition) if condition else None,
     )

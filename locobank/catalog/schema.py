@@ -105,11 +105,11 @@ class HarvestRun(Base):
 
 
 class Job(Base):
-    """One (image, mask) pair of a run, claimed by workers under a lease."""
+    """One (image, mask[, condition]) of a run, claimed by workers under a lease."""
 
     __tablename__ = "jobs"
     __table_args__ = (
-        UniqueConstraint("run_id", "image_id", "mask_id"),
+        UniqueConstraint("run_id", "image_id", "mask_id", "condition_hash"),
         CheckConstraint("status IN ('pending', 'running', 'done', 'failed')", name="status"),
         Index("ix_jobs_run_id_status", "run_id", "status"),
     )
@@ -118,6 +118,10 @@ class Job(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("harvest_runs.id"))
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
     mask_id: Mapped[int] = mapped_column(ForeignKey("masks.id"))
+    # Text-to-image models: what conditions the job (prompt, negative_prompt, guidance; seed for a
+    # prompt's sample; edit_prompt for a text-supervised direction). None for pixel models.
+    condition: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    condition_hash: Mapped[str] = mapped_column(String(64), default="-", server_default="-")
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)

@@ -19,10 +19,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 
-from locobank import __version__
 from locobank.catalog.base import ID_CHUNK
-from locobank.catalog.canonical import canonical_json, params_hash
-from locobank.catalog.connect import check_schema, make_engine, resolve_url, safe_url, sqlite_file
+from locobank.catalog.canonical import canonical_json
+from locobank.catalog.connect import check_schema, make_engine, refuse_writes, resolve_url, safe_url, sqlite_file
 from locobank.catalog.connect import upgrade as _upgrade
 from locobank.catalog.effects import EffectStore
 from locobank.catalog.jobs import JobQueue
@@ -62,8 +61,11 @@ class Catalog(JobQueue, PackTransfer, EffectStore):
     # -- opening ---------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str | None = None, *, upgrade: bool = False) -> Catalog:
-        """Open the catalog at ``url`` (or the default), refusing a schema that is not at head."""
+    def open(cls, url: str | None = None, *, upgrade: bool = False, read_only: bool = False) -> Catalog:
+        """Open the catalog at ``url`` (or the default), refusing a schema that is not at head; with
+        ``read_only`` the database refuses every write (``locobank serve`` opens it so)."""
+        if read_only and upgrade:
+            raise InputError("a catalog opened read-only cannot be upgraded")
         url = resolve_url(url)
         path = sqlite_file(url)
         if path is not None and not upgrade and not path.exists():
@@ -74,6 +76,8 @@ class Catalog(JobQueue, PackTransfer, EffectStore):
             if upgrade:
                 _upgrade(url, engine=engine if path is None else None)
             check_schema(engine, url)
+            if read_only:
+                refuse_writes(engine)
             return cls(engine, url)
         except BaseException:
             engine.dispose()
@@ -143,19 +147,16 @@ class Catalog(JobQueue, PackTransfer, EffectStore):
             return mask_record(self._ensure(s, Mask, values, ["image_id", "label", "sha256"]))
 
     def get_or_create_run(self, model: ModelRecord | int, params: dict[str, Any]) -> RunRecord:
-        """The run for (model, params): running the same command twice continues the same run."""
+        """The run for (model, params): running the same command twice continues the same run.
+
+        Input options (``INPUT_OPTIONS``: ``resize``) do not identify a run and are not stored in it.
+        """
         model_db_id = model.id if isinstance(model, ModelRecord) else int(model)
-        values = dict(
-            model_id=model_db_id,
-            params=json.loads(canonical_json(params)),
-            created_at=utcnow(),
-            params_hash=params_hash(params),
-            locobank_version=__version__,
-        )
+        canonical_json(params)  # refuses non-JSON params before the transaction
         with self._tx(write=True) as s:
             if s.get(Model, model_db_id) is None:
                 raise NotFound(f"no model with database id {model_db_id} in the catalog")
-            return run_record(self._ensure(s, HarvestRun, values, ["model_id", "params_hash"]))
+            return run_record(self._ensure_run(s, model_db_id, params, utcnow()))
 
     def get_run(self, run_id: int) -> RunRecord:
         """A run by id."""

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from locobank.catalog import packs
 from locobank.catalog.base import CatalogBase
+from locobank.catalog.jobs import condition_hash
 from locobank.catalog.safetensors_io import encode_vector, sha256_hex
 from locobank.catalog.schema import Direction, HarvestRun, Image, Job, Mask, Model, Vector
 from locobank.errors import InputError
@@ -41,7 +42,7 @@ class PackTransfer(CatalogBase):
                     .join(Mask, Job.mask_id == Mask.id)
                     .where(Job.id == d.job_id)
                 ).one()
-                entries.append((packs.describe(d, m, run, image, mask), raw))
+                entries.append((packs.describe(d, m, run, image, mask, job.condition), raw))
         blob = packs.encode_pack(entries)
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,14 +105,22 @@ class PackTransfer(CatalogBase):
         return new_ids
 
     def _import_job(self, s, e: dict, now):
-        """The model, image, mask, run and done job a pack entry belongs to, made where missing."""
+        """The model, image, mask, run and done job a pack entry belongs to, made where missing.
+
+        An image the catalog already holds (same sha256) keeps its local path; a new one is recorded
+        as ``pack:NAME``, which names it without pointing at any file."""
         mm, im, ma, ru = e["model"], e["image"], e["mask"], e["run"]
         model = self._ensure(s, Model, dict(mm, created_at=now), ["fingerprint"])
-        image = self._ensure(s, Image, dict(im), ["sha256"])
+        image = self._ensure(s, Image, dict(sha256=im["sha256"], uri=packs.IMPORTED_PREFIX + im["name"],
+                                            width=im["width"], height=im["height"], channels=im["channels"]),
+                             ["sha256"])
         mask = self._ensure(s, Mask, dict(ma, image_id=image.id, uri=None), ["image_id", "label", "sha256"])
-        run = self._ensure(s, HarvestRun, dict(ru, model_id=model.id, created_at=now), ["model_id", "params_hash"])
-        job = self._ensure(s, Job, dict(run_id=run.id, image_id=image.id, mask_id=mask.id, status="done", attempts=0,
-                                        lease_owner="import", finished_at=now), ["run_id", "image_id", "mask_id"])
+        run = self._ensure_run(s, model.id, ru["params"], now, ru["locobank_version"])
+        cond = e["condition"]
+        job = self._ensure(s, Job, dict(run_id=run.id, image_id=image.id, mask_id=mask.id, condition=cond,
+                                        condition_hash=condition_hash(cond), status="done", attempts=0,
+                                        lease_owner="import", finished_at=now),
+                           ["run_id", "image_id", "mask_id", "condition_hash"])
         if job.status != "done":  # a local harvest had it queued: the pack finishes it
             job.status, job.lease_owner, job.lease_expires_at, job.finished_at = "done", "import", None, now
         return model, job

@@ -19,11 +19,11 @@ from .each import edit_each
 from .find import Directions, find_directions
 from .supervised import find_supervised
 from .spill import spill_pass, with_spill_passes
-from .states import as_batch, generate, invert, invert_on, noise_to, sample
+from .states import as_batch, generate, generate_to, invert, invert_on, noise_for, noise_to, sample
 from .time import EditTime, to_timestep
 from .transfer import REPROJECT_TOL, align, masks_for, register, relocalize, reproject
 
 __all__ = ["REPROJECT_TOL", "Direction", "Directions", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
-           "check_direction", "compose", "edit", "edit_each", "find_directions", "find_supervised", "generate", "invert", "invert_on",
-           "locality", "masks_for", "noise_to", "options_for", "register", "relocalize", "reproject", "sample",
+           "check_direction", "compose", "edit", "edit_each", "find_directions", "find_supervised", "generate",
+           "generate_to", "invert", "invert_on", "locality", "noise_for", "masks_for", "noise_to", "options_for", "register", "relocalize", "reproject", "sample",
            "spill_pass", "to_timestep", "with_spill_passes"]

@@ -65,12 +65,12 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
 
 def _at_times(model: LoadedModel, pairs: list, t_edit: float | int | None, inverted: bool) -> list[Direction]:
     """The directions checked against the model, each at the time it will be added."""
-    ts = {d.t for d, _ in pairs if isinstance(d, Direction) and d.t >= 0}
-    carried = all(isinstance(d, Direction) and d.t >= 0 for d, _ in pairs)
+    ts = {d.t_edit for d, _ in pairs if isinstance(d, Direction) and d.t_edit >= 0}
+    carried = all(isinstance(d, Direction) and d.t_edit >= 0 for d, _ in pairs)
     if t_edit is None and len(ts) > 1 and carried:
         if inverted:
             raise InputError("directions found at different edit times need the clean images, not inverted states")
-        return [check_direction(model, d, d.t) for d, _ in pairs]
+        return [check_direction(model, d, d.t_edit) for d, _ in pairs]
     if t_edit is None:
         if len(ts) != 1:
             raise InputError("give t_edit, or directions that all carry their edit timesteps")
@@ -80,7 +80,7 @@ def _at_times(model: LoadedModel, pairs: list, t_edit: float | int | None, inver
         if ts and ts != {t}:
             raise InputError(f"directions were found at timesteps {sorted(ts)} but the edit is at {t}")
     dirs = [check_direction(model, d, t) for d, _ in pairs]
-    return [Direction(d.vector, t, d.fingerprint, d.name, d.source) if d.t != t else d for d in dirs]
+    return [Direction(d.vector, t, d.fingerprint, d.name, d.source) if d.t_edit != t else d for d in dirs]
 
 
 def walk(model: LoadedModel, grid: list[int], x_top: Tensor, deltas: dict[int, Tensor], *, seed: int,
@@ -122,7 +122,7 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
     same grid in segments, so with zero strengths this is a plain reconstruction. With
     ``inverted`` (one time only) ``x`` is already the state at that time. With a mask, the
     spill passes correct the highest time's edit for its spill outside the masks' union."""
-    times = sorted({d.t for d in dirs})
+    times = sorted({d.t_edit for d in dirs})
     grid = sorted(set(ddim.timesteps_to(times[-1], opts.steps)) | set(times))
     if mask is not None and x.shape[0] != 1:
         raise InputError("a target mask applies to one image at a time")
@@ -134,7 +134,7 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
         masks = masks_for(model, mask, len(dirs))
         union = torch.stack(masks).any(0)
         for t in times:
-            idx = [i for i, d in enumerate(dirs) if d.t == t]
+            idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
             moved, moves, sizes = relocalize(model, states[t], t, [masks[i] for i in idx],
                                              torch.stack([vectors[i] for i in idx]), null_rank=opts.null_rank,
                                              max_shift=opts.max_shift, seed=opts.seed, union=union,
@@ -143,7 +143,7 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
             for i, v, m, k in zip(idx, moved, moves, sizes):
                 vectors[i], shifts[i], scales[i] = v, m, k
     parts = scaled(vectors, strengths, orthogonalize)
-    delta = {t: sum(p for p, d in zip(parts, dirs) if d.t == t).reshape(vectors[0].shape).to(vectors[0].dtype)
+    delta = {t: sum(p for p, d in zip(parts, dirs) if d.t_edit == t).reshape(vectors[0].shape).to(vectors[0].dtype)
              for t in times}
     top = times[-1]
 
@@ -157,5 +157,5 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
         delta[top], y = with_spill_passes(model, top, delta[top], union, opts.spill_passes,
                                           lambda d: walk_all({**delta, top: d})[0], reference)
         y = y[None]
-    return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t=top,
+    return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t_edit=top,
                       shifts=shifts if mask is not None else [], scales=scales if mask is not None else [])

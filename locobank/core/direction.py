@@ -19,7 +19,7 @@ class Direction:
     and, when known, the part it was harvested on (so a target mask can register it)."""
 
     vector: Tensor  # (*state_shape), unit norm
-    t: int
+    t_edit: int
     fingerprint: str | None = None
     name: str | None = None
     source: reg.PartPrint | None = None  # the source part's mask (and profiles) at the image resolution
@@ -32,7 +32,7 @@ class EditResult:
     images: Tensor  # (B, C, H, W) in [-1, 1]
     x_t: Tensor  # inverted states before the edit
     x_t_edited: Tensor
-    t: int
+    t_edit: int
     shifts: list[tuple[float, float]] = field(default_factory=list)  # per direction, with a target mask
     scales: list[tuple[float, float]] = field(default_factory=list)  # (y, x) per direction, with a target mask
 

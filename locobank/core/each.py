@@ -41,15 +41,15 @@ def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction
         raise InputError("no direction to apply")
     if len(strengths) != len(dirs):
         raise InputError(f"give one strength per direction: {len(strengths)} for {len(dirs)}")
-    if any(d.t < 0 for d in dirs):
+    if any(d.t_edit < 0 for d in dirs):
         raise InputError("edit_each needs directions that carry their edit timesteps")
     x = as_batch(model, images)
     if mask is not None:
         if x.shape[0] != 1:
             raise InputError("a target mask applies to one image at a time")
         mask = check_mask(mask, (model.resolution, model.resolution)).to(model.device)
-    for t in sorted({d.t for d in dirs}):
-        idx = [i for i, d in enumerate(dirs) if d.t == t]
+    for t in sorted({d.t_edit for d in dirs}):
+        idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
         yield from _each_at(model, x, t, idx, dirs, strengths, opts, mask, batch, progress)
 
 

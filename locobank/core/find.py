@@ -23,7 +23,7 @@ class Directions:
     vectors: Tensor  # (r, *state_shape)
     singular_values: Tensor  # (r,)
     null_singular_values: Tensor  # (k,)
-    t: int
+    t_edit: int
     fingerprint: str | None
     diagnostics: dict = field(default_factory=dict)
 
@@ -33,7 +33,7 @@ class Directions:
     def __getitem__(self, i: int):
         from .compose import Direction
 
-        return Direction(self.vectors[i], self.t, self.fingerprint)
+        return Direction(self.vectors[i], self.t_edit, self.fingerprint)
 
 
 def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tensor, rank: int = 5,
@@ -84,7 +84,7 @@ def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tens
                 basis="constrained" if constrained and null_rank > 0 else "projected")
     null_s = null_res.S if null_res is not None else torch.zeros(0)
     return Directions(vectors=vectors.detach(), singular_values=edit_res.S.detach(),
-                      null_singular_values=null_s.detach(), t=tt, fingerprint=model.fingerprint, diagnostics=diag)
+                      null_singular_values=null_s.detach(), t_edit=tt, fingerprint=model.fingerprint, diagnostics=diag)
 
 
 def _diagnostics(edit_res, null_res, lin: Linearization, outside_share: Tensor, seconds: float) -> dict:

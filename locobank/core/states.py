@@ -68,7 +68,25 @@ def sample(model: LoadedModel, x_t: Tensor, t_edit: float | int, steps: int = 50
 
 
 def generate(model: LoadedModel, noise: Tensor, steps: int = 50) -> Tensor:
-    """Images sampled from pure noise at T (the predicted clean state clipped, as samplers do)."""
+    """Images sampled from pure noise at T (for pixel models the predicted clean state is clipped,
+    as their samplers do)."""
     T = model.denoiser.num_timesteps - 1
-    z = ddim.sample(model.denoiser, as_batch(model, noise, "noise", state=True), T, steps, clip_x0=True)
+    z = ddim.sample(model.denoiser, as_batch(model, noise, "noise", state=True), T, steps,
+                    clip_x0=model.family.clip_sample)
     return model.family.decode(z)
+
+
+def generate_to(model: LoadedModel, noise: Tensor, t_edit: float | int, steps: int = 50) -> Tensor:
+    """States at the edit time on the DDIM sampling trajectory from pure noise at T (a generated
+    image's state, as T-LOCO edits it): the same grid as :func:`generate`, stopped at ``t_edit``."""
+    t = to_timestep(model, t_edit)
+    T = model.denoiser.num_timesteps - 1
+    grid = [g for g in sorted(set(ddim.timesteps_to(T, steps)) | {t}) if g > t]
+    return ddim.sample(model.denoiser, as_batch(model, noise, "noise", state=True), T, grid=grid, t_stop=t,
+                       clip_x0=model.family.clip_sample)
+
+
+def noise_for(model: LoadedModel, seeds: Sequence[int]) -> Tensor:
+    """Seeded pure noise, one state per seed (the same on every device)."""
+    return torch.stack([torch.randn(model.family.state_shape, generator=torch.Generator().manual_seed(int(s)))
+                        for s in seeds]).to(model.device)

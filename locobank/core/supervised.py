@@ -53,4 +53,4 @@ def find_supervised(source: LoadedModel, edit: LoadedModel, x_te: Tensor, t: flo
             "null_rank": null_rank, "basis": "supervised", "jvps": lin.jvp_calls, "vjps": lin.vjp_calls,
             "mask_area": int(m.sum())}
     return Directions(vectors=v.reshape(1, *z.shape[1:]).detach(), singular_values=torch.tensor([pulled]),
-                      null_singular_values=null_s.detach(), t=tt, fingerprint=source.fingerprint, diagnostics=diag)
+                      null_singular_values=null_s.detach(), t_edit=tt, fingerprint=source.fingerprint, diagnostics=diag)

@@ -1,4 +1,10 @@
-"""The edit time, resolved once: an integer timestep and the fraction of T it stands for."""
+"""The edit time, resolved once: an integer timestep and the fraction of T it stands for.
+
+One name everywhere, ``t_edit``. What a user gives (``--t-edit``, ``locobank.json``, harvest
+parameters) is a fraction of T or a timestep; :meth:`EditTime.of` resolves it once, and from then on
+``t_edit`` is the integer timestep (``Direction.t_edit``, ``EditResult.t_edit``, catalog rows, hits,
+packs), with the fraction stored beside it as ``t_edit_frac``.
+"""
 
 from __future__ import annotations
 

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..paths import slug
+from .conditions import condition_of
 
 from ..files import IMAGE_SUFFIXES, images_in, mask_owner as _owner  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One image and one labelled mask of it."""
+    """One image and one labelled mask of it; for text-to-image models, the condition it is
+    harvested under (see :mod:`locobank.harvest.conditions`)."""
 
     image: Path
     mask: Path
     label: str
+    condition: dict | None = field(default=None, hash=False)
 
 
 def _labels_ok(label: str, labels: set[str] | None) -> bool:
@@ -27,7 +31,12 @@ def _labels_ok(label: str, labels: set[str] | None) -> bool:
 
 
 def from_manifest(path: Path, labels: set[str] | None = None) -> list[Pair]:
-    """Rows ``{"image": "a.png", "masks": {"eyes": "a_eyes.png", ...}}``; paths relative to the manifest."""
+    """Rows ``{"image": "a.png", "masks": {"eyes": "a_eyes.png", ...}}``; paths relative to the manifest.
+
+    For text-to-image models a row may add ``prompt`` (the image's caption), ``negative_prompt``,
+    ``guidance`` and ``edit_prompt`` (a text-supervised direction towards it); a row with ``prompt``
+    and ``seed`` and no ``image`` stands for the prompt's sample from that seed, written to
+    ``generated/`` beside the manifest when the harvest is planned."""
     base = path.parent
     pairs = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -35,13 +44,16 @@ def from_manifest(path: Path, labels: set[str] | None = None) -> list[Pair]:
             continue
         try:
             row = json.loads(line)
-            image = base / row["image"]
+            cond = condition_of(row, f"{path}:{n}")
+            image = base / row["image"] if "image" in row or cond is None or "seed" not in cond \
+                else base / "generated" / f"{slug(cond['prompt'], 'prompt')[:60]}-seed{cond['seed']}.png"
             masks = row.get("masks") or {}
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise InputError(f"{path}:{n}: not a manifest row with 'image' and 'masks' ({e})") from e
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise InputError(f"{path}:{n}: not a manifest row with 'image' (or 'prompt' and 'seed') and 'masks' "
+                             f"({e})") from e
         for label, mask in sorted(masks.items()):
             if _labels_ok(label, labels):
-                pairs.append(Pair(image, base / mask, label))
+                pairs.append(Pair(image, base / mask, label, cond))
     return pairs
 
 

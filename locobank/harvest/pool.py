@@ -63,11 +63,11 @@ def run_pool(url: str, model_source: str, run_id: int, params: HarvestParams, n:
                 total.errors.extend(payload["errors"])
                 total.engine_seconds += payload["engine_seconds"]
             else:
-                total.errors.append(f"worker crashed: {payload}")
+                total.crashes.append(f"worker crashed: {payload}")
         if poll is not None:
             poll()
         if results < n and not any(p.is_alive() for p in procs) and queue.empty():
-            total.errors.append("a worker exited without reporting")
+            total.crashes.append("a worker exited without reporting")
             break
         time.sleep(0.5)
     for p in procs:

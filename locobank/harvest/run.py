@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from ..catalog.records import RunRecord
 from ..errors import InputError
 from ..progress import Progress, stage
 from .inputs import discover
-from .worker import HarvestParams, Summary, plan, work
+from .worker import HarvestParams, Summary, failure_lines, plan_jobs, work
 
 
 @dataclass
@@ -49,10 +50,19 @@ class HarvestOutcome:
     requeued: int | None = None  # failed jobs put back in the queue, when asked
     unmatched_labels: list[str] = field(default_factory=list)  # asked for, but no mask has them
     labels_found: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # "b.png [mouth]: why", per failed job of the run
+    # Running jobs when this call ended, by lease owner: (jobs, when its last lease ends).
+    leased: dict[str, tuple[int, datetime | None]] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
+        """Some job of the run failed (``--retry-failed`` runs them again)."""
         return bool(self.after["failed"])
+
+    @property
+    def unfinished(self) -> bool:
+        """Work was done here but jobs are left: leased by workers still alive elsewhere, or pending."""
+        return self.summary is not None and bool(self.after["running"] or self.after["pending"])
 
 
 def run_harvest(req: HarvestRequest, progress: Progress | None = None) -> HarvestOutcome:
@@ -73,7 +83,7 @@ def run_harvest(req: HarvestRequest, progress: Progress | None = None) -> Harves
     unmatched = sorted(set(req.labels or ()) - {p.label for p in pairs})
     url = resolve_url(req.db_url)
     with Catalog.open(url, upgrade=True) as cat:
-        run = plan(cat, lm, pairs, params, progress=stage(progress, "planning", len(pairs)))
+        run, files = plan_jobs(cat, lm, pairs, params, progress=stage(progress, "planning", len(pairs)))
         requeued = cat.retry_failed(run.id) if req.retry_failed else None
         before = cat.job_counts(run.id)
         out = HarvestOutcome(run, params, lm.model_id, lm.fingerprint, before, before, None, requeued=requeued,
@@ -86,6 +96,8 @@ def run_harvest(req: HarvestRequest, progress: Progress | None = None) -> Harves
         out.summary = _work(cat, lm, url, source, run.id, params, req, update)
         out.after = cat.job_counts(run.id)
         out.seconds = time.perf_counter() - start
+        out.failures = failure_lines(cat.list_jobs(run.id, "failed"), files)
+        out.leased = cat.lease_holders(run.id)
     return out
 
 

@@ -1,16 +1,15 @@
 """Planning a harvest run and the worker loop that claims jobs, finds directions and commits them.
 
-A run is (model, parameters); a job is (run, image, mask). Jobs are leased, so a worker that
-dies leaves its jobs to be picked up again when the lease expires, and each finished job is
-committed in one transaction with all its directions: repeating a command does no work twice.
+A run is (model, the parameters that change what is found); a job is (run, image bytes, mask
+bytes). Jobs are leased, so a worker that dies leaves its jobs to be picked up again: at once by a
+worker on the same host (the dead process is seen), else when the lease expires. Each finished job
+is committed in one transaction with all its directions: repeating a command does no work twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,13 +19,16 @@ from typing import Callable, Sequence
 import torch
 
 from .. import core
+from ..catalog.jobs import condition_hash
 from ..catalog.records import JobRecord, NewDirection, RunRecord
 from ..errors import InputError, LocobankError
 from ..files import file_sha256
 from ..images import check_mask, load_image, load_mask, pack_part
 from ..models import LoadedModel
 from ..settings import DEFAULT_NULL_RANK, JACOBIAN_AT, ModelSettings
+from . import conditions
 from .inputs import Pair
+from .leases import dead_owners, default_owner
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class Summary:
     seconds: float = 0.0
     engine_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    crashes: list[str] = field(default_factory=list)  # workers that died or stopped without reporting
 
 
 def _peek_image(path: Path) -> tuple[int, int, int]:
@@ -132,16 +135,29 @@ def _mask_area(path: Path) -> int:
         return 0
 
 
+JobFiles = dict[tuple[int, int], list[Pair]]  # (image id, mask id) -> the files a job stands for
+
+
 def plan(catalog, model: LoadedModel, pairs: Sequence[Pair], params: HarvestParams,
          progress: Callable[[int], None] | None = None) -> RunRecord:
     """Register the model, images and masks, get or create the run, and enqueue its jobs."""
+    return plan_jobs(catalog, model, pairs, params, progress)[0]
+
+
+def plan_jobs(catalog, model: LoadedModel, pairs: Sequence[Pair], params: HarvestParams,
+              progress: Callable[[int], None] | None = None) -> tuple[RunRecord, JobFiles]:
+    """``plan``, and which files each job stands for: images and masks are keyed by their bytes,
+    so copies of one file are one job, recorded under the first path seen; reports name them all."""
     mrec = catalog.get_or_create_model(model.model_id, fingerprint=model.fingerprint, resolution=model.resolution,
                                        channels=model.channels, kind=model.kind, revision=model.revision,
                                        config={"source": model.source, "unet": dict(model.unet.config)})
     run = catalog.get_or_create_run(mrec, {"model": model.fingerprint, **params.to_dict()})
     images: dict[Path, int] = {}
-    jobs = []
+    files: JobFiles = {}
+    work_items: dict[tuple, tuple] = {}  # (image id, mask id, condition hash) -> what enqueue_jobs takes
+    conditions.generate_images(model, pairs, params.steps)  # a prompt's samples, before their files are read
     for p in pairs:
+        cond = conditions.resolved(model, p.condition)
         if p.image not in images:
             w, h, c = _peek_image(p.image)
             # stored absolute, so the file is found again from any folder (index build, apply --mask)
@@ -149,16 +165,28 @@ def plan(catalog, model: LoadedModel, pairs: Sequence[Pair], params: HarvestPara
             images[p.image] = catalog.add_image(uri, file_sha256(p.image), width=w, height=h, channels=c).id
         m = catalog.add_mask(images[p.image], p.label, file_sha256(p.mask), area=_mask_area(p.mask),
                              uri=str(Path(p.mask).resolve()))
-        jobs.append((images[p.image], m.id))
+        files.setdefault((images[p.image], m.id), []).append(p)
+        work_items[(images[p.image], m.id, condition_hash(cond))] = (images[p.image], m.id, cond)
         if progress is not None:
             progress(1)
-    catalog.enqueue_jobs(run.id, jobs)
-    return run
+    catalog.enqueue_jobs(run.id, list(work_items.values()))
+    return run, files
 
 
-def default_owner() -> str:
-    """host:pid, so a lease names the process that holds it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def failure_lines(jobs: Sequence[JobRecord], files: JobFiles) -> list[str]:
+    """``b.png [mouth]: why`` per failed job, naming the files of this call the job stands for (a
+    job of identical bytes stands for several), else the files the catalog recorded for it."""
+    lines = []
+    for job in jobs:
+        pairs = files.get((job.image_id, job.mask_id), [])
+        names = sorted({p.image.name for p in pairs}) or [Path(job.image_uri).name]
+        what = f"{', '.join(names)} [{job.mask_label}]"
+        if job.mask_uri and Path(job.mask_uri).name not in {p.mask.name for p in pairs}:
+            what += f" (mask {Path(job.mask_uri).name})"
+        if Path(job.image_uri).name not in names:
+            what += f" (same bytes as {Path(job.image_uri).name})"
+        lines.append(f"{what}: {job.error}")
+    return lines
 
 
 def _prepare(job: JobRecord, model: LoadedModel, params: HarvestParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,6 +230,8 @@ def _states_by_time(model: LoadedModel, times: dict, ready: list, params: Harves
     time (DDIM inversion, or seeded noise with ``jacobian_at="noised"``); per job: x_t and t."""
     ts = [times.get(job.mask_label, times[None]) for job, _, _ in ready]
     xts: list = [None] * len(ready)
+    if any(job.condition for job, _, _ in ready):  # text-to-image: each job under its own prompt
+        return [conditions.state_of(model, job.condition, x, t, params.steps) for (job, x, _), t in zip(ready, ts)], ts
     for t in sorted(set(ts)):
         idx = [i for i, ti in enumerate(ts) if ti == t]
         x = torch.stack([ready[i][1] for i in idx])
@@ -228,7 +258,7 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     start = time.perf_counter()
     times = edit_times(model, params)  # a bad edit time stops here, before any job is claimed
     while True:
-        jobs = catalog.claim_jobs(run_id, owner, n=batch, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        jobs = _claim(catalog, run_id, owner, batch, lease_seconds, max_attempts)
         if not jobs:
             break
         ready: list[tuple[JobRecord, torch.Tensor, torch.Tensor]] = []
@@ -251,9 +281,7 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
         for (job, x, m), xt, t in zip(ready, xts, ts):
             try:
                 t1 = time.perf_counter()
-                found = core.find_directions(model, xt, t, m, rank=params.rank, null_rank=params.null_rank,
-                                               iters=params.iters, tol=params.tol, seed=params.seed,
-                                               constrained=params.basis == "constrained")
+                found = conditions.find_for(model, job.condition, xt, t, m, params)
                 summary.engine_seconds += time.perf_counter() - t1
                 new = [NewDirection(rank_index=i, singular_value=float(found.singular_values[i]),
                                     vector=found.vectors[i].detach().cpu().float().contiguous(), t_edit=t.step,
@@ -272,12 +300,22 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     return summary
 
 
+def _claim(catalog, run_id: int, owner: str, n: int, lease_seconds: float, max_attempts: int) -> list[JobRecord]:
+    """The next batch, taking back at once the jobs of workers whose process is gone from this host."""
+    gone = dead_owners(catalog.lease_holders(run_id))
+    if gone:
+        log.info("taking back the jobs of %s: no such process on this host", ", ".join(sorted(gone)))
+    return catalog.claim_jobs(run_id, owner, n=n, lease_seconds=lease_seconds, max_attempts=max_attempts,
+                              dead_owners=gone)
+
+
 def _direction_diagnostics(diag: dict, i: int, image: torch.Tensor, mask: torch.Tensor) -> dict:
     """Direction ``i``'s share of the job's diagnostics, with the part it was found on (the mask
     at the model's resolution and the part's profiles), so ``apply --mask`` can register it on
     another image."""
     out = {k: v for k, v in diag.items() if k != "outside_residual"}
-    out["outside_residual"] = diag["outside_residual"][i]
+    if "outside_residual" in diag:  # per direction (a text-supervised job has none)
+        out["outside_residual"] = diag["outside_residual"][i]
     out["source_part"] = pack_part(image, mask)
     return out
 
@@ -295,14 +333,15 @@ def _renew_rest(catalog, ready, current: JobRecord, owner: str, lease_seconds: f
 
 
 def _fail(catalog, job: JobRecord, owner: str, reason: str, summary: Summary, on_job) -> None:
-    log.warning("job %d (%s, %s) failed: %s", job.id, job.image_uri, job.mask_label, reason)
+    log.warning("job %d (%s, mask %s) failed: %s", job.id, job.image_uri, job.mask_uri, reason)
     try:
         catalog.fail_job(job.id, owner, reason)
     except LocobankError as e:  # lease lost meanwhile: someone else owns the job now
         log.warning("could not record the failure of job %d: %s", job.id, e)
         return
     summary.failed += 1
-    summary.errors.append(f"{Path(job.image_uri).name} [{job.mask_label}]: {reason}")
+    summary.errors.append(f"{Path(job.image_uri).name} [{job.mask_label}] (mask {Path(job.mask_uri or '-').name}): "
+                          f"{reason}")
     if on_job is not None:
         on_job("failed", 0)
 

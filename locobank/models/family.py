@@ -24,6 +24,7 @@ class ModelFamily(Protocol):
     denoiser: Denoiser  # the noise predictor on states, conditioning bound
     state_shape: tuple[int, int, int]  # (C, h, w) of a state x_t and of a direction
     image_shape: tuple[int, int, int]  # (C, H, W) of the images; masks are H x W
+    clip_sample: bool  # clamp predicted clean states to [-1, 1] when generating (pixels, not latents)
 
     def encode(self, images: Tensor) -> Tensor:
         """Clean images (B, C, H, W) in [-1, 1] to clean states (B, *state_shape)."""
@@ -47,6 +48,7 @@ class PixelFamily:
     """Pixel-space models (``UNet2DModel``): the state is the image itself."""
 
     name = "pixel"
+    clip_sample = True
 
     def __init__(self, denoiser: Denoiser, channels: int, resolution: int):
         self.denoiser = denoiser

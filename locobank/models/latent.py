@@ -41,6 +41,7 @@ class LatentFamily:
     """The model-family adapter of a latent text-to-image model (see :mod:`locobank.models.family`)."""
 
     name = "latent"
+    clip_sample = False  # latents are not bounded to [-1, 1]
 
     def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, alphas_cumprod: Tensor,
                  prediction_type: str, device: torch.device, dtype: torch.dtype, condition: Condition | None = None):
@@ -180,12 +181,13 @@ def load_latent(where: str, *, local: Path | None, device: torch.device, dtype: 
 
 def conditioned(model: LoadedModel, prompt: str = "", negative_prompt: str = "",
                 guidance: float | None = None) -> LoadedModel:
-    """``model`` with a prompt bound (latent models); a pixel model refuses a prompt."""
+    """``model`` with a prompt bound (latent models; guidance None: the model's settings); a pixel
+    model refuses a prompt."""
     if not isinstance(model.family, LatentFamily):
         if prompt or negative_prompt:
             raise InputError(f"{model.model_id} is an unconditional {model.kind} model: it takes no prompt")
         return model
     from dataclasses import replace
 
-    fam = model.family.condition(prompt, negative_prompt, guidance)
+    fam = model.family.condition(prompt, negative_prompt, model.settings.guidance if guidance is None else guidance)
     return replace(model, family=fam, denoiser=fam.denoiser)

@@ -52,7 +52,7 @@ class Faces:
     """Held-out faces inverted once to one edit time, with their unedited reconstructions."""
 
     seeds: list[int]
-    t: int
+    t_edit: int
     x_t: torch.Tensor
     ref: torch.Tensor
     x: torch.Tensor  # the clean faces
@@ -125,7 +125,7 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
             if h.t_edit != top.t_edit:
                 continue  # fs is inverted to the top hit's time; hits found at another time are left out
             lam = h.sign * float(strength if strength is not None else model.strength_for(h.mask_label))
-            outs.append(core.sample(model, fs.x_t + lam * _vector(catalog, model, h.id), fs.t, steps))
+            outs.append(core.sample(model, fs.x_t + lam * _vector(catalog, model, h.id), fs.t_edit, steps))
         G = np.stack([fs.scores(q, o) - plain for o in outs])
         gain = G[0]
         picks = choose(outs, clip, text_direction(clip, q))
@@ -167,7 +167,7 @@ def _relocalized(model: LoadedModel, fs: Faces, masks: list[list[torch.Tensor]],
     with its own part mask (``masks[j][i]``: vector j, face i), registered from its source mask
     (``sources[j]``; with ``sources`` None, not), shifted onto it only if the model sets
     ``max_shift``, then re-projected off the face's null space outside the union of the masks."""
-    return torch.stack([core.relocalize(model, fs.x_t[i : i + 1], fs.t, [m[i] for m in masks], vectors,
+    return torch.stack([core.relocalize(model, fs.x_t[i : i + 1], fs.t_edit, [m[i] for m in masks], vectors,
                                           null_rank=null_rank, sources=sources, image=fs.x[i])[0]
                         for i in range(len(fs.seeds))])
 
@@ -202,8 +202,8 @@ class _Bars:
 
     def sample(self, fs: Faces, delta: torch.Tensor, inside: list[torch.Tensor]) -> torch.Tensor:
         """The faces edited by ``delta``, after the spill passes outside ``inside`` (one mask per face)."""
-        return core.with_spill_passes(self.model, fs.t, delta, torch.stack(inside), self.passes,
-                                      lambda d: core.sample(self.model, fs.x_t + d, fs.t, self.steps), fs.ref)[1]
+        return core.with_spill_passes(self.model, fs.t_edit, delta, torch.stack(inside), self.passes,
+                                      lambda d: core.sample(self.model, fs.x_t + d, fs.t_edit, self.steps), fs.ref)[1]
 
     def measure(self, q: str, hit, fs: Faces) -> tuple[dict, torch.Tensor]:
         masks = fs.mask(part_for(q))

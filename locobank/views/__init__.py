@@ -3,6 +3,7 @@ HTML gallery. Views read only the catalog, so they need no model and no torch.""
 
 from .cards import NO_PREVIEW, Card, describe, split_strip
 from .gallery import gallery
-from .sheet import SheetLayout, contact_sheet, search_sheet
+from .sheet import SheetLayout, SheetRow, contact_sheet, search_sheet, sheet_rows
 
-__all__ = ["NO_PREVIEW", "Card", "SheetLayout", "contact_sheet", "describe", "gallery", "search_sheet", "split_strip"]
+__all__ = ["NO_PREVIEW", "Card", "SheetLayout", "SheetRow", "contact_sheet", "describe", "gallery", "search_sheet",
+           "sheet_rows", "split_strip"]

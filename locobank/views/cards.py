@@ -45,6 +45,7 @@ class Card:
     local: float | None
     strength: float | None
     name_sign: int = 1  # the name describes name_sign * v (the catalog's label_sign)
+    preview_strength: float | None = None  # what the stored preview strip was rendered at (-s, 0, +s)
 
     @property
     def caption(self) -> str:
@@ -87,6 +88,7 @@ def describe(catalog: Any, record: DirectionRecord, *, clip_id: str | None = Non
     """The card of one direction; ``transfer`` needs ``clip_id`` (effects are stored per CLIP model)."""
     effect = catalog.effect_of(record.id, clip_id) if clip_id is not None else None
     local = catalog.preview_locality(record.id)
+    shown = catalog.preview_strength(record.id)
     if sign is None:
         sign = record.label_sign or 1
     return Card(
@@ -101,6 +103,7 @@ def describe(catalog: Any, record: DirectionRecord, *, clip_id: str | None = Non
         local=local,
         strength=None if effect is None else float(effect.strength),
         name_sign=-1 if (record.label_sign or 1) < 0 else 1,
+        preview_strength=None if shown is None else float(shown),
     )
 
 
@@ -122,3 +125,15 @@ def _oriented(tiles: list[np.ndarray], strengths: list[float | None], sign: int)
     return tiles, strengths
 
 
+def typed_row(tiles: list[np.ndarray], strengths: list[float | None], sign: int) -> tuple[list, list[str]]:
+    """Tiles rendered at ``strengths`` (along v) turned to read less -> more along ``sign * v``, and
+    each tile's label: the strength to type in ``locobank apply ID:STRENGTH`` to get that tile
+    (signed along v, as hits and ``apply`` are). A preview strip of unknown strength reads
+    ``-λ 0 +λ``. The one labelling convention of the sheet and the gallery."""
+    if len(tiles) == 3 and all(s is None for s in strengths):
+        labels = ["-λ", "0", "+λ"]
+    else:
+        labels = ["?" if s is None else _strength(s) for s in strengths]
+    if sign < 0:
+        return list(tiles[::-1]), labels[::-1]
+    return list(tiles), labels

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 
-from .cards import describe, _oriented, split_strip, _tick
+from .cards import describe, split_strip, typed_row
 
 _PAGE = (Path(__file__).parent / "gallery.html").read_text(encoding="utf-8")
 
@@ -54,9 +54,12 @@ def gallery(
         item = asdict(card)
         item.update(caption=card.caption, command=card.apply_command(db), preview=None, strengths=[])
         if png is not None:
-            tiles, along = _oriented(split_strip(png), [-1.0, 0.0, 1.0], card.sign)
-            if len(tiles) == 3:  # the strengths to pass to `locobank apply`, along v
-                item["strengths"] = [_tick(s * card.sign, card.strength) for s in along]
+            tiles = split_strip(png)
+            s = card.preview_strength
+            rendered = [-s, 0.0, s] if s is not None and len(tiles) == 3 else [None] * len(tiles)
+            tiles, labels = typed_row(tiles, rendered, card.sign)
+            if len(tiles) == 3:  # the strengths to pass to `locobank apply`, as the strip was rendered
+                item["strengths"] = labels
             name = f"{record.id}.png"
             strip = Image.fromarray(np.concatenate(tiles, axis=1))
             strip.save(previews / name, format="PNG", optimize=True)

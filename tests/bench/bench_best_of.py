@@ -55,7 +55,7 @@ def main() -> None:
     found = core.find_directions(model, core.invert(model, src, t, steps), t, src_mask, rank=args.candidates,
                                    null_rank=st.null_rank, iters=20)
     part = PartPrint(src_mask, *profiles(src[0], src_mask))  # as the catalog gives them: registered
-    cands = [Prepared(model, [core.Direction(f.vector, f.t, f.fingerprint, name=f"v{i}", source=part)], [lam])
+    cands = [Prepared(model, [core.Direction(f.vector, f.t_edit, f.fingerprint, name=f"v{i}", source=part)], [lam])
              for i, f in enumerate(found)]
     text = text_direction(clip, "smile")
     hw = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
