@@ -105,9 +105,9 @@ def train_vae(state_path: Path, *, steps: int = 2500, batch_size: int = 32, lr: 
         meta = load_state(Path(state_path), model, ema, opt)
     note_hardware(meta, device, steps)
     data = _faces(n_faces, Path(state_path).parent)
-    gen = torch.Generator().manual_seed(seed * 100003 + meta["step"])
 
     def loss_fn(step: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed * 100003 + step)  # per step: a resumed run draws the same
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
         x = data[idx]
         flip = torch.rand(batch_size, generator=gen) < 0.5
@@ -161,10 +161,10 @@ def train_unet(state_path: Path, latents: tuple[torch.Tensor, torch.Tensor], sca
                         ).alphas_cumprod.to(device)
     mean, std = latents
     attrs = [faces.sample_attributes(i) for i in range(n_faces)]
-    rng = random.Random(seed * 7 + meta["step"])
-    gen = torch.Generator().manual_seed(seed * 100003 + meta["step"])
 
     def loss_fn(step: int) -> torch.Tensor:
+        rng = random.Random(seed * 7 + step)  # per step: a resumed run draws the same batches and captions
+        gen = torch.Generator().manual_seed(seed * 100003 + step)
         idx = torch.randint(0, mean.shape[0], (batch_size,), generator=gen)
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)).to(device) * scaling
         prompts = ["" if rng.random() < DROP_CAPTION else training_caption(attrs[int(i) % n_faces], rng) for i in idx]
