@@ -41,13 +41,13 @@ def mask():
 def test_loader_reads_pipeline_and_unet_folders(tmp_path, model):
     assert model.resolution == 16 and model.channels == 3
     assert len(model.fingerprint) == 16
-    again = load_model(tmp_path.parent / "m0" / "tiny-ddpm") if (tmp_path.parent / "m0").exists() else None
+    again = load_model(model.source)  # the pipeline folder the fixture loaded, loaded again
     # The UNet-folder layout (config.json + scheduler_config.json side by side) loads too.
     model.unet.save_pretrained(tmp_path / "flat")
     model.scheduler.save_pretrained(tmp_path / "flat")
     flat = load_model(tmp_path / "flat")
     assert flat.resolution == 16
-    assert again is None or again.fingerprint == model.fingerprint
+    assert again.fingerprint == model.fingerprint
 
 
 def test_fingerprint_is_stable_and_tracks_weights(tmp_path):

@@ -82,3 +82,19 @@ def test_a_read_only_catalog_reads_and_refuses_every_write(sqlite_migrated_url):
         assert cat.stats()["directions"] == 0
     with pytest.raises(InputError, match="cannot be upgraded"):
         Catalog.open(sqlite_migrated_url, read_only=True, upgrade=True)
+
+
+@pytest.mark.slow
+def test_a_second_strength_reuses_the_unedited_sample(prep, files, monkeypatch):
+    from locobank.loco import ddim
+
+    image, mask = files
+    settled = settle(prep, image, mask=mask, steps=4, null_rank=3)
+    walks = []
+    real = ddim.sample
+    monkeypatch.setattr(ddim, "sample", lambda *a, **k: walks.append(1) or real(*a, **k))
+    first = edit_settled(settled, prep, [4.0, 1.0], spill_passes=1)
+    n_first, walks[:] = len(walks), []
+    again = edit_settled(settled, prep, [4.0, 1.0], spill_passes=1)
+    assert n_first == 3 and len(walks) == 2  # reference, edit, one pass; then edit and pass only
+    torch.testing.assert_close(again, first, rtol=0, atol=0)

@@ -1,11 +1,12 @@
 """One image made ready for many edits: inverted to its directions' edit time and, with a mask,
 the directions re-localised on it, once. A sweep does this inside one call; an interactive caller
 (``locobank serve``) keeps a :class:`Settled` between requests, so a second strength on the same
-image costs one sampling (and its spill passes), not another inversion and re-projection."""
+image costs one sampling and its spill passes (the unedited sample they compare with is kept
+too), not another inversion and re-projection."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -32,10 +33,12 @@ class Settled:
     steps: int
     null_rank: int
     max_shift: int | None
+    references: dict = field(default_factory=dict)  # (seed, eta_tail) -> the unedited sample, for spill passes
 
     def nbytes(self) -> int:
         """Memory held, for a cache's bound."""
         tensors = [self.state] + [d.vector for d in self.directions] + list(self.masks or [])
+        tensors += list(self.references.values())
         return sum(t.element_size() * t.nelement() for t in tensors)
 
 
@@ -73,8 +76,11 @@ def edit_settled(settled: Settled, prep: Prepared, strengths: Sequence[float], *
     if len(strengths) != len(settled.directions):
         raise InputError(f"give one strength per direction: {len(strengths)} for {len(settled.directions)}")
     _, eta, _ = _defaults(prep.model, settled.steps, eta_tail, None)
+    key = (seed, eta) if settled.inverted else None  # the unedited sample is the same at every strength
     r = core.edit(prep.model, settled.state, list(zip(settled.directions, [float(s) for s in strengths])),
                   steps=settled.steps, seed=seed, eta_tail=eta, inverted=settled.inverted, mask=settled.masks,
                   null_rank=settled.null_rank, max_shift=settled.max_shift, spill_passes=spill_passes,
-                  register=register, orthogonalize=orthogonalize)
+                  register=register, orthogonalize=orthogonalize, reference=settled.references.get(key))
+    if key is not None and r.reference is not None:
+        settled.references[key] = r.reference
     return r.images[0].cpu()

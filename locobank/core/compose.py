@@ -36,7 +36,7 @@ def options_for(model: LoadedModel, options: EditOptions | None = None, **given)
 def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
          t_edit: float | int | None = None, *, options: EditOptions | None = None,
          mask: Tensor | Sequence[Tensor] | None = None, orthogonalize: bool = False, inverted: bool = False,
-         progress=None, **given) -> EditResult:
+         progress=None, reference: Tensor | None = None, **given) -> EditResult:
     """Apply one direction, a transferred one, or a composition, to images in [-1, 1].
 
     ``options`` (:class:`~locobank.settings.EditOptions`; default the model's settings, with any
@@ -48,7 +48,9 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
     further by up to ``max_shift`` pixels, then re-projected off the null space of *this* image's
     Jacobian outside the union of the masks, which keeps a transferred edit local on a new image
     (one image at a time then). The edit then runs ``spill_passes`` spill passes
-    (:mod:`locobank.core.spill`), each costing one sampling (one more for the unedited reference).
+    (:mod:`locobank.core.spill`), each costing one sampling (one more for the unedited reference,
+    unless ``reference``, the ``EditResult.reference`` of an earlier edit of the same state with
+    the same options and seed, is given).
     """
     opts = options_for(model, options, **given)
     pairs = list(directions)
@@ -60,7 +62,7 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
         raise InputError(f"strengths must be numbers: {e}") from e
     dirs = _at_times(model, pairs, t_edit, inverted)
     return _edit_at_times(model, as_batch(model, images, state=inverted), dirs, strengths, opts, mask=mask,
-                          orthogonalize=orthogonalize, inverted=inverted, progress=progress)
+                          orthogonalize=orthogonalize, inverted=inverted, progress=progress, reference=reference)
 
 
 def _at_times(model: LoadedModel, pairs: list, t_edit: float | int | None, inverted: bool) -> list[Direction]:
@@ -115,7 +117,8 @@ def _invert_to_times(model: LoadedModel, x: Tensor, times: list[int], grid: list
 
 
 def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], opts: EditOptions,
-                   *, mask, orthogonalize: bool, inverted: bool, progress=None) -> EditResult:
+                   *, mask, orthogonalize: bool, inverted: bool, progress=None,
+                   reference: Tensor | None = None) -> EditResult:
     """Invert to the highest edit time, then on the way back down add each direction when the
     sampler passes its own timestep (one time: the plain LOCO edit). The DDIM grid is the usual
     one for the highest time with every direction's time added; inversion and sampling walk the
@@ -153,9 +156,11 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
     if mask is None:
         y = walk_all(delta)
     else:  # one image: walk it as (C, H, W) like its edit
-        reference = walk_all({t: torch.zeros_like(v) for t, v in delta.items()})[0] if opts.spill_passes else None
+        if reference is None and opts.spill_passes:
+            reference = walk_all({t: torch.zeros_like(v) for t, v in delta.items()})[0]
         delta[top], y = with_spill_passes(model, top, delta[top], union, opts.spill_passes,
                                           lambda d: walk_all({**delta, top: d})[0], reference)
         y = y[None]
     return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t_edit=top,
-                      shifts=shifts if mask is not None else [], scales=scales if mask is not None else [])
+                      shifts=shifts if mask is not None else [], scales=scales if mask is not None else [],
+                      reference=reference if mask is not None else None)

@@ -35,6 +35,7 @@ class EditResult:
     t_edit: int
     shifts: list[tuple[float, float]] = field(default_factory=list)  # per direction, with a target mask
     scales: list[tuple[float, float]] = field(default_factory=list)  # (y, x) per direction, with a target mask
+    reference: Tensor | None = None  # with a mask and spill passes: the unedited sample (C, H, W), reusable
 
 
 def check_direction(model: LoadedModel, d: Direction | Tensor, t: int | None) -> Direction:
