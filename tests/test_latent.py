@@ -106,3 +106,15 @@ def test_pixel_directions_and_prompts_are_refused_across_families(sd, tmp_path):
         core.edit(sd, torch.zeros(1, 3, 16, 16), [(torch.randn(3, 16, 16), 1.0)], t_edit=T, steps=4)
     with pytest.raises(InputError, match="takes no prompt"):
         conditioned(pixel, "a smile")
+
+
+def test_a_prompt_longer_than_the_tokenizer_takes_is_truncated_and_said(sd, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="locobank.models.latent"):
+        conditioned(sd, "a smiling face " * 20)
+    assert any("truncated" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="locobank.models.latent"):
+        conditioned(sd, "a face")
+    assert not caplog.records
