@@ -12,10 +12,13 @@ from .db import db_option
 
 @click.command()
 @click.option("--model", default="toy", show_default=True,
-              help="Hub id (google/ddpm-celebahq-256) or folder of a diffusers pixel model; 'toy' is the shipped one.")
+              help="Hub id or folder of a diffusers pixel model (google/ddpm-celebahq-256) or Stable Diffusion "
+                   "1.x/2.x pipeline (stable-diffusion-v1-5/stable-diffusion-v1-5); 'toy' and 'toy-sd' are the shipped toy models.")
 @click.option("--images", type=click.Path(exists=True, path_type=Path), required=True,
               help="Folder of images with masks <stem>_<label>.png, a folder with manifest.jsonl, a "
-                   "CelebAMask-HQ root, or a manifest.jsonl file.")
+                   "CelebAMask-HQ root, or a manifest.jsonl file. For SD models its rows add \"prompt\" (the image's "
+                   "caption), or \"prompt\" and \"seed\" without \"image\" (the prompt's sample), and optionally "
+                   "\"negative_prompt\", \"guidance\", \"edit_prompt\" (a text-supervised direction).")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder holding the <stem>_<label>.png masks, when not beside the images.")
 @click.option("--labels", default=None, help="Comma-separated mask labels to use (e.g. eyes,mouth,hair). Default: all.")

@@ -27,7 +27,10 @@ def slug(text: str, fallback: str = "x") -> str:
 
 
 def resolve_model(name: str | None) -> str:
-    """``toy`` (or nothing) means the shipped toy DDPM; anything else is a Hub id or folder."""
+    """``toy`` (or nothing) means the shipped toy DDPM, ``toy-sd`` the shipped toy latent model;
+    anything else is a Hub id or folder."""
     if not name or name == "toy":
         return str(TOY_DDPM)
+    if name == "toy-sd":
+        return str(TOY_SD)
     return name

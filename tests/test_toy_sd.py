@@ -26,6 +26,9 @@ def test_the_shipped_pipeline_loads_as_a_user_checkpoint_would(sd):
     assert sd.settings.guidance == 7.5 and sd.settings.basis == "constrained"
     size = sum(p.stat().st_size for p in TOY_SD.rglob("*.safetensors"))
     assert size < 30e6, size
+    from locobank.paths import resolve_model
+
+    assert resolve_model("toy-sd") == str(TOY_SD)  # `--model toy-sd`
 
 
 def test_vae_reconstructs_held_out_faces(sd):
