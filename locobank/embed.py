@@ -9,7 +9,6 @@ transfer consistency is the mean cosine between the per-image effects.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -91,13 +90,12 @@ class StateCache:
 def _cache_for(caches: dict, model: LoadedModel, condition: dict | None, steps: int) -> StateCache:
     """The state cache of the prompt a direction was found under (the model's own for none):
     its effect is rendered on the probe images inverted and sampled under that prompt."""
-    from .models import conditioned
+    from .models import under
 
     c = condition or {}
-    key = json.dumps([c.get("prompt", ""), c.get("negative_prompt", ""), c.get("guidance")])
+    key = (c.get("prompt", ""), c.get("negative_prompt", ""), c.get("guidance"))
     if key not in caches:
-        m = conditioned(model, c["prompt"], c.get("negative_prompt", ""), c.get("guidance")) if c else model
-        caches[key] = StateCache(m, steps)
+        caches[key] = StateCache(under(model, condition), steps)
     return caches[key]
 
 

@@ -8,11 +8,10 @@ points along the query and -1 when the opposite edit (-v) does.
 from __future__ import annotations
 
 import logging
-
-from collections import Counter
-
 import math
 import re
+import shlex
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +133,7 @@ class Hit:
         """The command that applies this hit's edit."""
         s = self.signed_strength
         spec = f"{self.id}:{s:+g}" if s is not None else f"{self.id}:{'-' if self.sign < 0 else '+'}STRENGTH"
-        prompt = f" --prompt {_quoted(self.condition['prompt'])}" if self.condition else ""
+        prompt = f" --prompt {shlex.quote(self.condition['prompt'])}" if self.condition else ""
         return f"locobank apply {spec} {image}{prompt} --out {out}"
 
     def to_dict(self) -> dict:
@@ -145,12 +144,6 @@ class Hit:
                 "mask_label": self.mask_label, "model_id": self.model_id, "fingerprint": self.fingerprint,
                 "singular_value": self.singular_value, "t_edit": self.t_edit, "condition": self.condition,
                 "apply": self.command()}
-
-
-def _quoted(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "face", model: str | None = None,

@@ -66,15 +66,19 @@ class EditView:
     note: str
 
 
-def _store(res: Resources, img: Image.Image, mask: np.ndarray | None = None) -> InputImage:
+def _keep(res: Resources, folder: str, img: Image.Image) -> Path:
+    """``img`` as a PNG in the app's ``folder``, named by the sha256 of its bytes (written once)."""
     data = png_bytes(img)
-    sha = sha256_of(data)
-    folder = res.work / "inputs"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sha}.png"
+    path = res.work / folder / f"{sha256_of(data)}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_bytes(data)
-    return InputImage(sha, path, img.size, mask)
+    return path
+
+
+def _store(res: Resources, img: Image.Image, mask: np.ndarray | None = None) -> InputImage:
+    path = _keep(res, "inputs", img)
+    return InputImage(path.stem, path, img.size, mask)
 
 
 def take_upload(res: Resources, upload: str | Path) -> InputImage:
@@ -133,13 +137,7 @@ def mask_file(res: Resources, mask: np.ndarray, side: int) -> Path:
     """A mask at the image's size as a checked PNG at the model's size, in the app's folder."""
     m = square_mask(mask, side) if mask.shape != (side, side) else mask
     check_mask(torch.from_numpy(m), (side, side))
-    data = png_bytes(Image.fromarray(m.astype(np.uint8) * 255))
-    folder = res.work / "masks"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sha256_of(data)}.png"
-    if not path.exists():
-        path.write_bytes(data)
-    return path
+    return _keep(res, "masks", Image.fromarray(m.astype(np.uint8) * 255))
 
 
 def _settled(res: Resources, prep, inp: InputImage, mask: Path | None, ids: Sequence[int], seed: int, report: Report):

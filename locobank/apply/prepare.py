@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..files import file_sha256
 from ..images import load_image, load_mask, unpack_mask
 from ..loco.register import PartPrint, profiles
-from ..models import LoadedModel, conditioned
+from ..models import LoadedModel, under
 from ..models.recorded import model_for
 from .specs import DirectionSpec
 
@@ -38,8 +38,7 @@ def prepare(catalog, specs: Sequence[DirectionSpec], *, default_strength: float 
     if len(fps) > 1:
         raise InputError(f"directions {[s.id for s in specs]} come from different models; compose within one model")
     model = model_for(catalog, recs[0].fingerprint, override=model_override, device=device)
-    if condition is not None:
-        model = conditioned(model, **condition)
+    model = under(model, condition)
     dirs, strengths = [], []
     for s, r in zip(specs, recs):
         v = catalog.load_vector(r.id, expected_fingerprint=model.fingerprint)

@@ -57,12 +57,14 @@ class JobQueue(CatalogBase):
     def enqueue_jobs(self, run_id: int, pairs: Iterable[tuple]) -> int:
         """Add (image_id, mask_id) jobs to a run, or (image_id, mask_id, condition) for text-to-image
         models; existing ones are skipped. Returns how many are new."""
-        pairs = list(pairs)
-        conds: dict[str, dict | None] = {}
+        conds: dict[str, dict | None] = {}  # condition hash -> condition
+        keys = set()
         for p in pairs:
-            key = condition_hash(p[2] if len(p) > 2 else None)
-            conds[key] = p[2] if len(p) > 2 else None
-        wanted = sorted({(int(p[0]), int(p[1]), condition_hash(p[2] if len(p) > 2 else None)) for p in pairs})
+            cond = p[2] if len(p) > 2 else None
+            h = condition_hash(cond)
+            conds[h] = cond
+            keys.add((int(p[0]), int(p[1]), h))
+        wanted = sorted(keys)  # sorted: concurrent enqueuers lock in one order
         new = 0
         with self._tx(write=True) as s:
             if s.get(HarvestRun, run_id) is None:

@@ -15,7 +15,7 @@ import torch
 from .. import core
 from ..errors import InputError
 from ..images import save_image
-from ..models import LoadedModel, conditioned
+from ..models import LoadedModel, under
 
 KEYS = ("prompt", "negative_prompt", "guidance", "seed", "edit_prompt", "edit_guidance")
 EDIT_GUIDANCE = 4.0  # the T-LOCO reference's guidance of the edit prompt
@@ -64,7 +64,7 @@ def generate_images(model: LoadedModel, pairs: Sequence, steps: int) -> int:
         cond = p.condition or {}
         if "seed" not in cond or p.image in done or Path(p.image).exists():
             continue
-        m = conditioned(model, cond["prompt"], cond.get("negative_prompt", ""), cond.get("guidance"))
+        m = under(model, cond)
         with torch.no_grad():
             img = core.generate(m, core.noise_for(m, [cond["seed"]]), steps)[0]
         Path(p.image).parent.mkdir(parents=True, exist_ok=True)
@@ -73,30 +73,36 @@ def generate_images(model: LoadedModel, pairs: Sequence, steps: int) -> int:
     return len(done)
 
 
-def model_under(model: LoadedModel, cond: dict | None) -> LoadedModel:
-    """The model conditioned as the job says (itself for none)."""
-    if not cond:
-        return model
-    return conditioned(model, cond.get("prompt", ""), cond.get("negative_prompt", ""), cond.get("guidance"))
-
-
 def state_of(model: LoadedModel, cond: dict | None, image: torch.Tensor, t: core.EditTime, steps: int) -> torch.Tensor:
     """A job's state at the edit time: on the seed's own sampling trajectory for a prompt's
     sample, else the image DDIM-inverted under the job's prompt."""
-    m = model_under(model, cond)
+    m = under(model, cond)
     if cond and "seed" in cond:
         return core.generate_to(m, core.noise_for(m, [cond["seed"]]), t, steps)[0]
     return core.invert(m, image[None], t, steps)[0]
+
+
+def states_of(model: LoadedModel, ready: Sequence, ts: Sequence[core.EditTime], steps: int) -> list[torch.Tensor]:
+    """:func:`state_of` for each (job, image, mask) of a batch, each distinct state computed once:
+    jobs that differ only in their mask or edit prompt share the image's state."""
+    done: dict[tuple, torch.Tensor] = {}
+    out = []
+    for (job, x, _), t in zip(ready, ts):
+        cond = job.condition or {}
+        key = (job.image_sha256, t) + tuple(cond.get(k) for k in ("prompt", "negative_prompt", "guidance", "seed"))
+        if key not in done:
+            done[key] = state_of(model, job.condition, x, t, steps)
+        out.append(done[key])
+    return out
 
 
 def find_for(model: LoadedModel, cond: dict | None, x_t: torch.Tensor, t: core.EditTime, mask: torch.Tensor,
              params) -> core.Directions:
     """A job's directions: text-supervised (``J^T delta`` towards the edit prompt) when its
     condition has an edit prompt, else the unsupervised LOCO basis, both under the job's prompt."""
-    m = model_under(model, cond)
+    m = under(model, cond)
     if cond and "edit_prompt" in cond:
-        edit = conditioned(model, cond["edit_prompt"], cond.get("negative_prompt", ""), cond.get("edit_guidance"))
-        return core.find_supervised(m, edit, x_t, t, mask, null_rank=params.null_rank, iters=params.iters,
+        return core.find_supervised(m, under(model, cond, edit=True), x_t, t, mask, null_rank=params.null_rank, iters=params.iters,
                                     seed=params.seed)
     return core.find_directions(m, x_t, t, mask, rank=params.rank, null_rank=params.null_rank, iters=params.iters,
                                 tol=params.tol, seed=params.seed, constrained=params.basis == "constrained")

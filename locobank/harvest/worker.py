@@ -19,7 +19,6 @@ from typing import Callable, Sequence
 import torch
 
 from .. import core
-from ..catalog.jobs import condition_hash
 from ..catalog.records import JobRecord, NewDirection, RunRecord
 from ..errors import InputError, LocobankError
 from ..files import file_sha256
@@ -154,7 +153,7 @@ def plan_jobs(catalog, model: LoadedModel, pairs: Sequence[Pair], params: Harves
     run = catalog.get_or_create_run(mrec, {"model": model.fingerprint, **params.to_dict()})
     images: dict[Path, int] = {}
     files: JobFiles = {}
-    work_items: dict[tuple, tuple] = {}  # (image id, mask id, condition hash) -> what enqueue_jobs takes
+    queued: list[tuple] = []  # (image id, mask id, condition): enqueue_jobs drops repeats
     conditions.generate_images(model, pairs, params.steps)  # a prompt's samples, before their files are read
     for p in pairs:
         cond = conditions.resolved(model, p.condition)
@@ -166,10 +165,10 @@ def plan_jobs(catalog, model: LoadedModel, pairs: Sequence[Pair], params: Harves
         m = catalog.add_mask(images[p.image], p.label, file_sha256(p.mask), area=_mask_area(p.mask),
                              uri=str(Path(p.mask).resolve()))
         files.setdefault((images[p.image], m.id), []).append(p)
-        work_items[(images[p.image], m.id, condition_hash(cond))] = (images[p.image], m.id, cond)
+        queued.append((images[p.image], m.id, cond))
         if progress is not None:
             progress(1)
-    catalog.enqueue_jobs(run.id, list(work_items.values()))
+    catalog.enqueue_jobs(run.id, queued)
     return run, files
 
 
@@ -231,7 +230,7 @@ def _states_by_time(model: LoadedModel, times: dict, ready: list, params: Harves
     ts = [times.get(job.mask_label, times[None]) for job, _, _ in ready]
     xts: list = [None] * len(ready)
     if any(job.condition for job, _, _ in ready):  # text-to-image: each job under its own prompt
-        return [conditions.state_of(model, job.condition, x, t, params.steps) for (job, x, _), t in zip(ready, ts)], ts
+        return conditions.states_of(model, ready, ts, params.steps), ts
     for t in sorted(set(ts)):
         idx = [i for i, ti in enumerate(ts) if ti == t]
         x = torch.stack([ready[i][1] for i in idx])

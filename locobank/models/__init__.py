@@ -11,12 +11,12 @@ import torch
 from ..errors import ModelLoadError
 from .base import LoadedModel, config_hash, fingerprint, pick_device, pick_dtype
 from .family import ModelFamily, PixelFamily
-from .latent import Condition, LatentFamily, conditioned, load_latent, pipeline_class
+from .latent import Condition, LatentFamily, conditioned, load_latent, pipeline_class, under
 from .pixel import load_pixel
 
 PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline")
 
-__all__ = ["Condition", "LatentFamily", "LoadedModel", "ModelFamily", "PixelFamily", "conditioned", "config_hash", "fingerprint", "load_model", "pick_device",
+__all__ = ["Condition", "LatentFamily", "LoadedModel", "ModelFamily", "PixelFamily", "conditioned", "config_hash", "fingerprint", "load_model", "pick_device", "under",
            "pick_dtype"]
 
 

@@ -179,6 +179,18 @@ def load_latent(where: str, *, local: Path | None, device: torch.device, dtype: 
                        settings=ModelSettings.load(local), source=str(local.resolve()) if local else where)
 
 
+def under(model: LoadedModel, condition: dict | None, *, edit: bool = False) -> LoadedModel:
+    """``model`` under a stored condition (a job's or a direction's: ``prompt``, ``negative_prompt``,
+    ``guidance``; with ``edit``, its ``edit_prompt`` and ``edit_guidance``); itself for none."""
+    if not condition:
+        return model
+    if edit:
+        return conditioned(model, condition["edit_prompt"], condition.get("negative_prompt", ""),
+                           condition.get("edit_guidance"))
+    return conditioned(model, condition.get("prompt", ""), condition.get("negative_prompt", ""),
+                       condition.get("guidance"))
+
+
 def conditioned(model: LoadedModel, prompt: str = "", negative_prompt: str = "",
                 guidance: float | None = None) -> LoadedModel:
     """``model`` with a prompt bound (latent models; guidance None: the model's settings); a pixel

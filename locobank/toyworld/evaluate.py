@@ -108,12 +108,19 @@ ZERO_SHOT_TASKS = {
 def zero_shot(clip, n: int = 500, seed0: int = HELD_OUT_SEED) -> dict[str, float]:
     """Zero-shot accuracy of a CLIP on held-out faces, per attribute, with prompts built from attribute words."""
     seeds = list(range(seed0, seed0 + n))
-    img = clip.encode_images(torch.from_numpy(batch(seeds)))
-    attrs = [face(s).attrs for s in seeds]
+    scores = zero_shot_on(clip, torch.from_numpy(batch(seeds)), [face(s).attrs for s in seeds])
+    return {task: s["accuracy"] for task, s in scores.items()}
+
+
+def zero_shot_on(clip, images: torch.Tensor, attrs: list, keep=lambda task, a: True) -> dict[str, dict]:
+    """Per zero-shot task, the share of ``images`` whose attribute CLIP reads as ``attrs`` says
+    (``accuracy``), over the (task, face) pairs ``keep`` admits (``n``)."""
+    img = clip.encode_images(images)
     out = {}
     for task, (truth, prompts) in ZERO_SHOT_TASKS.items():
         keys = list(prompts)
-        txt = clip.encode_text([prompts[k] for k in keys])
-        pred = (img @ txt.T).argmax(1).tolist()
-        out[task] = float(np.mean([keys[p] == truth(a) for p, a in zip(pred, attrs)]))
+        pred = (img @ clip.encode_text([prompts[k] for k in keys]).T).argmax(1).tolist()
+        pairs = [(keys[p], truth(a)) for p, a in zip(pred, attrs) if keep(task, a)]
+        out[task] = {"accuracy": float(np.mean([p == t for p, t in pairs])) if pairs else float("nan"),
+                     "n": len(pairs)}
     return out

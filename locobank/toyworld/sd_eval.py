@@ -12,16 +12,15 @@ import statistics
 from dataclasses import replace
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from .. import core
 from ..images import to_uint8
 from ..models import LoadedModel, conditioned
 from . import HELD_OUT_SEED, batch, face
-from .evaluate import ZERO_SHOT_TASKS, psnr
+from .evaluate import psnr, zero_shot_on
 from .faces import caption, sample_attributes
-from .probes import attribute_score, lacks, part_for
+from .probes import attribute_score, part_for
 
 # What each text-supervised query changes in a face's attributes (its edit caption is the face's
 # own caption rewritten with the change, same wording).
@@ -62,16 +61,8 @@ def adherence(clip, images: torch.Tensor, seeds: Sequence[int]) -> dict[str, dic
     """Share of generated faces whose attribute (per zero-shot task) is the one their caption names,
     read by the toy CLIP's zero-shot classifier. Glasses count only where the caption says so (a
     caption never says "no glasses")."""
-    feats = clip.encode_images(images.cpu())
-    attrs = [sample_attributes(s) for s in seeds]
-    out = {}
-    for task, (truth, prompts) in ZERO_SHOT_TASKS.items():
-        keys = list(prompts)
-        pred = (feats @ clip.encode_text([prompts[k] for k in keys]).T).argmax(1).tolist()
-        pairs = [(keys[p], truth(a)) for p, a in zip(pred, attrs) if task != "glasses" or a.glasses]
-        out[task] = {"accuracy": float(np.mean([p == t for p, t in pairs])) if pairs else float("nan"),
-                     "n": len(pairs)}
-    return out
+    return zero_shot_on(clip, images.cpu(), [sample_attributes(s) for s in seeds],
+                        keep=lambda task, a: task != "glasses" or a.glasses)
 
 
 def round_trip(model: LoadedModel, seeds: Sequence[int], t_edit: float, steps: int) -> list[float]:
@@ -159,7 +150,3 @@ def supervised_study(model: LoadedModel, query: str, n: int = 10, *, t_edit: flo
 def _stats(v: list[float]) -> dict:
     return {"median": statistics.median(v), "worst": min(v), "n": len(v)} if v else {"n": 0}
 
-
-def lacking(query: str, seeds: Sequence[int]) -> list[int]:
-    """The seeds among ``seeds`` whose face lacks ``query``."""
-    return [s for s in seeds if lacks(query, s)]

@@ -21,7 +21,7 @@ import torch
 
 from . import faces
 from .captions import training_caption
-from .trainstate import checkpoint, ema_update, load_state, note_hardware, read_step
+from .trainstate import checkpoint, ema_update, load_state, note_hardware, read_step, save_state
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,6 @@ def _unet_from_export(out_dir: Path, unet_state: Path) -> None:
     if meta.get("step", 0) <= 0:
         return
     from diffusers import UNet2DConditionModel
-
-    from .trainstate import save_state
 
     unet = UNet2DConditionModel.from_pretrained(str(Path(out_dir) / "unet"))
     meta = {**meta, "warm_from": meta["step"], "rebuilt_from_export_at": meta["step"]}
