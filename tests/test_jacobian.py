@@ -148,3 +148,40 @@ def test_watched_vectors_stop_the_iteration_once_their_projections_settle(proble
         assert (project_out(w, watched.Vh) - project_out(w, N0)).norm(dim=1).max() < tol
     (loose,) = block_subspace_svd(lin, [outside], [6], tol=1e-1, iters=200, watch=[w])
     assert loose.iterations < basis.iterations  # a loose tolerance on the projection stops sooner
+
+
+class _BackwardOnlySquare(torch.autograd.Function):
+    """x**2 with a backward formula and no forward-mode one, as some ops of real models are."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+def test_jvp_falls_back_to_reverse_mode_where_forward_ad_fails(problem, caplog):
+    """An op with no forward-mode formula: J v still equals the dense Jacobian's, from reverse mode."""
+    fn, x, J, _ = problem
+    g = lambda z: _BackwardOnlySquare.apply(fn(z))  # noqa: E731
+    with math_attention():
+        dense = torch.autograd.functional.jacobian(g, x).reshape(192, 192)
+    V = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    lin = Linearization(g, x, chunk=2)
+    with caplog.at_level("WARNING", logger="locobank.loco.jacobian"):
+        JV = lin.jvp(V)
+    assert lin.reverse_jvp
+    assert sum("reverse mode" in r.message for r in caplog.records) == 1  # said once, not per chunk
+    torch.testing.assert_close(JV.reshape(5, -1), V.reshape(5, -1) @ dense.T, rtol=1e-4, atol=1e-5)
+    plain = Linearization(fn, x)  # where forward mode works it is used, and agrees with the dense J
+    torch.testing.assert_close(plain.jvp(V).reshape(5, -1), V.reshape(5, -1) @ J.T, rtol=1e-4, atol=1e-5)
+    assert not plain.reverse_jvp

@@ -9,6 +9,7 @@ forward-mode formula.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 
 def math_attention():
@@ -40,22 +43,45 @@ class Linearization:
         self.out = out.detach()
         self.jvp_calls = 0
         self.vjp_calls = 0
+        self.reverse_jvp = False  # set once forward-mode AD has failed through fn
 
     def _chunks(self, T: Tensor):
         for i in range(0, T.shape[0], self.chunk):
             yield T[i : i + self.chunk]
 
     def jvp(self, V: Tensor) -> Tensor:
-        """``J v`` for each row of ``V`` (k, *x.shape) -> (k, *out.shape)."""
-        def one(v: Tensor) -> Tensor:
-            return torch.func.jvp(self.fn, (self.x,), (v,))[1]
+        """``J v`` for each row of ``V`` (k, *x.shape) -> (k, *out.shape).
 
+        Forward-mode AD where the model's ops support it; where one does not (no forward formula,
+        or one that mixes dtypes, as layer norm's does in bf16 on some CUDA builds), ``J v`` comes
+        from reverse mode instead, as the derivative of the linear map ``u -> J^T u`` (slower, the
+        same numbers), and the log says so once."""
         outs = []
         with math_attention():
             for c in self._chunks(V):
-                outs.append(torch.func.vmap(one)(c).detach())
+                outs.append(self._jvp_chunk(c).detach())
         self.jvp_calls += V.shape[0]
         return torch.cat(outs)
+
+    def _jvp_chunk(self, V: Tensor) -> Tensor:
+        if not self.reverse_jvp:
+            try:
+                return torch.func.vmap(self._forward_one)(V)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as e:
+                self.reverse_jvp = True
+                log.warning("forward-mode AD failed through this model (%s); computing J v in reverse mode",
+                            str(e).splitlines()[0][:200])
+        return torch.func.vmap(self._reverse_one)(V)
+
+    def _forward_one(self, v: Tensor) -> Tensor:
+        return torch.func.jvp(self.fn, (self.x,), (v,))[1]
+
+    def _reverse_one(self, v: Tensor) -> Tensor:
+        # u -> J^T u is linear, so its own VJP at any u, applied to v, is (J^T)^T v = J v.
+        _, back = torch.func.vjp(lambda u: self._vjp(u)[0], torch.zeros_like(self.out))
+        return back(v)[0]
 
     def vjp(self, U: Tensor) -> Tensor:
         """``J^T u`` for each row of ``U`` (k, *out.shape) -> (k, *x.shape)."""
