@@ -16,7 +16,7 @@ def spill_pass(model: LoadedModel, t: int, delta: Tensor, edited: Tensor, refere
 
     ``edited`` and ``reference`` are the images sampled from ``x_t + delta`` and from ``x_t``
     alone. Their difference outside the mask is the edit's spill; it is carried to the state
-    (the family's ``state_change``), pulled back to time ``t`` (times ``sqrt(abar_t)``, the gain
+    (the family's ``state_change``, about the reference images), pulled back to time ``t`` (times ``sqrt(abar_t)``, the gain
     of the state on the clean image at low noise) and subtracted from ``delta`` there, so
     sampling again changes less outside. The null-space projection removes the spill of the
     Jacobian at ``t`` alone; this one is measured through the whole sampler. Works on one edit
@@ -25,7 +25,8 @@ def spill_pass(model: LoadedModel, t: int, delta: Tensor, edited: Tensor, refere
     gain = float(model.denoiser.abar(int(t))) ** 0.5
     spill = outside * (edited - reference).to(edited.dtype)
     batched = spill.dim() == 4
-    change = model.family.state_change(spill if batched else spill[None])
+    ref = reference.to(edited.device, edited.dtype)
+    change = model.family.state_change(spill if batched else spill[None], ref if batched else ref[None])
     change = change if batched else change[0]
     return delta - gain * change.to(delta.device, delta.dtype)
 

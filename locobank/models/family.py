@@ -36,9 +36,9 @@ class ModelFamily(Protocol):
         """The posterior-mean predictor at timestep ``t`` as a map from one state (state_shape)
         to one image (image_shape): the function whose Jacobian LOCO takes."""
 
-    def state_change(self, image_change: Tensor) -> Tensor:
-        """A change of images (B, *image_shape) carried to a change of states at low noise, for
-        the spill passes (pixels: itself)."""
+    def state_change(self, image_change: Tensor, at: Tensor) -> Tensor:
+        """A change of images (B, *image_shape) made about the images ``at`` carried to a change
+        of states at low noise, for the spill passes (pixels: itself)."""
 
     def state_mask(self, mask: Tensor) -> Tensor:
         """An image mask (H, W) on the state's grid (h, w), for spatial registration."""
@@ -69,7 +69,7 @@ class PixelFamily:
 
         return fn
 
-    def state_change(self, image_change: Tensor) -> Tensor:
+    def state_change(self, image_change: Tensor, at: Tensor) -> Tensor:
         return image_change
 
     def state_mask(self, mask: Tensor) -> Tensor:

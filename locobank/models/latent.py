@@ -10,9 +10,10 @@ guidance are bound with :meth:`LatentFamily.condition`.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -108,10 +109,12 @@ class LatentFamily:
 
         return fn
 
-    def state_change(self, image_change: Tensor) -> Tensor:
-        """A pixel change carried to the latent through the encoder, linearised about zero."""
-        zero = torch.zeros_like(image_change)
-        return self.encode(image_change) - self.encode(zero)
+    def state_change(self, image_change: Tensor, at: Tensor) -> Tensor:
+        """A pixel change carried to the latent through the encoder, about the images ``at`` it
+        was made to (the encoder is far from linear: about a grey image, its difference of a
+        small change bears little relation to the latent change that makes it)."""
+        with torch.no_grad():
+            return self.encode((at + image_change).clamp(-1, 1)) - self.encode(at)
 
     def state_mask(self, mask: Tensor) -> Tensor:
         k = self.image_shape[-1] // self.state_shape[-1]
@@ -142,6 +145,24 @@ def pipeline_class(where: str, local: Path | None, revision: str | None) -> str 
         return None
 
 
+@contextmanager
+def _quiet_progress(quiet: bool) -> Iterator[None]:
+    """diffusers' and transformers' loading bars off while a local folder loads (a Hub download keeps them)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = (dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled())
+    if quiet:
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, on in zip((dlog, tlog), was):
+            if on:
+                lib.enable_progress_bar()
+
+
 def load_latent(where: str, *, local: Path | None, device: torch.device, dtype: torch.dtype,
                 revision: str | None, cls_name: str) -> LoadedModel:
     """Load a Stable-Diffusion-style pipeline folder or Hub id as a latent model."""
@@ -152,8 +173,9 @@ def load_latent(where: str, *, local: Path | None, device: torch.device, dtype: 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(where, revision=revision, safety_checker=None,
-                                                       requires_safety_checker=False)
+        with _quiet_progress(local is not None):
+            pipe = StableDiffusionPipeline.from_pretrained(where, revision=revision, safety_checker=None,
+                                                           requires_safety_checker=False)
     except Exception as e:  # diffusers raises several types
         raise ModelLoadError(f"could not load a StableDiffusionPipeline from {where!r}: {e}") from e
     sched = DDIMScheduler.from_config(pipe.scheduler.config)
