@@ -11,7 +11,7 @@ from .db import db_option, open_catalog
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, required=True)
+@click.argument("args", nargs=-1, required=False)
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output PNG for one image; a folder for several (one <stem>.png each) or for --sweep strips.")
 @click.option("--query", default=None, help="Apply the top search hit for this text, with its sign (no ids needed).")

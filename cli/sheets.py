@@ -67,8 +67,8 @@ def gallery(out: Path, clip_spec: str, title: str, db_url: str | None) -> None:
     """Write a static HTML gallery of every direction in the catalog.
 
     Open the printed file:// address in a browser; no server or network is needed. Each card shows
-    the preview strip, name, mask, model, singular value, transfer consistency and locality, and
-    a `locobank apply` command to copy. Filter by model, mask and name in the page, or from the
+    the preview strip, name, mask, model, singular value, transfer consistency and locality (and,
+    for text-to-image models, the prompt and any edit prompt), and a `locobank apply` command to copy. Filter by model, mask and name in the page, or from the
     address: index.html#mask=mouth&name=smile.
     """
     from locobank.catalog.connect import safe_url

@@ -146,3 +146,83 @@ def test_a_pack_round_trip_keeps_the_conditions(world, tmp_path):
     with Catalog.open(other) as cat:
         after = {d.vector_sha256: d.condition for d in cat.list_directions()}
     assert after == before and str(root) not in pack.read_bytes().decode("latin-1")
+
+
+def test_the_gallery_shows_each_direction_prompt(world, tmp_path):
+    root, _, db = world
+    res = CliRunner().invoke(cli, ["gallery", "--out", str(tmp_path / "g"), "--db", db])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "g" / "index.html").read_text()
+    data = json.loads(page.split('id="data"')[1].split(">", 1)[1].split("</script>")[0])
+    by_prompt = {d["prompt"]: d for d in data}
+    assert set(by_prompt) == {"a smiling face", "a frowning face", "a face with blue eyes"}
+    assert [d["edit_prompt"] for d in data if d["edit_prompt"]] == ["a frowning face"]
+    assert all(f"--prompt '{d['prompt']}'" in d["command"] for d in data)
+
+
+def test_query_candidates_keep_each_sample_best_real_edit(world, tmp_path):
+    """--query with --candidates on a prompt's samples: each seed keeps one candidate's own edit."""
+    root, _, db = world
+    assert CliRunner().invoke(cli, ["index", "build", "--probes", "1", "--steps", "3", "--db", db]).exit_code == 0
+    common = ["--generate", "0,1", "--prompt", "a face", "--steps", "4", "--db", db]
+    res = CliRunner().invoke(cli, ["apply", "--query", "a smiling face", "--candidates", "3", *common,
+                                   "--out", str(tmp_path / "best")])
+    assert res.exit_code == 0, res.output
+    assert "kept per image: #" in res.output and "2 samples of the prompt" in res.output
+    hits = json.loads(CliRunner().invoke(cli, ["search", "a smiling face", "-k", "3", "--json", "--db", db]).output)
+    alone = []
+    for h in hits:  # each candidate alone, as `apply` would do it
+        spec = h["apply"].split()[2]
+        out = tmp_path / f"alone{h['id']}"
+        assert CliRunner().invoke(cli, ["apply", spec, *common, "--out", str(out)]).exit_code == 0
+        alone.append(out)
+    for name in ("seed0.png", "seed1.png"):
+        kept = np.asarray(Image.open(tmp_path / "best" / name), float)
+        gaps = [np.abs(kept - np.asarray(Image.open(a / name), float)).max() for a in alone]
+        assert min(gaps) <= 1, gaps  # the kept image is one candidate's edit, not a blend
+
+
+def test_a_killed_latent_harvest_resumes_without_duplicates(world, tmp_path):
+    """kill -9 in the middle of a text-to-image harvest, then a rerun: every job done once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, model, _ = world
+    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+    more = [dict(r, prompt=r["prompt"] + f", take {i}") for i in range(3) for r in rows if "image" in r]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps({**r, "image": str(root / r["image"]),
+                                              "masks": {"mouth": str(root / "mouth.png")}}) for r in more))
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    cmd = [sys.executable, "-m", "locobank_cli.main", "harvest", "--model", str(model), "--images", str(manifest),
+           "--rank", "1", "--null-rank", "1", "--steps", "4", "--iters", "4", "--batch", "1", "--lease", "3",
+           "--db", db]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def done() -> int:
+        try:
+            with Catalog.open(db) as cat:
+                return cat.job_counts().get("done", 0)
+        except Exception:  # not created yet, or mid-migration
+            return 0
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and done() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed and 2 <= done() < len(more), done()
+    time.sleep(3.2)  # the dead worker's lease runs out
+    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout + final.stderr
+    with Catalog.open(db) as cat:
+        dirs = cat.list_directions()
+        counts = cat.job_counts(dirs[0].run_id)
+        assert counts["done"] == len(more) and counts["failed"] == counts["running"] == counts["pending"] == 0, counts
+        found = sorted((d.condition["prompt"], d.condition.get("edit_prompt") or "") for d in dirs)
+        assert found == sorted((r["prompt"], r.get("edit_prompt") or "") for r in more)  # one direction per job

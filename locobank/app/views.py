@@ -95,6 +95,9 @@ def direction_detail(res: Resources, direction_id: int) -> tuple[str, Image.Imag
             ("mask", f"{r.mask_uri or '-'} ({r.mask_sha256[:12]})"), ("run", str(r.run_id)),
             ("found", r.created_at.isoformat(timespec="seconds")), ("locobank", r.locobank_version),
             ("apply", f"`{card.apply_command()}`")]
+    if r.condition is not None:  # text-to-image models: what it was found under
+        rows[-1:-1] = [(k.replace("_", " "), str(r.condition[k]).replace("|", "\\|")) for k in
+                       ("prompt", "negative_prompt", "guidance", "seed", "edit_prompt") if k in r.condition]
     text = f"### #{r.id} {named(r.label, r.label_sign)}\n\n| | |\n|---|---|\n" + "\n".join(
         f"| {k} | {v} |" for k, v in rows)
     return text, strip_image(res.catalog.get_preview(r.id), card.sign), source_image(r)

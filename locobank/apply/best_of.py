@@ -98,6 +98,8 @@ def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[P
     options = dict(steps=steps, seed=seed, eta_tail=eta, null_rank=nr, max_shift=max_shift, spill_passes=spill_passes,
                    register=register, batch=batch, mask=masks[0] if masks else None)
     q = _along(clip, text)
+    if any(isinstance(i, int) for i in images):
+        return _best_of_samples(candidates, clip, q, images, options, per, progress)
     edited: list[torch.Tensor] = []
     picks: list[int] = []
     for i in range(0, len(images), per):
@@ -117,4 +119,37 @@ def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[P
         picks += kept.tolist()
         if shifts is not None and masks is not None:
             shifts += moves
+    return edited, picks
+
+
+def _best_of_samples(candidates: Sequence[Prepared], clip, q: torch.Tensor, seeds: Sequence[int], options: dict,
+                     per: int, progress: Callable[[int], None] | None) -> tuple[list[torch.Tensor], list[int]]:
+    """:func:`apply_best_of` on a prompt's samples: each seed's sample is generated to each
+    candidate's edit time (once per time), edited there by the candidate, and the best edit kept."""
+    if not all(isinstance(i, int) for i in seeds):
+        raise InputError("give image files or seeds to generate from, not both")
+    m = candidates[0].model
+    opts = {k: v for k, v in options.items() if k not in ("batch", "mask")}
+    mask = options.get("mask")
+    edited: list[torch.Tensor] = []
+    picks: list[int] = []
+    for i in range(0, len(seeds), per):
+        noise = core.noise_for(m, list(seeds[i : i + per]))
+        states: dict[int, torch.Tensor] = {}
+        best = score = kept = None
+        for j, c in enumerate(candidates):
+            d = c.directions[0]
+            if d.t_edit not in states:
+                states[d.t_edit] = core.generate_to(m, noise, d.t_edit, opts["steps"])
+            out = core.edit(m, states[d.t_edit], [(d, c.strengths[0])], inverted=True,
+                            mask=None if mask is None else [mask], **opts).images.cpu()
+            sc = (clip.encode_images(out) @ q).cpu()
+            if best is None:
+                best, score, kept = out.clone(), torch.full_like(sc, -torch.inf), torch.zeros(len(out), dtype=torch.long)
+            better = sc > score  # ties keep the higher-ranked hit, as choose()
+            best[better], score[better], kept[better] = out[better], sc[better], j
+            if progress:
+                progress(len(out))
+        edited += list(best)
+        picks += kept.tolist()
     return edited, picks

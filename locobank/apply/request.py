@@ -82,8 +82,6 @@ class ApplyRequest:
                 raise ArgumentError("give IMAGE files or --generate SEEDS, not both")
             if self.prompt is None:
                 raise ArgumentError("--generate samples a text-to-image model: give --prompt TEXT too")
-            if self.candidates > 1:
-                raise ArgumentError("--candidates picks among edits of image files; with --generate use one hit")
         elif not self.images:
             raise ArgumentError("give at least one IMAGE after the direction ids (or --generate SEEDS with --prompt)")
 

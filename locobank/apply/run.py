@@ -46,8 +46,8 @@ def run_apply(catalog, req: ApplyRequest, progress: Progress | None = None) -> A
 
 def _pick(req, pool, clip, text, progress, label: str, shifts=None):
     """Each image's best of the candidates (with ``shifts``, the edits too)."""
-    update = stage(progress, label, len(req.images) * len(pool))
-    return apply_best_of(pool, clip, text, req.images, batch=req.batch, progress=update, shifts=shifts,
+    update = stage(progress, label, len(req.sources()) * len(pool))
+    return apply_best_of(pool, clip, text, req.sources(), batch=req.batch, progress=update, shifts=shifts,
                          **req.options())
 
 
@@ -65,11 +65,11 @@ def _run_edit(req, pool, cands, clip, text, progress, notes):
     written = [save_image(img, req.out / f"{stem(p)}.png" if many else req.out)
                for p, img in zip(req.sources(), edited)]
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
+    n = len(req.sources())
+    what = f"{n} sample{'s' if many else ''} of the prompt" if req.generate else f"{n} image{'s' if many else ''}"
     if len(pool) > 1 and len(prep.directions) > 1:
-        notes.append(f"applied the kept one of {desc} to each of {len(req.images)} images -> {req.out}")
+        notes.append(f"applied the kept one of {desc} to each of {what} -> {req.out}")
     else:
-        n = len(req.sources())
-        what = f"{n} sample{'s' if many else ''} of the prompt" if req.generate else f"{n} image{'s' if many else ''}"
         notes.append(f"applied {desc} to {what} -> {req.out}")
     return written, prep, shifts
 

@@ -46,6 +46,8 @@ class Card:
     strength: float | None
     name_sign: int = 1  # the name describes name_sign * v (the catalog's label_sign)
     preview_strength: float | None = None  # what the stored preview strip was rendered at (-s, 0, +s)
+    prompt: str | None = None  # text-to-image models: the prompt it was found (and is applied) under
+    edit_prompt: str | None = None  # text-supervised directions: the edit prompt that defined it
 
     @property
     def caption(self) -> str:
@@ -65,6 +67,8 @@ class Card:
         """The shell command that applies the named edit (``sign * strength``) to an image."""
         signed = self.sign * (self.strength if self.strength is not None else DEFAULT_STRENGTH)
         cmd = f"locobank apply {self.id}:{_strength(signed)} IMAGE --out OUT.png"
+        if self.prompt is not None:
+            cmd += f" --prompt {shlex.quote(self.prompt)}"
         return cmd + (f" --db {shlex.quote(db)}" if db else "")
 
 
@@ -104,6 +108,8 @@ def describe(catalog: Any, record: DirectionRecord, *, clip_id: str | None = Non
         strength=None if effect is None else float(effect.strength),
         name_sign=-1 if (record.label_sign or 1) < 0 else 1,
         preview_strength=None if shown is None else float(shown),
+        prompt=None if record.condition is None else record.condition.get("prompt", ""),
+        edit_prompt=None if record.condition is None else record.condition.get("edit_prompt"),
     )
 
 
