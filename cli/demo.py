@@ -22,6 +22,11 @@ def demo(out: Path, quick: bool, device: str | None) -> None:
     them, searches by text, applies the top hits to unseen faces that lack them (each face
     with its own part mask, as `apply --mask` does), and writes report.html, contact sheets
     and a gallery under --out.
+
+    Then the latent world: the same faces harvested with the toy text-to-image model (T-LOCO,
+    unsupervised, and text-supervised from a caption and an edit prompt) into the same catalog
+    and index; searches rank both families together, and the top latent hits are applied to
+    unseen faces, each inverted under its own caption.
     """
     import shlex
     import time

@@ -192,10 +192,15 @@ def eval_sd_cmd(model_dir, faces, adherence_faces, t_edit, null_rank, strength, 
     click.echo(f"round trip under the caption: PSNR mean {r['round_trip_psnr']['mean']:.1f} dB")
     for part, s in r["locality"].items():
         click.echo(f"locality {part:6s} (λ {s['strength']:g}): source median {s['source']['median']:.2f}, "
-                   f"transfer median {s['transfer']['median']:.2f}, RMS change {s['rms_change']:.3f}")
+                   f"transfer median {s['transfer']['median']:.2f}, re-projected on each target "
+                   f"{s['transfer_reprojected']['median']:.2f}, RMS change {s['rms_change']:.3f}")
+        click.echo(f"  after {s['spill_passes']} spill passes (as apply --mask): source median "
+                   f"{s['source_spill']['median']:.2f}, re-projected transfer {s['transfer_reprojected_spill']['median']:.2f}")
     for q, s in r["supervised"].items():
         click.echo(f"text-supervised {q!r:13s}: moved the right way on {s['moved_right_way']}/{s['n']}, "
-                   f"locality median {s['locality'].get('median', float('nan')):.2f}")
+                   f"locality median {s['locality'].get('median', float('nan')):.2f}; after {s['spill_passes']} "
+                   f"spill passes {s['moved_right_way_spill']}/{s['n']}, "
+                   f"{s['locality_spill'].get('median', float('nan')):.2f}")
 
 
 @toy.command("eval")
@@ -268,8 +273,9 @@ def quality_cmd(out, faces, targets, targets_from, unseen, rank, iters, reuse, s
                 as_json) -> None:
     """Measure search and apply quality on the toy world, with pixel probes rather than CLIP.
 
-    Harvests --faces held-out faces through the demo's path (harvest, embed, name, index,
-    sheets, and the demo's own masked edits of 6 faces per query), then prints, for the queries
+    Harvests --faces held-out faces through the demo's path (harvest with the toy DDPM and the
+    toy latent model into one catalog, embed, name, index, sheets, and the demo's own masked
+    edits), then prints, for each model's hits (each searched over both families), the queries
     smile, frown, blue/brown eyes, bigger eyes, blond/black/long hair and glasses: the top hit's
     mask, precision@5 and how many of --targets faces (that lack the attribute) the top hit
     moves the right way; then how many the hit each face picks among the top 5 moves
@@ -296,6 +302,20 @@ def quality_cmd(out, faces, targets, targets_from, unseen, rank, iters, reuse, s
     click.echo(f"wrote {out / 'quality.json'}; the contact sheets are in {out / 'sheets'}")
 
 
+def _search_table(rows: list[dict]) -> list[str]:
+    """The search bars, a line per query."""
+    out = [f"{'':37s} {'top hit':>17s}   {'pick of 5':>17s} {'probe':>5s}",
+           f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}   "
+           f"{'success':>8s} {'gain':>8s} {'best':>5s}"]
+    for r in rows:
+        ok = "" if r["top_mask"] == r["part"] else "  (want " + r["part"] + ")"
+        picked = (f"{r['picked_success']:>3d}/{r['tried']:<4d} {r['picked_gain']:8.3f} {r['best_success']:>5d}"
+                  if r["picked_success"] is not None else f"{'-':>8s} {'-':>8s} {'-':>5s}")
+        out.append(f"{r['query']:12s} {str(r['top_mask']):12s} {'+' if r['sign'] > 0 else '-':>4s} "
+                   f"{r['precision_at_5']:5.2f} {r['success']:>3d}/{r['tried']:<4d} {r['mean_gain']:8.3f}   {picked}{ok}")
+    return out
+
+
 def _quality_lines(report: dict) -> list[str]:
     """The quality report as a table of the search bars and lines of the apply bars."""
     rep = report["apply"]
@@ -303,15 +323,11 @@ def _quality_lines(report: dict) -> list[str]:
     out = [f"\n{report['directions']} directions from {report['faces']} faces; strengths "
            f"{', '.join(f'{q} {s:g}' for q, s in lams.items()) if rep['strength'] is None else rep['strength']}; "
            f"apply bars {'registered, ' if rep['registered'] else ''}with {rep['spill_passes']} spill passes\n",
-           f"{'':37s} {'top hit':>17s}   {'pick of 5':>17s} {'probe':>5s}",
-           f"{'query':12s} {'top-hit mask':12s} {'sign':>4s} {'P@5':>5s} {'success':>8s} {'gain':>8s}   "
-           f"{'success':>8s} {'gain':>8s} {'best':>5s}"]
-    for r in report["search"]:
-        ok = "" if r["top_mask"] == r["part"] else "  (want " + r["part"] + ")"
-        picked = (f"{r['picked_success']:>3d}/{r['tried']:<4d} {r['picked_gain']:8.3f} {r['best_success']:>5d}"
-                  if r["picked_success"] is not None else f"{'-':>8s} {'-':>8s} {'-':>5s}")
-        out.append(f"{r['query']:12s} {str(r['top_mask']):12s} {'+' if r['sign'] > 0 else '-':>4s} "
-                   f"{r['precision_at_5']:5.2f} {r['success']:>3d}/{r['tried']:<4d} {r['mean_gain']:8.3f}   {picked}{ok}")
+           f"search over both families, the pixel model's hits ({report['model']['model_id']}):"]
+    out += _search_table(report["search"])
+    if report.get("search_latent"):
+        out += ["", f"the latent model's hits ({report['latent_model']['model_id']}; each face inverted and "
+                    f"sampled under its caption):"] + _search_table(report["search_latent"])
     out.append("")
     for q, s in rep["locality"].items():
         out.append(f'locality of "{q}" (#{s["id"]}) on {s["n"]} unseen faces, {s["part"]} mask: mean {s["mean"]:.2f}, '

@@ -17,6 +17,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from . import demo_latent
+from .demo_latent import LatentHalf
+from .errors import LocobankError
 from .paths import TOY_DDPM, slug
 
 log = logging.getLogger(__name__)
@@ -49,12 +52,17 @@ class DemoConfig:
     iters: int = 12
     queries: tuple[str, ...] = QUERIES
     k: int = 5
+    # The latent half (the toy text-to-image model): its parts, queries and unseen faces per query.
+    latent_labels: tuple[str, ...] = ("eyes", "mouth", "hair")
+    latent_queries: tuple[str, ...] = ("smile", "blond hair", "blue eyes")
+    latent_unseen: int = 3
 
     @classmethod
     def quick(cls) -> "DemoConfig":
         """The reduced demo CI runs: two faces harvested, two shown per query, fewer steps."""
         return cls(faces=2, unseen=2, labels=("mouth", "hair"), rank=2, steps=10, iters=8,
-                   queries=("smile", "blond hair"), k=3)
+                   queries=("smile", "blond hair"), k=3, latent_labels=("mouth",), latent_queries=("smile",),
+                   latent_unseen=1)
 
 
 @dataclass
@@ -64,6 +72,7 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     directions: int = 0
     queries: dict[str, list[dict]] = field(default_factory=dict)
+    latent: LatentHalf | None = None
 
 
 Stage = Callable[[str, int], Callable[[int], None]]
@@ -89,10 +98,15 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
     model = load_model(TOY_DDPM, device=device)
     for f in (out / "catalog.db", out / "catalog.db-wal", out / "catalog.db-shm"):
         f.unlink(missing_ok=True)
-    with Catalog.open(f"sqlite:///{(out / 'catalog.db').resolve()}", upgrade=True) as cat:
+    url = f"sqlite:///{(out / 'catalog.db').resolve()}"
+    with Catalog.open(url, upgrade=True) as cat:
         params = _harvest(cat, model, out / "faces", cfg, stage)
-        res.directions = len(cat.list_directions())
         res.seconds["harvest"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res.latent = demo_latent.harvest(out / "faces", url, labels=cfg.latent_labels, rank=cfg.rank, steps=cfg.steps,
+                                         iters=cfg.iters, stage=stage, device=device)
+        res.directions = len(cat.list_directions())
+        res.seconds["latent harvest"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         clip = load_clip("toy", device=device)
         index_dir = catalog_folder(out, cat.url)  # where `LOCOBANK_HOME=out locobank search` looks
@@ -106,10 +120,15 @@ def run_demo(out: Path, config: DemoConfig | None = None, *, stage: Stage | None
             res.queries[q] = _query(cat, clip, model, q, chosen[q], out, index_dir, cfg, params.steps, device, cb)
         res.seconds["search+apply"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        _latent_queries(cat, clip, res.latent, chosen, out, index_dir, cfg, stage, device)
+        res.seconds["latent search+apply"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         gallery(cat, out / "gallery", clip_id=clip.clip_id)
     _write_report(res, model.model_id, params)
+    latent = None if res.latent is None else {"model": res.latent.model_id, "total": res.latent.total,
+                                               "directions": res.latent.directions, "queries": res.latent.queries}
     (out / "summary.json").write_text(json.dumps({"directions": res.directions, "seconds": res.seconds,
-                                                   "queries": res.queries}, indent=2))
+                                                   "queries": res.queries, "latent": latent}, indent=2))
     res.seconds["report"] = time.perf_counter() - t0
     return res
 
@@ -119,7 +138,7 @@ def _make_faces(out: Path, cfg: DemoConfig, stage) -> dict:
     from .toyworld import HELD_OUT_SEED, write_dataset
 
     write_dataset(out / "faces", cfg.faces, HELD_OUT_SEED, progress=stage("faces", cfg.faces))
-    chosen = {q: faces_for(q, cfg.unseen, HELD_OUT_SEED + 10_000) for q in cfg.queries}
+    chosen = {q: faces_for(q, cfg.unseen, HELD_OUT_SEED + 10_000) for q in dict.fromkeys(cfg.queries + cfg.latent_queries)}
     last = max(s for seeds, _ in chosen.values() for s in seeds)
     write_dataset(out / "unseen", last - HELD_OUT_SEED - 10_000 + 1, HELD_OUT_SEED + 10_000)
     return chosen
@@ -136,6 +155,16 @@ def _harvest(cat, model, faces_dir: Path, cfg: DemoConfig, stage):
     return params
 
 
+def _latent_queries(cat, clip, half: LatentHalf, chosen: dict, out: Path, index_dir: Path, cfg: DemoConfig, stage,
+                    device) -> None:
+    """The latent half's queries, each over both families, its top latent hit applied to unseen faces."""
+    demo_latent.describe_directions(cat, half, out)
+    for q in cfg.latent_queries:
+        seeds = chosen[q][0][: cfg.latent_unseen]
+        half.queries[q] = demo_latent.query(cat, clip, half, q, seeds, out, index_dir, cfg.k, cfg.steps, device,
+                                            stage(f"latent: {q}", len(seeds)))
+
+
 def _index(cat, clip, index_dir: Path, steps: int, device, stage) -> None:
     """Embed every direction's effect, name it, and build the index."""
     from .embed import embed_directions
@@ -143,7 +172,9 @@ def _index(cat, clip, index_dir: Path, steps: int, device, stage) -> None:
     from .search import name_directions
 
     todo = cat.directions_without_effect(clip.clip_id)
-    embed_directions(cat, clip, steps=steps, n_probes=3, device=device, progress=stage("embed", len(todo)))
+    done = embed_directions(cat, clip, steps=steps, n_probes=3, device=device, progress=stage("embed", len(todo)))
+    if done.failed:  # e.g. a model folder changed on disk since the harvest: its directions no longer fit it
+        raise LocobankError(f"{done.failed} directions could not be rendered: {'; '.join(dict.fromkeys(done.errors))}")
     name_directions(cat, clip)
     build_index(cat, clip.clip_id, folder=index_dir)
 
@@ -159,7 +190,7 @@ def _query(cat, clip, model, q: str, chosen, out: Path, index_dir: Path, cfg: De
     seeds, lacking = chosen
     unseen_dir = out / "unseen"
     unseen = [unseen_dir / f"face_{s:07d}.png" for s in seeds]
-    hits = search(cat, clip, q, k=cfg.k, index_folder=index_dir)
+    hits = search(cat, clip, q, k=cfg.k, model=model.fingerprint, index_folder=index_dir)
     entry = {"hits": [h.to_dict() for h in hits], "sheet": None, "edits": []}
     if not hits:
         cb(len(unseen))
@@ -222,6 +253,8 @@ def _write_report(res: DemoResult, model_id: str, params) -> None:
             which = " that lack it" if k == n else f" ({k} of them lack it)" if k else ""
             parts.append(f"<p>Top hit #{a['id']} applied at strength {a['strength']:g} to {n} unseen faces{which}{how} "
                          f"(before | after):<br>" + "".join(f"<img src='{e(x)}'>" for x in entry["edits"]) + "</p>")
+    if res.latent is not None:
+        parts += demo_latent.report_section(res.latent)
     res.report.write_text("\n".join(parts))
 
 

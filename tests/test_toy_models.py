@@ -82,7 +82,23 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
     q = next(iter(summary["queries"]))
     found = CliRunner().invoke(cli, ["search", q, "-k", "3", "--json"], env={"LOCOBANK_HOME": str(out), "LOCOBANK_DB": None})
     assert found.exit_code == 0, found.output
-    assert [h["id"] for h in json.loads(found.output)] == [h["id"] for h in summary["queries"][q]["hits"][:3]]
+    assert [h["id"] for h in json.loads(found.output)] == [h["id"] for h in summary["latent"]["queries"][q]["both"]]
+    # The latent half: the toy text-to-image model's directions, unsupervised and text-supervised,
+    # in the same catalog and index; the search ranks both families together.
+    latent = summary["latent"]
+    assert latent["model"] == "local:toyfaces-sd"
+    kinds = {d["edit_prompt"] is None for d in latent["directions"]}
+    assert kinds == {True, False}, latent["directions"]
+    supervised = [d for d in latent["directions"] if d["edit_prompt"]]
+    assert all("smil" in d["edit_prompt"] and "frown" in d["prompt"] for d in supervised if d["mask"] == "mouth")
+    every = CliRunner().invoke(cli, ["search", "smile", "-k", "50", "--json"],
+                               env={"LOCOBANK_HOME": str(out), "LOCOBANK_DB": None})
+    models = {h["id"]: h["model_id"] for h in json.loads(every.output)}
+    assert set(models.values()) == {"local:toyfaces-ddpm", "local:toyfaces-sd"}
+    smile = latent["queries"]["smile"]
+    assert models[smile["applied"]["id"]] == "local:toyfaces-sd"  # the latent half applies a latent hit
+    assert len(smile["edits"]) == 1 and (out / smile["edits"][0]).exists()
+    assert "The latent world" in html and "text-supervised" in html
 
 
 @pytest.mark.slow

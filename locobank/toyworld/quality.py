@@ -17,11 +17,11 @@ import torch
 
 from .. import core
 from ..images import to_uint8
-from ..models import LoadedModel
+from ..models import LoadedModel, conditioned
 from ..views import search_sheet
 from .evaluate import locality
 from . import HELD_OUT_SEED
-from .faces import batch, face
+from .faces import batch, caption, face
 from .probes import attribute_score, part_for, targets_for
 
 SEARCH_QUERIES = ("smile", "frown", "blue eyes", "brown eyes", "bigger eyes", "blond hair", "black hair", "long hair",
@@ -56,12 +56,27 @@ class Faces:
     x_t: torch.Tensor
     ref: torch.Tensor
     x: torch.Tensor  # the clean faces
+    captioned: list[LoadedModel] | None = None  # text-to-image models: each face's model under its caption
 
     @classmethod
     def invert(cls, model: LoadedModel, seeds: Sequence[int], t: int, steps: int) -> "Faces":
+        """The faces inverted to ``t``; a text-to-image model inverts (and samples) each face under
+        its own caption, as a user would edit a real image."""
         x = torch.from_numpy(batch(list(seeds))).to(model.device)
-        xt = core.invert(model, x, t, steps)
-        return cls(list(seeds), t, xt, core.sample(model, xt, t, steps), x)
+        if model.kind == "pixel":
+            xt = core.invert(model, x, t, steps)
+            return cls(list(seeds), t, xt, core.sample(model, xt, t, steps), x)
+        captioned = [conditioned(model, caption(face(s).attrs)) for s in seeds]
+        xt = torch.cat([core.invert(m, x[i : i + 1], t, steps) for i, m in enumerate(captioned)])
+        fs = cls(list(seeds), t, xt, xt, x, captioned)
+        fs.ref = fs.sample(model, xt, steps)
+        return fs
+
+    def sample(self, model: LoadedModel, x_t: torch.Tensor, steps: int) -> torch.Tensor:
+        """States at the edit time sampled to images (each face under its caption, where it has one)."""
+        if self.captioned is None:
+            return core.sample(model, x_t, self.t_edit, steps)
+        return torch.cat([core.sample(m, x_t[i : i + 1], self.t_edit, steps) for i, m in enumerate(self.captioned)])
 
     def scores(self, query: str, images: torch.Tensor) -> np.ndarray:
         return np.array([attribute_score(query, to_uint8(im), face(s).attrs) for s, im in zip(self.seeds, images)])
@@ -105,7 +120,7 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
     rows = []
     for q in queries:
         part = part_for(q)
-        hits = search(catalog, clip, q, k=k, index_folder=index_folder)
+        hits = search(catalog, clip, q, k=k, model=model.fingerprint, index_folder=index_folder)
         if not hits:
             rows.append(SearchRow(q, part, None, None, 0, 0.0, 0, len(seeds) if seeds is not None else n_targets, 0.0))
             continue
@@ -125,7 +140,7 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
             if h.t_edit != top.t_edit:
                 continue  # fs is inverted to the top hit's time; hits found at another time are left out
             lam = h.sign * float(strength if strength is not None else model.strength_for(h.mask_label))
-            outs.append(core.sample(model, fs.x_t + lam * _vector(catalog, model, h.id), fs.t_edit, steps))
+            outs.append(fs.sample(model, fs.x_t + lam * _vector(catalog, model, h.id), steps))
         G = np.stack([fs.scores(q, o) - plain for o in outs])
         gain = G[0]
         picks = choose(outs, clip, text_direction(clip, q))
@@ -154,10 +169,10 @@ class ApplyReport:
         return asdict(self)
 
 
-def _top(catalog, clip, query: str, index_folder):
+def _top(catalog, clip, query: str, index_folder, model: LoadedModel):
     from ..search import search
 
-    hits = search(catalog, clip, query, k=1, index_folder=index_folder)
+    hits = search(catalog, clip, query, k=1, model=model.fingerprint, index_folder=index_folder)
     return hits[0] if hits else None
 
 
@@ -203,7 +218,7 @@ class _Bars:
     def sample(self, fs: Faces, delta: torch.Tensor, inside: list[torch.Tensor]) -> torch.Tensor:
         """The faces edited by ``delta``, after the spill passes outside ``inside`` (one mask per face)."""
         return core.with_spill_passes(self.model, fs.t_edit, delta, torch.stack(inside), self.passes,
-                                      lambda d: core.sample(self.model, fs.x_t + d, fs.t_edit, self.steps), fs.ref)[1]
+                                      lambda d: fs.sample(self.model, fs.x_t + d, self.steps), fs.ref)[1]
 
     def measure(self, q: str, hit, fs: Faces) -> tuple[dict, torch.Tensor]:
         masks = fs.mask(part_for(q))
@@ -288,7 +303,7 @@ def _locality_bars(rep: ApplyReport, bars: _Bars, clip, index_folder, locality_q
     solo: dict[str, tuple] = {}
     lacking: dict[str, tuple] = {}  # query -> (faces that lack it, the direction re-localised on each)
     for q in locality_queries:
-        hit = _top(bars.catalog, clip, q, index_folder)
+        hit = _top(bars.catalog, clip, q, index_folder, bars.model)
         if hit is None:
             continue
         fs = bars.faces_at(hit.t_edit)

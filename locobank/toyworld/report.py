@@ -68,7 +68,7 @@ def quality_report(out: Path, *, faces: int = 24, targets: int = 10, targets_fro
     from ..demo import DemoConfig, run_demo
     from ..index import catalog_folder
     from ..models import load_model
-    from ..paths import TOY_DDPM
+    from ..paths import TOY_DDPM, TOY_SD
     from . import quality as Q
 
     cfg = DemoConfig(faces=faces, unseen=min(unseen, DemoConfig.unseen), rank=rank, iters=iters,
@@ -86,11 +86,16 @@ def quality_report(out: Path, *, faces: int = 24, targets: int = 10, targets_fro
         index_dir = catalog_folder(out, cat.url)  # where the demo's path built it
         rows = Q.search_quality(cat, clip, model, n_targets=targets, seed0=t0, index_folder=index_dir,
                                 sheets=out / "sheets", progress=stage(progress, "search bars", len(Q.SEARCH_QUERIES)))
+        sd = load_model(TOY_SD, device=device)
+        latent_rows = Q.search_quality(cat, clip, sd, n_targets=targets, seed0=t0, index_folder=index_dir,
+                                       sheets=out / "sheets-latent",
+                                       progress=stage(progress, "latent search bars", len(Q.SEARCH_QUERIES)))
         rep = Q.apply_quality(cat, clip, model, seeds, index_folder=index_dir,
                               lacking_seed0=HELD_OUT_SEED + 10_000, spill_passes=spill_passes, register=register,
                               progress=stage(progress, "apply bars", 5))
         n_dirs = len(cat.list_directions())
     report = {"model": model.info(), "faces": faces, "targets": targets, "targets_from": t0, "unseen": unseen,
-              "rank": rank, "directions": n_dirs, "search": [r.__dict__ for r in rows], "apply": rep.to_dict()}
+              "rank": rank, "directions": n_dirs, "search": [r.__dict__ for r in rows], "apply": rep.to_dict(),
+              "latent_model": sd.info(), "search_latent": [r.__dict__ for r in latent_rows]}
     (Path(out) / "quality.json").write_text(json.dumps(report, indent=2))
     return report

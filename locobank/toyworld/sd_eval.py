@@ -96,43 +96,66 @@ class _Face:
     def mask(self, part: str) -> torch.Tensor:
         return torch.from_numpy(self.face.masks[part])
 
+    def spilled(self, delta: torch.Tensor, part: str, passes: int) -> torch.Tensor:
+        """The face edited by ``delta`` after ``passes`` spill passes outside the part (as ``apply --mask``)."""
+        inside = self.mask(part)[None].to(self.x_t.device)
+        with torch.no_grad():
+            return core.with_spill_passes(self.model, self.t, delta, inside, passes, self.edited, self.ref)[1]
+
 
 def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets: int = 10, *, t_edit: float,
                    strength: float, null_rank: int = 5, constrained: bool = False, steps: int = 20,
-                   iters: int = 50, seed0: int = HELD_OUT_SEED) -> dict:
+                   iters: int = 50, seed0: int = HELD_OUT_SEED, passes: int = 2) -> dict:
     """Unsupervised T-LOCO: the top direction of each source face's ``part`` mask (under its
     caption), applied at +-``strength`` to the source and to targets (each under its own caption);
-    locality against each face's own part mask, and the RMS pixel change."""
+    locality against each face's own part mask, and the RMS pixel change. On the targets twice:
+    the raw vector, and re-projected off each target's own null space outside its part mask (as
+    ``apply --mask`` does, without registration). ``*_spill``: the same after ``passes`` spill
+    passes, as ``apply --mask`` runs them."""
     t = core.to_timestep(model, t_edit)
-    targets = [_Face(model, seed0 + 500 + i, t, steps) for i in range(n_targets)]
-    source, transfer, change = [], [], []
+    source, source_spill, change, vectors = [], [], [], []
     for s in range(seed0, seed0 + n_sources):
         f = _Face(model, s, t, steps)
         if not f.face.masks[part].any():
             continue
         v = core.find_directions(f.model, f.x_t, t, f.mask(part), rank=1, null_rank=null_rank,
                                  constrained=constrained, iters=iters).vectors[0]
+        vectors.append(v)
         for sign in (1.0, -1.0):
             d = (f.edited(sign * strength * v) - f.ref)[0].cpu()
             source.append(core.locality(d, f.mask(part)))
             change.append(float(d.pow(2).mean().sqrt()))
-            for g in targets:
-                transfer.append(core.locality((g.edited(sign * strength * v) - g.ref)[0].cpu(), g.mask(part)))
-    return {"part": part, "strength": strength, "source": _stats(source), "transfer": _stats(transfer),
-            "rms_change": statistics.mean(change) if change else 0.0}
+            spilled = (f.spilled(sign * strength * v, part, passes) - f.ref)[0].cpu()
+            source_spill.append(core.locality(spilled, f.mask(part)))
+    raw, moved, moved_spill = [], [], []
+    for i in range(n_targets):
+        g = _Face(model, seed0 + 500 + i, t, steps)
+        if not vectors or not g.face.masks[part].any():
+            continue
+        local = core.relocalize(g.model, g.x_t, t, [g.mask(part)], torch.stack(vectors), null_rank=null_rank)[0]
+        for v, w in zip(vectors, local):
+            for sign in (1.0, -1.0):
+                raw.append(core.locality((g.edited(sign * strength * v) - g.ref)[0].cpu(), g.mask(part)))
+                moved.append(core.locality((g.edited(sign * strength * w) - g.ref)[0].cpu(), g.mask(part)))
+                spilled = (g.spilled(sign * strength * w, part, passes) - g.ref)[0].cpu()
+                moved_spill.append(core.locality(spilled, g.mask(part)))
+    return {"part": part, "strength": strength, "source": _stats(source), "transfer": _stats(raw),
+            "transfer_reprojected": _stats(moved), "spill_passes": passes, "source_spill": _stats(source_spill),
+            "transfer_reprojected_spill": _stats(moved_spill), "rms_change": statistics.mean(change) if change else 0.0}
 
 
 def supervised_study(model: LoadedModel, query: str, n: int = 10, *, t_edit: float, strength: float,
                      null_rank: int = 5, edit_guidance: float | None = None, steps: int = 20,
-                     seed0: int = HELD_OUT_SEED) -> dict:
+                     seed0: int = HELD_OUT_SEED, passes: int = 2) -> dict:
     """Text-supervised T-LOCO on ``n`` held-out faces that lack ``query``: the source is the face's
     caption, the edit prompt the same caption with the attribute changed; the direction is applied
-    at ``+strength``. Counts faces whose probe moves the right way, and the locality."""
+    at ``+strength``. Counts faces whose probe moves the right way, and the locality; ``*_spill``:
+    the same after ``passes`` spill passes."""
     from .probes import targets_for
 
     t = core.to_timestep(model, t_edit)
     part = part_for(query)
-    gains, local = [], []
+    gains, local, gains_spill, local_spill = [], [], [], []
     for s in targets_for(query, n, seed0 + 2000):
         f = _Face(model, s, t, steps)
         edit = conditioned(model, caption(EDITS[query](f.face.attrs)), "", edit_guidance)
@@ -142,9 +165,13 @@ def supervised_study(model: LoadedModel, query: str, n: int = 10, *, t_edit: flo
         after = attribute_score(query, to_uint8(out[0]), f.face.attrs)
         gains.append(after - before)
         local.append(core.locality((out - f.ref)[0].cpu(), f.mask(part)))
+        spilled = f.spilled(strength * found.vectors[0], part, passes)
+        gains_spill.append(attribute_score(query, to_uint8(spilled[0]), f.face.attrs) - before)
+        local_spill.append(core.locality((spilled - f.ref)[0].cpu(), f.mask(part)))
     return {"query": query, "part": part, "strength": strength, "n": len(gains),
             "moved_right_way": sum(g > 0 for g in gains), "gain_median": statistics.median(gains) if gains else 0.0,
-            "locality": _stats(local)}
+            "locality": _stats(local), "spill_passes": passes, "moved_right_way_spill": sum(g > 0 for g in gains_spill),
+            "locality_spill": _stats(local_spill)}
 
 
 def _stats(v: list[float]) -> dict:

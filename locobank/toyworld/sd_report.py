@@ -51,12 +51,14 @@ def sd_eval_report(model_dir: Path | None = None, *, faces: int = 10, adherence_
     report["locality"] = {}
     for part in parts:
         report["locality"][part] = E.locality_study(lm, part, faces, faces, t_edit=t, strength=strengths[part],
-                                                    null_rank=nr, constrained=constrained, steps=steps)
+                                                    null_rank=nr, constrained=constrained, steps=steps,
+                                                    passes=st.spill_passes)
         update(1)
     report["supervised"] = {}
     for q in queries:
         report["supervised"][q] = E.supervised_study(lm, q, faces, t_edit=t, null_rank=nr, steps=steps,
-                                                     strength=strength or st.strength_for(part_for(q)))
+                                                     strength=strength or st.strength_for(part_for(q)),
+                                                     passes=st.spill_passes)
         update(1)
     return report
 
