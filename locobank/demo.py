@@ -55,7 +55,7 @@ class DemoConfig:
     # The latent half (the toy text-to-image model): its parts, queries and unseen faces per query.
     latent_labels: tuple[str, ...] = ("eyes", "mouth", "hair")
     latent_queries: tuple[str, ...] = ("smile", "blond hair", "blue eyes")
-    latent_unseen: int = 3
+    latent_unseen: int = 2
 
     @classmethod
     def quick(cls) -> "DemoConfig":

@@ -192,7 +192,7 @@ def test_a_killed_latent_harvest_resumes_without_duplicates(world, tmp_path):
 
     root, model, _ = world
     rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
-    more = [dict(r, prompt=r["prompt"] + f", take {i}") for i in range(3) for r in rows if "image" in r]
+    more = [dict(r, prompt=r["prompt"] + f", take {i}") for i in range(2) for r in rows if "image" in r]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps({**r, "image": str(root / r["image"]),
                                               "masks": {"mouth": str(root / "mouth.png")}}) for r in more))
