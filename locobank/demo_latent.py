@@ -98,7 +98,8 @@ def query(cat, clip, half: LatentHalf, q: str, seeds: list[int], out: Path, inde
           device: str | None, cb) -> dict:
     """``q`` searched over both families, and its top latent hit applied to unseen faces (each
     under its own caption, re-localised on its own part mask)."""
-    from .apply import DirectionSpec, apply_to_images, prepare
+    from .apply import DirectionSpec, Prepared, apply_to_images, prepare
+    from .models import under
     from .images import load_image, to_uint8
     from .search import search
 
@@ -110,10 +111,11 @@ def query(cat, clip, half: LatentHalf, q: str, seeds: list[int], out: Path, inde
         return entry
     top, unseen = hits[0], out / "unseen"
     captions = {Path(r["image"]).stem: r["caption"] for r in _rows(unseen)}
+    found = prepare(cat, [DirectionSpec(top.id)], device=device)  # loaded once, then bound to each caption
+    found.strengths[0] *= top.sign
     for s in seeds:
         p = unseen / f"face_{s:07d}.png"
-        prep = prepare(cat, [DirectionSpec(top.id)], device=device, condition={"prompt": captions[p.stem]})
-        prep.strengths[0] *= top.sign
+        prep = Prepared(under(found.model, {"prompt": captions[p.stem]}), found.directions, found.strengths)
         mask = unseen / f"{p.stem}_{top.mask_label}.png"
         (after,) = apply_to_images(prep, [p], mask=mask if mask.exists() else None, steps=steps, progress=cb)
         res = prep.model.resolution
@@ -121,7 +123,7 @@ def query(cat, clip, half: LatentHalf, q: str, seeds: list[int], out: Path, inde
         name = f"edits/latent_{slug(q, 'query')}_{p.stem}.png"
         Image.fromarray(pair).resize((pair.shape[1] * 4, pair.shape[0] * 4), Image.NEAREST).save(out / name)
         entry["edits"].append(name)
-    entry["applied"] = {"id": top.id, "strength": prep.strengths[0], "mask": top.mask_label,
+    entry["applied"] = {"id": top.id, "strength": found.strengths[0], "mask": top.mask_label,
                         "edit_prompt": (top.condition or {}).get("edit_prompt")}
     return entry
 
