@@ -201,6 +201,12 @@ def eval_sd_cmd(model_dir, faces, adherence_faces, t_edit, null_rank, strength, 
                    f"locality median {s['locality'].get('median', float('nan')):.2f}; after {s['spill_passes']} "
                    f"spill passes {s['moved_right_way_spill']}/{s['n']}, "
                    f"{s['locality_spill'].get('median', float('nan')):.2f}")
+        click.echo(f"  under the caption without the attribute: {s['moved_right_way_caption_without']}/{s['n']}, "
+                   f"{s['locality_caption_without'].get('median', float('nan')):.2f}")
+        click.echo(f"  sampled on under the edit caption: {s['moved_right_way_under_edit_caption']}/{s['n']}, "
+                   f"{s['locality_under_edit_caption'].get('median', float('nan')):.2f}; the caption switch alone "
+                   f"{s['moved_right_way_caption_switch']}/{s['n']}, "
+                   f"{s['locality_caption_switch'].get('median', float('nan')):.2f}")
 
 
 @toy.command("eval")

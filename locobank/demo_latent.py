@@ -1,7 +1,8 @@
 """The demo's latent half: its faces harvested again with the toy latent text-to-image model
 (T-LOCO through inversion under each face's caption), unsupervised and text-supervised, into the
 same catalog, so that one index and one search rank both families. Each query's top latent hit is
-applied to unseen faces, each inverted and sampled under its own caption."""
+applied to unseen faces, each inverted and sampled under its own caption without the query's
+words (a caption that names what an edit changes undoes it in the steps after the edit time)."""
 
 from __future__ import annotations
 
@@ -97,11 +98,14 @@ def describe_directions(cat, half: LatentHalf, out: Path) -> None:
 def query(cat, clip, half: LatentHalf, q: str, seeds: list[int], out: Path, index_dir: Path, k: int, steps: int | None,
           device: str | None, cb) -> dict:
     """``q`` searched over both families, and its top latent hit applied to unseen faces (each
-    under its own caption, re-localised on its own part mask)."""
+    under its own caption without the words for what ``q`` changes, re-localised on its own
+    part mask)."""
     from .apply import DirectionSpec, Prepared, apply_to_images, prepare
     from .models import under
     from .images import load_image, to_uint8
     from .search import search
+    from .toyworld.captions import caption_without
+    from .toyworld.faces import sample_attributes
 
     both = search(cat, clip, q, k=k, index_folder=index_dir)
     hits = search(cat, clip, q, k=1, model=half.fingerprint, index_folder=index_dir)
@@ -110,7 +114,8 @@ def query(cat, clip, half: LatentHalf, q: str, seeds: list[int], out: Path, inde
         cb(len(seeds))
         return entry
     top, unseen = hits[0], out / "unseen"
-    captions = {Path(r["image"]).stem: r["caption"] for r in _rows(unseen)}
+    captions = {Path(r["image"]).stem: caption_without(sample_attributes(r["attributes"]["seed"]), q)
+                for r in _rows(unseen)}  # a caption naming what the edit changes undoes it (docs/latent.md)
     found = prepare(cat, [DirectionSpec(top.id)], device=device)  # loaded once, then bound to each caption
     found.strengths[0] *= top.sign
     for s in seeds:
@@ -123,6 +128,7 @@ def query(cat, clip, half: LatentHalf, q: str, seeds: list[int], out: Path, inde
         name = f"edits/latent_{slug(q, 'query')}_{p.stem}.png"
         Image.fromarray(pair).resize((pair.shape[1] * 4, pair.shape[0] * 4), Image.NEAREST).save(out / name)
         entry["edits"].append(name)
+        entry.setdefault("prompts", []).append(captions[p.stem])
     entry["applied"] = {"id": top.id, "strength": found.strengths[0], "mask": top.mask_label,
                         "edit_prompt": (top.condition or {}).get("edit_prompt")}
     return entry
@@ -162,7 +168,8 @@ def report_section(half: LatentHalf) -> list[str]:
         if a:
             how = f" (text-supervised → “{e(a['edit_prompt'])}”)" if a["edit_prompt"] else ""
             parts.append(f"<p>Top latent hit #{a['id']}{how} applied at strength {a['strength']:g} to "
-                         f"{len(entry['edits'])} unseen faces, each inverted and sampled under its own caption and "
+                         f"{len(entry['edits'])} unseen faces, each inverted and sampled under its own caption without "
+                         f"the query's words (a caption that names what an edit changes undoes it) and "
                          f"re-localised on its own {e(a['mask'])} mask (before | after):<br>"
                          + "".join(f"<img src='{e(x)}'>" for x in entry["edits"]) + "</p>")
     return parts

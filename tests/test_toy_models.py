@@ -97,6 +97,8 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
     assert set(models.values()) == {"local:toyfaces-ddpm", "local:toyfaces-sd"}
     smile = latent["queries"]["smile"]
     assert models[smile["applied"]["id"]] == "local:toyfaces-sd"  # the latent half applies a latent hit
+    # under each face's caption without the words for its mood, which would undo the edit
+    assert smile["prompts"] and not any(w in p for p in smile["prompts"] for w in ("frown", "smil")), smile
     assert len(smile["edits"]) == 1 and (out / smile["edits"][0]).exists()
     assert "The latent world" in html and "text-supervised" in html
 

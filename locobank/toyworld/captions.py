@@ -68,3 +68,19 @@ def training_caption(a: FaceAttributes, rng: random.Random) -> str:
     else:
         lead = "a face"
     return f"{lead} with " + " and ".join(pick)
+
+
+def caption_without(a: FaceAttributes, query: str) -> str:
+    """The face's caption (:func:`~locobank.toyworld.faces.caption`) without the words for what
+    ``query`` edits: its mood for "smile" and "frown", its iris colour for "... eyes", its hair
+    colour for "... hair". Captions name glasses only when a face has them, so for "glasses" it is
+    the caption itself."""
+    text = caption(a)
+    if query in ("smile", "frown"):
+        for words in ("smiling ", "frowning ", " and a frown", " and a smile"):
+            text = text.replace(words, "")
+    elif query.endswith(" eyes"):
+        text = text.replace(f" {a.iris} eyes", " eyes")
+    elif query.endswith(" hair"):
+        text = text.replace(f" {a.hair} hair", " hair")
+    return text

@@ -80,27 +80,30 @@ def round_trip(model: LoadedModel, seeds: Sequence[int], t_edit: float, steps: i
 class _Face:
     """A held-out face under its caption, inverted to the edit time, with its reference render."""
 
-    def __init__(self, model: LoadedModel, seed: int, t: int, steps: int):
+    def __init__(self, model: LoadedModel, seed: int, t: int, steps: int, text: str | None = None):
         self.seed, self.t, self.steps = seed, t, steps
         self.face = face(seed)
-        self.model = conditioned(model, caption(self.face.attrs))
+        self.model = conditioned(model, caption(self.face.attrs) if text is None else text)
         self.x = _image(seed, model.device)
         with torch.no_grad():
             self.x_t = core.invert(self.model, self.x, t, steps)
             self.ref = core.sample(self.model, self.x_t, t, steps)
 
-    def edited(self, delta: torch.Tensor) -> torch.Tensor:
+    def edited(self, delta: torch.Tensor, under: LoadedModel | None = None) -> torch.Tensor:
+        """The face sampled from its state plus ``delta``, under its caption (or ``under``'s condition)."""
         with torch.no_grad():
-            return core.sample(self.model, self.x_t + delta, self.t, self.steps)
+            return core.sample(under or self.model, self.x_t + delta, self.t, self.steps)
 
     def mask(self, part: str) -> torch.Tensor:
         return torch.from_numpy(self.face.masks[part])
 
-    def spilled(self, delta: torch.Tensor, part: str, passes: int) -> torch.Tensor:
-        """The face edited by ``delta`` after ``passes`` spill passes outside the part (as ``apply --mask``)."""
+    def spilled(self, delta: torch.Tensor, part: str, passes: int, under: LoadedModel | None = None) -> torch.Tensor:
+        """The face edited by ``delta`` after ``passes`` spill passes outside the part (as ``apply --mask``),
+        sampled under its caption (or ``under``'s condition) and compared with its unedited render."""
         inside = self.mask(part)[None].to(self.x_t.device)
         with torch.no_grad():
-            return core.with_spill_passes(self.model, self.t, delta, inside, passes, self.edited, self.ref)[1]
+            return core.with_spill_passes(self.model, self.t, delta, inside, passes,
+                                          lambda d: self.edited(d, under), self.ref)[1]
 
 
 def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets: int = 10, *, t_edit: float,
@@ -150,28 +153,42 @@ def supervised_study(model: LoadedModel, query: str, n: int = 10, *, t_edit: flo
     """Text-supervised T-LOCO on ``n`` held-out faces that lack ``query``: the source is the face's
     caption, the edit prompt the same caption with the attribute changed; the direction is applied
     at ``+strength``. Counts faces whose probe moves the right way, and the locality; ``*_spill``:
-    the same after ``passes`` spill passes."""
+    the same after ``passes`` spill passes. With the spill passes too: ``caption_without``, the
+    face inverted, edited and sampled under its caption without the attribute's words (the
+    direction still from that caption to the edit caption); ``under_edit_caption``, the steps after
+    the edit time sampled under the edit caption instead; ``caption_switch``, that switch alone,
+    without the direction. They show how much of an edit the face's own caption undoes in the
+    steps that follow it."""
+    from .captions import caption_without
     from .probes import targets_for
 
     t = core.to_timestep(model, t_edit)
     part = part_for(query)
-    gains, local, gains_spill, local_spill = [], [], [], []
+    runs: dict[str, tuple[list, list]] = {k: ([], []) for k in ("plain", "spill", "without", "under_edit", "switch")}
     for s in targets_for(query, n, seed0 + 2000):
         f = _Face(model, s, t, steps)
+        g = _Face(model, s, t, steps, caption_without(f.face.attrs, query))
         edit = conditioned(model, caption(EDITS[query](f.face.attrs)), "", edit_guidance)
-        found = core.find_supervised(f.model, edit, f.x_t, t, f.mask(part), null_rank=null_rank)
-        out = f.edited(strength * found.vectors[0])
-        before = attribute_score(query, to_uint8(f.ref[0]), f.face.attrs)
-        after = attribute_score(query, to_uint8(out[0]), f.face.attrs)
-        gains.append(after - before)
-        local.append(core.locality((out - f.ref)[0].cpu(), f.mask(part)))
-        spilled = f.spilled(strength * found.vectors[0], part, passes)
-        gains_spill.append(attribute_score(query, to_uint8(spilled[0]), f.face.attrs) - before)
-        local_spill.append(core.locality((spilled - f.ref)[0].cpu(), f.mask(part)))
-    return {"query": query, "part": part, "strength": strength, "n": len(gains),
-            "moved_right_way": sum(g > 0 for g in gains), "gain_median": statistics.median(gains) if gains else 0.0,
-            "locality": _stats(local), "spill_passes": passes, "moved_right_way_spill": sum(g > 0 for g in gains_spill),
-            "locality_spill": _stats(local_spill)}
+        v = strength * core.find_supervised(f.model, edit, f.x_t, t, f.mask(part), null_rank=null_rank).vectors[0]
+        w = strength * core.find_supervised(g.model, edit, g.x_t, t, g.mask(part), null_rank=null_rank).vectors[0]
+        outs = {"plain": (f, f.edited(v)), "spill": (f, f.spilled(v, part, passes)),
+                "without": (g, g.spilled(w, part, passes)), "under_edit": (f, f.spilled(v, part, passes, edit)),
+                "switch": (f, f.spilled(0 * v, part, passes, edit))}
+        for k, (h, out) in outs.items():  # each against the face's own unedited render
+            before = attribute_score(query, to_uint8(h.ref[0]), f.face.attrs)
+            runs[k][0].append(attribute_score(query, to_uint8(out[0]), f.face.attrs) - before)
+            runs[k][1].append(core.locality((out - h.ref)[0].cpu(), f.mask(part)))
+    gains, local = runs["plain"]
+    report = {"query": query, "part": part, "strength": strength, "n": len(gains),
+              "moved_right_way": sum(g > 0 for g in gains), "gain_median": statistics.median(gains) if gains else 0.0,
+              "locality": _stats(local), "spill_passes": passes}
+    for k, name in (("spill", "spill"), ("without", "caption_without"), ("under_edit", "under_edit_caption"),
+                    ("switch", "caption_switch")):
+        g, loc = runs[k]
+        report[f"moved_right_way_{name}"] = sum(x > 0 for x in g)
+        report[f"gain_median_{name}"] = statistics.median(g) if g else 0.0
+        report[f"locality_{name}"] = _stats(loc)
+    return report
 
 
 def _stats(v: list[float]) -> dict:
