@@ -167,12 +167,12 @@ def supervised_study(model: LoadedModel, query: str, n: int = 10, *, t_edit: flo
     runs: dict[str, tuple[list, list]] = {k: ([], []) for k in ("plain", "spill", "without", "under_edit", "switch")}
     for s in targets_for(query, n, seed0 + 2000):
         f = _Face(model, s, t, steps)
-        g = _Face(model, s, t, steps, caption_without(f.face.attrs, query))
+        bare = _Face(model, s, t, steps, caption_without(f.face.attrs, query))
         edit = conditioned(model, caption(EDITS[query](f.face.attrs)), "", edit_guidance)
         v = strength * core.find_supervised(f.model, edit, f.x_t, t, f.mask(part), null_rank=null_rank).vectors[0]
-        w = strength * core.find_supervised(g.model, edit, g.x_t, t, g.mask(part), null_rank=null_rank).vectors[0]
+        w = strength * core.find_supervised(bare.model, edit, bare.x_t, t, bare.mask(part), null_rank=null_rank).vectors[0]
         outs = {"plain": (f, f.edited(v)), "spill": (f, f.spilled(v, part, passes)),
-                "without": (g, g.spilled(w, part, passes)), "under_edit": (f, f.spilled(v, part, passes, edit)),
+                "without": (bare, bare.spilled(w, part, passes)), "under_edit": (f, f.spilled(v, part, passes, edit)),
                 "switch": (f, f.spilled(0 * v, part, passes, edit))}
         for k, (h, out) in outs.items():  # each against the face's own unedited render
             before = attribute_score(query, to_uint8(h.ref[0]), f.face.attrs)
@@ -184,9 +184,9 @@ def supervised_study(model: LoadedModel, query: str, n: int = 10, *, t_edit: flo
               "locality": _stats(local), "spill_passes": passes}
     for k, name in (("spill", "spill"), ("without", "caption_without"), ("under_edit", "under_edit_caption"),
                     ("switch", "caption_switch")):
-        g, loc = runs[k]
-        report[f"moved_right_way_{name}"] = sum(x > 0 for x in g)
-        report[f"gain_median_{name}"] = statistics.median(g) if g else 0.0
+        gs, loc = runs[k]
+        report[f"moved_right_way_{name}"] = sum(x > 0 for x in gs)
+        report[f"gain_median_{name}"] = statistics.median(gs) if gs else 0.0
         report[f"locality_{name}"] = _stats(loc)
     return report
 
