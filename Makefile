@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-quick venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,8 +15,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/locobank demo --out demo
 
+# Two workers, one torch thread each (tests/conftest.py); a file's tests share a worker and its fixtures.
+PYTEST := HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile
+
+# The whole suite (CI's entry); prints the 15 slowest tests.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(PYTEST) --durations=15
+
+# The quick tier: every module touched, no slow test (under two minutes on two cores).
+test-quick: $(STAMP)
+	$(PYTEST) -m "not slow" --durations=10
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import click
 
 from .common import Finite, Stages, fail_on_library_errors, parse_floats, parse_seeds
 from .db import db_option, open_catalog
+
+if TYPE_CHECKING:
+    from locobank.apply import DirectionSpec
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -81,16 +86,49 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
     found at different edit times compose too: the image is inverted to the highest, and each
     direction is added when the sampler passes its own time.
     """
-    from locobank.apply import request_from_args, run_apply
+    from locobank.apply import ApplyRequest, expand_images, run_apply
 
-    req = request_from_args(args, out, query=query, candidates=candidates, clip=clip_spec, domain=domain,
-                            strength=strength, masks=list(mask), orthogonalize=orthogonalize,
-                            sweep=parse_floats(sweep) if sweep is not None else None, resize=resize, batch=batch,
-                            model_override=model_override, device=device, seed=seed, steps=steps,
-                            max_shift=max_shift, spill_passes=spill_passes, register=register, prompt=prompt,
-                            negative_prompt=negative_prompt, guidance=guidance,
-                            generate=parse_seeds(generate) if generate is not None else [])
+    specs, words = split_args(args)
+    req = ApplyRequest(images=expand_images(words) if words else [], out=out, specs=specs, query=query,
+                       candidates=candidates, clip=clip_spec, domain=domain, strength=strength, masks=list(mask),
+                       orthogonalize=orthogonalize, sweep=parse_floats(sweep) if sweep is not None else None,
+                       resize=resize, batch=batch, model_override=model_override, device=device, seed=seed,
+                       steps=steps, max_shift=max_shift, spill_passes=spill_passes, register=register,
+                       prompt=prompt, negative_prompt=negative_prompt, guidance=guidance,
+                       generate=parse_seeds(generate) if generate is not None else []).check()
     with open_catalog(db_url) as cat, Stages() as progress:
         outcome = run_apply(cat, req, progress=progress)
     for line in outcome.notes:
         click.echo(line)
+
+
+def split_args(args: Sequence[str]) -> tuple[list[DirectionSpec], list[str]]:
+    """The command line's words as direction specs (the leading ``ID[:STRENGTH]`` words) and image
+    words (the rest); a word that is no file and was probably meant as something else is refused
+    with what was meant."""
+    from locobank.apply import SPEC, parse_spec
+
+    specs, images = [], []
+    for a in args:
+        if not images and SPEC.match(a.strip()) and not Path(a).exists():
+            specs.append(parse_spec(a))
+        else:
+            images.append(a)
+    for word in images:
+        hint = None if Path(word).exists() or any(c in word for c in "*?[") else meant(word)
+        if hint:
+            raise click.ClickException(hint)
+    return specs, images
+
+
+def meant(word: str) -> str | None:
+    """What a word that is neither a file nor a folder was probably meant to be (None: no guess)."""
+    if re.fullmatch(r"-\d+(:.*)?", word):
+        return (f"{word}: direction ids are positive whole numbers (a negative strength goes after the colon, "
+                f"e.g. 12:-4)")
+    if word.startswith("--"):
+        return f"{word}: no such option; see `locobank apply --help`"
+    if not Path(word).suffix and "/" not in word and "\\" not in word:
+        return (f"{word!r} is neither a direction id nor an image file; to apply the best match for a text, "
+                f"use --query {word!r}")
+    return None

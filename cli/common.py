@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import click
 
 from locobank.errors import ArgumentError, LocobankError
+
+# The library's errors name Python parameters (``LocobankError.params``); the user typed these.
+FLAGS = {"specs": "ID[:STRENGTH]", "images": "IMAGE files", "query": "--query", "candidates": "--candidates",
+         "mask": "--mask", "masks": "--mask", "sweep": "--sweep", "out": "--out", "prompt": "--prompt",
+         "negative_prompt": "--negative-prompt", "guidance": "--guidance", "generate": "--generate"}
+
+
+def as_typed(e: LocobankError) -> str:
+    """``e``'s message with each parameter it names said as the command line's flag. Only whole
+    names are replaced, never inside a quoted value or a path."""
+    names = [p for p in e.params if p in FLAGS]
+    if not names:
+        return str(e)
+    name = re.compile(r"(?<![\w./\\'\"-])(" + "|".join(map(re.escape, names)) + r")(?![\w/\\'\"-]|\.\w)")
+    return name.sub(lambda m: FLAGS[m.group(1)], str(e))
 
 
 def fail_on_library_errors(f):
@@ -19,9 +35,9 @@ def fail_on_library_errors(f):
         try:
             return f(*args, **kwargs)
         except ArgumentError as e:
-            raise click.UsageError(str(e)) from e
+            raise click.UsageError(as_typed(e)) from e
         except LocobankError as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(as_typed(e)) from e
 
     return wrapper
 

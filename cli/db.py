@@ -11,14 +11,24 @@ import click
 from .common import fail_on_library_errors
 
 DB_HELP = (
-    "Catalog database, any SQLAlchemy URL (sqlite:///path.db, postgresql+psycopg://user@host/db). "
+    "Catalog database: a SQLite file path (demo/catalog.db) or any SQLAlchemy URL (sqlite:///path.db, "
+    "postgresql+psycopg://user@host/db). "
     "Default: $LOCOBANK_DB, else sqlite:///$LOCOBANK_HOME/catalog.db (LOCOBANK_HOME defaults to ~/.locobank)."
 )
 
 
+def _to_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A plain path becomes its SQLite URL here, so every command (and its messages) sees a URL."""
+    if not value:
+        return None
+    from locobank.catalog.connect import as_url
+
+    return as_url(value)
+
+
 def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The ``--db URL`` option every catalog command shares."""
-    return click.option("--db", "db_url", metavar="URL", default=None, help=DB_HELP)(f)
+    """The ``--db PATH|URL`` option every catalog command shares."""
+    return click.option("--db", "db_url", metavar="PATH|URL", default=None, help=DB_HELP, callback=_to_url)(f)
 
 
 @contextlib.contextmanager

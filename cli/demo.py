@@ -31,7 +31,7 @@ def demo(out: Path, quick: bool, device: str | None) -> None:
     import shlex
     import time
 
-    from locobank.demo import DemoConfig, run_demo
+    from locobank.toyworld.demo import DemoConfig, run_demo
 
     start = time.perf_counter()
     with Stages() as stage:

@@ -21,7 +21,8 @@ FACTORY_HELP = (
 def index() -> None:
     """Build or inspect the FAISS search index of direction effects (one index per CLIP model).
 
-    The index lives under $LOCOBANK_HOME/index and records the catalog state it was built from;
+    The index lives under $LOCOBANK_HOME/index/<catalog id> (or beside a SQLite catalog file, where
+    `locobank demo` builds it) and records the catalog state it was built from;
     the catalog stays the truth, so an index can always be rebuilt.
     """
 
@@ -70,12 +71,13 @@ def build_cmd(clip_spec: str, factory: str | None, rebuild: bool, no_embed: bool
                 click.echo(f"embedded {summary.embedded} new directions in {summary.seconds:.1f} s; named {named}")
     with open_catalog(db_url) as catalog, Stages() as progress:
         info = build_index(catalog, cid, factory=factory, rebuild=rebuild, progress=progress)
+        saved = index_files(cid, catalog=catalog)[0]
     how = "built from scratch" if info.rebuilt else "updated"
     click.echo(
         f"index of {cid} {how}: {info.ntotal} directions ({info.resolved_factory}, dim {info.dim}); "
         f"added {info.added}, removed {info.removed}"
     )
-    click.echo(f"saved to {index_files(cid, catalog_url=info.catalog)[0]}")
+    click.echo(f"saved to {saved}")
 
 
 @index.command("status")

@@ -43,8 +43,6 @@ def serve(db_url, host, port, device, auth, password_file, clip_spec, index_dir,
         from locobank.app.server import ServeOptions, start
     except ImportError as e:
         raise click.ClickException(f"the web app needs gradio ({e}); install it with: pip install 'locobank[app]'") from e
-    if db_url and "://" not in db_url and Path(db_url).is_file():  # a SQLite file named by its path
-        db_url = f"sqlite:///{Path(db_url).resolve()}"
     opts = ServeOptions(db=db_url, host=host, port=port, device=device, auth=login, clip=clip_spec, index=index_dir,
                         threads=threads)
     click.echo(f"starting the app on http://{host}:{port} (Ctrl+C stops it)")

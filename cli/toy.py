@@ -79,8 +79,8 @@ def train_ddpm_cmd(out, state, steps, batch, seed, device, resume) -> None:
 
     Checkpoints every 500 steps; stop at any time and run again to resume.
     """
-    from locobank.toyworld.train_ddpm import train_ddpm
-    from locobank.toyworld.trainstate import read_step
+    from locobank.toyworld.training.ddpm import train_ddpm
+    from locobank.toyworld.training.state import read_step
 
     state = state or Path("data/training/toyfaces-ddpm.safetensors")
     bar, on_step = _progress(steps, read_step(state) if resume else 0, "train-ddpm")
@@ -99,8 +99,8 @@ def train_ddpm_cmd(out, state, steps, batch, seed, device, resume) -> None:
 @fail_on_library_errors
 def train_clip_cmd(out, state, steps, batch, seed, device, resume, init, lr) -> None:
     """Train the toy CLIP (an open_clip model from its own JSON config) on faces and captions."""
-    from locobank.toyworld.train_clip import train_clip
-    from locobank.toyworld.trainstate import read_step
+    from locobank.toyworld.training.clip import train_clip
+    from locobank.toyworld.training.state import read_step
 
     state = state or Path("data/training/toyfaces-clip.safetensors")
     bar, on_step = _progress(steps, read_step(state) if resume else 0, "train-clip")
@@ -130,8 +130,8 @@ def train_sd_cmd(out, state_dir, vae_steps, steps, export_every, seed, device) -
 
     Checkpoints as it goes; stop at any time and run again to resume.
     """
-    from locobank.toyworld.train_sd import train_sd
-    from locobank.toyworld.trainstate import read_step
+    from locobank.toyworld.training.latent import train_sd
+    from locobank.toyworld.training.state import read_step
 
     bars = {}
 
@@ -176,10 +176,10 @@ def eval_sd_cmd(model_dir, faces, adherence_faces, t_edit, null_rank, strength, 
     (unsupervised, on the source and on transfer) and text-supervised edits (probe and locality)."""
     import json
 
-    from locobank.toyworld.sd_report import sd_eval_report
+    from locobank.toyworld.reports.latent import eval_report
 
     with Stages() as progress:
-        r = sd_eval_report(model_dir, faces=faces, adherence_faces=adherence_faces, t_edit=t_edit,
+        r = eval_report(model_dir, faces=faces, adherence_faces=adherence_faces, t_edit=t_edit,
                            null_rank=null_rank, strength=strength, basis=basis, steps=steps, samples=samples,
                            progress=progress)
     if as_json:
@@ -233,7 +233,7 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobi
     locality on the source and on transfer, and CLIP zero-shot accuracy."""
     import json
 
-    from locobank.toyworld.report import eval_report
+    from locobank.toyworld.reports.pixel import eval_report
 
     with Stages() as progress:
         report = eval_report(model_dir, faces=faces, parts=parts.split(","), t_edit=t_edit, null_rank=null_rank,
@@ -294,7 +294,7 @@ def quality_cmd(out, faces, targets, targets_from, unseen, rank, iters, reuse, s
     """
     import json
 
-    from locobank.toyworld.report import quality_report
+    from locobank.toyworld.reports.quality import quality_report
 
     with Stages() as progress:
         report = quality_report(out, faces=faces, targets=targets, targets_from=targets_from, unseen=unseen, rank=rank,

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ from .images import load_image, load_mask, to_uint8
 from . import core
 from .models import LoadedModel
 from .models.recorded import model_for
+from .tally import Tally
+
+if TYPE_CHECKING:
+    from .catalog.records import DirectionRecord, NewEffect
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +37,10 @@ PREVIEW_PX = 128
 
 
 @dataclass
-class EmbedSummary:
+class EmbedSummary(Tally):
+    """Counts for ``index build``'s message: directions embedded, and those that failed and why."""
+
     embedded: int = 0
-    skipped: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 def effect_vector(clip: ClipModel, plus: torch.Tensor, minus: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -78,6 +80,7 @@ class StateCache:
         self._ref: dict[tuple[str, int], torch.Tensor] = {}
 
     def states(self, uris: list[str], t: int) -> torch.Tensor:
+        """The states of these images at timestep ``t``, inverting only those not seen before."""
         missing = [u for u in dict.fromkeys(uris) if (u, t) not in self._x]
         if missing:
             x = torch.stack([load_image(Path(u), self.model.resolution, resize=True) for u in missing]).to(self.model.device)
@@ -128,6 +131,99 @@ def probe_images(catalog, fingerprint: str, n: int) -> list[str]:
     return seen
 
 
+@dataclass
+class _Batch:
+    """The effects and previews of one batch of directions, written together when the batch ends."""
+
+    effects: list = field(default_factory=list)
+    previews: list[tuple[int, bytes, float, float | None]] = field(default_factory=list)
+
+
+@dataclass
+class _Renderer:
+    """One model's effect rendering: its probe images, its DDIM steps and one state cache per
+    prompt (a text-to-image direction renders under the prompt it was found under)."""
+
+    catalog: Any
+    clip: ClipModel
+    model: LoadedModel
+    probes: list[str]
+    n_probes: int
+    steps: int
+    strength: float | None
+    caches: dict = field(default_factory=dict)
+
+    def strength_for(self, r: DirectionRecord) -> float:
+        """lambda: the one asked for, else the model's default for the direction's mask label."""
+        return float(self.strength if self.strength is not None else self.model.strength_for(r.mask_label))
+
+    def render(self, r: DirectionRecord, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(+lambda, -lambda, 0) renderings: the first two on the source image and the probes,
+        the last on the source image only; all in one sampling pass."""
+        uris = [r.image_uri] + [p for p in self.probes if p != r.image_uri][: self.n_probes]
+        cache = _cache_for(self.caches, self.model, r.condition, self.steps)
+        xt = cache.states(uris, r.t_edit)
+        v = self.catalog.load_vector(r.id, expected_fingerprint=r.fingerprint).to(self.model.device, torch.float32)
+        out = core.sample(cache.model, torch.cat([xt + lam * v, xt - lam * v, xt[:1]]), r.t_edit, self.steps)
+        k = len(uris)
+        return out[:k], out[k : 2 * k], out[2 * k :]
+
+    def embed(self, r: DirectionRecord, lam: float, plus: torch.Tensor, minus: torch.Tensor) -> NewEffect:
+        """The direction's CLIP effect row, from its renderings."""
+        from .catalog.records import NewEffect
+
+        vec, consistency = effect_vector(self.clip, plus, minus)
+        return NewEffect(direction_id=r.id, clip_id=self.clip.clip_id, vector=vec.cpu().numpy().astype(np.float32),
+                         consistency=consistency, n_images=len(plus), strength=lam)
+
+    def preview(self, r: DirectionRecord, lam: float, plus: torch.Tensor, minus: torch.Tensor,
+                zero: torch.Tensor) -> tuple[int, bytes, float, float | None]:
+        """The source image's (-lambda, 0, +lambda) strip and the locality measured on it."""
+        loc = source_locality(self.catalog, r, self.model, plus[0] - zero[0], minus[0] - zero[0])
+        return r.id, preview_strip(torch.stack([minus[0], zero[0], plus[0]])), lam, loc
+
+
+def _group_by_model(catalog, clip_id: str, ids: list[int] | None) -> dict[str, list[DirectionRecord]]:
+    """The directions to embed, grouped by model fingerprint so each model loads once."""
+    todo = ids if ids is not None else catalog.directions_without_effect(clip_id)
+    groups: dict[str, list[DirectionRecord]] = {}
+    for r in [catalog.get_direction(i) for i in todo]:
+        groups.setdefault(r.fingerprint, []).append(r)
+    return groups
+
+
+def _embed_one(renderer: _Renderer, r: DirectionRecord, out: _Batch, summary: EmbedSummary) -> None:
+    """Render, embed and measure one direction into ``out``; a failure is counted, not raised."""
+    lam = renderer.strength_for(r)
+    try:
+        plus, minus, zero = renderer.render(r, lam)
+        out.effects.append(renderer.embed(r, lam, plus, minus))
+        out.previews.append(renderer.preview(r, lam, plus, minus, zero))
+    except (LocobankError, OSError) as e:
+        summary.fail(f"direction {r.id}: {e}")
+
+
+def _write(catalog, out: _Batch) -> None:
+    """A batch's effects in one transaction, then its previews (none when no effect was made)."""
+    if out.effects:
+        catalog.put_effects(out.effects)
+        for did, png, lam, loc in out.previews:
+            catalog.put_preview(did, png, lam, loc)
+
+
+def _embed_group(renderer: _Renderer, group: list[DirectionRecord], batch: int, summary: EmbedSummary,
+                 progress: Callable[[int], None] | None) -> None:
+    """One model's directions, ``batch`` at a time, each batch written before the next is rendered."""
+    for i in range(0, len(group), batch):
+        out = _Batch()
+        for r in group[i : i + batch]:
+            _embed_one(renderer, r, out, summary)
+            if progress:
+                progress(1)
+        _write(renderer.catalog, out)
+        summary.embedded += len(out.effects)
+
+
 def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, model_override: str | None = None,
                      strength: float | None = None, n_probes: int = 4, steps: int | None = None,
                      device: str | None = None, batch: int = 8,
@@ -136,55 +232,19 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
 
     ``strength`` is lambda; by default each direction's model's default for its mask label
     (``LoadedModel.strength_for``)."""
-    from .catalog.records import NewEffect
-
     summary = EmbedSummary()
     start = time.perf_counter()
-    todo = ids if ids is not None else catalog.directions_without_effect(clip.clip_id)
-    recs = [catalog.get_direction(i) for i in todo]
-    by_model: dict[str, list] = {}
-    for r in recs:
-        by_model.setdefault(r.fingerprint, []).append(r)
-    for fp, group in by_model.items():
+    for fp, group in _group_by_model(catalog, clip.clip_id, ids).items():
         try:
             model = model_for(catalog, fp, override=model_override, device=device)
-        except LocobankError as e:
-            summary.failed += len(group)
-            summary.errors.append(str(e))
+        except LocobankError as e:  # the whole group fails with the model's reason
+            summary.fail(str(e), len(group))
             if progress:
                 progress(len(group))
             continue
-        n_steps = int(steps or model.settings.render_steps)
-        caches: dict[str, StateCache] = {}  # one per prompt: a text-to-image direction renders under its own
         probes = probe_images(catalog, fp, n_probes)
-        for i in range(0, len(group), batch):
-            chunk = group[i : i + batch]
-            effects, previews = [], []
-            for r in chunk:
-                lam = float(strength if strength is not None else model.strength_for(r.mask_label))
-                try:
-                    uris = [r.image_uri] + [p for p in probes if p != r.image_uri][:n_probes]
-                    cache = _cache_for(caches, model, r.condition, n_steps)
-                    xt = cache.states(uris, r.t_edit)
-                    v = catalog.load_vector(r.id, expected_fingerprint=fp).to(model.device, torch.float32)
-                    states = torch.cat([xt + lam * v, xt - lam * v, xt[:1]])
-                    out = core.sample(cache.model, states, r.t_edit, n_steps)
-                    k = len(uris)
-                    plus, minus, zero = out[:k], out[k : 2 * k], out[2 * k :]
-                    vec, consistency = effect_vector(clip, plus, minus)
-                    effects.append(NewEffect(direction_id=r.id, clip_id=clip.clip_id, vector=vec.cpu().numpy().astype(np.float32),
-                                             consistency=consistency, n_images=k, strength=lam))
-                    loc = source_locality(catalog, r, model, plus[0] - zero[0], minus[0] - zero[0])
-                    previews.append((r.id, preview_strip(torch.stack([minus[0], zero[0], plus[0]])), lam, loc))
-                except (LocobankError, OSError) as e:
-                    summary.failed += 1
-                    summary.errors.append(f"direction {r.id}: {e}")
-                if progress:
-                    progress(1)
-            if effects:
-                catalog.put_effects(effects)
-                for did, png, lam_, loc in previews:
-                    catalog.put_preview(did, png, lam_, loc)
-            summary.embedded += len(effects)
+        n_steps = int(steps or model.settings.render_steps)
+        renderer = _Renderer(catalog, clip, model, probes, n_probes, n_steps, strength)
+        _embed_group(renderer, group, batch, summary, progress)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -2,7 +2,14 @@
 
 
 class LocobankError(Exception):
-    """Base class for every error locobank raises on purpose."""
+    """Base class for every error locobank raises on purpose.
+
+    ``params`` names the Python parameters (or request fields) the message speaks of, written in
+    it as their plain names: a front end can then say them its own way (the CLI as its flags)."""
+
+    def __init__(self, *args: object, params: tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        self.params = tuple(params)
 
 
 class InputError(LocobankError, ValueError):

@@ -160,7 +160,7 @@ def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "
     if k < 1:
         raise InputError("k must be at least 1")
     q = text_direction(clip, query, domain)
-    idx = load_index(clip.clip_id, folder=index_folder, catalog_url=catalog.url)
+    idx = load_index(clip.clip_id, folder=index_folder, catalog=catalog)
     _check_bound(idx.info, catalog, clip.clip_id)
     total = max(idx.ntotal, 1)
     pool = min(max(4 * k, 50), total)
@@ -177,7 +177,9 @@ def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "
 
 def _check_bound(info, catalog, clip_id: str) -> None:
     """Refuse an index built from another catalog; warn when it is behind this one."""
-    if info.catalog and info.catalog != catalog.url:
+    from .index import foreign_catalog
+
+    if foreign_catalog(info, catalog):
         raise SearchIndexError(f"this search index was built from the catalog {info.catalog}, not {catalog.url}; "
                                f"run `locobank index build --db {catalog.url}` to build one for this catalog")
     if info.effects_state != catalog.effects_state(clip_id).token:

@@ -19,7 +19,11 @@ from .errors import InputError
 BASES = ("projected", "constrained")
 JACOBIAN_AT = ("inverted", "noised")
 SCALE_AXES = ("xy", "x", "y", "none")
+DEFAULT_RANK = 5  # directions kept per (image, mask)
 DEFAULT_NULL_RANK = 5  # the LOCO reference's k
+DEFAULT_T_EDIT = 0.6  # the edit time as a fraction of T: LOCO's te = 0.6T
+DEFAULT_STEPS = 50  # DDIM steps between the clean image and the edit time
+DEFAULT_GUIDANCE = 7.5  # text-to-image models: Stable Diffusion's classifier-free guidance scale
 DEFAULT_STRENGTH = 8.0  # the LOCO reference's lambda (0.5 x 16) on unit directions
 # Spill passes with a target mask. Two, by measurement on the toy model: on 20 unseen faces the
 # top "blond hair" direction's locality went 0.80 -> 0.91 -> 0.93 -> 0.94 with 0, 1, 2, 3 passes
@@ -35,7 +39,7 @@ class EditOptions:
     ``max_shift`` 0 means no whole-pixel shift onto the mask; ``register`` registers directions
     that carry their source part onto the target mask."""
 
-    steps: int = 50
+    steps: int = DEFAULT_STEPS
     seed: int = 0
     eta_tail: float = 0.0
     null_rank: int = DEFAULT_NULL_RANK
@@ -73,13 +77,13 @@ class ModelSettings:
     """
 
     domain: str | None = None
-    t_edit: float = 0.6
+    t_edit: float = DEFAULT_T_EDIT
     t_edit_by_label: dict = field(default_factory=dict)
-    rank: int = 5
+    rank: int = DEFAULT_RANK
     null_rank: int = DEFAULT_NULL_RANK
     basis: str = "projected"
     jacobian_at: str = "inverted"
-    steps: int = 50
+    steps: int = DEFAULT_STEPS
     eta_tail: float = 0.0
     strength: float = DEFAULT_STRENGTH
     strength_by_label: dict = field(default_factory=dict)
@@ -88,7 +92,7 @@ class ModelSettings:
     register_scale: str = "xy"
     register_range: int | None = None
     render_steps: int = 20
-    guidance: float = 7.5
+    guidance: float = DEFAULT_GUIDANCE
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -83,11 +83,27 @@ def _pg_migrated_template():
         _drop(name)
 
 
+def new_identity(url: str) -> None:
+    """Give a copied catalog an id of its own: copies of one template are different catalogs here,
+    as catalogs each made by `db upgrade` are."""
+    from sqlalchemy import text
+
+    from locobank.catalog.connect import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE catalog_info SET catalog_id = :id"), {"id": str(uuid.uuid4())})
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def pg_migrated_url(_pg_migrated_template):
-    """A fresh Postgres database already at head, dropped afterwards."""
+    """A fresh Postgres database already at head, with an id of its own, dropped afterwards."""
     name, url = _pg_database(template=_pg_migrated_template)
     try:
+        new_identity(url)
         yield url
     finally:
         _drop(name)
@@ -110,9 +126,12 @@ def sqlite_url(tmp_path):
 
 @pytest.fixture
 def sqlite_migrated_url(tmp_path, _sqlite_migrated_template):
-    """A SQLite catalog file already at head."""
+    """A SQLite catalog file already at head, with an id of its own."""
     path = tmp_path / "catalog.db"
     shutil.copyfile(_sqlite_migrated_template, path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE catalog_info SET catalog_id = ?", (str(uuid.uuid4()),))
+    conn.close()
     return f"sqlite:///{path}"
 
 

@@ -9,6 +9,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, no spin-waiting
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _private_home(tmp_path, monkeypatch):

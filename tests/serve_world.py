@@ -4,6 +4,9 @@ unseen faces with their masks to upload."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import socket
 from pathlib import Path
 
@@ -57,7 +60,19 @@ def build_world(root: Path) -> dict:
 @pytest.fixture(scope="session")
 def toy_world(tmp_path_factory) -> dict:
     """One harvested toy catalog for every serve test of the session (about two minutes on a CPU)."""
-    return build_world(tmp_path_factory.mktemp("serve_world"))
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build_world(tmp_path_factory.mktemp("serve_world"))
+    # Under pytest-xdist the workers share one world: the first builds it, the others wait and read it.
+    root = tmp_path_factory.getbasetemp().parent / "serve_world"
+    root.mkdir(exist_ok=True)
+    record = root / "world.json"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            world = build_world(root)
+            record.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in world.items()}))
+    world = json.loads(record.read_text())
+    return {k: Path(v) if isinstance(v, str) and k != "db" else v for k, v in world.items()}
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ pytest_plugins = ["catalog_support"]  # fixtures: catalog, backend_url, pg_url, 
 
 TABLES = {"models", "images", "masks", "harvest_runs", "jobs", "directions", "vectors", "alembic_version"}
 TABLES |= {"effects", "previews"}  # 0002 (0003 adds previews.locality)
+TABLES |= {"catalog_info"}  # 0006
 
 
 def assert_schema_is_models(url: str) -> None:
@@ -101,6 +102,41 @@ def test_open_with_upgrade_creates_the_catalog(tmp_path):
         assert cat.state_token()
 
 
+def test_a_catalog_has_one_id_made_by_the_migration(sqlite_url, tmp_path):
+    import uuid
+
+    upgrade(sqlite_url)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    upgrade(other)
+    with Catalog.open(sqlite_url) as a, Catalog.open(other) as b:
+        assert uuid.UUID(a.catalog_id).version == 4 and a.catalog_id != b.catalog_id
+        first = a.catalog_id
+    upgrade(sqlite_url)  # already at head: the id stays
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "catalog.db").rename(moved / "catalog.db")
+    with Catalog.open(str(moved / "catalog.db")) as again:  # moved, and reached by a plain path
+        assert again.catalog_id == first and again.url == f"sqlite:///{moved / 'catalog.db'}"
+    url = f"sqlite:///{moved / 'catalog.db'}"
+    engine = make_engine(url, foreign_keys=False)
+    with engine.connect() as conn:
+        command.downgrade(_alembic_config(url, conn), "0005")
+        conn.commit()
+        assert "catalog_info" not in inspect(conn).get_table_names()
+    engine.dispose()
+    upgrade(url)
+    with Catalog.open(url) as fresh:
+        assert fresh.catalog_id != first  # made again by 0006
+
+
+def test_a_plain_path_is_a_sqlite_catalog(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_url("demo/catalog.db") == f"sqlite:///{tmp_path / 'demo' / 'catalog.db'}"
+    assert resolve_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    monkeypatch.setenv("LOCOBANK_DB", "env.db")
+    assert resolve_url() == f"sqlite:///{tmp_path / 'env.db'}"
+
+
 def test_url_resolution_order(tmp_path, monkeypatch):
     home = tmp_path / "home"  # conftest points LOCOBANK_HOME here
     assert resolve_url() == f"sqlite:///{home / 'catalog.db'}"
@@ -122,7 +158,9 @@ def test_sqlite_is_wal_with_foreign_keys_and_busy_timeout(sqlite_url):
 
 def test_bad_urls_are_typed_errors(tmp_path):
     with pytest.raises(CatalogError, match="not a database URL"):
-        Catalog.open("not a url")
+        Catalog.open("postgresql+psycopg://u@h:notaport/db")
+    with pytest.raises(SchemaOutOfDate, match="there is no catalog at .*not a url"):
+        Catalog.open("not a url")  # no "://": a SQLite file path, and there is none
     with pytest.raises(CatalogError, match="cannot"):
         Catalog.open("postgresql+psycopg://nobody@127.0.0.1:1/none", upgrade=True)
 

@@ -74,8 +74,12 @@ def test_db_upgrade_takes_a_url(tmp_path, monkeypatch):
     assert run("db", "upgrade", "--db", url).exit_code == 0
     monkeypatch.setenv("LOCOBANK_DB", url)  # the env var is the next default
     assert run("stats", "--json").exit_code == 0
-    bad = run("db", "upgrade", "--db", "nonsense")
+    bad = run("db", "upgrade", "--db", "postgresql://u@host:nonsense/db")
     assert bad.exit_code == 1 and "not a database URL" in bad.output
+    plain = tmp_path / "y" / "plain.db"  # no "://": a SQLite file path, for every command
+    made = run("db", "upgrade", "--db", str(plain))
+    assert made.exit_code == 0 and f"sqlite:///{plain}" in made.output and plain.is_file()
+    assert json.loads(run("stats", "--json", "--db", str(plain)).output)["directions"] == 0
 
 
 @pytest.mark.postgres

@@ -19,7 +19,7 @@ pytest_plugins = ["catalog_support"]  # fixtures: catalog, backend_url, pg_url, 
 STATUS_KEYS = {
     "clip_id", "exists", "stale", "reasons", "notes", "new", "deleted", "reembedded", "without_effect", "effects",
     "ntotal", "dim", "factory", "resolved_factory", "nprobe", "built_at", "catalog", "catalog_state",
-    "effects_state", "max_direction_id", "gpu", "path",
+    "effects_state", "max_direction_id", "gpu", "path", "catalog_id",
 }
 
 

@@ -24,6 +24,7 @@ class LatentDouble:
 
     name = "latent-double"
     clip_sample = False
+    cond = None  # takes no prompt
 
     def __init__(self, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
@@ -112,3 +113,40 @@ def test_the_edit_core_never_asks_which_family_it_holds():
     for path in core_dir.glob("*.py"):
         text = path.read_text()
         assert not re.search(r"family\.name|\.kind\b|PixelFamily|UNet2D|diffusers", text), path.name
+
+
+# A branch on which family a model is: its name or kind compared, a family class tested, a family
+# name compared as a string. Reading them into a message or a record is fine; deciding on them is not.
+_FAMILY_BRANCH = re.compile(
+    r"(?:family\.name|(?<!dtype)\.kind)\s*(?:[!=]=|\bnot\s+in\b|\bin\b)"
+    r"|(?:[!=]=|\bin\b)\s*[(\[{]?\s*[\"'](?:pixel|latent)[\"']"
+    r"|[\"'](?:pixel|latent)[\"']\s*[!=]="
+    r"|isinstance\([^)]*(?:Pixel|Latent)Family")
+
+
+def _outside_the_family_seam() -> list[Path]:
+    """Every module of locobank but models/ (where the families live), and the CLI's."""
+    root = Path(core.__file__).parents[2]
+    pkg = root / "locobank"
+    mods = [p for p in pkg.rglob("*.py") if (pkg / "models") not in p.parents]
+    return sorted(mods + list((root / "cli").glob("*.py")))
+
+
+def test_the_family_branch_check_catches_a_branch():
+    """The pattern finds branches as they were written before the seam closed, and nothing else."""
+    for line in ('if model.family.name != "latent":', 'if model.kind == "pixel":', "if lm.kind in ('pixel',):",
+                 "if isinstance(model.family, LatentFamily):", 'ok = "latent" == fam.name'):
+        assert _FAMILY_BRANCH.search(line), line
+    for line in ("kind=model.kind, revision=model.revision", 'if a.dtype.kind not in "fiu":',
+                 'MODEL_KINDS = ("pixel", "latent")', 'f"an unconditional {model.kind} model"',
+                 "if model.family.cond is None:"):
+        assert not _FAMILY_BRANCH.search(line), line
+
+
+def test_nothing_outside_models_branches_on_the_family():
+    """A family says what it does (``family.cond``: its condition, None for none); only
+    :mod:`locobank.models` may know which family it is."""
+    root = Path(core.__file__).parents[2]
+    found = {p.relative_to(root).as_posix(): m.group(0) for p in _outside_the_family_seam()
+             for m in [_FAMILY_BRANCH.search(p.read_text())] if m}
+    assert found == {}

@@ -244,10 +244,9 @@ def test_default_folder_is_under_locobank_home(sqlite_migrated_url, tmp_path):
     with Catalog.open(sqlite_migrated_url) as cat:
         embed(cat, add_directions(cat, 1, "a"), seed=1)
         build_index(cat, CLIP)
-        url = cat.url
-    # conftest's LOCOBANK_HOME, one folder per catalog
-    assert index_files(CLIP, catalog_url=url)[0].parent.parent == tmp_path / "home" / "index"
-    assert index_files(CLIP, catalog_url=url)[0].exists() and load_index(CLIP, catalog_url=url).ntotal == 3
+        # conftest's LOCOBANK_HOME, one folder per catalog, named by the catalog's id
+        assert index_files(CLIP, catalog=cat)[0].parent == tmp_path / "home" / "index" / cat.catalog_id
+        assert index_files(CLIP, catalog=cat)[0].exists() and load_index(CLIP, catalog=cat).ntotal == 3
     assert index_files("ViT-B-32/laion2b_s34b_b79k")[0].name.startswith("ViT-B-32_laion2b_s34b_b79k-")
     assert index_files("a/b")[0] != index_files("a_b")[0]
 
@@ -330,7 +329,7 @@ def test_an_index_answers_only_for_its_own_catalog(tmp_path, caplog):
 
     clip = load_clip("toy")
     q = text_direction(clip, "smile")
-    urls = []
+    urls, files = [], []
     for name in ("a", "b"):
         url = f"sqlite:///{tmp_path / name}.db"
         upgrade(url)
@@ -339,7 +338,7 @@ def test_an_index_answers_only_for_its_own_catalog(tmp_path, caplog):
             cat.put_effects([NewEffect(i, clip.clip_id, q, 1.0, 5, 8.0) for i in ids])
             build_index(cat, clip.clip_id)
             urls.append(cat.url)
-    files = [index_files(clip.clip_id, catalog_url=u)[0] for u in urls]
+            files.append(index_files(clip.clip_id, catalog=cat)[0])
     assert files[0] != files[1] and all(f.exists() for f in files)
     shared = tmp_path / "shared"
     with Catalog.open(urls[0]) as a:

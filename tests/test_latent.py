@@ -118,3 +118,30 @@ def test_a_prompt_longer_than_the_tokenizer_takes_is_truncated_and_said(sd, capl
     with caplog.at_level(logging.WARNING, logger="locobank.models.latent"):
         conditioned(sd, "a face")
     assert not caplog.records
+
+
+def test_an_edit_prompt_that_changes_nothing_is_refused(sd):
+    """Equal prompts leave only float noise in delta; J^T of noise would be a random direction."""
+    src = conditioned(sd, "a frowning face", guidance=4.0)
+    z = _state(src, 2)
+    same = conditioned(sd, "a frowning face", guidance=4.0)
+    with pytest.raises(InputError, match="edit_prompt changes nothing inside the mask"):
+        core.find_supervised(src, same, z, T, _mask(), null_rank=0)
+    found = core.find_supervised(src, conditioned(sd, "a smiling face", guidance=4.0), z, T, _mask(), null_rank=0)
+    assert torch.isfinite(found.vectors).all() and found.vectors.norm() == pytest.approx(1.0, abs=1e-5)
+    assert found.diagnostics["delta_norm"] > 0
+
+
+def test_each_candidate_with_a_mask_takes_spill_passes_on_a_latent_model(sd):
+    """edit_each shares one unedited reference among a batch of masked edits: the latent family's
+    state_change needs it as a batch (it crashed in the VAE's encoder with a single image), and
+    each candidate's result must equal its own lone edit."""
+    model = conditioned(sd, "a face", guidance=2.0)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    z = core.invert(model, x, T, 4)
+    found = core.find_directions(model, z, T, _mask(), rank=2, null_rank=2, iters=8)
+    opts = dict(steps=4, null_rank=2, spill_passes=1)
+    each = dict(core.edit_each(model, x, [found[0], found[1]], [3.0, -3.0], mask=_mask(), **opts))
+    assert sorted(each) == [0, 1]
+    alone = core.edit(model, x, [(found[1], -3.0)], mask=_mask(), **opts)
+    torch.testing.assert_close(each[1].images, alone.images, atol=2e-3, rtol=0)

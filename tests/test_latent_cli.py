@@ -17,8 +17,6 @@ from locobank_cli.main import cli
 
 from tiny import save_tiny_sd
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -45,6 +43,7 @@ def world(tmp_path_factory):
     return root, model, db
 
 
+@pytest.mark.slow
 def test_harvest_records_each_job_condition(world):
     root, _, db = world
     with Catalog.open(db) as cat:
@@ -63,6 +62,7 @@ def test_harvest_records_each_job_condition(world):
     assert neg[0].condition["negative_prompt"] == "glasses"
 
 
+@pytest.mark.slow
 def test_a_rerun_stores_nothing_twice(world):
     root, model, db = world
     res = CliRunner().invoke(cli, ["harvest", "--model", str(model), "--images", str(root / "manifest.jsonl"),
@@ -72,6 +72,7 @@ def test_a_rerun_stores_nothing_twice(world):
         assert len(cat.list_directions()) == 4
 
 
+@pytest.mark.slow
 def test_apply_under_a_prompt_and_to_a_prompts_samples(world, tmp_path):
     root, _, db = world
     with Catalog.open(db) as cat:
@@ -93,6 +94,7 @@ def test_apply_under_a_prompt_and_to_a_prompts_samples(world, tmp_path):
     assert "generated from seeds 0, 1 under the prompt 'a face'" in res.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--generate", "0"], "give --prompt"),
     (["--generate", "x"], "whole numbers"),
@@ -121,6 +123,7 @@ def test_a_pixel_model_refuses_a_prompt(tmp_path):
     assert res.exit_code != 0 and "take no prompt" in res.output, res.output
 
 
+@pytest.mark.slow
 def test_index_search_and_the_hits_command_carry_the_prompt(world):
     root, _, db = world
     built = CliRunner().invoke(cli, ["index", "build", "--probes", "1", "--steps", "3", "--db", db])
@@ -132,6 +135,7 @@ def test_index_search_and_the_hits_command_carry_the_prompt(world):
     assert all(f"--prompt '{h['condition']['prompt']}'" in h["apply"] for h in hits)
 
 
+@pytest.mark.slow
 def test_a_pack_round_trip_keeps_the_conditions(world, tmp_path):
     root, _, db = world
     with Catalog.open(db) as cat:
@@ -148,6 +152,7 @@ def test_a_pack_round_trip_keeps_the_conditions(world, tmp_path):
     assert after == before and str(root) not in pack.read_bytes().decode("latin-1")
 
 
+@pytest.mark.slow
 def test_the_gallery_shows_each_direction_prompt(world, tmp_path):
     root, _, db = world
     res = CliRunner().invoke(cli, ["gallery", "--out", str(tmp_path / "g"), "--db", db])
@@ -160,6 +165,7 @@ def test_the_gallery_shows_each_direction_prompt(world, tmp_path):
     assert all(f"--prompt '{d['prompt']}'" in d["command"] for d in data)
 
 
+@pytest.mark.slow
 def test_query_candidates_keep_each_sample_best_real_edit(world, tmp_path):
     """--query with --candidates on a prompt's samples: each seed keeps one candidate's own edit."""
     root, _, db = world
@@ -182,6 +188,7 @@ def test_query_candidates_keep_each_sample_best_real_edit(world, tmp_path):
         assert min(gaps) <= 1, gaps  # the kept image is one candidate's edit, not a blend
 
 
+@pytest.mark.slow
 def test_a_killed_latent_harvest_resumes_without_duplicates(world, tmp_path):
     """kill -9 in the middle of a text-to-image harvest, then a rerun: every job done once."""
     import os
@@ -217,7 +224,6 @@ def test_a_killed_latent_harvest_resumes_without_duplicates(world, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert killed and 2 <= done() < len(more), done()
-    time.sleep(3.2)  # the dead worker's lease runs out
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stdout + final.stderr
     with Catalog.open(db) as cat:

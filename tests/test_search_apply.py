@@ -237,26 +237,29 @@ def test_best_of_keeps_each_images_edit_that_clip_sees_furthest_along_the_text(w
         prep = prepare(cat, [DirectionSpec(r.id) for r in cat.list_directions()[:3]])
     cands = [Prepared(prep.model, [d], [s]) for d in prep.directions for s in (6.0, -6.0)]
     text = torch.from_numpy(text_direction(clip, "blond hair"))
-    plain = apply_to_images(Prepared(prep.model, prep.directions[:1], [0.0]), faces, steps=3)  # unedited
-    for options in ({}, {"mask": Path(str(faces[0]).replace(".png", "_hair.png")), "spill_passes": 1}):
+    steps3 = prep.model.settings.edit_options(steps=3)
+    plain = apply_to_images(Prepared(prep.model, prep.directions[:1], [0.0]), faces, options=steps3)  # unedited
+    for options in ({"options": steps3},
+                    {"mask": Path(str(faces[0]).replace(".png", "_hair.png")), "options": steps3.but(spill_passes=1)}):
+        masked = "mask" in options
         moves = [[] for _ in cands]
-        alone = [torch.stack(apply_to_images(c, faces, steps=3, batch=2, shifts=m, **options))
+        alone = [torch.stack(apply_to_images(c, faces, batch=2, shifts=m, **options))
                  for c, m in zip(cands, moves)]
         emb = torch.stack([clip.encode_images(o) for o in alone])  # (candidates, images, dim)
         expected = (emb @ text).argmax(0).tolist()
         got_moves: list = []
-        edited, picks = apply_best_of(cands, clip, text, faces, steps=3, batch=2, shifts=got_moves, **options)
+        edited, picks = apply_best_of(cands, clip, text, faces, batch=2, shifts=got_moves, **options)
         assert picks == expected == choose(alone, clip, text)
         for i, (img, j) in enumerate(zip(edited, picks)):
-            if options:  # the candidates share one re-projection: the same edit to its tolerance
+            if masked:  # the candidates share one re-projection: the same edit to its tolerance
                 change = alone[j][i] - plain[i]
                 assert float((img - alone[j][i]).norm() / change.norm()) < 5 * REPROJECT_TOL
             else:
                 assert torch.equal(img, alone[j][i])
-        assert got_moves == ([moves[j][i] for i, j in enumerate(picks)] if options else [])
+        assert got_moves == ([moves[j][i] for i, j in enumerate(picks)] if masked else [])
         for j in (1, 4):  # aim the text at candidate j's own edit of image 0: nothing beats it there
             assert choose(alone, clip, emb[j, 0])[0] == j
-            assert apply_best_of(cands, clip, emb[j, 0], faces[:1], steps=3, **options)[1] == [j]
+            assert apply_best_of(cands, clip, emb[j, 0], faces[:1], **options)[1] == [j]
 
 
 @pytest.mark.slow
@@ -348,8 +351,8 @@ def test_quality_figures_follow_from_search_edits_and_probes(world):
     from locobank.apply import choose
     from locobank.images import to_uint8
     from locobank.toyworld import batch, face
-    from locobank.toyworld import quality as Q
-    from locobank.toyworld.probes import attribute_score
+    from locobank.toyworld.data.probes import attribute_score
+    from locobank.toyworld.evaluation import quality as Q
 
     model = load_model(world["model"])
     clip = world["clip_model"]

@@ -15,7 +15,6 @@ pytest.importorskip("gradio", reason="the app extra is not installed: pip instal
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-pytestmark = pytest.mark.slow
 pytest_plugins = ["serve_world"]  # the toy_world and served_app fixtures
 
 
@@ -36,6 +35,7 @@ def apply(client, image, *, mask=None, d1=None, s1=4.0, d2=None, s2=4.0, pick=No
                           api_name="/apply")
 
 
+@pytest.mark.slow
 def test_search_returns_the_librarys_hits_as_cards(served):
     world, srv, client = served
     gallery = client.predict("smile", "", "", 3, api_name="/search")
@@ -55,6 +55,7 @@ def test_search_returns_the_librarys_hits_as_cards(served):
     assert Image.open(source).size[0] >= 32 and Image.open(strip).size[0] == 3 * Image.open(strip).size[1]
 
 
+@pytest.mark.slow
 def test_apply_changes_the_masked_part_and_hardly_the_rest(served):
     world, srv, client = served
     top = search(srv.resources.catalog, srv.resources.clip(), "smile", k=1, index_folder=world["index"])[0]
@@ -70,6 +71,7 @@ def test_apply_changes_the_masked_part_and_hardly_the_rest(served):
     assert Image.open(after).size == Image.open(before).size == (256, 256)
 
 
+@pytest.mark.slow
 def test_a_second_strength_reuses_the_inversion(served):
     world, srv, client = served
     cache = srv.resources.settled
@@ -81,6 +83,7 @@ def test_a_second_strength_reuses_the_inversion(served):
     assert np.abs(a - b).mean() > 1.0
 
 
+@pytest.mark.slow
 def test_sweep_best_of_and_browse(served):
     world, srv, client = served
     strip, png = client.predict(handle_file(str(world["face"])), None, None, handle_file(str(world["mask"])),
@@ -95,6 +98,7 @@ def test_sweep_best_of_and_browse(served):
     assert sorted(int(r[0]) for r in recent["data"]) == world["toy_ids"] + world["other_ids"]
 
 
+@pytest.mark.slow
 def test_a_catalog_image_can_be_picked_instead_of_an_upload(served):
     world, srv, client = served
     editor = client.predict(None, str(world["toy_ids"][0]), None, api_name="/load_image")
@@ -113,6 +117,7 @@ def _bad_files(tmp):
     return text, huge, small
 
 
+@pytest.mark.slow
 def test_bad_requests_get_their_message_and_the_server_keeps_serving(served, tmp_path):
     world, srv, client = served
     text, huge, small = _bad_files(tmp_path)
@@ -138,6 +143,7 @@ def test_bad_requests_get_their_message_and_the_server_keeps_serving(served, tmp
     assert Image.open(apply(client, world["face"], d1=toy)[2]).size == (32, 32)
 
 
+@pytest.mark.slow
 def test_the_app_cannot_write_to_its_catalog(served):
     world, srv, _ = served
     with pytest.raises(CatalogError, match="readonly|read-only"):

@@ -18,9 +18,8 @@ CHROMIUM = os.environ.get("LOCOBANK_CHROMIUM") or shutil.which("chromium") or sh
 # The README's screenshot is refreshed only when asked (LOCOBANK_SCREENSHOT=docs/app.png); a test
 # run otherwise writes nothing into the source tree.
 SCREENSHOT_TO = os.environ.get("LOCOBANK_SCREENSHOT")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt-get install chromium); "
-                                                          "playwright cannot download one offline")]
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt-get install chromium); "
+                                                         "playwright cannot download one offline")
 pytest_plugins = ["serve_world"]  # the toy_world and served_app fixtures
 
 
@@ -29,6 +28,7 @@ def served(served_app):
     return served_app
 
 
+@pytest.mark.slow
 def test_search_then_apply_in_the_browser(served, tmp_path):
     world, srv = served
     outside: list[str] = []

@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 from locobank import core
-from locobank.apply import Prepared, sweep
-from locobank.apply.settle import edit_settled, settle
+from locobank.apply import Prepared, edit_settled, settle, sweep
 from locobank.catalog import Catalog
 from locobank.errors import CatalogError, InputError
 from locobank.models import load_model
@@ -44,21 +43,38 @@ def files(tmp_path):
 @pytest.mark.parametrize("masked", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_a_settled_image_edits_as_a_sweep_does_at_every_strength(prep, files, masked):
     image, mask = files
-    kw = dict(mask=mask if masked else None, steps=4, null_rank=3, spill_passes=1)
-    settled = settle(prep, image, mask=kw["mask"], steps=4, null_rank=3)
+    kw = dict(options=_options(prep, spill_passes=1), mask=mask if masked else None)
+    settled = settle(prep, image, **kw)
     assert settled.inverted and settled.nbytes() > 0
     for s in (4.0, -6.0):
-        expected = sweep(prep, image, [s], **kw)[0]
-        got = edit_settled(settled, prep, [s] + prep.strengths[1:], spill_passes=1)
+        expected = sweep(prep, image, [s], **kw)[0]  # settled afresh
+        got = edit_settled(settled, prep, [s] + prep.strengths[1:])
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-    assert not torch.equal(edit_settled(settled, prep, [4.0, -2.0], spill_passes=1),
-                           edit_settled(settled, prep, [8.0, -2.0], spill_passes=1))
+    assert not torch.equal(edit_settled(settled, prep, [4.0, -2.0]), edit_settled(settled, prep, [8.0, -2.0]))
+
+
+def test_a_sweep_edits_as_apply_does_at_each_strength(prep, files):
+    """The one sweep (settle once, then each strength) against a fresh edit per strength."""
+    from locobank.apply import apply_to_images
+
+    image, _ = files
+    opts = _options(prep)
+    strip = sweep(prep, image, [4.0, -6.0], options=opts)
+    for s, got in zip((4.0, -6.0), strip):
+        (expected,) = apply_to_images(Prepared(prep.model, prep.directions, [s] + prep.strengths[1:]), [image],
+                                      options=opts)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def _options(prep, **given):
+    """Few steps and a small null rank, for speed."""
+    return prep.model.settings.edit_options(steps=4, null_rank=3, **given)
 
 
 @pytest.mark.slow
 def test_a_settled_image_does_not_invert_again(prep, files, monkeypatch):
     image, mask = files
-    settled = settle(prep, image, mask=mask, steps=4, null_rank=3)
+    settled = settle(prep, image, options=_options(prep, spill_passes=0), mask=mask)
     calls = []
     real = core.invert
     monkeypatch.setattr(core, "invert", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -66,7 +82,7 @@ def test_a_settled_image_does_not_invert_again(prep, files, monkeypatch):
 
     real_ddim = ddim.invert
     monkeypatch.setattr(ddim, "invert", lambda *a, **k: calls.append(1) or real_ddim(*a, **k))
-    edit_settled(settled, prep, [5.0, 1.0], spill_passes=0)
+    edit_settled(settled, prep, [5.0, 1.0])
     assert calls == []
     with pytest.raises(InputError, match="one strength per direction"):
         edit_settled(settled, prep, [5.0])
@@ -89,12 +105,12 @@ def test_a_second_strength_reuses_the_unedited_sample(prep, files, monkeypatch):
     from locobank.loco import ddim
 
     image, mask = files
-    settled = settle(prep, image, mask=mask, steps=4, null_rank=3)
+    settled = settle(prep, image, options=_options(prep, spill_passes=1), mask=mask)
     walks = []
     real = ddim.sample
     monkeypatch.setattr(ddim, "sample", lambda *a, **k: walks.append(1) or real(*a, **k))
-    first = edit_settled(settled, prep, [4.0, 1.0], spill_passes=1)
+    first = edit_settled(settled, prep, [4.0, 1.0])
     n_first, walks[:] = len(walks), []
-    again = edit_settled(settled, prep, [4.0, 1.0], spill_passes=1)
+    again = edit_settled(settled, prep, [4.0, 1.0])
     assert n_first == 3 and len(walks) == 2  # reference, edit, one pass; then edit and pass only
     torch.testing.assert_close(again, first, rtol=0, atol=0)

@@ -10,12 +10,13 @@ import torch
 from click.testing import CliRunner
 
 from locobank_cli.main import cli
-from locobank.demo import DemoConfig, run_demo
 from locobank.models import load_model
 from locobank.paths import TOY_CLIP, TOY_DDPM
 from locobank.toyworld import HELD_OUT_SEED
-from locobank.toyworld import evaluate as E
-from locobank.toyworld.probes import lacks
+from locobank.toyworld.data.probes import lacks
+from locobank.toyworld.demo import DemoConfig, run_demo
+from locobank.toyworld.evaluation import pixel as E
+from locobank.toyworld.evaluation.common import zero_shot
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_clip_loads_through_open_clip_and_embeds():
 def test_clip_zero_shot_on_held_out_faces():
     from locobank.clip import load_clip
 
-    acc = E.zero_shot(load_clip("toy"), 100)
+    acc = zero_shot(load_clip("toy"), 100)
     assert set(acc) == {"hair colour", "iris colour", "smile vs frown", "glasses"}
     assert min(acc.values()) >= 0.9, acc
 
@@ -151,7 +152,7 @@ def test_clip_fine_tune_starts_from_the_given_weights(tmp_path):
     """`train-clip --init DIR` starts from a toy CLIP's weights (e.g. after a generator change)."""
     from safetensors.torch import load_file
 
-    from locobank.toyworld.train_clip import train_clip
+    from locobank.toyworld.training.clip import train_clip
 
     shipped = load_file(str(TOY_CLIP / "open_clip_model.safetensors"))
     kw = dict(steps=1, batch_size=4, n_faces=8, lr=1e-12, device="cpu")

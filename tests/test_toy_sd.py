@@ -9,7 +9,7 @@ import torch
 from locobank.models import conditioned, load_model
 from locobank.paths import TOY_SD
 from locobank.toyworld import HELD_OUT_SEED
-from locobank.toyworld import sd_eval as E
+from locobank.toyworld.evaluation import latent as E
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,9 @@ def test_the_models_defaults_make_a_mouth_edit_local_where_locos_do_not(sd):
     docs/latent.md."""
     st = sd.settings
     assert (st.null_rank, st.basis) == (20, "constrained")
-    ours = E.locality_study(sd, "mouth", 4, 0, t_edit=st.t_edit, strength=8.0, null_rank=st.null_rank,
-                            constrained=True, steps=20, iters=10, passes=st.spill_passes)
-    loco = E.locality_study(sd, "mouth", 4, 0, t_edit=0.6, strength=8.0, null_rank=5, steps=20, iters=10, passes=0)
+    ours = E.locality_summary(sd, "mouth", 4, 0, t_edit=st.t_edit, strength=8.0, null_rank=st.null_rank,
+                              constrained=True, steps=20, iters=10, passes=st.spill_passes)
+    loco = E.locality_summary(sd, "mouth", 4, 0, t_edit=0.6, strength=8.0, null_rank=5, steps=20, iters=10, passes=0)
     assert ours["source"]["n"] == 8 and ours["rms_change"] > 0.01, ours
     # 4 faces, +-8, 10 subspace iterations (10 and 50 give the same here), 20 DDIM steps: with 10 DDIM
     # steps the UNet at step 22,000 fell inside the margin (0.42 against 0.34). The full study: docs/latent.md
@@ -86,8 +86,8 @@ def test_captions_steer_the_samples(sd):
 def test_quality_faces_are_inverted_and_sampled_under_their_own_captions(sd):
     """The search bars' faces for a text-to-image model: each under its caption, as a user edits."""
     from locobank import core
-    from locobank.toyworld.faces import batch, caption, face
-    from locobank.toyworld.quality import Faces
+    from locobank.toyworld.data.faces import batch, caption, face
+    from locobank.toyworld.evaluation.quality import Faces
 
     seeds, t = [HELD_OUT_SEED, HELD_OUT_SEED + 1], core.to_timestep(sd, 0.4)
     fs = Faces.invert(sd, seeds, t, 6)

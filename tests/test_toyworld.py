@@ -9,8 +9,9 @@ import numpy as np
 from click.testing import CliRunner
 
 from locobank_cli.main import cli
-from locobank.toyworld import PARTS, face, faces, probes
-from locobank.toyworld.captions import training_caption
+from locobank.toyworld import PARTS, face
+from locobank.toyworld.data import faces, probes
+from locobank.toyworld.data.captions import training_caption
 
 
 def test_faces_are_deterministic_and_varied():
@@ -103,7 +104,8 @@ def test_cli_writes_a_dataset_the_harvester_can_read(tmp_path):
 
 def test_quality_targets_lack_the_attribute_asked_for():
     from locobank.toyworld import HELD_OUT_SEED, face
-    from locobank.toyworld.quality import SEARCH_QUERIES, targets_for
+    from locobank.toyworld.data.probes import targets_for
+    from locobank.toyworld.evaluation.quality import SEARCH_QUERIES
 
     seed0 = HELD_OUT_SEED + 10_000
     checks = {"smile": lambda a: a.smile < 0, "frown": lambda a: a.smile > 0, "bigger eyes": lambda a: a.eye_size == 0,
@@ -124,7 +126,7 @@ def test_quality_targets_lack_the_attribute_asked_for():
 
 
 def test_demo_shows_each_query_on_the_first_faces_that_lack_it():
-    from locobank.demo import faces_for
+    from locobank.toyworld.demo.queries import faces_for
     from locobank.toyworld import HELD_OUT_SEED, face
 
     seed0 = HELD_OUT_SEED + 10_000
@@ -137,7 +139,7 @@ def test_demo_shows_each_query_on_the_first_faces_that_lack_it():
 
 
 def test_a_sweep_is_monotone_when_its_probe_never_falls_and_ends_higher():
-    from locobank.toyworld.quality import monotone
+    from locobank.toyworld.evaluation.quality import monotone
 
     curves = np.array([[-1.7, -1.6, -1.2, 1.2, 1.2],  # rises, then flat: monotone
                        [1.45, 1.51, 1.51, 1.51, 1.45],  # a plateau that falls back at the end
@@ -155,7 +157,7 @@ def test_registration_finds_where_a_mouth_is_and_how_wide_against_the_faces_geom
     from locobank.loco.align import register_shift
     from locobank.loco.register import PartPrint, fit, profiles
     from locobank.toyworld import HELD_OUT_SEED, face
-    from locobank.toyworld.faces import geometry
+    from locobank.toyworld.data.faces import geometry
 
     def tensor(img):
         return torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1
@@ -173,7 +175,7 @@ def test_registration_finds_where_a_mouth_is_and_how_wide_against_the_faces_geom
 
 
 def test_training_images_cache_follows_the_generator(tmp_path, monkeypatch):
-    from locobank.toyworld.train_ddpm import training_images
+    from locobank.toyworld.training.dataset import training_images
 
     digest = faces.generator_digest()
     monkeypatch.setattr(faces, "LIPS", (150, 30, 45))  # the generator's earlier red lips

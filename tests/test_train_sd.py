@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from locobank.paths import DATA
-from locobank.toyworld import train_sd as T
-from locobank.toyworld.trainstate import read_step
+from locobank.toyworld.training import latent as T
+from locobank.toyworld.training.dataset import training_faces
+from locobank.toyworld.training.state import read_step
 
-pytestmark = pytest.mark.slow
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -18,6 +18,7 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_vae_and_unet_resume_to_the_state_of_an_unbroken_run(tmp_path):
     kw = dict(n_faces=48, batch_size=4, save_every=2)
     straight, _ = T.train_vae(tmp_path / "a" / "vae.safetensors", steps=4, **kw)
@@ -27,13 +28,14 @@ def test_vae_and_unet_resume_to_the_state_of_an_unbroken_run(tmp_path):
     assert meta["step"] == 4 and _same(straight, resumed)
 
     tok, te = T.build_text(tmp_path / "text", DATA / "models" / "toyfaces-clip")
-    lat = T.encode_faces(straight, T._faces(48, tmp_path / "a"))
+    lat = T.encode_faces(straight, training_faces(48, tmp_path / "a"))
     unet_a, _ = T.train_unet(tmp_path / "a" / "unet.safetensors", lat, 1.0, tok, te, steps=4, **kw)
     T.train_unet(tmp_path / "b" / "unet.safetensors", lat, 1.0, tok, te, steps=2, **kw)
     unet_b, meta = T.train_unet(tmp_path / "b" / "unet.safetensors", lat, 1.0, tok, te, steps=4, **kw)
     assert meta["step"] == 4 and _same(unet_a, unet_b)
 
 
+@pytest.mark.slow
 def test_a_lost_unet_state_is_rebuilt_from_the_export(tmp_path):
     import json
 

@@ -60,7 +60,7 @@ def save_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon") 
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from locobank.toyworld.sd_text import write_tokenizer
+    from locobank.toyworld.training.text_encoder import write_tokenizer
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(

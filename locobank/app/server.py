@@ -53,20 +53,12 @@ class Server:
         shutil.rmtree(self.resources.work, ignore_errors=True)
 
 
-def index_folder(catalog, given: Path | None) -> Path | None:
-    """Where the search index is: ``given``, else the folder ``locobank demo`` and ``index build``
-    would use with the catalog's own folder as LOCOBANK_HOME, when that holds one; else None (the
-    default under LOCOBANK_HOME)."""
-    from ..catalog.connect import sqlite_file
-    from ..index.files import catalog_folder, default_folder
+def index_folder(catalog, given: Path | None) -> Path:
+    """Where the search index is: ``given``, else where ``search`` and ``index build`` look for this
+    catalog (under $LOCOBANK_HOME, or beside a SQLite catalog file, where ``locobank demo`` builds it)."""
+    from ..index import catalog_index_folder
 
-    if given is not None:
-        return Path(given)
-    path = sqlite_file(catalog.url)
-    if path is None or any(default_folder(catalog.url).glob("*.faiss")):
-        return None
-    beside = catalog_folder(path.parent, catalog.url)
-    return beside if any(beside.glob("*.faiss")) else None
+    return Path(given) if given is not None else catalog_index_folder(catalog)
 
 
 def open_resources(opts: ServeOptions) -> Resources:

@@ -12,9 +12,9 @@ import numpy as np
 from ..apply import MAX_STRENGTH
 from ..errors import InputError
 from ..search import named
+from .apply_actions import (InputImage, apply_edit, best_of, catalog_images, editor_mask, sweep_strip,
+                            take_catalog_image, take_mask, take_upload)
 from .cache import Resources
-from .edits import (InputImage, apply_edit, best_of, catalog_images, editor_mask, sweep_strip, take_catalog_image,
-                    take_mask, take_upload)
 from .guard import guarded
 
 SLOTS = 3

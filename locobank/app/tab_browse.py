@@ -9,7 +9,7 @@ import gradio as gr
 
 from .cache import Resources
 from .guard import guarded
-from .views import catalog_stats, failed_jobs, recent_directions, runs_table
+from .listings import catalog_stats, failed_jobs, recent_directions, runs_table
 
 
 def build(res: Resources) -> tuple[Callable, list]:

@@ -9,7 +9,7 @@ import gradio as gr
 
 from .cache import Resources
 from .guard import guarded
-from .views import direction_detail, search_cards
+from .listings import direction_detail, search_cards
 
 HELP = ("Type the edit you want (**smile**, **blond hair**, or **frown -> smile**). Each card shows the "
         "direction's edit at −λ, 0 and +λ on the face it was found on, left to right, turned so that it reads "

@@ -10,9 +10,11 @@ import torch
 
 from .. import core
 from ..errors import InputError
-from .edits import _defaults, _load_batch
+from ..settings import EditOptions
 from .prepare import MaskArg, Prepared, load_masks, prepare
+from .sources import Source, load_batch
 from .specs import DirectionSpec
+
 
 @dataclass
 class Candidate:
@@ -64,10 +66,9 @@ def choose(outputs: Sequence[torch.Tensor], clip, text) -> list[int]:
     return torch.stack([clip.encode_images(o) @ q for o in outputs]).argmax(0).tolist()
 
 
-def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[Path], *, mask: MaskArg = None,
-                  resize: bool = False, seed: int = 0, steps: int | None = None, eta_tail: float | None = None,
-                  null_rank: int | None = None, max_shift: int | None = None, spill_passes: int | None = None,
-                  register: bool = True, batch: int = 16, progress: Callable[[int], None] | None = None,
+def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[Source], *,
+                  options: EditOptions | None = None, mask: MaskArg = None, resize: bool = False, batch: int = 16,
+                  progress: Callable[[int], None] | None = None,
                   shifts: list | None = None) -> tuple[list[torch.Tensor], list[int]]:
     """Each image edited by every candidate (one direction each, at its strength), with the
     options of :func:`apply_to_images` (``mask`` included), keeping per image the edit
@@ -88,26 +89,25 @@ def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[P
     if any(len(c.directions) != 1 for c in candidates):
         raise InputError("each candidate is one direction; compose them with apply_to_images instead")
     m = candidates[0].model
-    steps, eta, nr = _defaults(m, steps, eta_tail, null_rank)
+    opts = core.options_for(m, options)
     dirs = [c.directions[0] for c in candidates]
     strengths = [c.strengths[0] for c in candidates]
     masks = load_masks(candidates[0], mask, resize)
     if masks is not None and len(masks) != 1:
-        raise InputError("give one --mask: every candidate is re-localised on the same part")
+        raise InputError("mask must be one mask: every candidate is re-localised on the same part", params=("mask",))
+    one = masks[0] if masks else None
     per = 1 if masks is not None else batch  # the re-projection is per image
-    options = dict(steps=steps, seed=seed, eta_tail=eta, null_rank=nr, max_shift=max_shift, spill_passes=spill_passes,
-                   register=register, batch=batch, mask=masks[0] if masks else None)
     q = _along(clip, text)
     if any(isinstance(i, int) for i in images):
-        return _best_of_samples(candidates, clip, q, images, options, per, progress)
+        return _best_of_samples(candidates, clip, q, images, opts, one, per, progress)
     edited: list[torch.Tensor] = []
     picks: list[int] = []
     for i in range(0, len(images), per):
-        x = _load_batch(m, images[i : i + per], resize)
+        x = load_batch(m, images[i : i + per], resize)
         best = score = None
         kept = torch.zeros(len(x), dtype=torch.long)
         moves: list = [None] * len(x)
-        for j, r in core.edit_each(m, x, dirs, strengths, progress=progress, **options):
+        for j, r in core.edit_each(m, x, dirs, strengths, options=opts, mask=one, batch=batch, progress=progress):
             out = r.images.cpu()
             sc = (clip.encode_images(out) @ q).cpu()
             if best is None:
@@ -122,15 +122,14 @@ def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[P
     return edited, picks
 
 
-def _best_of_samples(candidates: Sequence[Prepared], clip, q: torch.Tensor, seeds: Sequence[int], options: dict,
-                     per: int, progress: Callable[[int], None] | None) -> tuple[list[torch.Tensor], list[int]]:
+def _best_of_samples(candidates: Sequence[Prepared], clip, q: torch.Tensor, seeds: Sequence[Source], opts: EditOptions,
+                     mask: torch.Tensor | None, per: int,
+                     progress: Callable[[int], None] | None) -> tuple[list[torch.Tensor], list[int]]:
     """:func:`apply_best_of` on a prompt's samples: each seed's sample is generated to each
     candidate's edit time (once per time), edited there by the candidate, and the best edit kept."""
     if not all(isinstance(i, int) for i in seeds):
         raise InputError("give image files or seeds to generate from, not both")
     m = candidates[0].model
-    opts = {k: v for k, v in options.items() if k not in ("batch", "mask")}
-    mask = options.get("mask")
     edited: list[torch.Tensor] = []
     picks: list[int] = []
     for i in range(0, len(seeds), per):
@@ -140,9 +139,9 @@ def _best_of_samples(candidates: Sequence[Prepared], clip, q: torch.Tensor, seed
         for j, c in enumerate(candidates):
             d = c.directions[0]
             if d.t_edit not in states:
-                states[d.t_edit] = core.generate_to(m, noise, d.t_edit, opts["steps"])
-            out = core.edit(m, states[d.t_edit], [(d, c.strengths[0])], inverted=True,
-                            mask=None if mask is None else [mask], **opts).images.cpu()
+                states[d.t_edit] = core.generate_to(m, noise, d.t_edit, opts.steps)
+            out = core.edit(m, states[d.t_edit], [(d, c.strengths[0])], options=opts, inverted=True,
+                            mask=None if mask is None else [mask]).images.cpu()
             sc = (clip.encode_images(out) @ q).cpu()
             if best is None:
                 best, score, kept = out.clone(), torch.full_like(sc, -torch.inf), torch.zeros(len(out), dtype=torch.long)

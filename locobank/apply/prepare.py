@@ -86,8 +86,8 @@ def load_masks(prep: Prepared, mask: MaskArg, resize: bool) -> list[torch.Tensor
     if not paths:
         return None
     if len(paths) not in (1, len(prep.directions)):
-        raise InputError(f"give one --mask, or one per direction: {len(paths)} masks for {len(prep.directions)} "
-                         f"directions")
+        raise InputError(f"mask must be one mask, or one per direction: {len(paths)} masks for "
+                         f"{len(prep.directions)} directions", params=("mask",))
     return [load_mask(p, prep.model.resolution, resize=resize) for p in paths]
 
 

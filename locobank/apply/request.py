@@ -1,5 +1,6 @@
 """`locobank apply` as one library call: an :class:`ApplyRequest`, checked before any work, run
-against a catalog into written files and notes that say what was done."""
+against a catalog into written files and notes that say what was done. Its errors name the
+request's fields (``params``), which the CLI says as its flags."""
 
 from __future__ import annotations
 
@@ -7,18 +8,23 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import ArgumentError
-from .specs import SPEC, DirectionSpec, expand_images, parse_spec
+from ..settings import EditOptions
+from .specs import DirectionSpec
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 MAX_STRENGTH = 100.0  # |lambda| on a unit direction; the LOCO reference uses 8, the toy model 4-12
 
 
 @dataclass
 class ApplyRequest:
-    """Everything ``locobank apply`` can be asked. ``check()`` validates it all and resolves the
-    images, before any model, CLIP or catalog work."""
+    """Everything ``locobank apply`` can be asked. ``check()`` validates it all before any model,
+    CLIP or catalog work. ``seed``, ``steps``, ``max_shift``, ``spill_passes`` and ``register`` are
+    the edit options (None: the model's); :meth:`edit_options` resolves them once the model is known."""
 
     images: list[Path]
     out: Path
@@ -50,23 +56,26 @@ class ApplyRequest:
     def check(self) -> "ApplyRequest":
         """Refuse what cannot work, with the reason and the fix; returns self."""
         if self.query and self.specs:
-            raise ArgumentError("give direction ids or --query, not both")
+            raise ArgumentError("give specs or query, not both", params=("specs", "query"))
         if not self.query and not self.specs:
-            raise ArgumentError("give at least one direction ID[:STRENGTH] before the images, or --query TEXT")
+            raise ArgumentError("nothing to apply: give specs (directions) or query (a text)",
+                                params=("specs", "query"))
         if self.candidates > 1 and not self.query:
-            raise ArgumentError("--candidates chooses among the hits of --query; give --query too")
+            raise ArgumentError("candidates chooses among the hits of query; give query too",
+                                params=("candidates", "query"))
         if self.query and len(self.masks) > 1:
-            raise ArgumentError("--query applies one direction: give one --mask")
+            raise ArgumentError(f"query applies one direction: give one mask, not {len(self.masks)}",
+                                params=("query", "mask"))
         for s in [self.strength] + [sp.strength for sp in self.specs]:
             check_strength(s)
         if self.sweep is not None:
             if not self.sweep:
-                raise ArgumentError("--sweep needs at least one strength, e.g. -8,-4,0,4,8")
+                raise ArgumentError("sweep needs at least one strength, e.g. [-8, -4, 0, 4, 8]", params=("sweep",))
             for s in self.sweep:
                 check_strength(s)
         if len(self.sources()) > 1 and self.masks:
-            raise ArgumentError(f"--mask is one image's mask, but {len(self.sources())} images were given; apply a "
-                                f"mask to one image at a time")
+            raise ArgumentError(f"{len(self.sources())} images were given with masks; a mask is one image's: apply "
+                                f"a mask to one image at a time", params=("masks",))
         self._check_condition()
         check_out(self.out, many=len(self.sources()) > 1)
         return self
@@ -74,16 +83,19 @@ class ApplyRequest:
     def _check_condition(self) -> None:
         """Prompt, guidance and seeds: what generation needs, and nothing that cannot work."""
         if self.guidance is not None and not (math.isfinite(self.guidance) and 0 < self.guidance <= 50):
-            raise ArgumentError(f"--guidance {self.guidance:g} is out of range: use a number in (0, 50] (SD uses 7.5)")
+            raise ArgumentError(f"guidance {self.guidance:g} is out of range: use a number in (0, 50] (SD uses 7.5)",
+                                params=("guidance",))
         if self.negative_prompt and self.prompt is None:
-            raise ArgumentError("--negative-prompt goes with --prompt")
+            raise ArgumentError("negative_prompt goes with prompt", params=("negative_prompt", "prompt"))
         if self.generate:
             if self.images:
-                raise ArgumentError("give IMAGE files or --generate SEEDS, not both")
+                raise ArgumentError("give images or generate seeds, not both", params=("images", "generate"))
             if self.prompt is None:
-                raise ArgumentError("--generate samples a text-to-image model: give --prompt TEXT too")
+                raise ArgumentError("generate samples a text-to-image model: give prompt too",
+                                    params=("generate", "prompt"))
         elif not self.images:
-            raise ArgumentError("give at least one IMAGE after the direction ids (or --generate SEEDS with --prompt)")
+            raise ArgumentError("nothing to edit: give images (or generate seeds with a prompt)",
+                                params=("images", "generate"))
 
     def sources(self) -> list["Path | int"]:
         """What is edited: the image files, or the seeds to generate from."""
@@ -95,10 +107,14 @@ class ApplyRequest:
             return None
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "guidance": self.guidance}
 
-    def options(self) -> dict:
-        """What apply, sweep and the pick share."""
-        return dict(mask=list(self.masks) or None, resize=self.resize, seed=self.seed, steps=self.steps,
-                    max_shift=self.max_shift, spill_passes=self.spill_passes, register=self.register)
+    def edit_options(self, model: LoadedModel) -> EditOptions:
+        """The edit options asked for, over ``model``'s settings for those left None."""
+        return model.settings.edit_options(seed=self.seed, steps=self.steps, max_shift=self.max_shift,
+                                           spill_passes=self.spill_passes, register=self.register)
+
+    def mask_arg(self) -> list[Path] | None:
+        """The target masks as the apply functions' ``mask`` takes them (None: none)."""
+        return list(self.masks) or None
 
 
 @dataclass
@@ -115,38 +131,20 @@ def check_strength(s: float | None) -> None:
         return
     if not math.isfinite(s) or abs(s) > MAX_STRENGTH:
         raise ArgumentError(f"strength {s:g} is out of range: use a finite number from -{MAX_STRENGTH:g} to "
-                         f"{MAX_STRENGTH:g} (the LOCO reference uses 8)")
+                            f"{MAX_STRENGTH:g} (the LOCO reference uses 8)")
 
 
 def check_out(out: Path, *, many: bool) -> None:
     """``out`` is a .png for one image or a folder for several, somewhere that can be written."""
     if not many and out.suffix.lower() != ".png":
-        raise ArgumentError("--out must end in .png for a single image (or be a folder for several)")
+        raise ArgumentError("out must end in .png for a single image (or be a folder for several)", params=("out",))
     if many and out.exists() and not out.is_dir():
-        raise ArgumentError(f"--out {out} is a file, but several images need a folder")
+        raise ArgumentError(f"out {str(out)!r} is a file, but several images need a folder", params=("out",))
     folder = out if many else out.parent
     try:  # the real test: make the folder and write a file there, as the edit will
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".locobank-", suffix=".probe"):
             pass
     except OSError as e:
-        raise ArgumentError(f"cannot write under {folder} ({e.strerror or e}): choose an --out in a folder you can "
-                         f"write") from e
-
-
-def split_args(args: Sequence[str]) -> tuple[list[DirectionSpec], list[str]]:
-    """Command-line words as direction ids (first) and images (the rest)."""
-    specs, images = [], []
-    for a in args:
-        if not images and SPEC.match(a.strip()) and not Path(a).exists():
-            specs.append(parse_spec(a))
-        else:
-            images.append(a)
-    return specs, images
-
-
-def request_from_args(args: Sequence[str], out: Path, **given) -> ApplyRequest:
-    """An :class:`ApplyRequest` from the command line's words, images expanded and all checked."""
-    specs, items = split_args(args)
-    images = expand_images(items) if items else []
-    return ApplyRequest(images=images, out=out, specs=specs, **given).check()
+        raise ArgumentError(f"cannot write under {str(folder)!r} ({e.strerror or e}): choose an out in a folder you "
+                            f"can write", params=("out",)) from e

@@ -9,9 +9,10 @@ import numpy as np
 from ..images import save_image, to_uint8
 from ..progress import Progress, stage
 from .best_of import Candidate, apply_best_of, query_candidates
-from .edits import apply_to_images, sweep
+from .edits import apply_to_images
 from .prepare import Prepared, prepare
 from .request import ApplyOutcome, ApplyRequest
+from .settle import sweep
 
 
 def run_apply(catalog, req: ApplyRequest, progress: Progress | None = None) -> ApplyOutcome:
@@ -47,8 +48,8 @@ def run_apply(catalog, req: ApplyRequest, progress: Progress | None = None) -> A
 def _pick(req, pool, clip, text, progress, label: str, shifts=None):
     """Each image's best of the candidates (with ``shifts``, the edits too)."""
     update = stage(progress, label, len(req.sources()) * len(pool))
-    return apply_best_of(pool, clip, text, req.sources(), batch=req.batch, progress=update, shifts=shifts,
-                         **req.options())
+    return apply_best_of(pool, clip, text, req.sources(), options=req.edit_options(pool[0].model),
+                         mask=req.mask_arg(), resize=req.resize, batch=req.batch, progress=update, shifts=shifts)
 
 
 def _run_edit(req, pool, cands, clip, text, progress, notes):
@@ -59,9 +60,9 @@ def _run_edit(req, pool, cands, clip, text, progress, notes):
         prep = kept(pool, picks)
     else:
         prep = pool[0]
-        edited = apply_to_images(prep, req.sources(), orthogonalize=req.orthogonalize, batch=req.batch,
-                                 progress=stage(progress, "apply", len(req.sources())), shifts=shifts,
-                                 **req.options())
+        edited = apply_to_images(prep, req.sources(), options=req.edit_options(prep.model), mask=req.mask_arg(),
+                                 resize=req.resize, orthogonalize=req.orthogonalize, batch=req.batch,
+                                 progress=stage(progress, "apply", len(req.sources())), shifts=shifts)
     written = [save_image(img, req.out / f"{stem(p)}.png" if many else req.out)
                for p, img in zip(req.sources(), edited)]
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
@@ -88,7 +89,8 @@ def _run_sweep(req, pool, cands, clip, text, progress, notes):
     written = []
     for p, j in zip(req.sources(), picks):
         sign = cands[j].hit.sign if cands is not None else 1  # a query's hit sweeps with its sign
-        strip = sweep(pool[j], p, [sign * v for v in req.sweep], shifts=shifts, **req.options())
+        strip = sweep(pool[j], p, [sign * v for v in req.sweep], options=req.edit_options(pool[j].model),
+                      mask=req.mask_arg(), resize=req.resize, shifts=shifts)
         target = req.out / f"{stem(p)}_sweep.png" if many else req.out
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate([to_uint8(s) for s in strip], 1)).save(target)
@@ -106,13 +108,13 @@ def stem(source) -> str:
 
 def condition_notes(req: ApplyRequest, model) -> list[str]:
     """What a text-to-image model was conditioned on, so the output can be reproduced."""
-    if model.family.name != "latent":
-        return []
     fam = model.family.cond
+    if fam is None:  # an unconditional model
+        return []
     neg = f", negative {fam.negative_prompt!r}" if fam.negative_prompt else ""
     how = f"generated from seed{'s' if len(req.generate) > 1 else ''} {', '.join(map(str, req.generate))}" \
         if req.generate else "inverted and sampled"
-    empty = " (no --prompt given: the empty prompt)" if req.prompt is None else ""
+    empty = " (no prompt given: the empty prompt)" if req.prompt is None else ""
     return [f"{how} under the prompt {fam.prompt!r}{empty}{neg}, guidance {fam.guidance:g}"]
 
 

@@ -1,22 +1,21 @@
 """One image made ready for many edits: inverted to its directions' edit time and, with a mask,
-the directions re-localised on it, once. A sweep does this inside one call; an interactive caller
-(``locobank serve``) keeps a :class:`Settled` between requests, so a second strength on the same
-image costs one sampling and its spill passes (the unedited sample they compare with is kept
-too), not another inversion and re-projection."""
+the directions re-localised on it, once. A sweep settles its image and edits it at each strength;
+an interactive caller (``locobank serve``) keeps a :class:`Settled` between requests, so a second
+strength on the same image costs one sampling and its spill passes (the unedited sample they
+compare with is kept too), not another inversion and re-projection."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
 
 import torch
 
 from .. import core
 from ..errors import InputError
-from ..images import load_image
-from .edits import _defaults
+from ..settings import EditOptions
 from .prepare import MaskArg, Prepared, load_masks
+from .sources import Source, load_sources
 
 
 @dataclass
@@ -30,57 +29,81 @@ class Settled:
     directions: list[core.Direction]  # registered and re-projected on the masks, when there are masks
     masks: list[torch.Tensor] | None
     moves: list[tuple[tuple[float, float], tuple[float, float]]]  # per direction: (shift, scale), with masks
-    steps: int
-    null_rank: int
-    max_shift: int | None
-    references: dict = field(default_factory=dict)  # (seed, eta_tail) -> the unedited sample, for spill passes
+    options: EditOptions  # what every edit of it uses (null rank and shift 0 once re-localised)
+    reference: torch.Tensor | None = None  # the unedited sample the spill passes compare with, once made
 
     def nbytes(self) -> int:
         """Memory held, for a cache's bound."""
         tensors = [self.state] + [d.vector for d in self.directions] + list(self.masks or [])
-        tensors += list(self.references.values())
+        tensors += [] if self.reference is None else [self.reference]
         return sum(t.element_size() * t.nelement() for t in tensors)
 
 
-def settle(prep: Prepared, image: Path, *, mask: MaskArg = None, resize: bool = False, seed: int = 0,
-           steps: int | None = None, null_rank: int | None = None, max_shift: int | None = None,
-           register: bool = True) -> Settled:
-    """``image`` inverted once to the edit time of ``prep``'s directions and, with ``mask``, the
-    directions registered, shifted and re-projected on it once, as :func:`~locobank.apply.sweep`
-    does before its strengths."""
+def settle(prep: Prepared, image: Source, *, options: EditOptions | None = None, mask: MaskArg = None,
+           resize: bool = False) -> Settled:
+    """``image`` (a file, or a seed whose sample is generated) brought once to the edit time of
+    ``prep``'s directions and, with ``mask``, the directions registered, shifted and re-projected
+    on it once, so that edits at any strengths share that work. ``options`` say how (default:
+    the model's settings)."""
     m = prep.model
-    steps, _, nr = _defaults(m, steps, None, null_rank)
-    x = load_image(image, m.resolution, resize=resize, channels=m.channels)[None]
+    opts = core.options_for(m, options)
+    x, at_time = load_sources(prep, [image], resize, opts.steps)
     masks = load_masks(prep, mask, resize)
     dirs = list(prep.directions)
     if len({d.t_edit for d in dirs}) != 1:
-        return Settled(x, False, dirs, masks, [], steps, nr, max_shift)
+        return Settled(x, False, dirs, masks, [], opts)
     t = dirs[0].t_edit
-    state = core.invert(m, x, t, steps)
+    state = x if at_time else core.invert(m, x, t, opts.steps)
     moves: list = []
     if masks is not None:
-        moved, sh, sc = core.relocalize(m, state, t, masks, torch.stack([d.vector for d in dirs]), null_rank=nr,
-                                        max_shift=max_shift, seed=seed, image=x[0],
-                                        sources=[d.source for d in dirs] if register else None)
+        moved, sh, sc = core.relocalize(m, state, t, masks, torch.stack([d.vector for d in dirs]),
+                                        null_rank=opts.null_rank, max_shift=opts.max_shift, seed=opts.seed,
+                                        image=None if at_time else x[0],
+                                        sources=[d.source for d in dirs] if opts.register else None)
         moves = list(zip(sh, sc))
         dirs = [core.Direction(v, d.t_edit, d.fingerprint, name=d.name) for v, d in zip(moved, dirs)]
-        nr, max_shift = 0, 0  # re-localised already: the edits only run the spill passes
-    return Settled(state, True, dirs, masks, moves, steps, nr, max_shift)
+        opts = replace(opts, null_rank=0, max_shift=0)  # re-localised already: the edits only run the spill passes
+    return Settled(state, True, dirs, masks, moves, opts)
 
 
-def edit_settled(settled: Settled, prep: Prepared, strengths: Sequence[float], *, seed: int = 0,
-                 eta_tail: float | None = None, spill_passes: int | None = None, orthogonalize: bool = False,
-                 register: bool = True) -> torch.Tensor:
+def edit_settled(settled: Settled, prep: Prepared, strengths: Sequence[float], *,
+                 orthogonalize: bool = False) -> torch.Tensor:
     """The settled image edited with its directions at ``strengths`` (one per direction):
-    (C, H, W) in [-1, 1], the image :func:`~locobank.apply.sweep` gives at those strengths."""
+    (C, H, W) in [-1, 1], as a fresh edit of the image at those strengths would give it."""
     if len(strengths) != len(settled.directions):
         raise InputError(f"give one strength per direction: {len(strengths)} for {len(settled.directions)}")
-    _, eta, _ = _defaults(prep.model, settled.steps, eta_tail, None)
-    key = (seed, eta) if settled.inverted else None  # the unedited sample is the same at every strength
     r = core.edit(prep.model, settled.state, list(zip(settled.directions, [float(s) for s in strengths])),
-                  steps=settled.steps, seed=seed, eta_tail=eta, inverted=settled.inverted, mask=settled.masks,
-                  null_rank=settled.null_rank, max_shift=settled.max_shift, spill_passes=spill_passes,
-                  register=register, orthogonalize=orthogonalize, reference=settled.references.get(key))
-    if key is not None and r.reference is not None:
-        settled.references[key] = r.reference
+                  options=settled.options, inverted=settled.inverted, mask=settled.masks,
+                  orthogonalize=orthogonalize, reference=settled.reference)
+    if settled.inverted and r.reference is not None:  # the unedited sample is the same at every strength
+        settled.reference = r.reference
+    if settled.masks is not None and not settled.moves:  # several times: registered afresh, the same way, each edit
+        settled.moves = list(zip(r.shifts, r.scales))
     return r.images[0].cpu()
+
+
+def sweep_settled(settled: Settled, prep: Prepared, values: Sequence[float], *,
+                  progress: Callable[[int, float], None] | None = None) -> list[torch.Tensor]:
+    """The settled image with its first direction at each strength in ``values`` (the others at
+    theirs), for a linearity strip; ``progress(i, value)`` is called before each."""
+    out = []
+    for i, v in enumerate(values):
+        if progress:
+            progress(i, float(v))
+        out.append(edit_settled(settled, prep, [float(v)] + list(prep.strengths[1:])))
+    return out
+
+
+def sweep(prep: Prepared, image: Source, values: Sequence[float], *, options: EditOptions | None = None,
+          mask: MaskArg = None, resize: bool = False, shifts: list | None = None) -> list[torch.Tensor]:
+    """One image edited at each strength (the first direction scaled), for a linearity strip.
+
+    With ``mask`` the directions are re-localised on this image once (:func:`settle`), and every
+    strength uses them; the spill passes run at each strength, since the spill depends on it.
+    ``shifts``, when given a list, receives the image's [(shift, scale)] per direction, as in
+    :func:`~locobank.apply.apply_to_images`."""
+    settled = settle(prep, image, options=options, mask=mask, resize=resize)
+    out = sweep_settled(settled, prep, values)
+    if shifts is not None and settled.masks is not None and settled.moves:
+        shifts.append(settled.moves)
+    return out

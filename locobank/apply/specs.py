@@ -1,5 +1,5 @@
-"""What a user names on the command line: directions as ``ID[:STRENGTH]`` and images as files,
-folders or globs."""
+"""Directions as ``ID[:STRENGTH]`` text and images as files, folders or globs: what a user names
+(the CLI splits its words into these)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ SPEC = re.compile(r"^(\d+)(?::(.*))?$")
 
 @dataclass(frozen=True)
 class DirectionSpec:
-    """``ID[:STRENGTH]`` from the command line; strength None means the default."""
+    """A direction id and its strength (None: the default), as ``ID[:STRENGTH]`` names them."""
 
     id: int
     strength: float | None = None
@@ -47,7 +47,7 @@ def expand_images(items: Sequence[str | Path]) -> list[Path]:
         else:
             matches = sorted(Path().glob(str(it))) if any(c in str(it) for c in "*?[") else []
             if not matches:
-                raise InputError(_missing(str(it)))
+                raise InputError(f"{it}: no such image, folder or glob match")
             out += matches
     seen: dict[Path, None] = {}
     for p in out:
@@ -56,14 +56,3 @@ def expand_images(items: Sequence[str | Path]) -> list[Path]:
         raise InputError("no images to edit")
     return list(seen)
 
-
-def _missing(item: str) -> str:
-    """Why a command-line word is neither an image nor a folder, and what was probably meant."""
-    if re.fullmatch(r"-\d+(:.*)?", item):
-        return f"{item}: direction ids are positive whole numbers (a negative strength goes after the colon, e.g. 12:-4)"
-    if item.startswith("--"):
-        return f"{item}: no such option; see `locobank apply --help`"
-    if not Path(item).suffix and "/" not in item and "\\" not in item:
-        return (f"{item!r} is neither a direction id nor an image file; to apply the best match for a text, "
-                f"use --query {item!r}")
-    return f"{item}: no such image, folder or glob match"

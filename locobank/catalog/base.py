@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from locobank.catalog.connect import canonical_url
 from locobank.catalog.safetensors_io import RawTensor, verify_vector
-from locobank.catalog.schema import Direction, Model, Vector, utcnow
+from locobank.catalog.schema import CatalogInfo, Direction, Model, Vector, utcnow
 from locobank.errors import CatalogError, FingerprintMismatch, IntegrityError, NotFound
 
 ID_CHUNK = 30_000  # ids per IN (...) on SQLite (limit 32,766 variables)
@@ -47,6 +47,19 @@ class CatalogBase:
         self._reader = sessionmaker(engine, expire_on_commit=False)
         # On SQLite a writer takes the write lock up front, so two writers never deadlock mid-transaction.
         self._writer = sessionmaker(engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False)
+        self._catalog_id: str | None = None
+
+    @property
+    def catalog_id(self) -> str:
+        """The id made when this catalog was created: the same however it is reached (copied, moved,
+        another URL), different for every other catalog. Search indexes are bound to it."""
+        if self._catalog_id is None:
+            with self._tx() as s:
+                ids = s.scalars(select(CatalogInfo.catalog_id)).all()
+            if len(ids) != 1:
+                raise CatalogError(f"catalog {self.url} has {len(ids)} rows in catalog_info, expected one")
+            self._catalog_id = ids[0]
+        return self._catalog_id
 
     def close(self) -> None:
         """Return the pooled connections."""

@@ -24,12 +24,21 @@ def default_home() -> Path:
     return Path(os.environ.get("LOCOBANK_HOME") or Path.home() / ".locobank").expanduser()
 
 
+def as_url(db: str) -> str:
+    """A database URL as given, or a plain path (no ``://``) as the URL of that SQLite file, so
+    ``--db demo/catalog.db`` and ``--db sqlite:///demo/catalog.db`` name the same catalog everywhere."""
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
 def resolve_url(url: str | None = None) -> str:
-    """Explicit URL, else ``$LOCOBANK_DB``, else SQLite under the home dir (which is created)."""
+    """Explicit URL or SQLite file path, else ``$LOCOBANK_DB`` (the same), else SQLite under the home
+    dir (which is created)."""
     if url:
-        return url
+        return as_url(url)
     if os.environ.get("LOCOBANK_DB"):
-        return os.environ["LOCOBANK_DB"]
+        return as_url(os.environ["LOCOBANK_DB"])
     home = default_home()
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'catalog.db'}"
@@ -45,7 +54,8 @@ def safe_url(url: str) -> str:
 
 def canonical_url(url: str) -> str:
     """The URL that names one catalog however it was typed: a SQLite file by its absolute path, any
-    other database with its password hidden. Indexes record it and are bound to it."""
+    other database with its password hidden. Indexes record it for messages; they are bound to the
+    catalog's id (``Catalog.catalog_id``), which survives a move."""
     path = sqlite_file(url)
     if path is not None:
         return f"sqlite:///{path.expanduser().resolve()}"

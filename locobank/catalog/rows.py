@@ -63,22 +63,24 @@ _DIRECTION_COLUMNS = (
 )
 
 
+# Record fields that copy the row's column of the same name unchanged.
+_JOB_SAME_NAMED = ("id", "run_id", "image_id", "mask_id", "status", "attempts", "error", "lease_owner",
+               "lease_expires_at", "started_at", "finished_at")
+_DIRECTION_SAME_NAMED = ("id", "job_id", "rank_index", "singular_value", "t_edit", "t_edit_frac", "null_rank",
+                     "vector_sha256", "norm", "label", "label_score", "label_sign", "created_at", "deleted_at")
+
+
+def _copied(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The row's columns of these names, keyed by name: the part of a record that is the row as is."""
+    return {name: getattr(row, name) for name in names}
+
+
 def job_record(
     j: Job, image_uri: str, image_sha256: str, mask_label: str, mask_uri: str | None, mask_sha256: str
 ) -> JobRecord:
     """A job plus where its image and mask live, so a worker needs no further queries."""
     return JobRecord(
-        id=j.id,
-        run_id=j.run_id,
-        image_id=j.image_id,
-        mask_id=j.mask_id,
-        status=j.status,
-        attempts=j.attempts,
-        error=j.error,
-        lease_owner=j.lease_owner,
-        lease_expires_at=j.lease_expires_at,
-        started_at=j.started_at,
-        finished_at=j.finished_at,
+        **_copied(j, _JOB_SAME_NAMED),
         image_uri=image_uri,
         image_sha256=image_sha256,
         mask_label=mask_label,
@@ -104,32 +106,19 @@ def direction_record(row: Any) -> DirectionRecord:
     """A ``direction_query`` row as a record with its provenance."""
     d, run_id, m, image_sha, image_uri, mask_label, mask_sha, version, mask_uri, condition = row
     return DirectionRecord(
-        id=d.id,
-        job_id=d.job_id,
+        **_copied(d, _DIRECTION_SAME_NAMED),
         run_id=run_id,
         model_db_id=m.id,
         model_id=m.model_id,
         model_revision=m.revision,
         fingerprint=m.fingerprint,
-        rank_index=d.rank_index,
-        singular_value=d.singular_value,
-        t_edit=d.t_edit,
-        t_edit_frac=d.t_edit_frac,
-        null_rank=d.null_rank,
-        vector_sha256=d.vector_sha256,
-        norm=d.norm,
         shape=tuple(d.shape),
         diagnostics=dict(d.diagnostics),
-        label=d.label,
-        label_score=d.label_score,
-        label_sign=d.label_sign,
         mask_label=mask_label,
         mask_sha256=mask_sha,
         image_sha256=image_sha,
         image_uri=image_uri,
         locobank_version=version,
         mask_uri=mask_uri,
-        created_at=d.created_at,
-        deleted_at=d.deleted_at,
         condition=dict(condition) if condition else None,
     )

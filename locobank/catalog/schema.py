@@ -204,3 +204,13 @@ class Preview(Base):
     # +strength that falls inside the direction's mask (0002 rows have none).
     locality: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class CatalogInfo(Base):
+    """The catalog's identity: one row, made by migration 0006. Search indexes are bound to
+    ``catalog_id``, not to a URL, so they follow a catalog that is copied, moved or reached another way."""
+
+    __tablename__ = "catalog_info"
+
+    catalog_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -25,8 +25,9 @@ def spill_pass(model: LoadedModel, t: int, delta: Tensor, edited: Tensor, refere
     gain = float(model.denoiser.abar(int(t))) ** 0.5
     spill = outside * (edited - reference).to(edited.dtype)
     batched = spill.dim() == 4
-    ref = reference.to(edited.device, edited.dtype)
-    change = model.family.state_change(spill if batched else spill[None], ref if batched else ref[None])
+    spill4 = spill if batched else spill[None]
+    ref = reference.to(edited.device, edited.dtype).expand_as(spill4)  # one reference serves a batch of edits
+    change = model.family.state_change(spill4, ref)
     change = change if batched else change[0]
     return delta - gain * change.to(delta.device, delta.dtype)
 

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..loco import ddim
 from ..models import LoadedModel
+from ..settings import DEFAULT_STEPS
 from .time import to_timestep
 
 
@@ -30,7 +31,8 @@ def as_batch(model: LoadedModel, x: Tensor, what: str = "image", *, state: bool 
     return x.to(device=model.device, dtype=torch.float32)
 
 
-def invert(model: LoadedModel, images: Tensor, t_edit: float | int, steps: int = 50, progress=None) -> Tensor:
+def invert(model: LoadedModel, images: Tensor, t_edit: float | int, steps: int = DEFAULT_STEPS,
+           progress=None) -> Tensor:
     """Deterministic DDIM inversion of images in [-1, 1] to states at the edit time."""
     t = to_timestep(model, t_edit)
     z0 = model.family.encode(as_batch(model, images))
@@ -57,7 +59,7 @@ def noise_to(model: LoadedModel, images: Tensor, t_edit: float | int, seeds: Seq
     return a ** 0.5 * z + (1 - a) ** 0.5 * eps.to(device=z.device, dtype=z.dtype)
 
 
-def sample(model: LoadedModel, x_t: Tensor, t_edit: float | int, steps: int = 50, *,
+def sample(model: LoadedModel, x_t: Tensor, t_edit: float | int, steps: int = DEFAULT_STEPS, *,
            eta_tail: float = 0.0, seed: int = 0, progress=None) -> Tensor:
     """DDIM from states at the edit time back to images; ``eta_tail`` > 0 adds seeded noise below 0.2T."""
     t = to_timestep(model, t_edit)
@@ -67,7 +69,7 @@ def sample(model: LoadedModel, x_t: Tensor, t_edit: float | int, steps: int = 50
     return model.family.decode(z)
 
 
-def generate(model: LoadedModel, noise: Tensor, steps: int = 50) -> Tensor:
+def generate(model: LoadedModel, noise: Tensor, steps: int = DEFAULT_STEPS) -> Tensor:
     """Images sampled from pure noise at T (for pixel models the predicted clean state is clipped,
     as their samplers do)."""
     T = model.denoiser.num_timesteps - 1
@@ -76,7 +78,7 @@ def generate(model: LoadedModel, noise: Tensor, steps: int = 50) -> Tensor:
     return model.family.decode(z)
 
 
-def generate_to(model: LoadedModel, noise: Tensor, t_edit: float | int, steps: int = 50) -> Tensor:
+def generate_to(model: LoadedModel, noise: Tensor, t_edit: float | int, steps: int = DEFAULT_STEPS) -> Tensor:
     """States at the edit time on the DDIM sampling trajectory from pure noise at T (a generated
     image's state, as T-LOCO edits it): the same grid as :func:`generate`, stopped at ``t_edit``."""
     t = to_timestep(model, t_edit)

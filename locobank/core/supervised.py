@@ -18,6 +18,20 @@ from .find import Directions
 from .states import as_batch
 from .time import to_timestep
 
+NO_CHANGE = 1e-4  # a change inside the mask below this share of the source prediction there is float noise
+
+
+def _check_change(delta: Tensor, source_inside: Tensor) -> None:
+    """Refuse an edit condition that changes nothing inside the mask: float noise (e.g. 3e-6 when
+    the two prompts are equal) pulled back through J would give a random direction, not an edit."""
+    change, scale = float(delta.norm()), float(source_inside.norm())
+    if not change > NO_CHANGE * scale:
+        raise InputError(
+            f"the edit_prompt changes nothing inside the mask at this state: the change there is {change:.3g}, "
+            f"{change / scale if scale else 0.0:.2g} of the source prediction (below {NO_CHANGE:g}); give an "
+            f"edit_prompt (or edit_guidance) that differs from the prompt (and guidance)"
+        )
+
 
 def find_supervised(source: LoadedModel, edit: LoadedModel, x_te: Tensor, t: float | int, mask: Tensor, *,
                     null_rank: int | None = None, iters: int = 50, null_tol: float = 1e-2, chunk: int = 16,
@@ -40,10 +54,9 @@ def find_supervised(source: LoadedModel, edit: LoadedModel, x_te: Tensor, t: flo
     lin = Linearization(source.family.predictor(tt), z[0], chunk=chunk)
     with torch.no_grad():
         delta = (edit.family.predictor(tt)(z[0]) - lin.out) * inside
+    _check_change(delta, lin.out * inside)
     v = lin.vjp(delta[None])[0].reshape(1, -1)
     pulled = float(v.norm())
-    if pulled == 0:
-        raise InputError("the edit prompt changes nothing inside the mask at this state")
     null_s = torch.zeros(0)
     if null_rank > 0:
         (null_res,) = block_subspace_svd(lin, [~inside], [null_rank], iters=iters, tol=null_tol, seed=seed + 1)

@@ -46,7 +46,7 @@ def resolved(model: LoadedModel, cond: dict | None) -> dict | None:
     job's identity says everything that changes it. A pixel model refuses a condition."""
     if cond is None:
         return None
-    if model.family.name != "latent":
+    if model.family.cond is None:
         raise InputError(f"{model.model_id} is an unconditional {model.kind} model: its manifest rows take no "
                          f"prompt, seed or edit prompt")
     out = {"prompt": "", "negative_prompt": "", "guidance": model.settings.guidance, **cond}

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import IMAGE_SUFFIXES, images_in, mask_owner
 from ..paths import slug
 from .conditions import condition_of
-
-from ..files import IMAGE_SUFFIXES, images_in, mask_owner as _owner  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def from_folder(folder: Path, mask_folder: Path | None = None, labels: set[str] 
     by_stem: dict[str, list[tuple[str, Path]]] = {}
     image_stems = {p.stem for p in images}
     for m in masks:
-        hit = _owner(m.stem, image_stems)
+        hit = mask_owner(m.stem, image_stems)
         if hit:
             by_stem.setdefault(hit[0], []).append((hit[1], m))
     return [Pair(img, m, label) for img in images for label, m in by_stem.get(img.stem, []) if _labels_ok(label, labels)]

@@ -61,7 +61,7 @@ def run_pool(url: str, model_source: str, run_id: int, params: HarvestParams, n:
                 for k in ("done", "failed", "directions"):
                     setattr(total, k, getattr(total, k) + payload[k])
                 total.errors.extend(payload["errors"])
-                total.engine_seconds += payload["engine_seconds"]
+                total.find_seconds += payload["find_seconds"]
             else:
                 total.crashes.append(f"worker crashed: {payload}")
         if poll is not None:

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-
 import torch
 
 from .. import core
@@ -24,7 +23,8 @@ from ..errors import InputError, LocobankError
 from ..files import file_sha256
 from ..images import check_mask, load_image, load_mask, pack_part
 from ..models import LoadedModel
-from ..settings import DEFAULT_NULL_RANK, JACOBIAN_AT, ModelSettings
+from ..settings import DEFAULT_NULL_RANK, DEFAULT_RANK, DEFAULT_STEPS, DEFAULT_T_EDIT, JACOBIAN_AT, ModelSettings
+from ..tally import Tally
 from . import conditions
 from .inputs import Pair
 from .leases import dead_owners, default_owner
@@ -32,15 +32,14 @@ from .leases import dead_owners, default_owner
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class HarvestParams:
     """Everything that changes what a harvest finds; two runs with equal params are the same run."""
 
-    rank: int = 5
+    rank: int = DEFAULT_RANK
     null_rank: int = DEFAULT_NULL_RANK
-    t_edit: float = 0.6
-    steps: int = 50
+    t_edit: float = DEFAULT_T_EDIT
+    steps: int = DEFAULT_STEPS
     iters: int = 50
     tol: float = 1e-3
     seed: int = 0
@@ -103,16 +102,12 @@ class HarvestParams:
 
 
 @dataclass
-class Summary:
+class Summary(Tally):
     """Counts for the end-of-run message and the exit code."""
 
     done: int = 0
-    skipped: int = 0
-    failed: int = 0
     directions: int = 0
-    seconds: float = 0.0
-    engine_seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
+    find_seconds: float = 0.0  # finding directions: states at the edit time and the LOCO basis (no catalog, no I/O)
     crashes: list[str] = field(default_factory=list)  # workers that died or stopped without reporting
 
 
@@ -276,17 +271,13 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
             for job, _, _ in ready:
                 _fail(catalog, job, owner, _reason(e), summary, on_job)
             continue
-        summary.engine_seconds += time.perf_counter() - t0
+        summary.find_seconds += time.perf_counter() - t0
         for (job, x, m), xt, t in zip(ready, xts, ts):
             try:
                 t1 = time.perf_counter()
                 found = conditions.find_for(model, job.condition, xt, t, m, params)
-                summary.engine_seconds += time.perf_counter() - t1
-                new = [NewDirection(rank_index=i, singular_value=float(found.singular_values[i]),
-                                    vector=found.vectors[i].detach().cpu().float().contiguous(), t_edit=t.step,
-                                    t_edit_frac=t.fraction, null_rank=params.null_rank,
-                                    diagnostics=_direction_diagnostics(found.diagnostics, i, x, m))
-                       for i in range(len(found))]
+                summary.find_seconds += time.perf_counter() - t1
+                new = _new_directions(found, t, params, x, m)
                 catalog.complete_job(job.id, owner, new)
                 summary.done += 1
                 summary.directions += len(new)
@@ -306,6 +297,16 @@ def _claim(catalog, run_id: int, owner: str, n: int, lease_seconds: float, max_a
         log.info("taking back the jobs of %s: no such process on this host", ", ".join(sorted(gone)))
     return catalog.claim_jobs(run_id, owner, n=n, lease_seconds=lease_seconds, max_attempts=max_attempts,
                               dead_owners=gone)
+
+
+def _new_directions(found: core.Directions, t: core.EditTime, params: HarvestParams, image: torch.Tensor,
+                    mask: torch.Tensor) -> list[NewDirection]:
+    """A job's found directions as catalog rows, each with its provenance and diagnostics."""
+    return [NewDirection(rank_index=i, singular_value=float(found.singular_values[i]),
+                         vector=found.vectors[i].detach().cpu().float().contiguous(), t_edit=t.step,
+                         t_edit_frac=t.fraction, null_rank=params.null_rank,
+                         diagnostics=_direction_diagnostics(found.diagnostics, i, image, mask))
+            for i in range(len(found))]
 
 
 def _direction_diagnostics(diag: dict, i: int, image: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -338,9 +339,7 @@ def _fail(catalog, job: JobRecord, owner: str, reason: str, summary: Summary, on
     except LocobankError as e:  # lease lost meanwhile: someone else owns the job now
         log.warning("could not record the failure of job %d: %s", job.id, e)
         return
-    summary.failed += 1
-    summary.errors.append(f"{Path(job.image_uri).name} [{job.mask_label}] (mask {Path(job.mask_uri or '-').name}): "
-                          f"{reason}")
+    summary.fail(f"{Path(job.image_uri).name} [{job.mask_label}] (mask {Path(job.mask_uri or '-').name}): {reason}")
     if on_job is not None:
         on_job("failed", 0)
 

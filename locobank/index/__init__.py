@@ -9,9 +9,10 @@ built from, so it can say when it is stale and catch up by adding and removing o
 """
 
 from .build import build_index, index_status, load_index
-from .faiss_ops import LoadedIndex, _write, auto_nlist, default_nprobe, resolve_factory, set_threads
-from .files import DEFAULT_FACTORY, FORMAT, IndexInfo, SignedHit, catalog_folder, default_folder, index_files
+from .faiss_ops import LoadedIndex, auto_nlist, default_nprobe, resolve_factory, set_threads, write_index_files
+from .files import (DEFAULT_FACTORY, FORMAT, IndexInfo, SignedHit, catalog_folder, catalog_index_folder, foreign_catalog,
+                    index_files)
 
-__all__ = ["DEFAULT_FACTORY", "FORMAT", "IndexInfo", "LoadedIndex", "SignedHit", "_write", "auto_nlist",
-           "build_index", "catalog_folder", "default_folder", "default_nprobe", "index_files", "index_status", "load_index",
-           "resolve_factory", "set_threads"]
+__all__ = ["DEFAULT_FACTORY", "FORMAT", "IndexInfo", "LoadedIndex", "SignedHit", "auto_nlist", "build_index",
+           "catalog_folder", "catalog_index_folder", "default_nprobe", "foreign_catalog", "index_files", "index_status",
+           "load_index", "resolve_factory", "set_threads", "write_index_files"]

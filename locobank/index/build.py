@@ -16,10 +16,10 @@ from locobank.catalog import Catalog
 from locobank.errors import IndexMissing, SearchIndexError
 from locobank.progress import Progress
 
-from .faiss_ops import (FAISS_VERSION, LoadedIndex, _add, _index_ids, _make, _new_index, _read_faiss, _remove, _write,
-                        default_nprobe, gpu_count, resolve_factory)
-from .files import (DEFAULT_FACTORY, RETRAIN_GROWTH, IndexInfo, _build_lock, _now, _read_info, _status,
-                    index_files)
+from .faiss_ops import (FAISS_VERSION, LoadedIndex, add_vectors, default_nprobe, gpu_count, index_ids, make_index,
+                        new_index, read_faiss, remove_ids, resolve_factory, write_index_files)
+from .files import (DEFAULT_FACTORY, RETRAIN_GROWTH, IndexInfo, build_lock, compare_status, foreign_catalog,
+                    index_files, read_info, utc_now)
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ def _full_rebuild_reason(old: IndexInfo | None, catalog: Catalog, factory: str, 
         return "no index yet"
     if old.factory != factory:
         return f"factory changed from {old.factory!r} to {factory!r}"
-    if old.catalog != catalog.url:
-        return f"built from another catalog ({old.catalog})"
+    foreign = foreign_catalog(old, catalog)
+    if foreign:
+        return foreign
     if old.dim != dim:
         return f"dimension changed from {old.dim} to {dim}"
     if old.trained_on and n_live > RETRAIN_GROWTH * old.trained_on:
@@ -57,9 +58,9 @@ def build_index(
     or dimension changed (or the index kind cannot remove, like HNSW, and something was deleted).
     ``factory=None`` keeps the existing index's factory (``Flat`` for a new index).
     """
-    faiss_path, json_path = index_files(clip_id, folder, catalog_url=catalog.url)
+    faiss_path, json_path = index_files(clip_id, folder, catalog=catalog)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(json_path):
+    with build_lock(json_path):
         # State first, vectors after: anything stored in between is fetched again next time, never missed.
         catalog_state = catalog.state_token()
         state = catalog.effects_state(clip_id)
@@ -72,7 +73,7 @@ def build_index(
         if factory is None:
             factory = old.factory if old is not None else DEFAULT_FACTORY
         why = "rebuild asked" if rebuild else _full_rebuild_reason(old, catalog, factory, state.dim, state.live)
-        index = _read_faiss(faiss_path, old) if why is None and old is not None else None
+        index = read_faiss(faiss_path, old) if why is None and old is not None else None
         if why is None and index is None:
             why = "the index file does not match its metadata"
         if why is None and old is not None:
@@ -85,15 +86,15 @@ def build_index(
             log.info("building the index of %s from scratch: %s", clip_id, why)
             index, resolved, trained_on, added = _from_scratch(catalog, clip_id, factory, state.dim, progress)
             removed = 0
-        all_ids = _index_ids(index)
+        all_ids = index_ids(index)
         info = IndexInfo(
             clip_id=clip_id, factory=factory, resolved_factory=resolved, dim=int(index.d), ntotal=int(index.ntotal),
-            catalog=catalog.url, catalog_state=catalog_state, effects_state=state.token, effects_seq=state.last_seq,
-            max_direction_id=int(all_ids[-1]) if all_ids.size else None, built_at=_now(), trained_on=trained_on,
+            catalog=catalog.url, catalog_id=catalog.catalog_id, catalog_state=catalog_state, effects_state=state.token, effects_seq=state.last_seq,
+            max_direction_id=int(all_ids[-1]) if all_ids.size else None, built_at=utc_now(), trained_on=trained_on,
             nprobe=default_nprobe(index), faiss_version=FAISS_VERSION, locobank_version=__version__, added=added,
             removed=removed, rebuilt=why is not None,
         )
-        _write(index, info, faiss_path, json_path)
+        write_index_files(index, info, faiss_path, json_path)
     return info
 
 
@@ -102,7 +103,7 @@ def _old_info(json_path: Path, faiss_path: Path) -> IndexInfo | None:
     if not (json_path.exists() and faiss_path.exists()):
         return None
     try:
-        return _read_info(json_path)
+        return read_info(json_path)
     except SearchIndexError as e:
         log.warning("%s; rebuilding", e)
         return None
@@ -112,11 +113,11 @@ def _from_scratch(catalog: Catalog, clip_id: str, factory: str, dim: int, progre
     """A new index of every live effect: (index, resolved factory, vectors trained on, added)."""
     ids, vectors = catalog.effects_for(clip_id)
     if len(ids):
-        index, resolved, trained_on = _make(ids, vectors, factory, progress)
+        index, resolved, trained_on = make_index(ids, vectors, factory, progress)
         return index, resolved, trained_on, len(ids)
     # every embedded direction was deleted: an empty index, if the kind needs no training
     resolved = resolve_factory(factory, 0)
-    index = _new_index(dim, resolved)
+    index = new_index(dim, resolved)
     if not index.is_trained:
         raise SearchIndexError(f"{resolved} must be trained and {clip_id!r} has no live effects; use Flat")
     return index, resolved, None, 0
@@ -126,7 +127,7 @@ def _update(
     index: Any, catalog: Catalog, clip_id: str, since_seq: int, progress: Progress | None
 ) -> tuple[int, int] | None:
     """Apply what changed since ``since_seq`` in place: (added, removed), or None if it cannot remove."""
-    have = _index_ids(index)
+    have = index_ids(index)
     live = catalog.effect_ids(clip_id)
     ids, vectors = catalog.effects_for(clip_id, since_id=since_seq)  # new and re-embedded
     late = np.setdiff1d(np.setdiff1d(live, have), ids)  # committed after an earlier build read the state
@@ -135,9 +136,9 @@ def _update(
         ids, vectors = np.concatenate([ids, more_ids]), np.concatenate([vectors, more])
     gone = np.setdiff1d(have, live)
     drop = np.union1d(gone, np.intersect1d(ids, have))  # re-embedded ones go out, then back in
-    if drop.size and not _remove(index, drop):
+    if drop.size and not remove_ids(index, drop):
         return None
-    _add(index, ids, vectors, progress)
+    add_vectors(index, ids, vectors, progress)
     return len(ids), int(gone.size)
 
 
@@ -153,16 +154,16 @@ def _file_key(path: Path) -> tuple[int, int, int]:
 
 def load_index(
     clip_id: str, folder: str | os.PathLike[str] | None = None, *, gpu: bool | None = None, cache: bool = True,
-    catalog_url: str | None = None,
+    catalog: Catalog | None = None,
 ) -> LoadedIndex:
     """The saved index of a CLIP model, ready to search; ``IndexMissing`` if none was built.
-    ``catalog_url`` (a catalog's ``url``) picks its folder when ``folder`` is not given.
+    ``catalog`` picks its folder (``catalog_index_folder``) when ``folder`` is not given.
 
     Loaded indexes are kept in memory (the last few), keyed by their files' identity, so repeated
     searches in one process do not read the index again; a rebuild writes new files and is picked
     up on the next call. ``cache=False`` always reads from disk.
     """
-    faiss_path, json_path = index_files(clip_id, folder, catalog_url=catalog_url)
+    faiss_path, json_path = index_files(clip_id, folder, catalog=catalog)
     if not (json_path.exists() and faiss_path.exists()):
         raise IndexMissing(
             f"no search index for CLIP model {clip_id!r} in {json_path.parent}; run `locobank index build`"
@@ -189,8 +190,8 @@ def load_index(
 
 
 def _load_index_files(faiss_path: Path, json_path: Path, gpu: bool | None) -> LoadedIndex:
-    info = _read_info(json_path)
-    index = _read_faiss(faiss_path, info)
+    info = read_info(json_path)
+    index = read_faiss(faiss_path, info)
     if index is None:
         raise SearchIndexError(
             f"the index {faiss_path} is unreadable or does not match its metadata; "
@@ -204,7 +205,7 @@ def index_status(catalog: Catalog, clip_id: str, folder: str | os.PathLike[str] 
 
     Cheap when fresh (two small queries and the json); the index file is read only to count changes.
     """
-    faiss_path, json_path = index_files(clip_id, folder, catalog_url=catalog.url)
+    faiss_path, json_path = index_files(clip_id, folder, catalog=catalog)
     if not (json_path.exists() and faiss_path.exists()):
         state = catalog.effects_state(clip_id)
         return {
@@ -217,18 +218,18 @@ def index_status(catalog: Catalog, clip_id: str, folder: str | os.PathLike[str] 
             "ntotal": 0,
             "path": str(faiss_path),
         }
-    info = _read_info(json_path)
+    info = read_info(json_path)
 
     def ids() -> np.ndarray:
-        index = _read_faiss(faiss_path, info)
+        index = read_faiss(faiss_path, info)
         if index is None:
             raise SearchIndexError(f"the index {faiss_path} is unreadable or does not match its metadata")
-        return _index_ids(index)
+        return index_ids(index)
 
     try:
-        out = _status(catalog, info, ids, gpu_count() > 0)
+        out = compare_status(catalog, info, ids, gpu_count() > 0)
     except SearchIndexError as e:
-        out = _status(catalog, info, lambda: np.zeros(0, np.int64), gpu_count() > 0)
+        out = compare_status(catalog, info, lambda: np.zeros(0, np.int64), gpu_count() > 0)
         out["reasons"] = [f"{e}; run `locobank index build --rebuild`"]
         out["stale"] = True
     out["path"] = str(faiss_path)

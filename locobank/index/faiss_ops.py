@@ -11,7 +11,7 @@ and removing only what changed.
   capped at ``n // 39`` so every cell has the 39 training points k-means wants. IVF quantizers train
   on at most ``50·nlist`` sampled vectors and are retrained when the catalog has grown 4x since.
   Searches visit ``nprobe`` cells: nlist/16 (at least 16) unless the caller passes another.
-- On disk, under ``$LOCOBANK_HOME/index/`` by default: ``<clip>.faiss`` and ``<clip>.json``
+- On disk, under ``$LOCOBANK_HOME/index/<catalog id>/`` by default: ``<clip>.faiss`` and ``<clip>.json``
   (metadata), each written to a temp file and renamed into place.
 - Searches run on the GPU when faiss has one (``faiss.get_num_gpus() > 0``); the index is always kept,
   changed and saved on the CPU.
@@ -35,10 +35,11 @@ from locobank.catalog import Catalog
 from locobank.errors import InputError, SearchIndexError
 from locobank.progress import Progress, stage
 
+from .files import (ADD_CHUNK, DEFAULT_FACTORY, GPU_MAX_K, TRAIN_POINTS_PER_LIST, IndexInfo, SignedHit, atomic_write,
+                    compare_status, utc_now)
+
 log = logging.getLogger(__name__)
 
-from .files import (ADD_CHUNK, DEFAULT_FACTORY, GPU_MAX_K, TRAIN_POINTS_PER_LIST, IndexInfo, SignedHit, _atomic_write, _now,
-                    _status)
 FAISS_VERSION = faiss.__version__
 
 
@@ -47,11 +48,11 @@ def gpu_count() -> int:
     return faiss.get_num_gpus()
 
 
-def _write(index: faiss.Index, info: IndexInfo, faiss_path: Path, json_path: Path) -> None:
+def write_index_files(index: faiss.Index, info: IndexInfo, faiss_path: Path, json_path: Path) -> None:
     """Save index then metadata; a crash between the two leaves an older json that a rebuild repairs."""
     faiss_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(faiss_path, lambda p: faiss.write_index(index, str(p)))
-    _atomic_write(json_path, lambda p: p.write_text(json.dumps(info.to_dict(), indent=2, sort_keys=True) + "\n"))
+    atomic_write(faiss_path, lambda p: faiss.write_index(index, str(p)))
+    atomic_write(json_path, lambda p: p.write_text(json.dumps(info.to_dict(), indent=2, sort_keys=True) + "\n"))
 
 
 # -- FAISS plumbing ------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def resolve_factory(factory: str, n: int) -> str:
     return ",".join(parts)
 
 
-def _new_index(dim: int, resolved: str) -> faiss.Index:
+def new_index(dim: int, resolved: str) -> faiss.Index:
     """An empty inner-product index that takes direction ids: IVF keeps ids itself, others get IDMap2."""
     try:
         index = faiss.index_factory(dim, resolved, faiss.METRIC_INNER_PRODUCT)
@@ -113,7 +114,7 @@ def _train(index: faiss.Index, vectors: np.ndarray, resolved: str) -> int | None
     return len(vectors)
 
 
-def _add(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray, progress: Progress | None) -> None:
+def add_vectors(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray, progress: Progress | None) -> None:
     """Add vectors under their direction ids, in chunks."""
     total = len(ids)
     update = stage(progress, "indexing", total)
@@ -125,12 +126,12 @@ def _add(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray, progress: Pro
         update(stop - start)
 
 
-def _index_ids(index: faiss.Index) -> np.ndarray:
+def index_ids(index: faiss.Index) -> np.ndarray:
     """The direction ids an index holds, sorted."""
     if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
         return np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
     ivf = _ivf(index)
-    if ivf is None:  # pragma: no cover - _new_index never makes one
+    if ivf is None:  # pragma: no cover - new_index never makes one
         raise SearchIndexError(f"cannot list the ids of a {type(index).__name__}")
     inv = ivf.invlists
     parts = [
@@ -139,7 +140,7 @@ def _index_ids(index: faiss.Index) -> np.ndarray:
     return np.sort(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
 
 
-def _remove(index: faiss.Index, ids: np.ndarray) -> bool:
+def remove_ids(index: faiss.Index, ids: np.ndarray) -> bool:
     """Remove ids in place; False when this kind of index cannot (e.g. HNSW): the caller rebuilds."""
     if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
         # IDMap compacts its id list assuming the inner index compacts too; only flat codes do.
@@ -154,16 +155,16 @@ def _remove(index: faiss.Index, ids: np.ndarray) -> bool:
     return True
 
 
-def _make(
+def make_index(
     ids: np.ndarray, vectors: np.ndarray, factory: str, progress: Progress | None = None
 ) -> tuple[faiss.Index, str, int | None]:
     """A fresh index over these vectors: (index, resolved factory, vectors trained on)."""
     if vectors.ndim != 2 or len(ids) != len(vectors):
         raise InputError(f"need ids (n,) and vectors (n, dim), got {ids.shape} and {vectors.shape}")
     resolved = resolve_factory(factory, len(vectors))
-    index = _new_index(vectors.shape[1], resolved)
+    index = new_index(vectors.shape[1], resolved)
     trained_on = _train(index, vectors, resolved)
-    _add(index, ids, vectors, progress)
+    add_vectors(index, ids, vectors, progress)
     return index, resolved, trained_on
 
 
@@ -208,11 +209,11 @@ class LoadedIndex:
         """
         ids = np.asarray(ids, dtype=np.int64)
         vectors = np.asarray(vectors)
-        index, resolved, trained_on = _make(ids, vectors, factory)
+        index, resolved, trained_on = make_index(ids, vectors, factory)
         info = IndexInfo(
             clip_id=clip_id, factory=factory, resolved_factory=resolved, dim=int(vectors.shape[1]),
             ntotal=int(index.ntotal), catalog="", catalog_state="", effects_state="", effects_seq=0,
-            max_direction_id=int(ids.max()) if len(ids) else None, built_at=_now(), trained_on=trained_on,
+            max_direction_id=int(ids.max()) if len(ids) else None, built_at=utc_now(), trained_on=trained_on,
             nprobe=default_nprobe(index), faiss_version=FAISS_VERSION, locobank_version=__version__,
             added=len(ids), rebuilt=True,
         )
@@ -230,7 +231,7 @@ class LoadedIndex:
 
     def ids(self) -> np.ndarray:
         """The direction ids in the index, sorted."""
-        return _index_ids(self.index)
+        return index_ids(self.index)
 
     def _searcher(self) -> Any:
         """The index searches run on: a GPU clone when wanted and possible, else the CPU index."""
@@ -309,10 +310,10 @@ class LoadedIndex:
 
     def status(self, catalog: Catalog) -> dict[str, Any]:
         """Whether this index still matches the catalog, and what changed (see ``index_status``)."""
-        return _status(catalog, self.info, self.ids, gpu_count() > 0)
+        return compare_status(catalog, self.info, self.ids, gpu_count() > 0)
 
 
-def _read_faiss(faiss_path: Path, info: IndexInfo) -> faiss.Index | None:
+def read_faiss(faiss_path: Path, info: IndexInfo) -> faiss.Index | None:
     """The index file, or None if it is unreadable or does not match its metadata."""
     try:
         index = faiss.read_index(str(faiss_path))

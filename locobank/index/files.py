@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from locobank.catalog import Catalog, default_home
+from locobank.catalog.connect import sqlite_file
 from locobank.errors import SearchIndexError
 from locobank.paths import slug
 
@@ -44,7 +45,7 @@ class IndexInfo:
     resolved_factory: str  # what FAISS built, e.g. "IVF632,Flat"
     dim: int
     ntotal: int
-    catalog: str  # the catalog URL, password hidden
+    catalog: str  # the catalog URL, password hidden (shown in messages)
     catalog_state: str  # Catalog.state_token() when built
     effects_state: str  # Catalog.effects_state(clip_id).token when built: the staleness check
     effects_seq: int  # last effect sequence id included: incremental builds continue from it
@@ -58,6 +59,7 @@ class IndexInfo:
     removed: int = 0
     rebuilt: bool = False
     format: int = FORMAT
+    catalog_id: str = ""  # Catalog.catalog_id; "" in sidecars written before ids (then the URL binds)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -78,28 +80,60 @@ GPU_MAX_K = 2048  # the largest k faiss-gpu's selection kernels take
 # -- files ---------------------------------------------------------------------------------------
 
 
-def default_folder(catalog_url: str | None = None) -> Path:
-    """``$LOCOBANK_HOME/index``, and in it one folder per catalog (:func:`catalog_folder`)."""
-    return catalog_folder(default_home(), catalog_url)
-
-
-def catalog_folder(home: Path, catalog_url: str | None) -> Path:
-    """``HOME/index/<the catalog's key>``: indexes of different catalogs under one home never collide
-    (``HOME/index`` itself without a catalog)."""
+def catalog_folder(home: str | os.PathLike[str], catalog_id: str | None) -> Path:
+    """``HOME/index/<catalog id>``: bound to the catalog's identity, not to how it was reached, so
+    indexes of different catalogs under one home never collide and an index follows a home that is
+    copied or moved (``HOME/index`` itself without a catalog)."""
     base = Path(home) / "index"
-    if catalog_url is None:
-        return base
-    key = hashlib.sha256(catalog_url.encode()).hexdigest()[:8]
-    return base / f"{slug(catalog_url.split('://')[-1], 'catalog')[-60:]}-{key}"
+    return base if catalog_id is None else base / catalog_id
+
+
+def _holds_index(folder: Path) -> bool:
+    """Whether a folder holds any built index."""
+    return any(folder.glob("*.faiss"))
+
+
+def catalog_index_folder(catalog: Catalog, home: str | os.PathLike[str] | None = None) -> Path:
+    """Where the search index of ``catalog`` lives; every command that builds, checks or searches
+    an index asks here, so they all agree.
+
+    Under ``home`` when given. Else under ``$LOCOBANK_HOME``, unless that holds no index of this
+    catalog and a SQLite catalog file has one beside it (``<its folder>/index/<id>``, as
+    ``locobank demo`` leaves it); a new index is built under ``$LOCOBANK_HOME``."""
+    if home is not None:
+        return catalog_folder(home, catalog.catalog_id)
+    own = catalog_folder(default_home(), catalog.catalog_id)
+    path = sqlite_file(catalog.url)
+    if path is None or _holds_index(own):
+        return own
+    beside = catalog_folder(path.parent, catalog.catalog_id)
+    return beside if _holds_index(beside) else own
 
 
 def index_files(clip_id: str, folder: str | os.PathLike[str] | None = None, *,
-                catalog_url: str | None = None) -> tuple[Path, Path]:
+                catalog: Catalog | None = None) -> tuple[Path, Path]:
     """The (``.faiss``, ``.json``) paths for a CLIP model: a readable slug plus a hash, never colliding;
-    in ``folder``, else in the catalog's own folder under ``$LOCOBANK_HOME/index``."""
-    folder = Path(folder) if folder is not None else default_folder(catalog_url)
+    in ``folder``, else in the catalog's folder (:func:`catalog_index_folder`), else ``$LOCOBANK_HOME/index``."""
+    if folder is not None:
+        where = Path(folder)
+    elif catalog is not None:
+        where = catalog_index_folder(catalog)
+    else:
+        where = catalog_folder(default_home(), None)
     stem = f"{slug(clip_id, 'clip')[:80]}-{hashlib.sha256(clip_id.encode()).hexdigest()[:8]}"
-    return folder / f"{stem}.faiss", folder / f"{stem}.json"
+    return where / f"{stem}.faiss", where / f"{stem}.json"
+
+
+def foreign_catalog(info: IndexInfo, catalog: Catalog) -> str | None:
+    """Why an index belongs to another catalog, or None when it is this one's: by catalog id, or by
+    URL for sidecars written before indexes recorded the id."""
+    if info.catalog_id:
+        if info.catalog_id != catalog.catalog_id:
+            return f"built from another catalog ({info.catalog}, id {info.catalog_id})"
+        return None
+    if info.catalog and info.catalog != catalog.url:
+        return f"built from another catalog ({info.catalog})"
+    return None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -112,8 +146,9 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temp file in the same folder, fsync, and rename over ``path``."""
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temp file in the same folder, fsync, and rename over ``path``, so a crash or a
+    concurrent reader never sees a half-written index."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
@@ -126,7 +161,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 @contextlib.contextmanager
-def _build_lock(json_path: Path) -> Iterator[None]:
+def build_lock(json_path: Path) -> Iterator[None]:
     """One builder per index at a time (POSIX advisory lock; elsewhere, no lock)."""
     try:
         import fcntl
@@ -141,7 +176,7 @@ def _build_lock(json_path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _read_info(json_path: Path) -> IndexInfo:
+def read_info(json_path: Path) -> IndexInfo:
     """The metadata of an index, or ``SearchIndexError`` if the file is not ours."""
     try:
         data = json.loads(json_path.read_text())
@@ -154,18 +189,20 @@ def _read_info(json_path: Path) -> IndexInfo:
         ) from e
 
 
-def _now() -> str:
-    """UTC now, ISO 8601."""
+def utc_now() -> str:
+    """UTC now, ISO 8601: the ``built_at`` a sidecar records, comparable across machines."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _status(catalog: Catalog, info: IndexInfo, index_ids: Callable[[], np.ndarray], gpu: bool) -> dict[str, Any]:
-    """Compare an index's recorded state with the catalog; ``index_ids`` is called only when they differ."""
+def compare_status(catalog: Catalog, info: IndexInfo, index_ids: Callable[[], np.ndarray], gpu: bool) -> dict[str, Any]:
+    """Compare an index's recorded state with the catalog, the one staleness check behind ``index
+    status`` and ``LoadedIndex.status``; ``index_ids`` is called only when they differ."""
     state = catalog.effects_state(info.clip_id)
     reasons: list[str] = []
     new = deleted = reembedded = 0
-    if info.catalog != catalog.url:
-        reasons.append(f"built from another catalog ({info.catalog})")
+    foreign = foreign_catalog(info, catalog)
+    if foreign:
+        reasons.append(foreign)
     if state.dim is not None and state.dim != info.dim:
         reasons.append(f"effects now have dimension {state.dim}, the index {info.dim}")
     if state.token != info.effects_state or reasons:
@@ -200,6 +237,7 @@ def _status(catalog: Catalog, info: IndexInfo, index_ids: Callable[[], np.ndarra
         "nprobe": info.nprobe,
         "built_at": info.built_at,
         "catalog": info.catalog,
+        "catalog_id": info.catalog_id,
         "catalog_state": info.catalog_state,
         "effects_state": info.effects_state,
         "max_direction_id": info.max_direction_id,

@@ -10,8 +10,8 @@ import torch
 
 from ..errors import ModelLoadError
 from .base import LoadedModel, config_hash, fingerprint, pick_device, pick_dtype
-from .family import ModelFamily, PixelFamily
-from .latent import Condition, LatentFamily, conditioned, load_latent, pipeline_class, under
+from .family import Condition, ModelFamily, PixelFamily
+from .latent import LatentFamily, conditioned, load_latent, pipeline_class, under
 from .pixel import load_pixel
 
 PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline")

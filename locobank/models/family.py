@@ -10,18 +10,33 @@ states through :attr:`ModelFamily.denoiser`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from torch import Tensor
 
 from ..loco.denoiser import Denoiser
+from ..settings import DEFAULT_GUIDANCE
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What conditions the network: the prompt, the negative prompt and the guidance scale."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    guidance: float = DEFAULT_GUIDANCE
 
 
 class ModelFamily(Protocol):
-    """What the edit core needs of a model. Pixel models implement it with identities."""
+    """What the edit core needs of a model. Pixel models implement it with identities.
 
-    name: str  # recorded in the catalog: "pixel", "latent", ...
+    Code outside :mod:`locobank.models` asks a family what it does (``cond is None``: it takes no
+    prompt), never which family it is."""
+
+    name: str  # recorded in the catalog: "pixel", "latent", ...; a label, never branched on
     denoiser: Denoiser  # the noise predictor on states, conditioning bound
+    cond: Condition | None  # the condition bound to ``denoiser``; None: an unconditional family
     state_shape: tuple[int, int, int]  # (C, h, w) of a state x_t and of a direction
     image_shape: tuple[int, int, int]  # (C, H, W) of the images; masks are H x W
     clip_sample: bool  # clamp predicted clean states to [-1, 1] when generating (pixels, not latents)
@@ -49,6 +64,7 @@ class PixelFamily:
 
     name = "pixel"
     clip_sample = True
+    cond = None  # unconditional: takes no prompt
 
     def __init__(self, denoiser: Denoiser, channels: int, resolution: int):
         self.denoiser = denoiser

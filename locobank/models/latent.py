@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,19 +22,11 @@ from ..errors import InputError, ModelLoadError
 from ..loco.denoiser import Denoiser
 from ..settings import ModelSettings
 from .base import LoadedModel, config_hash, fingerprint, identity
+from .family import Condition
 
 log = logging.getLogger(__name__)
 
 SUPPORTED = ("StableDiffusionPipeline",)
-
-
-@dataclass(frozen=True)
-class Condition:
-    """What conditions the network: the prompt, the negative prompt and the guidance scale."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    guidance: float = 7.5
 
 
 class LatentFamily:

@@ -1,8 +1,9 @@
-"""The toy world: procedural faces with exact masks, and the training of the toy models."""
+"""The toy world, in rooms: the data set (:mod:`.data`: faces, captions, probes), the training of
+the toy models (:mod:`.training`), their measurement (:mod:`.evaluation`), the reports that
+``locobank toy`` prints (:mod:`.reports`) and the demo that runs locobank on it (:mod:`.demo`)."""
 
-from .faces import PARTS, Face, FaceAttributes, batch, face, render, sample_attributes, write_dataset
+from .data.faces import (HELD_OUT_SEED, PARTS, Face, FaceAttributes, batch, face, render, sample_attributes,
+                         write_dataset)
 
-__all__ = ["PARTS", "Face", "FaceAttributes", "batch", "face", "render", "sample_attributes", "write_dataset"]
-
-# Seeds below this number are for training; held-out faces use seeds at or above it.
-HELD_OUT_SEED = 1_000_000
+__all__ = ["HELD_OUT_SEED", "PARTS", "Face", "FaceAttributes", "batch", "face", "render", "sample_attributes",
+           "write_dataset"]

@@ -58,8 +58,8 @@ class Card:
                 f"{self.name} ({'+' if self.name_sign > 0 else '-'}v)",
                 f"mask={self.mask}",
                 f"σ={self.sigma:.3g}",
-                f"transfer={_num(self.transfer)}",
-                f"local={_num(self.local)}",
+                f"transfer={format_number(self.transfer)}",
+                f"local={format_number(self.local)}",
             ]
         )
 
@@ -72,8 +72,9 @@ class Card:
         return cmd + (f" --db {shlex.quote(db)}" if db else "")
 
 
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def format_number(x: float | None, fmt: str = ".2f", missing: str = "-") -> str:
+    """A figure that a direction may lack (a score not measured yet): ``missing`` stands in for it."""
+    return missing if x is None else format(x, fmt)
 
 
 def _strength(x: float) -> str:
@@ -123,12 +124,10 @@ def split_strip(png: bytes) -> list[np.ndarray]:
     return [arr[:, i * step : (i + 1) * step] for i in range(n)]
 
 
-def _oriented(tiles: list[np.ndarray], strengths: list[float | None], sign: int):
-    """Tiles and strengths along ``sign * v``, so a row reads less -> more of the name."""
-    if sign < 0:
-        tiles = tiles[::-1]
-        strengths = [None if s is None else -s for s in strengths[::-1]]
-    return tiles, strengths
+def oriented(tiles: Sequence[np.ndarray], sign: int) -> list[np.ndarray]:
+    """Tiles rendered along v (-s ... +s) in the order that reads less -> more along ``sign * v``,
+    the direction's name: the one way every view turns a preview strip."""
+    return list(tiles[::-1]) if sign < 0 else list(tiles)
 
 
 def typed_row(tiles: list[np.ndarray], strengths: list[float | None], sign: int) -> tuple[list, list[str]]:
@@ -140,6 +139,4 @@ def typed_row(tiles: list[np.ndarray], strengths: list[float | None], sign: int)
         labels = ["-λ", "0", "+λ"]
     else:
         labels = ["?" if s is None else _strength(s) for s in strengths]
-    if sign < 0:
-        return list(tiles[::-1]), labels[::-1]
-    return list(tiles), labels
+    return oriented(tiles, sign), labels[::-1] if sign < 0 else labels

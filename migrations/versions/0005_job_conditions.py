@@ -1,6 +1,8 @@
 """Jobs of text-to-image models carry their condition (prompt, negative prompt, guidance, seed,
 edit prompt); the same image and mask under two conditions are two jobs.
 
+There is no 0004: revision ids are stored in users' databases, so the gap stays (never renumber).
+
 Revision ID: 0005
 Revises: 0003
 Create Date: 2026-12-04

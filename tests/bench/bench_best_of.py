@@ -74,7 +74,8 @@ def main() -> None:
             masks.append(Path(tmp) / f"face_{s}_mouth.png")
             Image.fromarray(f.image).save(paths[-1])
             Image.fromarray(f.masks["mouth"].astype("uint8") * 255).save(masks[-1])
-        apply_best_of(cands[:2], clip, text, paths[:1], steps=steps)  # warm-up
+        opts = cands[0].model.settings.edit_options(steps=steps)
+        apply_best_of(cands[:2], clip, text, paths[:1], options=opts)  # warm-up
         # plain: all images in one call (batched); with --mask: one call per image and its mask
         runs = [("plain", [(paths[: args.images], {})])]
         if args.masked:
@@ -84,14 +85,14 @@ def main() -> None:
             start = time.perf_counter()
             one_by_one = []
             for ps, o in calls:
-                outs = [torch.stack(apply_to_images(c, ps, steps=steps, **o)) for c in cands]
+                outs = [torch.stack(apply_to_images(c, ps, options=opts, **o)) for c in cands]
                 one_by_one += choose(outs, clip, text)
             sync()
             base = (time.perf_counter() - start) / n
             start = time.perf_counter()
             shared = []
             for ps, o in calls:
-                shared += apply_best_of(cands, clip, text, ps, steps=steps, **o)[1]
+                shared += apply_best_of(cands, clip, text, ps, options=opts, **o)[1]
             sync()
             new = (time.perf_counter() - start) / n
             print(f"{label}, {n} images: one by one {1000 * base:8.1f} ms per image, shared "

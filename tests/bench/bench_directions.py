@@ -86,7 +86,7 @@ def build_model(size: int, device: str):
         return lm.unet, lm.denoiser, "toyfaces-ddpm (trained)"
     torch.manual_seed(0)
     if size == 32:
-        from locobank.toyworld.train_ddpm import UNET_CONFIG
+        from locobank.toyworld.training.ddpm import UNET_CONFIG
 
         unet = UNet2DModel(**UNET_CONFIG)
         name = "toy architecture, random weights"

@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from locobank.index import LoadedIndex, _write, index_files, load_index  # noqa: E402
+from locobank.index import LoadedIndex, index_files, load_index, write_index_files  # noqa: E402
 
 CLIP = "bench:load"
 
@@ -53,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         built = LoadedIndex.from_vectors(np.arange(1, args.n + 1), data, factory="Flat", clip_id=CLIP)
-        _write(built.index, built.info, *index_files(CLIP, folder))
+        write_index_files(built.index, built.info, *index_files(CLIP, folder))
         size_mb = index_files(CLIP, folder)[0].stat().st_size / 1e6
         base = per_query_ms(folder, queries, cache=False)
         cached = per_query_ms(folder, queries, cache=True)

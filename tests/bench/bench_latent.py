@@ -68,7 +68,7 @@ def save_sd(folder: Path, size: int, tiny: bool, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from locobank.toyworld.sd_text import write_tokenizer
+    from locobank.toyworld.training.text_encoder import write_tokenizer
 
     _quiet()
     text = TINY_TEXT if tiny else SD15_TEXT

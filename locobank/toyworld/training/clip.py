@@ -13,9 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import faces
-from .captions import training_caption
-from .trainstate import checkpoint, ema_update, load_state, note_hardware
+from ..data import faces
+from ..data.captions import training_caption
+from .dataset import training_faces
+from .state import checkpoint, ema_update, load_state, note_hardware
 
 MODEL_CFG = {
     "embed_dim": 128,
@@ -77,7 +78,7 @@ def train_clip(
         meta = load_state(Path(state_path), model, ema, opt)
     elif init is not None:
         meta["init"] = _start_from(init, model, ema)
-    data, attrs = _faces(n_faces, Path(state_path).parent)
+    data, attrs = training_faces(n_faces, Path(state_path).parent), [faces.sample_attributes(i) for i in range(n_faces)]
     note_hardware(meta, device, steps)
     rng = random.Random(seed * 7 + meta["step"])
     gen = torch.Generator().manual_seed(seed * 100003 + meta["step"])
@@ -103,15 +104,6 @@ def train_clip(
             t0 = checkpoint(state_path, model, ema, opt, meta, step, t0)
             _export(out_dir, ema, meta)
     return meta
-
-
-def _faces(n_faces: int, cache_dir: Path):
-    """The training faces in [-1, 1] (== Normalize(0.5, 0.5)) and their attributes."""
-    from .train_ddpm import training_images
-
-    imgs = training_images(n_faces, 0, cache_dir)
-    data = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-    return data, [faces.sample_attributes(i) for i in range(n_faces)]
 
 
 def _start_from(init: Path, model, ema) -> dict:

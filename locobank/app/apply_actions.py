@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 from .. import core
-from ..apply import DirectionSpec, apply_best_of, prepare, query_candidates
-from ..apply.settle import edit_settled, settle
+from ..apply import DirectionSpec, apply_best_of, edit_settled, prepare, query_candidates, settle, sweep_settled
 from ..errors import InputError
 from ..files import file_sha256
 from ..images import check_mask, load_image, to_uint8
@@ -141,12 +140,14 @@ def mask_file(res: Resources, mask: np.ndarray, side: int) -> Path:
 
 
 def _settled(res: Resources, prep, inp: InputImage, mask: Path | None, ids: Sequence[int], seed: int, report: Report):
-    """The image made ready for these directions: from the cache, else inverted and re-localised."""
+    """The image made ready for these directions (the model's edit options, ``seed``): from the
+    cache, else inverted and re-localised."""
     key = (prep.model.fingerprint, inp.sha, tuple(ids), None if mask is None else mask.stem, seed)
 
     def make():
         report(0.3, "inverting the image" + (" and re-localising on the mask" if mask else ""))
-        return settle(prep, inp.fitted(prep.model.resolution), mask=mask, seed=seed)
+        options = prep.model.settings.edit_options(seed=seed)
+        return settle(prep, inp.fitted(prep.model.resolution), options=options, mask=mask)
 
     return res.settled.get_or_make(key, make)
 
@@ -162,7 +163,7 @@ def apply_edit(res: Resources, inp: InputImage, mask: np.ndarray | None, specs: 
     mpath = mask_file(res, mask, side) if mask is not None else None
     settled = _settled(res, prep, inp, mpath, [i for i, _ in specs], seed, report)
     report(0.6, "editing")
-    out = edit_settled(settled, prep, prep.strengths, seed=seed, orthogonalize=orthogonalize)
+    out = edit_settled(settled, prep, prep.strengths, orthogonalize=orthogonalize)
     desc = ", ".join(f"#{i}:{s:+g}" for i, s in specs)
     return _view(res, inp, side, out, mpath, f"applied {desc}", f"{inp.sha[:12]}_{'_'.join(str(i) for i, _ in specs)}")
 
@@ -176,11 +177,9 @@ def sweep_strip(res: Resources, inp: InputImage, mask: np.ndarray | None, specs:
     side = prep.model.resolution
     mpath = mask_file(res, mask, side) if mask is not None else None
     settled = _settled(res, prep, inp, mpath, [i for i, _ in specs], seed, report)
-    tiles = []
-    for n, v in enumerate(values):
-        report(0.4 + 0.6 * n / len(values), f"strength {v:+g}")
-        tiles.append(to_uint8(edit_settled(settled, prep, [v] + prep.strengths[1:], seed=seed)))
-    strip = Image.fromarray(np.concatenate(tiles, 1))
+    edits = sweep_settled(settled, prep, values,
+                          progress=lambda n, v: report(0.4 + 0.6 * n / len(values), f"strength {v:+g}"))
+    strip = Image.fromarray(np.concatenate([to_uint8(e) for e in edits], 1))
     path = _out(res, f"{inp.sha[:12]}_{specs[0][0]}_sweep.png")
     strip.save(path)
     return _shown(strip), path
@@ -199,7 +198,8 @@ def best_of(res: Resources, inp: InputImage, mask: np.ndarray | None, query: str
     mpath = mask_file(res, mask, side) if mask is not None else None
     report(0.3, f"applying {len(cands)} hits")
     edited, picks = apply_best_of([c.prep for c in cands], clip, text_direction(clip, query, res.domain),
-                                  [inp.fitted(side)], mask=mpath, seed=seed)
+                                  [inp.fitted(side)], options=cands[0].prep.model.settings.edit_options(seed=seed),
+                                  mask=mpath)
     c = cands[picks[0]]
     note = (f"kept #{c.hit.id} ({'+' if c.hit.sign > 0 else '-'}v, strength {c.prep.strengths[0]:+g}) of "
             f"{', '.join('#' + str(x.hit.id) for x in cands)} for {query!r}")

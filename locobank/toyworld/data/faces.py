@@ -17,6 +17,8 @@ import numpy as np
 
 SIZE = 32
 SUPER = 4
+# Seeds below this number are for training; held-out faces use seeds at or above it.
+HELD_OUT_SEED = 1_000_000
 
 SKIN = {
     "pale": (246, 214, 190),

@@ -15,14 +15,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .. import core
-from ..images import to_uint8
-from ..models import LoadedModel, conditioned
-from ..views import search_sheet
-from .evaluate import locality
-from . import HELD_OUT_SEED
-from .faces import batch, caption, face
-from .probes import attribute_score, part_for, targets_for
+from ... import core
+from ...images import to_uint8
+from ...models import LoadedModel, conditioned
+from ...views import search_sheet
+from ..data.faces import HELD_OUT_SEED, batch, caption, face
+from ..data.probes import attribute_score, part_for, targets_for
 
 SEARCH_QUERIES = ("smile", "frown", "blue eyes", "brown eyes", "bigger eyes", "blond hair", "black hair", "long hair",
                   "glasses")
@@ -63,7 +61,7 @@ class Faces:
         """The faces inverted to ``t``; a text-to-image model inverts (and samples) each face under
         its own caption, as a user would edit a real image."""
         x = torch.from_numpy(batch(list(seeds))).to(model.device)
-        if model.kind == "pixel":
+        if model.family.cond is None:  # an unconditional model: the faces go together, under no caption
             xt = core.invert(model, x, t, steps)
             return cls(list(seeds), t, xt, core.sample(model, xt, t, steps), x)
         captioned = [conditioned(model, caption(face(s).attrs)) for s in seeds]
@@ -79,9 +77,11 @@ class Faces:
         return torch.cat([core.sample(m, x_t[i : i + 1], self.t_edit, steps) for i, m in enumerate(self.captioned)])
 
     def scores(self, query: str, images: torch.Tensor) -> np.ndarray:
+        """The probe of ``query`` on each face's image (read with that face's own geometry)."""
         return np.array([attribute_score(query, to_uint8(im), face(s).attrs) for s, im in zip(self.seeds, images)])
 
     def mask(self, part: str | Sequence[str]) -> list[torch.Tensor]:
+        """Each face's mask of ``part`` (of the union, for several parts)."""
         parts = [part] if isinstance(part, str) else list(part)
         return [torch.from_numpy(np.logical_or.reduce([face(s).masks[p] for p in parts])) for s in self.seeds]
 
@@ -112,8 +112,8 @@ def search_quality(catalog, clip, model: LoadedModel, seeds: Sequence[int] | Non
     makes it (:func:`locobank.apply.choose`), and ``best_success`` with the hit that the
     probe itself would choose on each face. Both compare the hits found at the top hit's edit
     time (on the toy model, all of them); ``apply`` would try the others too."""
-    from ..apply import choose
-    from ..search import search, text_direction
+    from ...apply import choose
+    from ...search import search, text_direction
 
     steps = steps or model.settings.steps
     cache: dict[int, Faces] = {}
@@ -166,11 +166,12 @@ class ApplyReport:
     composition: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """Plain data, for ``quality.json``."""
         return asdict(self)
 
 
 def _top(catalog, clip, query: str, index_folder, model: LoadedModel):
-    from ..search import search
+    from ...search import search
 
     hits = search(catalog, clip, query, k=1, model=model.fingerprint, index_folder=index_folder)
     return hits[0] if hits else None
@@ -188,7 +189,7 @@ def _relocalized(model: LoadedModel, fs: Faces, masks: list[list[torch.Tensor]],
 
 
 def _source(catalog, model: LoadedModel, did: int):
-    from ..apply import source_part
+    from ...apply import source_part
 
     return source_part(catalog.get_direction(did), model.resolution, model.channels)
 
@@ -226,7 +227,7 @@ class _Bars:
         v = _relocalized(self.model, fs, [masks], vector, self.null_rank, self.sources(hit))[:, 0]
         out = self.sample(fs, hit.sign * self.lam(hit) * v, masks)
         deltas = [(out[i] - fs.ref[i]).cpu() for i in range(len(fs.seeds))]
-        loc = [locality(d, masks[i]) for i, d in enumerate(deltas)]
+        loc = [core.locality(d, masks[i]) for i, d in enumerate(deltas)]
         spill = [float(d.pow(2).sum(0)[~masks[i]].sum()) for i, d in enumerate(deltas)]
         gain = fs.scores(q, out) - fs.scores(q, fs.ref)
         return {"mean": float(np.mean(loc)), "worst": float(np.min(loc)), "median": float(np.median(loc)),
@@ -254,7 +255,7 @@ class _Bars:
                           "mean_ratio": float(g_both.mean() / g_solo.mean()) if abs(g_solo.mean()) > 1e-9 else None,
                           "solo_mean_gain": float(g_solo.mean()), "both_mean_gain": float(g_both.mean()),
                           "solo_gain": g_solo.round(4).tolist(), "both_gain": g_both.round(4).tolist()}
-        loc = [locality((both[i] - fs.ref[i]).cpu(), union[i]) for i in range(len(fs.seeds))]
+        loc = [core.locality((both[i] - fs.ref[i]).cpu(), union[i]) for i in range(len(fs.seeds))]
         return {"per_query": figures, "both_within_20pct": int(ok.sum()), "n": len(fs.seeds),
                 "locality_union_mean": float(np.mean(loc)), "locality_union_worst": float(np.min(loc)),
                 "at_least_80": int(sum(x >= 0.8 for x in loc))}

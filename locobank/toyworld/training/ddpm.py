@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from . import faces
-from .trainstate import checkpoint, ema_update, load_state, note_hardware
+from .dataset import training_faces
+from .state import checkpoint, ema_update, load_state, note_hardware
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +27,6 @@ UNET_CONFIG = dict(
     norm_num_groups=8,
     attention_head_dim=32,
 )
-
-
-def training_images(n: int, seed: int = 0, cache_dir: Path | None = None) -> np.ndarray:
-    """``n`` training faces as uint8 N x 32 x 32 x 3, cached as .npy in ``cache_dir`` since
-    rendering takes a while. The file name carries the generator's digest, so a cache written
-    before a change to the face generator is never read back."""
-    cache = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"faces-{n}-{seed}-{faces.generator_digest()}.npy"
-        if cache.exists():
-            arr = np.load(cache)
-            if arr.shape[0] == n:
-                return arr
-    arr = np.stack([faces.face(seed + i).image for i in range(n)])
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, arr)
-    return arr
 
 
 def train_ddpm(
@@ -76,8 +57,7 @@ def train_ddpm(
     if resume and Path(state_path).exists():
         meta = load_state(Path(state_path), model, ema, opt)
         log.info("resumed at step %d", meta["step"])
-    data = torch.from_numpy(training_images(n_faces, 0, Path(state_path).parent))
-    data = data.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    data = training_faces(n_faces, Path(state_path).parent)
     note_hardware(meta, device, steps)
     gen = torch.Generator().manual_seed(seed * 100003 + meta["step"])
     acp = sched.alphas_cumprod.to(device)

@@ -112,9 +112,9 @@ def toy_texts() -> list[str]:
     attribute phrases and the naming vocabulary."""
     import random
 
-    from . import faces
-    from .captions import phrases, training_caption
-    from ..paths import FACE_VOCAB
+    from ...paths import FACE_VOCAB
+    from ..data import faces
+    from ..data.captions import phrases, training_caption
 
     rng = random.Random(0)
     out = set()

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..errors import InputError, NotFound
 from ..search import Hit, named, search
-from ..views.cards import _oriented, split_strip
+from ..views import format_number, oriented, split_strip
 from .cache import Resources
 
 TILE = 96  # pixels a preview tile is shown at
@@ -34,21 +34,16 @@ class HitCard:
     def caption(self) -> str:
         """Every fact of the card on one line."""
         h = self.hit
-        return "  ·  ".join([self.title, f"mask {h.mask_label}", f"match {_num(h.match)}", f"consistency {_num(h.transfer)}",
-                             f"local {_num(self.local)}", f"{h.model_id} t={h.t_edit}",
-                             f"apply at {_num(h.signed_strength, '+.3g')}"])
-
-
-def _num(x: float | None, fmt: str = ".2f") -> str:
-    return "-" if x is None else format(x, fmt)
+        return "  ·  ".join([self.title, f"mask {h.mask_label}", f"match {format_number(h.match)}", f"consistency {format_number(h.transfer)}",
+                             f"local {format_number(self.local)}", f"{h.model_id} t={h.t_edit}",
+                             f"apply at {format_number(h.signed_strength, '+.3g')}"])
 
 
 def strip_image(png: bytes | None, sign: int) -> Image.Image | None:
     """A stored preview strip turned to read less -> more of the hit's edit, tiles enlarged."""
     if png is None:
         return None
-    tiles, _ = _oriented(split_strip(png), [-1.0, 0.0, 1.0], sign)
-    row = Image.fromarray(np.concatenate(tiles, 1))
+    row = Image.fromarray(np.concatenate(oriented(split_strip(png), sign), 1))
     scale = max(1, TILE // row.height)
     return row.resize((row.width * scale, row.height * scale), Image.NEAREST)
 
@@ -89,9 +84,9 @@ def direction_detail(res: Resources, direction_id: int) -> tuple[str, Image.Imag
     effect = res.catalog.effect_of(r.id, clip_id)
     rows = [("name", named(r.label, r.label_sign)), ("mask part", r.mask_label), ("model", f"{r.model_id} ({r.fingerprint})"),
             ("edit time", f"t={r.t_edit} ({r.t_edit_frac:g} T)"), ("rank", f"{r.rank_index} (σ={r.singular_value:.4g})"),
-            ("consistency", _num(card.transfer)), ("locality", _num(card.local)),
+            ("consistency", format_number(card.transfer)), ("locality", format_number(card.local)),
             ("probe images", "-" if effect is None else str(effect.n_images)),
-            ("default strength", _num(card.strength, "g")), ("harvested on", f"{r.image_uri} ({r.image_sha256[:12]})"),
+            ("default strength", format_number(card.strength, "g")), ("harvested on", f"{r.image_uri} ({r.image_sha256[:12]})"),
             ("mask", f"{r.mask_uri or '-'} ({r.mask_sha256[:12]})"), ("run", str(r.run_id)),
             ("found", r.created_at.isoformat(timespec="seconds")), ("locobank", r.locobank_version),
             ("apply", f"`{card.apply_command()}`")]

@@ -7,24 +7,25 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from ..progress import Progress, stage
-from . import HELD_OUT_SEED
+from ...progress import Progress, stage
+from ..data.faces import HELD_OUT_SEED
 
 SUPERVISED = ("smile", "blue eyes", "blond hair", "glasses")
 
 
-def sd_eval_report(model_dir: Path | None = None, *, faces: int = 10, adherence_faces: int = 200,
-                   parts: Sequence[str] = ("mouth", "eyes", "hair"), queries: Sequence[str] = SUPERVISED,
-                   t_edit: float | None = None, null_rank: int | None = None, strength: float | None = None,
-                   basis: str | None = None, steps: int = 20, samples: Path | None = None,
-                   progress: Progress | None = None) -> dict:
+def eval_report(model_dir: Path | None = None, *, faces: int = 10, adherence_faces: int = 200,
+                parts: Sequence[str] = ("mouth", "eyes", "hair"), queries: Sequence[str] = SUPERVISED,
+                t_edit: float | None = None, null_rank: int | None = None, strength: float | None = None,
+                basis: str | None = None, steps: int = 20, samples: Path | None = None,
+                progress: Progress | None = None) -> dict:
     """Measure the toy latent model (the shipped one by default) on held-out faces, each under its
     own caption; options not given come from the model's ``locobank.json``."""
-    from ..clip import load_clip
-    from ..models import load_model
-    from ..paths import TOY_SD
-    from . import sd_eval as E
-    from .probes import part_for
+    from ...clip import load_clip
+    from ...models import load_model
+    from ...paths import TOY_SD
+    from ..data.probes import part_for
+    from ..evaluation import latent as E
+    from ..evaluation.common import save_grid
 
     lm = load_model(model_dir or TOY_SD)
     st = lm.settings
@@ -43,16 +44,16 @@ def sd_eval_report(model_dir: Path | None = None, *, faces: int = 10, adherence_
     report["adherence"] = E.adherence(load_clip("toy"), imgs, seeds)
     update(1)
     if samples is not None:
-        _save_grid(imgs[:64], samples)
+        save_grid(imgs[:64], samples)
         report["samples"] = str(samples)
     rt = E.round_trip(lm, range(HELD_OUT_SEED, HELD_OUT_SEED + faces), t, steps)
     report["round_trip_psnr"] = {"mean": statistics.mean(rt), "min": min(rt), "n": len(rt)}
     update = stage(progress, "locality", len(parts) + len(queries))
     report["locality"] = {}
     for part in parts:
-        report["locality"][part] = E.locality_study(lm, part, faces, faces, t_edit=t, strength=strengths[part],
-                                                    null_rank=nr, constrained=constrained, steps=steps,
-                                                    passes=st.spill_passes)
+        report["locality"][part] = E.locality_summary(lm, part, faces, faces, t_edit=t, strength=strengths[part],
+                                                      null_rank=nr, constrained=constrained, steps=steps,
+                                                      passes=st.spill_passes)
         update(1)
     report["supervised"] = {}
     for q in queries:
@@ -62,16 +63,3 @@ def sd_eval_report(model_dir: Path | None = None, *, faces: int = 10, adherence_
         update(1)
     return report
 
-
-def _save_grid(images, path: Path) -> None:
-    """64 samples as an 8 x 8 grid, enlarged twice (nearest)."""
-    import numpy as np
-    from PIL import Image
-
-    from ..images import to_uint8
-
-    tiles = [to_uint8(x) for x in images]
-    side = int(np.ceil(np.sqrt(len(tiles))))
-    tiles += [np.zeros_like(tiles[0])] * (side * side - len(tiles))
-    grid = np.concatenate([np.concatenate(tiles[r * side:(r + 1) * side], 1) for r in range(side)], 0)
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)

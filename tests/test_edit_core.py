@@ -1,4 +1,5 @@
-"""find_directions, DDIM inversion/sampling and edits on a tiny random model saved like a Hub model."""
+"""The edit core (`locobank.core`: find_directions, DDIM inversion/sampling, edits, transfer, spill passes,
+edit_each) and the loader it runs on, on a tiny random model saved like a Hub model."""
 
 from __future__ import annotations
 

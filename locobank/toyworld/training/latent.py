@@ -19,9 +19,10 @@ from typing import Callable
 
 import torch
 
-from . import faces
-from .captions import training_caption
-from .trainstate import checkpoint, ema_update, load_state, note_hardware, read_step, save_state
+from ..data import faces
+from ..data.captions import training_caption
+from .dataset import training_faces
+from .state import checkpoint, ema_update, load_state, note_hardware, read_step, save_state
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,12 @@ CONTEXT = 32    # the toy CLIP's context length
 DROP_CAPTION = 0.1  # share of empty prompts, so classifier-free guidance has an unconditional model
 
 
-def _faces(n_faces: int, cache_dir: Path) -> torch.Tensor:
-    from .train_ddpm import training_images
-
-    data = torch.from_numpy(training_images(n_faces, 0, cache_dir))
-    return data.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
 def build_text(out_dir: Path, clip_dir: Path):
     """Write the tokenizer and return ``(tokenizer, text_encoder)`` converted from the toy CLIP."""
     from safetensors.torch import load_file
     from transformers import CLIPTokenizer
 
-    from .sd_text import convert_text_tower, merges_needed, toy_texts, write_tokenizer
+    from .text_encoder import convert_text_tower, merges_needed, toy_texts, write_tokenizer
 
     n = merges_needed(toy_texts())
     write_tokenizer(Path(out_dir) / "tokenizer", n, CONTEXT)
@@ -104,7 +98,7 @@ def train_vae(state_path: Path, *, steps: int = 2500, batch_size: int = 32, lr: 
     if Path(state_path).exists():
         meta = load_state(Path(state_path), model, ema, opt)
     note_hardware(meta, device, steps)
-    data = _faces(n_faces, Path(state_path).parent)
+    data = training_faces(n_faces, Path(state_path).parent)
 
     def loss_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 100003 + step)  # per step: a resumed run draws the same
@@ -213,7 +207,7 @@ def train_sd(out_dir: Path, state_dir: Path, clip_dir: Path, *, vae_steps: int =
     if vae is None:
         vae, vae_meta = train_vae(vae_state, steps=vae_steps, n_faces=n_faces, seed=seed, device=device,
                                   on_step=None if on_step is None else (lambda s, l: on_step("vae", s, l)))
-    data = _faces(n_faces, state_dir)
+    data = training_faces(n_faces, state_dir)
     mean, std = encode_faces(vae, data)
     scaling = latent_scaling(mean, std)
     vae.register_to_config(scaling_factor=scaling)

@@ -9,27 +9,17 @@ Every face is handled under its own caption: the model is conditioned per face w
 from __future__ import annotations
 
 import statistics
-from dataclasses import replace
 from typing import Sequence
 
 import torch
 
-from .. import core
-from ..images import to_uint8
-from ..models import LoadedModel, conditioned
-from . import HELD_OUT_SEED, batch, face
-from .evaluate import psnr, zero_shot_on
-from .faces import caption, sample_attributes
-from .probes import attribute_score, part_for
-
-# What each text-supervised query changes in a face's attributes (its edit caption is the face's
-# own caption rewritten with the change, same wording).
-EDITS = {
-    "smile": lambda a: replace(a, smile=abs(a.smile) or 0.8),
-    "blue eyes": lambda a: replace(a, iris="blue"),
-    "blond hair": lambda a: replace(a, hair="blond"),
-    "glasses": lambda a: replace(a, glasses=True),
-}
+from ... import core
+from ...images import to_uint8
+from ...models import LoadedModel, conditioned
+from ..data.captions import caption_without, edit_caption
+from ..data.faces import HELD_OUT_SEED, batch, caption, face, sample_attributes
+from ..data.probes import attribute_score, part_for, targets_for
+from .common import psnr, stats, zero_shot_on
 
 
 def _image(seed: int, device) -> torch.Tensor:
@@ -95,6 +85,7 @@ class _Face:
             return core.sample(under or self.model, self.x_t + delta, self.t, self.steps)
 
     def mask(self, part: str) -> torch.Tensor:
+        """The face's exact mask of ``part``."""
         return torch.from_numpy(self.face.masks[part])
 
     def spilled(self, delta: torch.Tensor, part: str, passes: int, under: LoadedModel | None = None) -> torch.Tensor:
@@ -106,9 +97,9 @@ class _Face:
                                           lambda d: self.edited(d, under), self.ref)[1]
 
 
-def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets: int = 10, *, t_edit: float,
-                   strength: float, null_rank: int = 5, constrained: bool = False, steps: int = 20,
-                   iters: int = 50, seed0: int = HELD_OUT_SEED, passes: int = 2) -> dict:
+def locality_summary(model: LoadedModel, part: str, n_sources: int = 10, n_targets: int = 10, *, t_edit: float,
+                     strength: float, null_rank: int = 5, constrained: bool = False, steps: int = 20,
+                     iters: int = 50, seed0: int = HELD_OUT_SEED, passes: int = 2) -> dict:
     """Unsupervised T-LOCO: the top direction of each source face's ``part`` mask (under its
     caption), applied at +-``strength`` to the source and to targets (each under its own caption);
     locality against each face's own part mask, and the RMS pixel change. On the targets twice:
@@ -142,9 +133,9 @@ def locality_study(model: LoadedModel, part: str, n_sources: int = 10, n_targets
                 moved.append(core.locality((g.edited(sign * strength * w) - g.ref)[0].cpu(), g.mask(part)))
                 spilled = (g.spilled(sign * strength * w, part, passes) - g.ref)[0].cpu()
                 moved_spill.append(core.locality(spilled, g.mask(part)))
-    return {"part": part, "strength": strength, "source": _stats(source), "transfer": _stats(raw),
-            "transfer_reprojected": _stats(moved), "spill_passes": passes, "source_spill": _stats(source_spill),
-            "transfer_reprojected_spill": _stats(moved_spill), "rms_change": statistics.mean(change) if change else 0.0}
+    return {"part": part, "strength": strength, "source": stats(source), "transfer": stats(raw),
+            "transfer_reprojected": stats(moved), "spill_passes": passes, "source_spill": stats(source_spill),
+            "transfer_reprojected_spill": stats(moved_spill), "rms_change": statistics.mean(change) if change else 0.0}
 
 
 def supervised_study(model: LoadedModel, query: str, n: int = 10, *, t_edit: float, strength: float,
@@ -159,16 +150,13 @@ def supervised_study(model: LoadedModel, query: str, n: int = 10, *, t_edit: flo
     the edit time sampled under the edit caption instead; ``caption_switch``, that switch alone,
     without the direction. They show how much of an edit the face's own caption undoes in the
     steps that follow it."""
-    from .captions import caption_without
-    from .probes import targets_for
-
     t = core.to_timestep(model, t_edit)
     part = part_for(query)
     runs: dict[str, tuple[list, list]] = {k: ([], []) for k in ("plain", "spill", "without", "under_edit", "switch")}
     for s in targets_for(query, n, seed0 + 2000):
         f = _Face(model, s, t, steps)
         bare = _Face(model, s, t, steps, caption_without(f.face.attrs, query))
-        edit = conditioned(model, caption(EDITS[query](f.face.attrs)), "", edit_guidance)
+        edit = conditioned(model, edit_caption(f.face.attrs, query), "", edit_guidance)
         v = strength * core.find_supervised(f.model, edit, f.x_t, t, f.mask(part), null_rank=null_rank).vectors[0]
         w = strength * core.find_supervised(bare.model, edit, bare.x_t, t, bare.mask(part), null_rank=null_rank).vectors[0]
         outs = {"plain": (f, f.edited(v)), "spill": (f, f.spilled(v, part, passes)),
@@ -181,16 +169,12 @@ def supervised_study(model: LoadedModel, query: str, n: int = 10, *, t_edit: flo
     gains, local = runs["plain"]
     report = {"query": query, "part": part, "strength": strength, "n": len(gains),
               "moved_right_way": sum(g > 0 for g in gains), "gain_median": statistics.median(gains) if gains else 0.0,
-              "locality": _stats(local), "spill_passes": passes}
+              "locality": stats(local), "spill_passes": passes}
     for k, name in (("spill", "spill"), ("without", "caption_without"), ("under_edit", "under_edit_caption"),
                     ("switch", "caption_switch")):
         gs, loc = runs[k]
         report[f"moved_right_way_{name}"] = sum(x > 0 for x in gs)
         report[f"gain_median_{name}"] = statistics.median(gs) if gs else 0.0
-        report[f"locality_{name}"] = _stats(loc)
+        report[f"locality_{name}"] = stats(loc)
     return report
-
-
-def _stats(v: list[float]) -> dict:
-    return {"median": statistics.median(v), "worst": min(v), "n": len(v)} if v else {"n": 0}
 

@@ -1,9 +1,11 @@
-"""Caption and prompt text for the toy world: training captions with varied wording, and
-the attribute words that zero-shot prompts and search queries use."""
+"""Caption and prompt text for the toy world: training captions with varied wording, the
+attribute words that zero-shot prompts and search queries use, and the captions of
+text-supervised edits (a face's caption with one attribute changed)."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from .faces import BACKGROUND, HAIR, IRIS, SKIN, FaceAttributes, caption
 
@@ -71,7 +73,7 @@ def training_caption(a: FaceAttributes, rng: random.Random) -> str:
 
 
 def caption_without(a: FaceAttributes, query: str) -> str:
-    """The face's caption (:func:`~locobank.toyworld.faces.caption`) without the words for what
+    """The face's caption (:func:`~locobank.toyworld.data.faces.caption`) without the words for what
     ``query`` edits: its mood for "smile" and "frown", its iris colour for "... eyes", its hair
     colour for "... hair". Captions name glasses only when a face has them, so for "glasses" it is
     the caption itself."""
@@ -84,3 +86,18 @@ def caption_without(a: FaceAttributes, query: str) -> str:
     elif query.endswith(" hair"):
         text = text.replace(f" {a.hair} hair", " hair")
     return text
+
+
+# What each text-supervised query changes in a face's attributes: its edit caption is the face's
+# own caption rewritten with the change, same wording.
+EDITS = {
+    "smile": lambda a: replace(a, smile=abs(a.smile) or 0.8),
+    "blue eyes": lambda a: replace(a, iris="blue"),
+    "blond hair": lambda a: replace(a, hair="blond"),
+    "glasses": lambda a: replace(a, glasses=True),
+}
+
+
+def edit_caption(a: FaceAttributes, query: str) -> str:
+    """The caption of the face ``a`` with ``query`` made true (a text-supervised edit's prompt)."""
+    return caption(EDITS[query](a))

@@ -1,0 +1,19 @@
+"""Image-aware search: text search narrows the pool, previews on the user's image decide the
+order and the strength.
+
+- :mod:`.preview`: the posterior mean of each candidate's edited state, batched after one
+  inversion, and strengths calibrated to one size of change (:data:`CHANGE_TARGET`);
+- :mod:`.ranking`: the previews scored by CLIP (gain, locality, what they break) and ranked;
+- :mod:`.sheet`: the ranking drawn as a contact sheet of previews.
+"""
+
+from .preview import (CALIBRATION_TOL, CHANGE_TARGET, STRENGTH_CAP, Previewed, StateAt, calibrated_strengths,
+                      change_size, posterior_images, preview_candidates, regions_for, states_for)
+from .ranking import (BREAK_WEIGHT, ImageHit, Pool, candidate_pool, rank_for_image, rank_for_images, rank_pool,
+                      score_previews)
+from .sheet import preview_tiles, ranking_sheet
+
+__all__ = ["BREAK_WEIGHT", "CALIBRATION_TOL", "CHANGE_TARGET", "STRENGTH_CAP", "ImageHit", "Pool", "Previewed",
+           "StateAt", "calibrated_strengths", "candidate_pool", "change_size", "posterior_images",
+           "preview_candidates", "preview_tiles", "rank_for_image", "rank_for_images", "rank_pool", "ranking_sheet",
+           "regions_for", "score_previews", "states_for"]

@@ -1,0 +1,220 @@
+"""Image-aware search (locobank.rank): previews on the user's image are the posterior mean of the
+edited state, the ranking follows their combined score, and calibrated strengths reach their size
+of change; through the library on the toy pixel model and a tiny latent model, and through
+``locobank search --image``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from locobank import core
+from locobank.catalog import Catalog
+from locobank.clip import load_clip
+from locobank.embed import embed_directions
+from locobank.harvest import HarvestParams, discover, plan, work
+from locobank.images import load_image, load_mask
+from locobank.index import build_index, catalog_folder
+from locobank.models import load_model, under
+from locobank.paths import TOY_DDPM
+from locobank.rank import (BREAK_WEIGHT, CALIBRATION_TOL, STRENGTH_CAP, candidate_pool, change_size, rank_for_image,
+                           rank_pool)
+from locobank.search import name_directions, text_direction
+from locobank.toyworld import write_dataset
+from locobank_cli.main import cli
+from tiny import save_tiny_sd
+
+
+def _fast(model) -> core.EditOptions:
+    """The model's edit options with a shorter inversion and a smaller null basis, to keep tests fast."""
+    return core.options_for(model, null_rank=8, steps=12)
+
+
+def _index_beside(cat: Catalog, db_file: Path, clip_id: str) -> Path:
+    """Build the index where every command finds it whatever LOCOBANK_HOME is: beside the catalog."""
+    folder = catalog_folder(db_file.parent, cat.catalog_id)
+    build_index(cat, clip_id, folder=folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pixel(tmp_path_factory) -> dict:
+    """The toy DDPM's directions of one face's mouth, embedded with the toy CLIP and indexed."""
+    root = tmp_path_factory.mktemp("rank-pixel")
+    write_dataset(root / "faces", 1, 1_000_000)
+    write_dataset(root / "unseen", 1, 1_010_000)
+    db_file = root / "catalog.db"
+    model = load_model(TOY_DDPM, device="cpu")
+    clip = load_clip("toy", device="cpu")
+    with Catalog.open(f"sqlite:///{db_file}", upgrade=True) as cat:
+        params = HarvestParams.from_defaults(model.settings, rank=3, null_rank=8, steps=8, iters=5)
+        work(cat, model, plan(cat, model, discover(root / "faces", labels={"mouth"}), params).id, params)
+        embed_directions(cat, clip, n_probes=2, steps=8, device="cpu")
+        name_directions(cat, clip)
+        index = _index_beside(cat, db_file, clip.clip_id)
+    face = root / "unseen" / "face_1010000.png"
+    return {"db": f"sqlite:///{db_file}", "index": index, "clip": clip, "model": model, "face": face,
+            "mask": root / "unseen" / "face_1010000_mouth.png"}
+
+
+@pytest.fixture(scope="module")
+def ranked_masked(pixel) -> list:
+    """'smile' ranked for the unseen face with its mouth mask, at calibrated strengths."""
+    with Catalog.open(pixel["db"]) as cat:
+        return rank_for_image(cat, pixel["clip"], "smile", pixel["face"], mask=pixel["mask"], device="cpu",
+                              index_folder=pixel["index"], options=_fast(pixel["model"]))
+
+
+def _state(model, face: Path, t: int) -> torch.Tensor:
+    """The face's state at timestep t, inverted on the grid an edit with :func:`_fast` uses."""
+    from locobank.loco import ddim
+
+    x = load_image(face, model.resolution)[None]
+    return core.invert_on(model, x, sorted(set(ddim.timesteps_to(t, _fast(model).steps)) | {t}))
+
+
+def test_preview_is_the_posterior_mean_of_the_edited_state(pixel):
+    """Without a mask, at a given strength: each preview is x0_hat(x_t + s λ v), computed densely here."""
+    with Catalog.open(pixel["db"]) as cat:
+        pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
+        ranked = rank_pool(pool, pixel["clip"], "smile", pixel["face"], strength=3.0, options=_fast(pool.model))
+    model = pool.model
+    by_id = {h.id: d for h, d in zip(pool.hits, pool.directions)}
+    x_t = _state(model, pixel["face"], pool.directions[0].t_edit)
+    f = model.family.predictor(pool.directions[0].t_edit)
+    for h in ranked:
+        v = by_id[h.id].vector
+        with torch.no_grad():
+            want, base = f(x_t[0] + h.sign * 3.0 * v), f(x_t[0])
+        assert h.strength == 3.0 and not h.calibrated
+        torch.testing.assert_close(h.preview, want, atol=2e-5, rtol=0)
+        torch.testing.assert_close(h.unedited, base, atol=2e-5, rtol=0)
+        assert h.locality == 1.0  # no mask
+
+
+def test_masked_preview_is_of_the_relocalised_direction(pixel, ranked_masked):
+    """With a mask, the candidates are re-localised as `apply --mask` does, then previewed."""
+    with Catalog.open(pixel["db"]) as cat:
+        pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
+    model, t = pool.model, pool.directions[0].t_edit
+    opts = _fast(model)
+    x = load_image(pixel["face"], model.resolution)
+    mask = load_mask(pixel["mask"], model.resolution)
+    x_t = _state(model, pixel["face"], t)
+    vectors, _, _ = core.relocalize(model, x_t, t, mask, torch.stack([d.vector for d in pool.directions]),
+                                    null_rank=opts.null_rank, max_shift=opts.max_shift, seed=opts.seed, union=mask,
+                                    image=x, sources=[d.source for d in pool.directions])
+    by_id = {h.id: v for h, v in zip(pool.hits, vectors)}
+    f = model.family.predictor(t)
+    for h in ranked_masked:
+        with torch.no_grad():
+            want = f(x_t[0] + h.sign * h.strength * by_id[h.id])
+        torch.testing.assert_close(h.preview, want, atol=2e-5, rtol=0)
+        assert h.locality == pytest.approx(core.locality(h.preview - h.unedited, mask), abs=1e-6)
+
+
+def test_ranking_is_by_the_combined_score(pixel, ranked_masked):
+    """Best score first; each score is gain * locality - BREAK_WEIGHT * lost, with gain the
+    directional CLIP change against the query's text direction."""
+    clip = pixel["clip"]
+    scores = [h.score for h in ranked_masked]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    q = torch.as_tensor(text_direction(clip, "smile"))
+    for h in ranked_masked:
+        e, b = clip.encode_images(torch.stack([h.preview, h.unedited]))
+        d = e - b
+        assert h.gain == pytest.approx(float(d @ q / d.norm()), abs=1e-4)
+        assert h.lost == pytest.approx(max(0.0, 1 - float(e @ b)), abs=1e-4)
+        assert h.score == pytest.approx(h.gain * h.locality - BREAK_WEIGHT * h.lost, abs=1e-6)
+        assert 0 <= h.locality <= 1
+
+
+def test_calibrated_strength_reaches_its_size_of_change(pixel):
+    """Each calibrated strength changes the preview inside the mask by the target RMS, or sits at
+    the cap when even the cap changes less."""
+    target = 0.05
+    with Catalog.open(pixel["db"]) as cat:
+        pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
+        ranked = rank_pool(pool, pixel["clip"], "smile", pixel["face"], mask=pixel["mask"], target=target,
+                           options=_fast(pool.model))
+    mask = load_mask(pixel["mask"], pool.model.resolution)
+    default = pool.model.strength_for("mouth")
+    reached = 0
+    for h in ranked:
+        assert h.calibrated and 0 < h.strength <= STRENGTH_CAP * default + 1e-6
+        assert h.change == pytest.approx(float(change_size((h.preview - h.unedited)[None], mask)[0]), rel=1e-4)
+        if h.strength < STRENGTH_CAP * default - 1e-6:
+            assert abs(h.change / target - 1) <= CALIBRATION_TOL
+            reached += 1
+        else:
+            assert h.change < target * (1 + CALIBRATION_TOL)
+    assert reached >= 1  # the test exercises the calibration, not only the cap
+
+
+def test_latent_model_ranks_under_a_prompt(tmp_path):
+    """A text-to-image model's candidates are previewed under the prompt given, through its family."""
+    model_dir = save_tiny_sd(tmp_path / "sd")
+    rng = np.random.default_rng(0)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:10, 3:12] = 255
+    Image.fromarray(mask).save(tmp_path / "mouth.png")
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(
+        {"image": "a.png", "prompt": "a smiling face", "masks": {"mouth": "mouth.png"}}))
+    db_file = tmp_path / "catalog.db"
+    clip = load_clip("toy", device="cpu")
+    model = load_model(model_dir, device="cpu")
+    with Catalog.open(f"sqlite:///{db_file}", upgrade=True) as cat:
+        params = HarvestParams(rank=2, null_rank=1, t_edit=0.3, steps=4, iters=3)
+        work(cat, model, plan(cat, model, discover(tmp_path / "manifest.jsonl"), params).id, params)
+        embed_directions(cat, clip, n_probes=1, steps=4, device="cpu")
+        index = _index_beside(cat, db_file, clip.clip_id)
+        pool = candidate_pool(cat, clip, "smile", pool=2, index_folder=index, prompt="a face", device="cpu")
+        ranked = rank_pool(pool, clip, "smile", tmp_path / "b.png", mask=tmp_path / "mouth.png", strength=2.0,
+                           options=_fast(pool.model))
+    assert pool.model.family.cond.prompt == "a face"
+    assert len(ranked) == 2 and ranked[0].score >= ranked[1].score
+    t = pool.directions[0].t_edit
+    bare = under(model, {"prompt": "a face"})
+    x_t = _state(bare, tmp_path / "b.png", t)
+    with torch.no_grad():
+        base = bare.family.predictor(t)(x_t[0])
+    torch.testing.assert_close(ranked[0].unedited, base, atol=1e-4, rtol=0)
+    assert all(h.preview.shape == (3, 16, 16) and not torch.equal(h.preview, h.unedited) for h in ranked)
+
+
+def test_cli_search_image_json_and_sheet(pixel, tmp_path):
+    res = CliRunner().invoke(cli, ["search", "smile", "--image", str(pixel["face"]), "--mask", str(pixel["mask"]),
+                                   "--json", "--sheet", str(tmp_path / "s.png"), "--device", "cpu", "--steps", "12",
+                                   "--db", pixel["db"]])
+    assert res.exit_code == 0, res.output
+    (entry,) = json.loads(res.output)
+    assert entry["image"] == str(pixel["face"])
+    hits = entry["hits"]
+    assert len(hits) == 3
+    for h in hits:
+        assert {"id", "sign", "predicted_gain", "locality", "strength", "score", "apply"} <= set(h)
+        assert h["strength"] * h["sign"] > 0 and 0 <= h["locality"] <= 1
+        assert h["apply"].startswith(f"locobank apply {h['id']}:{h['strength']:+.4g} {pixel['face']} "
+                                     f"--mask {pixel['mask']} ")
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    sheet = Image.open(tmp_path / "s.png")
+    assert sheet.size[1] > 3 * 128  # a row of tiles per hit
+
+
+def test_cli_search_image_refuses_what_does_not_fit(pixel, tmp_path):
+    run = CliRunner().invoke
+    no_file = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--mask", "mouth", "--db", pixel["db"]])
+    assert no_file.exit_code == 2 and "--mask" in no_file.output
+    prompt_alone = run(cli, ["search", "smile", "--prompt", "a face", "--db", pixel["db"]])
+    assert prompt_alone.exit_code == 2 and "--prompt goes with --image" in prompt_alone.output
+    pixel_prompt = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--prompt", "a face",
+                             "--device", "cpu", "--db", pixel["db"]])
+    assert pixel_prompt.exit_code == 1 and "takes no prompt" in pixel_prompt.output
