@@ -49,13 +49,13 @@ from locobank.catalog.schema import (
     Vector,
     utcnow,
 )
-from locobank.catalog.transfer import PackTransfer
+from locobank.catalog.exchange import PackExchange
 from locobank.errors import InputError, NotFound, SchemaOutOfDate
 
 log = logging.getLogger(__name__)
 
 
-class Catalog(JobQueue, PackTransfer, EffectStore):
+class Catalog(JobQueue, PackExchange, EffectStore):
     """A connection to one catalog database; cheap to keep open, safe to share between threads."""
 
     # -- opening ---------------------------------------------------------------------------------

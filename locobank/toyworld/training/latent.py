@@ -22,7 +22,7 @@ import torch
 from ..data import faces
 from ..data.captions import training_caption
 from .dataset import training_faces
-from .state import checkpoint, ema_update, load_state, note_hardware, read_step, save_state
+from .state import checkpoint, ema_update, read_step, save_state, start_or_resume
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,9 @@ def train_vae(state_path: Path, *, steps: int = 2500, batch_size: int = 32, lr: 
 
     torch.manual_seed(seed)
     model = AutoencoderKL(**VAE_CONFIG).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    meta = {"step": 0, "seconds": 0.0, "seed": seed, "batch_size": batch_size, "lr": lr,
-            "kl_weight": kl_weight, "hardware": []}
-    if Path(state_path).exists():
-        meta = load_state(Path(state_path), model, ema, opt)
-    note_hardware(meta, device, steps)
+    ema, opt, meta = start_or_resume(model, state_path, device, steps, lr, {
+        "step": 0, "seconds": 0.0, "seed": seed, "batch_size": batch_size, "lr": lr, "kl_weight": kl_weight,
+        "hardware": []})
     data = training_faces(n_faces, Path(state_path).parent)
 
     def loss_fn(step: int) -> torch.Tensor:
@@ -144,13 +140,9 @@ def train_unet(state_path: Path, latents: tuple[torch.Tensor, torch.Tensor], sca
 
     torch.manual_seed(seed)
     model = UNet2DConditionModel(**UNET_CONFIG).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    meta = {"step": 0, "seconds": 0.0, "seed": seed, "batch_size": batch_size, "lr": lr,
-            "drop_caption": DROP_CAPTION, "hardware": []}
-    if Path(state_path).exists():
-        meta = load_state(Path(state_path), model, ema, opt)
-    note_hardware(meta, device, steps)
+    ema, opt, meta = start_or_resume(model, state_path, device, steps, lr, {
+        "step": 0, "seconds": 0.0, "seed": seed, "batch_size": batch_size, "lr": lr, "drop_caption": DROP_CAPTION,
+        "hardware": []})
     acp = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one",)}
                         ).alphas_cumprod.to(device)
     mean, std = latents

@@ -91,3 +91,17 @@ def checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: to
     meta.pop("opt_step", None)
     save_state(Path(path), model, ema, opt, meta)
     return time.time()
+
+
+def start_or_resume(model: torch.nn.Module, state_path: Path, device: str, steps: int, lr: float,
+                    meta: dict) -> tuple[torch.nn.Module, torch.optim.Optimizer, dict]:
+    """The EMA copy, the optimiser and the metadata of a training run: fresh from ``meta``, or as
+    the checkpoint at ``state_path`` left them; the device is noted for the steps to come."""
+    import copy
+
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    if Path(state_path).exists():
+        meta = load_state(Path(state_path), model, ema, opt)
+    note_hardware(meta, device, steps)
+    return ema, opt, meta

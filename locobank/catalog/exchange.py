@@ -1,4 +1,4 @@
-"""Export directions to a pack file and import packs, as ``Catalog`` methods."""
+"""Export directions to a pack file and import packs (exchange between catalogs), as ``Catalog`` methods."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from locobank.errors import InputError
 log = logging.getLogger(__name__)
 
 
-class PackTransfer(CatalogBase):
+class PackExchange(CatalogBase):
     """Pack methods of ``Catalog``."""
 
     def export_pack(self, ids: Iterable[int], path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
