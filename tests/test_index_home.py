@@ -116,3 +116,24 @@ def test_old_sidecars_bind_by_url_and_new_ones_by_id(sqlite_migrated_url, tmp_pa
         json_path.write_text(json.dumps({**old, "catalog": "sqlite:////other.db"}))
         assert index_status(cat, FakeClip.clip_id, folder)["reasons"][0] == "built from another catalog (sqlite:////other.db)"
         assert build_index(cat, FakeClip.clip_id, folder=folder).rebuilt  # and a build starts afresh
+
+
+def test_an_index_from_before_catalog_ids_is_still_found(tmp_path):
+    """A home upgraded past migration 0006 keeps the index it had, named after the catalog's URL."""
+    from locobank.index.files import legacy_folder
+
+    home = tmp_path / "home"  # conftest's LOCOBANK_HOME
+    url = f"sqlite:///{home / 'catalog.db'}"
+    assert run("db", "upgrade").exit_code == 0
+    ids = fill(url)
+    with Catalog.open(url) as cat:
+        old = legacy_folder(home, cat.url)
+        build_index(cat, FakeClip.clip_id, folder=old)
+        assert catalog_index_folder(cat) == old
+    sidecar = next(old.glob("*.json"))
+    info = json.loads(sidecar.read_text())
+    info.pop("catalog_id")  # as the index was written before catalogs had ids
+    sidecar.write_text(json.dumps(info))
+    assert sorted(hit_ids(run("search", "smile", "-k", "2", "--json"))) == sorted(ids[:2])
+    status = json.loads(run("index", "status", "--json").output)
+    assert status["exists"] and not status["stale"], status["reasons"]

@@ -99,15 +99,22 @@ def catalog_index_folder(catalog: Catalog, home: str | os.PathLike[str] | None =
 
     Under ``home`` when given. Else under ``$LOCOBANK_HOME``, unless that holds no index of this
     catalog and a SQLite catalog file has one beside it (``<its folder>/index/<id>``, as
-    ``locobank demo`` leaves it); a new index is built under ``$LOCOBANK_HOME``."""
+    ``locobank demo`` leaves it) or an index from before catalog ids is there
+    (:func:`legacy_folder`); a new index is built under ``$LOCOBANK_HOME``."""
     if home is not None:
         return catalog_folder(home, catalog.catalog_id)
     own = catalog_folder(default_home(), catalog.catalog_id)
     path = sqlite_file(catalog.url)
-    if path is None or _holds_index(own):
-        return own
-    beside = catalog_folder(path.parent, catalog.catalog_id)
-    return beside if _holds_index(beside) else own
+    places = [catalog_folder(path.parent, catalog.catalog_id)] if path is not None else []
+    places.append(legacy_folder(default_home(), catalog.url))
+    return next((p for p in [own, *places] if _holds_index(p)), own)
+
+
+def legacy_folder(home: str | os.PathLike[str], catalog_url: str) -> Path:
+    """Where locobank before catalog ids (migration 0006) kept a catalog's index: named after the
+    URL it was reached by. Still read, so an upgraded catalog keeps its index without a rebuild."""
+    key = hashlib.sha256(catalog_url.encode()).hexdigest()[:8]
+    return Path(home) / "index" / f"{slug(catalog_url.split('://')[-1], 'catalog')[-60:]}-{key}"
 
 
 def index_files(clip_id: str, folder: str | os.PathLike[str] | None = None, *,
