@@ -126,15 +126,14 @@ def _search_image(query, k, clip_spec, domain, model, label, masks, min_score, n
                         ("--nprobe", nprobe is not None)):
         if given:
             raise click.UsageError(f"{flag} filters the text search alone; leave it out with --image")
-    if len(masks) not in (0, 1, len(images)):
-        raise click.UsageError(f"give one --mask for every image, or one per --image: {len(masks)} masks for "
-                               f"{len(images)} images")
+    from locobank.rank import masks_per_image, rank_for_images, ranking_sheet
+
+    per = [None if m is None else str(m) for m in masks_per_image(masks, len(images))]
     missing = [m for m in masks if not Path(m).is_file()]
     if missing:
         raise click.BadParameter(f"{missing[0]} is not a mask file (with --image, --mask takes a mask image)",
                                  param_hint="--mask")
     from locobank.clip import load_clip
-    from locobank.rank import rank_for_images, ranking_sheet
 
     with open_catalog(db_url) as cat, Stages() as progress:
         clip = load_clip(clip_spec, device=device)
@@ -147,7 +146,6 @@ def _search_image(query, k, clip_spec, domain, model, label, masks, min_score, n
                 out = sheet if len(images) == 1 else sheet.with_name(f"{sheet.stem}_{image.stem}{sheet.suffix}")
                 sheets.append(ranking_sheet(cat, ranked[:k], out, title=f'search: "{query}" on {image.name}',
                                             clip_id=clip.clip_id))
-    per = [str(m) for m in masks] * len(images) if len(masks) == 1 else [str(m) for m in masks] or [None] * len(images)
     if as_json:
         click.echo(json.dumps([{"image": str(image), "hits": [h.to_dict(str(image), prompt, m) for h in ranked[:k]]}
                                for image, m, ranked in zip(images, per, rankings)], indent=2))

@@ -146,6 +146,18 @@ class Hit:
                 "apply": self.command()}
 
 
+def one_model_hits(catalog, clip: ClipModel, query: str, *, k: int, domain: str = "face", model: str | None = None,
+                   index_folder: Path | None = None) -> list[Hit]:
+    """The top ``k`` hits for ``query`` that all belong to one model (the top hit's, or ``model``'s),
+    so that one model loads and every hit applies to it. Raises InputError when nothing matches."""
+    hits = search(catalog, clip, query, k=k, domain=domain, model=model, index_folder=index_folder)
+    if not hits:
+        raise InputError(f"no direction matches {query!r}; has `locobank index build` run?", params=("query",))
+    if any(h.fingerprint != hits[0].fingerprint for h in hits):
+        hits = search(catalog, clip, query, k=k, domain=domain, model=hits[0].fingerprint, index_folder=index_folder)
+    return hits
+
+
 def search(catalog, clip: ClipModel, query: str, *, k: int = 10, domain: str = "face", model: str | None = None,
            label: str | None = None, mask_label: str | None = None, min_score: float | None = None,
            index_folder: Path | None = None, nprobe: int | None = None) -> list[Hit]:

@@ -15,19 +15,14 @@ from PIL import Image
 from locobank.catalog import Catalog
 from locobank_cli.main import cli
 
-from tiny import save_tiny_sd
+from tiny import save_tiny_sd, write_sd_inputs
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("latent-cli")
     model = save_tiny_sd(root / "sd")
-    rng = np.random.default_rng(0)
-    mask = np.zeros((16, 16), np.uint8)
-    mask[4:10, 3:12] = 255
-    Image.fromarray(mask).save(root / "mouth.png")
-    for name in ("a", "b"):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / f"{name}.png")
+    write_sd_inputs(root)
     rows = [
         {"image": "a.png", "prompt": "a smiling face", "masks": {"mouth": "mouth.png"}},
         {"image": "b.png", "prompt": "a frowning face", "negative_prompt": "glasses", "masks": {"mouth": "mouth.png"}},

@@ -28,7 +28,7 @@ from locobank.rank import (BREAK_WEIGHT, CALIBRATION_TOL, STRENGTH_CAP, candidat
 from locobank.search import name_directions, text_direction
 from locobank.toyworld import write_dataset
 from locobank_cli.main import cli
-from tiny import save_tiny_sd
+from tiny import save_tiny_sd, write_sd_inputs
 
 
 def _fast(model) -> core.EditOptions:
@@ -160,12 +160,7 @@ def test_calibrated_strength_reaches_its_size_of_change(pixel):
 def test_latent_model_ranks_under_a_prompt(tmp_path):
     """A text-to-image model's candidates are previewed under the prompt given, through its family."""
     model_dir = save_tiny_sd(tmp_path / "sd")
-    rng = np.random.default_rng(0)
-    mask = np.zeros((16, 16), np.uint8)
-    mask[4:10, 3:12] = 255
-    Image.fromarray(mask).save(tmp_path / "mouth.png")
-    for name in ("a", "b"):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    write_sd_inputs(tmp_path)
     (tmp_path / "manifest.jsonl").write_text(json.dumps(
         {"image": "a.png", "prompt": "a smiling face", "masks": {"mouth": "mouth.png"}}))
     db_file = tmp_path / "catalog.db"
@@ -218,3 +213,10 @@ def test_cli_search_image_refuses_what_does_not_fit(pixel, tmp_path):
     pixel_prompt = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--prompt", "a face",
                              "--device", "cpu", "--db", pixel["db"]])
     assert pixel_prompt.exit_code == 1 and "takes no prompt" in pixel_prompt.output
+
+
+def test_cli_search_image_refuses_a_mask_count_that_fits_no_image(pixel):
+    m = str(pixel["mask"])
+    res = CliRunner().invoke(cli, ["search", "smile", "--image", str(pixel["face"]), "--image", str(pixel["face"]),
+                                   "--image", str(pixel["face"]), "--mask", m, "--mask", m, "--db", pixel["db"]])
+    assert res.exit_code == 2 and "--mask must be one for every image, or one per image: 2 masks for 3 images" in res.output

@@ -85,3 +85,17 @@ def save_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon") 
 
     shutil.rmtree(Path(folder) / "_tokenizer_src")
     return Path(folder)
+
+
+def write_sd_inputs(root: Path) -> None:
+    """Two random 16 x 16 images (``a.png``, ``b.png``) and one mouth mask (``mouth.png``) for the
+    tiny text-to-image pipeline's manifests."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:10, 3:12] = 255
+    Image.fromarray(mask).save(root / "mouth.png")
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / f"{name}.png")

@@ -32,15 +32,11 @@ def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "fa
     strength times the sign that does the edit (so a negative ``default_strength`` reverses it).
 
     Raises InputError when nothing matches (e.g. no index has been built)."""
-    from ..search import search
+    from ..search import one_model_hits
 
     if k < 1:
         raise InputError("the number of candidates must be at least 1")
-    hits = search(catalog, clip, query, k=k, domain=domain, index_folder=index_folder)
-    if not hits:
-        raise InputError(f"no direction matches {query!r}; has `locobank index build` run?")
-    if any(h.fingerprint != hits[0].fingerprint for h in hits):  # one model loads, and they all apply to it
-        hits = search(catalog, clip, query, k=k, domain=domain, index_folder=index_folder, model=hits[0].fingerprint)
+    hits = one_model_hits(catalog, clip, query, k=k, domain=domain, index_folder=index_folder)
     prep = prepare(catalog, [DirectionSpec(h.id) for h in hits], default_strength=default_strength,
                    model_override=model_override, device=device, condition=condition)
     return [Candidate(h, Prepared(prep.model, [d], [s * h.sign]))

@@ -15,7 +15,7 @@ Everything here talks to the model through :class:`~locobank.models.family.Model
 from ..settings import EditOptions
 from .compose import edit, options_for
 from .direction import Direction, EditResult, check_direction, compose, locality
-from .each import edit_each
+from .each import SharedAt, edit_each, shared_at
 from .find import Directions, find_directions
 from .supervised import find_supervised
 from .spill import spill_pass, with_spill_passes
@@ -24,6 +24,6 @@ from .time import EditTime, to_timestep
 from .transfer import REPROJECT_TOL, align, masks_for, register, relocalize, reproject
 
 __all__ = ["REPROJECT_TOL", "Direction", "Directions", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
-           "check_direction", "compose", "edit", "edit_each", "find_directions", "find_supervised", "generate",
+           "check_direction", "compose", "edit", "edit_each", "shared_at", "SharedAt", "find_directions", "find_supervised", "generate",
            "generate_to", "invert", "invert_on", "locality", "noise_for", "masks_for", "noise_to", "options_for", "register", "relocalize", "reproject", "sample",
            "spill_pass", "to_timestep", "with_spill_passes"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -53,17 +53,38 @@ def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction
         yield from _each_at(model, x, t, idx, dirs, strengths, opts, mask, batch, progress)
 
 
+class SharedAt(NamedTuple):
+    """What candidates found at one edit time share on one image: the grid a full edit walks, the
+    image's state at ``t`` on it, and their vectors (re-localised on a mask against one null basis,
+    with each one's shift and scale; None without a mask)."""
+
+    grid: list[int]
+    x_t: Tensor
+    vectors: Tensor
+    shifts: list | None
+    scales: list | None
+
+
+def shared_at(model: LoadedModel, x: Tensor, t: int, dirs: Sequence[Direction], opts: EditOptions,
+              mask: Tensor | None = None) -> SharedAt:
+    """One inversion of ``x`` (one image with ``mask``) to timestep ``t`` and, with ``mask``, one
+    re-localisation of every direction on it, as :func:`relocalize` does for ``apply --mask``."""
+    grid = sorted(set(ddim.timesteps_to(t, opts.steps)) | {t})
+    x_t = ddim.invert(model.denoiser, model.family.encode(x), t, grid=grid)
+    vectors = torch.stack([d.vector.to(model.device, torch.float32) for d in dirs])
+    if mask is None:
+        return SharedAt(grid, x_t, vectors, None, None)
+    vectors, shifts, scales = relocalize(model, x_t, t, mask, vectors, null_rank=opts.null_rank,
+                                         max_shift=opts.max_shift, seed=opts.seed, union=mask, image=x[0],
+                                         sources=[d.source for d in dirs] if opts.register else None)
+    return SharedAt(grid, x_t, vectors, shifts, scales)
+
+
 def _each_at(model: LoadedModel, x: Tensor, t: int, idx: list[int], dirs: list[Direction],
              strengths: Sequence[float], opts: EditOptions, mask: Tensor | None, batch: int,
              progress) -> Iterator[tuple[int, EditResult]]:
     """The edits of the directions ``idx``, all found at timestep ``t``."""
-    grid = sorted(set(ddim.timesteps_to(t, opts.steps)) | {t})
-    x_t = ddim.invert(model.denoiser, model.family.encode(x), t, grid=grid)
-    vectors = torch.stack([dirs[i].vector.to(model.device, torch.float32) for i in idx])
-    if mask is not None:
-        vectors, shifts, scales = relocalize(model, x_t, t, mask, vectors, null_rank=opts.null_rank,
-                                             max_shift=opts.max_shift, seed=opts.seed, union=mask, image=x[0],
-                                             sources=[dirs[i].source for i in idx] if opts.register else None)
+    grid, x_t, vectors, shifts, scales = shared_at(model, x, t, [dirs[i] for i in idx], opts, mask)
     deltas = torch.stack([p.reshape(v.shape).to(v.dtype)
                           for p, v in zip(scaled(vectors, [strengths[i] for i in idx], False), vectors)])
 

@@ -84,8 +84,6 @@ def states_for(model: LoadedModel, image: Tensor, directions: Sequence[core.Dire
     """The image inverted once per edit time among ``directions``, on the grid a full edit uses
     (:func:`locobank.core.edit_each`), and with ``mask`` the directions re-localised on it against
     one null basis per time, as ``apply --mask`` does (:func:`locobank.core.relocalize`)."""
-    from ..loco import ddim
-
     opts = core.options_for(model, options)
     x = core.as_batch(model, image)
     if x.shape[0] != 1:
@@ -96,14 +94,7 @@ def states_for(model: LoadedModel, image: Tensor, directions: Sequence[core.Dire
     out = []
     for t in times:
         idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
-        grid = sorted(set(ddim.timesteps_to(t, opts.steps)) | {t})
-        x_t = core.invert_on(model, x, grid)
-        vectors = torch.stack([dirs[i].vector.to(model.device, torch.float32) for i in idx])
-        if mask is not None:
-            sources = [dirs[i].source for i in idx] if opts.register else None
-            vectors, _, _ = core.relocalize(model, x_t, t, mask, vectors, null_rank=opts.null_rank,
-                                            max_shift=opts.max_shift, seed=opts.seed, union=mask, image=x[0],
-                                            sources=sources)
+        _, x_t, vectors, _, _ = core.shared_at(model, x, t, [dirs[i] for i in idx], opts, mask)
         unedited = posterior_images(model, x_t, t, torch.zeros_like(x_t))[0]
         out.append(StateAt(t, x_t, unedited, idx, vectors, regions_for(model, [dirs[i] for i in idx], mask)))
         step(1)

@@ -104,16 +104,11 @@ def candidate_pool(catalog, clip, query: str, *, pool: int = 32, model: str | No
     ``model``'s: an id or fingerprint, as ``search`` filters), loaded with their vectors; with
     ``prompt``, the model is conditioned on it (text-to-image models)."""
     from ..apply import DirectionSpec, prepare
-    from ..search import search
+    from ..search import one_model_hits
 
     if pool < 1:
         raise ArgumentError("pool must be at least 1", params=("pool",))
-    hits = search(catalog, clip, query, k=pool, domain=domain, model=model, index_folder=index_folder)
-    if not hits:
-        raise InputError(f"no direction matches {query!r}; has `locobank index build` run?", params=("query",))
-    if any(h.fingerprint != hits[0].fingerprint for h in hits):  # one model loads, and they all apply to it
-        hits = search(catalog, clip, query, k=pool, domain=domain, model=hits[0].fingerprint,
-                      index_folder=index_folder)
+    hits = one_model_hits(catalog, clip, query, k=pool, domain=domain, model=model, index_folder=index_folder)
     condition = None if prompt is None else {"prompt": prompt}
     prep = prepare(catalog, [DirectionSpec(h.id) for h in hits], model_override=model_override, device=device,
                    condition=condition)
@@ -208,12 +203,17 @@ def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], 
     for all; ``masks`` is one mask for every image or one per image."""
     if not images:
         raise InputError("give at least one image to rank the hits for", params=("images",))
-    ms = list(masks or [])
-    if len(ms) not in (0, 1, len(images)):
-        raise InputError(f"mask must be one mask, or one per image: {len(ms)} masks for {len(images)} images",
-                         params=("mask",))
-    per = ms * len(images) if len(ms) == 1 else ms or [None] * len(images)
+    per = masks_per_image(masks, len(images))
     cands = candidate_pool(catalog, clip, query, pool=pool, model=model, domain=domain, index_folder=index_folder,
                            prompt=prompt, model_override=model_override, device=device)
     return [rank_pool(cands, clip, query, im, mask=mk, domain=domain, strength=strength, target=target,
                       resize=resize, options=options, steps=steps, progress=progress) for im, mk in zip(images, per)]
+
+
+def masks_per_image(masks: Sequence | None, n: int) -> list:
+    """Each of ``n`` images' mask: none, one for every image, or one each (anything else is refused)."""
+    ms = list(masks or [])
+    if len(ms) not in (0, 1, n):
+        raise ArgumentError(f"mask must be one for every image, or one per image: {len(ms)} masks for {n} images",
+                            params=("mask",))
+    return ms * n if len(ms) == 1 else ms or [None] * n
