@@ -19,12 +19,22 @@ if TYPE_CHECKING:
 @click.argument("args", nargs=-1, required=False)
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output PNG for one image; a folder for several (one <stem>.png each) or for --sweep strips.")
-@click.option("--query", default=None, help="Apply the top search hit for this text, with its sign (no ids needed).")
+@click.option("--query", default=None,
+              help="Apply the search hit for this text that works on each image: the top --pool text hits are "
+                   "previewed on the image (with --mask, re-localised on it) and ranked by what CLIP sees "
+                   "change towards the text; the top one is applied with its sign at the strength calibrated on "
+                   "the image (--strength: as given). No ids needed.")
 @click.option("--candidates", type=click.IntRange(1, 100), default=1, show_default=True, metavar="N",
-              help="With --query: edit each image with each of the top N hits (of the top hit's model, each "
-                   "with its sign, --mask and all) and keep the edit that CLIP sees furthest towards the text; "
-                   "N edits per image, which share its inversion and, with --mask, its re-projection (1: the top "
-                   "hit). With --sweep, each image's hit is picked so at its own strength, then swept with its sign.")
+              help="With --query: edit each image in full with each of its top N hits (each with its sign and "
+                   "strength, --mask and all) and keep the edit that CLIP sees furthest towards the text; N "
+                   "edits per image, which share its inversion and, with --mask, its re-projection. With "
+                   "--sweep, each image's hit is picked so at its own strength, then swept with its sign.")
+@click.option("--pool", type=click.IntRange(1, 1000), default=32, show_default=True, metavar="N",
+              help="With --query: how many text hits (of the top hit's model) each image's previews rank.")
+@click.option("--blind", is_flag=True,
+              help="With --query: rank by the text alone (the hits' effects on the images they were found on), "
+                   "at each part's default strength, without previews; a prompt's --generate samples always "
+                   "are.")
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP model for --query.")
 @click.option("--domain", default="face", show_default=True, help="Prompt noun for --query.")
 @click.option("--strength", type=Finite(-100, 100), default=None,
@@ -67,7 +77,7 @@ if TYPE_CHECKING:
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @db_option
 @fail_on_library_errors
-def apply(args, out, query, candidates, clip_spec, domain, strength, mask, register, max_shift, spill_passes,
+def apply(args, out, query, candidates, pool, blind, clip_spec, domain, strength, mask, register, max_shift, spill_passes,
           orthogonalize, sweep, seed, steps, resize, batch, prompt, negative_prompt, guidance, generate,
           model_override, device, db_url):
     """Apply ID[:STRENGTH] ... to IMAGE... (files, folders or globs).
@@ -76,7 +86,7 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
     locobank apply 12 face.png --out smile.png
     locobank apply 12:6 40:-4 faces/ --out edited/        # composition, many images
     locobank apply --query "smile" face.png --out smile.png
-    locobank apply --query "blond hair" --candidates 5 faces/ --out blond/   # the best of 5 hits per image
+    locobank apply --query "blond hair" --candidates 5 faces/ --out blond/   # best of each image's top 5
     locobank apply 12 face.png --sweep -8,-4,0,4,8 --out sweep.png
     locobank apply 12 face.png --mask mouth.png --out smile.png   # re-localised
     locobank apply 7 photo.png --prompt "a photo of a man" --out edited.png     # SD: under a caption
@@ -90,7 +100,7 @@ def apply(args, out, query, candidates, clip_spec, domain, strength, mask, regis
 
     specs, words = split_args(args)
     req = ApplyRequest(images=expand_images(words) if words else [], out=out, specs=specs, query=query,
-                       candidates=candidates, clip=clip_spec, domain=domain, strength=strength, masks=list(mask),
+                       candidates=candidates, pool=pool, blind=blind, clip=clip_spec, domain=domain, strength=strength, masks=list(mask),
                        orthogonalize=orthogonalize, sweep=parse_floats(sweep) if sweep is not None else None,
                        resize=resize, batch=batch, model_override=model_override, device=device, seed=seed,
                        steps=steps, max_shift=max_shift, spill_passes=spill_passes, register=register,

@@ -11,7 +11,7 @@ import click
 from locobank.errors import ArgumentError, LocobankError
 
 # The library's errors name Python parameters (``LocobankError.params``); the user typed these.
-FLAGS = {"specs": "ID[:STRENGTH]", "images": "IMAGE files", "query": "--query", "candidates": "--candidates",
+FLAGS = {"specs": "ID[:STRENGTH]", "images": "IMAGE files", "query": "--query", "candidates": "--candidates", "pool": "--pool",
          "mask": "--mask", "masks": "--mask", "sweep": "--sweep", "out": "--out", "prompt": "--prompt",
          "negative_prompt": "--negative-prompt", "guidance": "--guidance", "generate": "--generate"}
 

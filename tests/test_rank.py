@@ -220,3 +220,63 @@ def test_cli_search_image_refuses_a_mask_count_that_fits_no_image(pixel):
     res = CliRunner().invoke(cli, ["search", "smile", "--image", str(pixel["face"]), "--image", str(pixel["face"]),
                                    "--image", str(pixel["face"]), "--mask", m, "--mask", m, "--db", pixel["db"]])
     assert res.exit_code == 2 and "--mask must be one for every image, or one per image: 2 masks for 3 images" in res.output
+
+
+def _ranking(pixel, face: Path, *extra: str) -> list[dict]:
+    res = CliRunner().invoke(cli, ["search", "smile", "--image", str(face), "--json", "--device", "cpu",
+                                   "--steps", "12", "--db", pixel["db"], *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output)[0]["hits"]
+
+
+def test_cli_apply_query_applies_each_images_top_ranked_hit_at_its_strength(pixel, tmp_path):
+    """apply --query ranks the hits on each image as search --image does and applies each image's
+    top one at its calibrated strength: the same file as applying that id at that strength."""
+    run = CliRunner().invoke
+    faces = [pixel["face"], pixel["face"].parent / "face_1010000_copy.png"]
+    Image.open(pixel["face"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(faces[1])
+    common = ["--device", "cpu", "--steps", "12", "--db", pixel["db"]]
+    res = run(cli, ["apply", "--query", "smile", *map(str, faces), "--out", str(tmp_path / "q"), *common])
+    assert res.exit_code == 0, res.output
+    assert "each image's hits ranked by their previews on it" in res.output
+    for face in faces:
+        top = _ranking(pixel, face)[0]
+        assert f"{face.name}: ranked 3 hits by their previews on it: #{top['id']} " in res.output
+        one = run(cli, ["apply", f"{top['id']}:{top['strength']}", str(face), "--out", str(tmp_path / "one.png"),
+                        *common])
+        assert one.exit_code == 0, one.output
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "q" / f"{face.stem}.png")),
+                              np.asarray(Image.open(tmp_path / "one.png")))
+    blind = run(cli, ["apply", "--query", "smile", "--blind", str(faces[0]), "--out", str(tmp_path / "b.png"), *common])
+    assert blind.exit_code == 0 and "query 'smile': direction" in blind.output, blind.output
+    given = run(cli, ["apply", "--query", "smile", "--strength", "2", "--candidates", "2", str(faces[0]),
+                      "--out", str(tmp_path / "g.png"), *common])
+    assert given.exit_code == 0, given.output
+    assert given.output.count("(as given)") == 2 and "kept per image: #" in given.output
+    too_few = run(cli, ["apply", "--query", "smile", "--candidates", "3", "--pool", "2", str(faces[0]),
+                        "--out", str(tmp_path / "x.png"), *common])
+    assert too_few.exit_code == 2 and "make --pool at least as large" in too_few.output, too_few.output
+
+
+def test_toy_aware_evaluation_compares_each_faces_ranked_hit_with_the_blind_one(pixel):
+    """The toy world's image-aware figures: per face, the blind top hit at its part's default
+    strength and the face's own ranked top hit at its calibrated strength, each measured by the
+    probe, its change inside the part mask and its locality."""
+    from locobank.toyworld.data.faces import batch
+    from locobank.toyworld.evaluation.aware import aware_row, spread
+
+    seeds = [1_010_003, 1_010_004]
+    with Catalog.open(pixel["db"]) as cat:
+        row = aware_row(cat, pixel["clip"], pixel["model"], "smile", seeds, index_folder=pixel["index"], steps=12)
+        first = rank_pool(candidate_pool(cat, pixel["clip"], "smile", index_folder=pixel["index"], device="cpu"),
+                          pixel["clip"], "smile", torch.from_numpy(batch(seeds[:1]))[0],
+                          options=core.options_for(pixel["model"], steps=12))[0]
+        blind = candidate_pool(cat, pixel["clip"], "smile", pool=1, index_folder=pixel["index"], device="cpu")
+    assert row.faces == seeds and len(row.aware.gains) == len(row.blind.gains) == 2
+    assert row.aware.hits[0] == first.id and row.aware.strengths[0] == pytest.approx(first.signed_strength, abs=1e-4)
+    assert row.blind.hits == [blind.hits[0].id] * 2
+    assert row.blind.strengths == [pytest.approx(blind.hits[0].sign * blind.defaults[0])] * 2
+    for way in (row.blind, row.aware):
+        assert all(c > 0 for c in way.changes) and all(0 <= x <= 1 for x in way.localities)
+        assert way.moved == sum(g > 0 for g in way.gains)
+    assert spread([row], "aware") >= 0 and set(row.to_dict()) >= {"blind_moved", "aware_moved"}

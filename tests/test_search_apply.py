@@ -214,7 +214,7 @@ def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
     moved = masked.output[masked.output.index("re-localised on the mask: moved"):].splitlines()[0]
     assert moved in msweep.output  # the sweep registers #1 on this face as apply does
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "ms.png")), np.asarray(Image.open(tmp_path / "sw.png")))
-    q = _apply(world, "--query", "smile", "--clip", str(world["clip"]), str(unseen[0]), "--out", str(tmp_path / "q.png"),
+    q = _apply(world, "--blind", "--query", "smile", "--clip", str(world["clip"]), str(unseen[0]), "--out", str(tmp_path / "q.png"),
                "--steps", "3")
     assert q.exit_code == 0 and "query 'smile': direction" in q.output
 
@@ -265,7 +265,7 @@ def test_best_of_keeps_each_images_edit_that_clip_sees_furthest_along_the_text(w
 @pytest.mark.slow
 def test_apply_query_with_candidates_applies_each_images_pick(world, tmp_path):
     unseen = sorted(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
-    res = _apply(world, "--query", "smile", "--candidates", "3", "--clip", str(world["clip"]), str(unseen[0]),
+    res = _apply(world, "--blind", "--query", "smile", "--candidates", "3", "--clip", str(world["clip"]), str(unseen[0]),
                  "--out", str(tmp_path / "p.png"), "--steps", "3")
     assert res.exit_code == 0, res.output
     assert "query 'smile': 3 candidates: #" in res.output and "kept per image: #" in res.output
@@ -278,7 +278,7 @@ def test_apply_query_with_candidates_applies_each_images_pick(world, tmp_path):
                   "--out", str(tmp_path / "same.png"), "--steps", "3")
     assert same.exit_code == 0, same.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "p.png")), np.asarray(Image.open(tmp_path / "same.png")))
-    many = _apply(world, "--query", "smile", "--candidates", "2", "--clip", str(world["clip"]),
+    many = _apply(world, "--blind", "--query", "smile", "--candidates", "2", "--clip", str(world["clip"]),
                   str(world["root"] / "unseen"), "--out", str(tmp_path / "many"), "--steps", "3",
                   "--batch", "1")  # an image's edit is then bit-exact with its own run
     assert many.exit_code == 0, many.output
@@ -286,11 +286,11 @@ def test_apply_query_with_candidates_applies_each_images_pick(world, tmp_path):
     counts = many.output.split("kept per image: ")[1].splitlines()[0]
     assert sum(int(part.split(" on ")[1].split()[0]) for part in counts.split(", ")) == len(unseen)
     for p in unseen:  # each file is that image's own pick
-        one = _apply(world, "--query", "smile", "--candidates", "2", "--clip", str(world["clip"]), str(p),
+        one = _apply(world, "--blind", "--query", "smile", "--candidates", "2", "--clip", str(world["clip"]), str(p),
                      "--out", str(tmp_path / "one.png"), "--steps", "3")
         assert one.exit_code == 0, one.output
         assert np.array_equal(np.asarray(Image.open(tmp_path / "many" / p.name)), np.asarray(Image.open(tmp_path / "one.png")))
-    swept = _apply(world, "--query", "frown", "--candidates", "3", "--clip", str(world["clip"]), str(unseen[0]),
+    swept = _apply(world, "--blind", "--query", "frown", "--candidates", "3", "--clip", str(world["clip"]), str(unseen[0]),
                    "--sweep", "0,4", "--out", str(tmp_path / "qs.png"), "--steps", "3")
     assert swept.exit_code == 0, swept.output
     kept = swept.output.split("kept per image: #")[1].split()
@@ -300,7 +300,7 @@ def test_apply_query_with_candidates_applies_each_images_pick(world, tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "qs.png")), np.asarray(Image.open(tmp_path / "ref.png")))
     signs = set()
     for q in ("frown -> smile", "smile -> frown"):  # the same top hit with opposite signs: one sweeps -v
-        top = _apply(world, "--query", q, "--clip", str(world["clip"]), str(unseen[0]), "--sweep", "0,4",
+        top = _apply(world, "--blind", "--query", q, "--clip", str(world["clip"]), str(unseen[0]), "--sweep", "0,4",
                      "--out", str(tmp_path / "ts.png"), "--steps", "3")
         assert top.exit_code == 0, top.output
         hid, sign = top.output.split("direction ")[1].split()[0], top.output.split("sign ")[1][0]
@@ -312,7 +312,7 @@ def test_apply_query_with_candidates_applies_each_images_pick(world, tmp_path):
     alone = _apply(world, "1", str(unseen[0]), "--candidates", "2", "--out", str(tmp_path / "x.png"))
     assert alone.exit_code == 2 and "--candidates chooses among the hits of --query" in alone.output
     mouth = str(unseen[0]).replace(".png", "_mouth.png")
-    two = _apply(world, "--query", "smile", str(unseen[0]), "--mask", mouth, "--mask", mouth, "--out", str(tmp_path / "x.png"))
+    two = _apply(world, "--blind", "--query", "smile", str(unseen[0]), "--mask", mouth, "--mask", mouth, "--out", str(tmp_path / "x.png"))
     assert two.exit_code == 2 and "give one --mask" in two.output
 
 
@@ -335,9 +335,9 @@ def test_apply_refusals_are_clear(world, tmp_path):
     resized = _apply(world, "1", str(big), "--out", str(tmp_path / "x.png"), "--resize", "--steps", "3")
     assert resized.exit_code == 0, resized.output
     # Bad input is refused before the catalog, CLIP and the model load: no search runs here.
-    folder = _apply(world, "--query", "smile", "--clip", str(tmp_path / "no-clip"), str(img), "--out", str(tmp_path / "x"))
+    folder = _apply(world, "--blind", "--query", "smile", "--clip", str(tmp_path / "no-clip"), str(img), "--out", str(tmp_path / "x"))
     assert folder.exit_code == 2 and "--out must end in .png" in folder.output and "query 'smile'" not in folder.output
-    missing = _apply(world, "--query", "smile", "--clip", str(tmp_path / "no-clip"), str(tmp_path / "nope.png"),
+    missing = _apply(world, "--blind", "--query", "smile", "--clip", str(tmp_path / "no-clip"), str(tmp_path / "nope.png"),
                      "--out", str(tmp_path / "x.png"))
     assert missing.exit_code != 0 and "nope.png" in missing.output and "direction" not in missing.output
 

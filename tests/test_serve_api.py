@@ -56,6 +56,26 @@ def test_search_returns_the_librarys_hits_as_cards(served):
 
 
 @pytest.mark.slow
+def test_search_ranks_its_cards_for_an_uploaded_image(served):
+    """With an image (and its mask), the cards are the library's image-aware ranking: each the
+    hit's preview on that image, unedited then edited, at the strength calibrated there."""
+    from locobank.rank import rank_for_image
+
+    world, srv, client = served
+    gallery = client.predict("smile", "", 3, handle_file(str(world["face"])), handle_file(str(world["mask"])),
+                             api_name="/search_image")
+    expected = rank_for_image(srv.resources.catalog, srv.resources.clip(), "smile", world["face"], mask=world["mask"],
+                              index_folder=world["index"])
+    assert ids_of(gallery) == [h.id for h in expected[:3]] and len(gallery) == 3
+    for item, hit in zip(gallery, expected):
+        assert f"apply at {hit.signed_strength:+.3g}" in item["caption"] and "gain on your image" in item["caption"]
+        w, h = Image.open(item["image"]).size
+        assert w == 2 * h  # unedited, edited
+    with pytest.raises(AppError, match="give your image first"):
+        client.predict("smile", "", 3, None, None, api_name="/search_image")
+
+
+@pytest.mark.slow
 def test_apply_changes_the_masked_part_and_hardly_the_rest(served):
     world, srv, client = served
     top = search(srv.resources.catalog, srv.resources.clip(), "smile", k=1, index_folder=world["index"])[0]

@@ -1,5 +1,6 @@
 """`locobank serve` in a real browser: Playwright driving the system Chromium, headless. Type a
-query and see the cards; upload a toy face and its mask, pick the top hit, apply, see the result.
+query and see the cards; give a toy face and its mask and see them re-ranked for it; use the top
+one in Apply, which starts from its calibrated strength with that face and mask; apply, see the result.
 The page fetches nothing from outside. Saves docs/app.png, the screenshot the README shows."""
 
 from __future__ import annotations
@@ -44,17 +45,23 @@ def test_search_then_apply_in_the_browser(served, tmp_path):
         assert cards.count() >= 2
         captions = page.locator("#hits").inner_text()
         assert "mask mouth" in captions and "match" in captions
-        top = int(captions.split("#", 1)[1].split()[0])
-
-        page.get_by_role("tab", name="Apply").click()
-        page.locator("#image-upload input[type=file]").set_input_files(str(world["face"]))
-        page.locator("#mask-upload input[type=file]").set_input_files(str(world["mask"]))
-        box = page.locator("#direction-1 input")
-        box.fill(str(top))
-        box.press("Enter")
+        page.locator("#search-image input[type=file]").set_input_files(str(world["face"]))
+        page.locator("#search-mask input[type=file]").set_input_files(str(world["mask"]))
+        page.locator("#rank-button").click()
+        page.locator("#hits").get_by_text("gain on your image").first.wait_for(timeout=120_000)
+        ranked = page.locator("#hits").inner_text()
+        top = int(ranked.split("#", 1)[1].split()[0])
+        calibrated = float(ranked.split("apply at ", 1)[1].split()[0])
+        page.locator("#hits img").first.click()
+        page.wait_for_function("v => document.querySelector('#direction-id input').value == v", arg=str(top),
+                               timeout=30_000)  # the card's id and strength are taken before they are used
+        page.get_by_role("button", name="Use it in Apply").click()
+        page.locator("#direction-1 input").wait_for()
         strength = page.locator("#strength-1 input[type=number]")
-        strength.fill("8")
-        strength.press("Enter")
+        page.wait_for_function("v => Math.abs(parseFloat(document.querySelector('#strength-1 input[type=number]')"
+                               ".value) - v) < 1e-4", arg=calibrated, timeout=30_000)
+        assert abs(float(strength.input_value()) - calibrated) < 1e-4  # Apply starts from the ranked strength
+        assert page.locator("#direction-1 input").input_value().lstrip("#").startswith(str(top))
         page.locator("#apply-button").click()
         page.locator("#apply-status").get_by_text("applied").wait_for(timeout=180_000)
         assert page.locator("#result img").count() == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from click.testing import CliRunner
 
 from locobank_cli.main import cli
@@ -76,8 +77,13 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
         assert applied["masked"] == applied["lacking"] == 2, applied
         shown = [int(Path(e).stem.rsplit("_", 1)[1]) for e in entry["edits"]]
         assert all(lacks(q, s) for s in shown), (q, shown)
+        for e in entry["edits"]:  # before | image-blind | image-aware
+            w, h = Image.open(out / e).size
+            assert w == 3 * h, (e, w, h)
+        assert len(applied["aware"]) == 2 and all(a["strength"] != 0 for a in applied["aware"]), applied
     html = res.report.read_text()
     assert html.count("that lack it, each with its own") == len(summary["queries"])
+    assert html.count("Before | image-blind | image-aware") == len(summary["queries"]) + len(summary["latent"]["queries"])
     assert all(q in html for q in summary["queries"])
     # The folder is a locobank home, as the demo tells its user: the CLI searches it as is.
     q = next(iter(summary["queries"]))

@@ -61,6 +61,7 @@ class Resources:
     index_folder: Path | None = None  # None: the default under LOCOBANK_HOME
     settled: LRU = field(default_factory=lambda: LRU(4, size=lambda s: s.nbytes()))
     cards: LRU = field(default_factory=lambda: LRU(2048))  # (direction id, sign) -> (strip PNG, locality)
+    pools: LRU = field(default_factory=lambda: LRU(8))  # (query, model, pool) -> a loaded rank.Pool
     _clip: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -83,16 +83,19 @@ def build_app(res: Resources) -> gr.Blocks:
             with gr.Tab("Browse", id="browse"):
                 fill, shown = tab_browse.build(res)
         blocks.load(fill, [], shown, api_name=False)
-        search.use.click(_use, [search.chosen, search.strength], [apply.first, apply.first_strength, tabs],
-                         api_name=False)
+        search.use.click(_use, [search.chosen, search.strength, search.image, search.mask],
+                         [apply.first, apply.first_strength, apply.upload, apply.mask_upload, tabs], api_name=False)
     return blocks
 
 
-def _use(direction_id, strength):  # noqa: ANN001, ANN202 - gradio handler
-    """Put the selected hit in Apply's first slot, at the strength that does the searched edit."""
+def _use(direction_id, strength, image, mask):  # noqa: ANN001, ANN202 - gradio handler
+    """Put the selected hit in Apply's first slot, at the strength that does the searched edit (the
+    one calibrated on the image the cards were ranked for), with that image and mask."""
     if direction_id is None:
         raise gr.Error("select a card first")
-    return str(int(direction_id)), 4.0 if strength is None else float(strength), gr.Tabs(selected="apply")
+    keep = gr.update()
+    return (str(int(direction_id)), 4.0 if strength is None else float(strength), image or keep, mask or keep,
+            gr.Tabs(selected="apply"))
 
 
 def start(opts: ServeOptions, *, block: bool = False) -> Server:

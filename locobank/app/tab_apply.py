@@ -32,6 +32,8 @@ class ApplyTab:
 
     first: gr.Dropdown
     first_strength: gr.Slider
+    upload: gr.File
+    mask_upload: gr.File
 
 
 def direction_choices(res: Resources, limit: int = 500) -> list[tuple[str, str]]:
@@ -73,7 +75,7 @@ def build(res: Resources) -> ApplyTab:
         with gr.Row():
             slots.append(gr.Dropdown(choices, value=None, allow_custom_value=True, label=f"Direction {i + 1}",
                                      scale=3, elem_id=f"direction-{i + 1}"))
-            slots.append(gr.Slider(-MAX_STRENGTH / 4, MAX_STRENGTH / 4, value=4.0, step=0.5, label="Strength", scale=2,
+            slots.append(gr.Slider(-MAX_STRENGTH / 4, MAX_STRENGTH / 4, value=4.0, step=0.01, label="Strength", scale=2,
                                    elem_id=f"strength-{i + 1}"))
     with gr.Row():
         ortho = gr.Checkbox(label="Orthogonalise the directions", value=False)
@@ -95,7 +97,7 @@ def build(res: Resources) -> ApplyTab:
             n = gr.Slider(1, 10, value=3, step=1, label="Candidates")
             go_best = gr.Button("Best of N")
     _wire(res, locals())
-    return ApplyTab(slots[0], slots[1])
+    return ApplyTab(slots[0], slots[1], upload, mask_upload)
 
 
 def parse_strengths(text: str) -> list[float]:

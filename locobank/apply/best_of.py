@@ -22,6 +22,7 @@ class Candidate:
 
     hit: object  # locobank.search.Hit
     prep: Prepared
+    ranked: object | None = None  # locobank.rank.ImageHit: how it previewed on its image, when ranked there
 
 
 def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "face",

@@ -31,6 +31,8 @@ class ApplyRequest:
     specs: list[DirectionSpec] = field(default_factory=list)
     query: str | None = None
     candidates: int = 1
+    pool: int = 32  # query on image files: the text hits each image's previews rank
+    blind: bool = False  # query: the text ranking alone, at the parts' default strengths (no previews)
     clip: str = "toy"
     domain: str = "face"
     strength: float | None = None
@@ -63,6 +65,8 @@ class ApplyRequest:
         if self.candidates > 1 and not self.query:
             raise ArgumentError("candidates chooses among the hits of query; give query too",
                                 params=("candidates", "query"))
+        if self.pool < 1:
+            raise ArgumentError(f"pool must be at least 1, got {self.pool}", params=("pool",))
         if self.query and len(self.masks) > 1:
             raise ArgumentError(f"query applies one direction: give one mask, not {len(self.masks)}",
                                 params=("query", "mask"))
@@ -96,6 +100,11 @@ class ApplyRequest:
         elif not self.images:
             raise ArgumentError("nothing to edit: give images (or generate seeds with a prompt)",
                                 params=("images", "generate"))
+
+    def ranks_per_image(self) -> bool:
+        """Whether a query's hits are ranked on each image by their previews (image files, not
+        ``blind``); a prompt's samples (``generate``) use the text ranking."""
+        return bool(self.query) and not self.blind and not self.generate
 
     def sources(self) -> list["Path | int"]:
         """What is edited: the image files, or the seeds to generate from."""

@@ -11,12 +11,17 @@ from ..progress import Progress, stage
 from .best_of import Candidate, apply_best_of, query_candidates
 from .edits import apply_to_images
 from .prepare import Prepared, prepare
+from .ranked import one_image, ranked_candidates, ranked_note
 from .request import ApplyOutcome, ApplyRequest
 from .settle import sweep
 
 
 def run_apply(catalog, req: ApplyRequest, progress: Progress | None = None) -> ApplyOutcome:
-    """Apply what ``req`` asks to its images and write the results under ``req.out``."""
+    """Apply what ``req`` asks to its images and write the results under ``req.out``. A query on
+    image files ranks its hits on each image by their previews there (:mod:`.ranked`); ``blind``,
+    or a prompt's samples, take the text ranking."""
+    if req.ranks_per_image():
+        return _run_ranked(catalog, req, progress)
     notes: list[str] = []
     cands: list[Candidate] | None = None
     clip = text = None
@@ -42,6 +47,29 @@ def run_apply(catalog, req: ApplyRequest, progress: Progress | None = None) -> A
     written, kept, shifts = run(req, pool, cands, clip, text, progress, notes)
     if req.masks:
         notes += relocalised_notes(kept, req.register, req.spill_passes, shifts[0] if shifts and not many else None)
+    return ApplyOutcome(written, notes)
+
+
+def _run_ranked(catalog, req: ApplyRequest, progress: Progress | None) -> ApplyOutcome:
+    """Each image edited by its own top hit (or best of its top N), at its calibrated strength."""
+    from ..clip import load_clip
+    from ..search import text_direction
+
+    clip = load_clip(req.clip, device=req.device)
+    pooled, per_image = ranked_candidates(catalog, clip, req, progress)
+    text = text_direction(clip, req.query, req.domain) if req.candidates > 1 else None
+    notes = [f"query {req.query!r}: each image's hits ranked by their previews on it"]
+    notes += condition_notes(req, per_image[0][0].prep.model)
+    if len(req.images) > 1:
+        req.out.mkdir(parents=True, exist_ok=True)
+    run = _run_sweep if req.sweep is not None else _run_edit
+    written = []
+    for i, cands in enumerate(per_image):
+        notes.append(ranked_note(req.images[i], cands, pooled))
+        files, prep, shifts = run(one_image(req, i), [c.prep for c in cands], cands, clip, text, progress, notes)
+        written += files
+        if req.masks:
+            notes += relocalised_notes(prep, req.register, req.spill_passes, shifts[0] if shifts else None)
     return ApplyOutcome(written, notes)
 
 

@@ -16,7 +16,7 @@ from .compose import options_for, walk
 from .direction import Direction, EditResult, check_direction, scaled
 from .spill import with_spill_passes
 from .states import as_batch
-from .transfer import relocalize
+from .transfer import REPROJECT_TOL, relocalize
 
 
 def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction], strengths: Sequence[float], *,
@@ -66,9 +66,10 @@ class SharedAt(NamedTuple):
 
 
 def shared_at(model: LoadedModel, x: Tensor, t: int, dirs: Sequence[Direction], opts: EditOptions,
-              mask: Tensor | None = None) -> SharedAt:
+              mask: Tensor | None = None, tol: float = REPROJECT_TOL) -> SharedAt:
     """One inversion of ``x`` (one image with ``mask``) to timestep ``t`` and, with ``mask``, one
-    re-localisation of every direction on it, as :func:`relocalize` does for ``apply --mask``."""
+    re-localisation of every direction on it, as :func:`relocalize` does for ``apply --mask``
+    (its re-projection settled to ``tol``)."""
     grid = sorted(set(ddim.timesteps_to(t, opts.steps)) | {t})
     x_t = ddim.invert(model.denoiser, model.family.encode(x), t, grid=grid)
     vectors = torch.stack([d.vector.to(model.device, torch.float32) for d in dirs])
@@ -76,7 +77,7 @@ def shared_at(model: LoadedModel, x: Tensor, t: int, dirs: Sequence[Direction], 
         return SharedAt(grid, x_t, vectors, None, None)
     vectors, shifts, scales = relocalize(model, x_t, t, mask, vectors, null_rank=opts.null_rank,
                                          max_shift=opts.max_shift, seed=opts.seed, union=mask, image=x[0],
-                                         sources=[d.source for d in dirs] if opts.register else None)
+                                         sources=[d.source for d in dirs] if opts.register else None, tol=tol)
     return SharedAt(grid, x_t, vectors, shifts, scales)
 
 

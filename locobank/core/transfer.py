@@ -132,7 +132,8 @@ def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vec
 def relocalize(model: LoadedModel, x_t: Tensor, t: float | int, masks: Tensor | Sequence[Tensor], vectors: Tensor, *,
                null_rank: int | None = None, max_shift: int | None = None, seed: int = 0,
                union: Tensor | None = None, sources: Sequence[reg.PartPrint | None] | None = None,
-               image: Tensor | None = None) -> tuple[Tensor, list[tuple[float, float]], list[tuple[float, float]]]:
+               image: Tensor | None = None,
+               tol: float = REPROJECT_TOL) -> tuple[Tensor, list[tuple[float, float]], list[tuple[float, float]]]:
     """A transferred edit made local on *this* image: ``vectors`` each registered from its source
     part onto its mask (:func:`register`, for those with a source in ``sources``; ``image`` is
     this image, clean, for the profile fit), shifted further onto the mask where ``max_shift``
@@ -147,4 +148,4 @@ def relocalize(model: LoadedModel, x_t: Tensor, t: float | int, masks: Tensor | 
     aligned, more = align(model, vectors, ms, max_shift=max_shift)
     shifts = [(a + c, b + d) for (a, b), (c, d) in zip(shifts, more)]
     outside_of = torch.stack(ms).any(0) if union is None else union
-    return reproject(model, x_t, t, outside_of, aligned, null_rank=null_rank, seed=seed), shifts, scales
+    return reproject(model, x_t, t, outside_of, aligned, null_rank=null_rank, seed=seed, tol=tol), shifts, scales

@@ -37,6 +37,10 @@ CHANGE_TARGET = 0.15
 # model, whose edits are faint, a cap of 2 left half the directions short of the target (coefficient
 # of variation of the calibrated change 0.80 against 0.94 at the default); 3 leaves 15 of 54 (0.37).
 STRENGTH_CAP = 3.0
+# With a mask, the previews' candidates are re-localised as ``apply --mask`` does, but their
+# re-projection is settled only to this tolerance (``apply`` settles it to REPROJECT_TOL, 1e-2):
+# the preview only has to rank them.
+PREVIEW_TOL = 1e-2
 # The calibration is checked once at the strength it predicts; when the measured change is off by
 # more than this (relative), the strength is corrected once more from that measurement.
 CALIBRATION_TOL = 0.1
@@ -94,7 +98,7 @@ def states_for(model: LoadedModel, image: Tensor, directions: Sequence[core.Dire
     out = []
     for t in times:
         idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
-        _, x_t, vectors, _, _ = core.shared_at(model, x, t, [dirs[i] for i in idx], opts, mask)
+        _, x_t, vectors, _, _ = core.shared_at(model, x, t, [dirs[i] for i in idx], opts, mask, tol=PREVIEW_TOL)
         unedited = posterior_images(model, x_t, t, torch.zeros_like(x_t))[0]
         out.append(StateAt(t, x_t, unedited, idx, vectors, regions_for(model, [dirs[i] for i in idx], mask)))
         step(1)
@@ -143,9 +147,10 @@ def preview_state(model: LoadedModel, state: StateAt, signs: Tensor, defaults: T
     else at their calibrated strengths (measured at ``defaults``, scaled to ``target``, checked
     once and corrected once where the check is off by over :data:`CALIBRATION_TOL`)."""
     if strength is not None:
-        lam = torch.full_like(defaults, float(strength))
+        lam = torch.full(defaults.shape, float(strength), dtype=torch.float64)
         images, changes = preview_at(model, state, signs * lam, batch)
         return [Previewed(float(s), float(c), False, p, state.unedited) for s, c, p in zip(lam, changes, images)]
+    defaults = defaults.double()
     _, first = preview_at(model, state, signs * defaults, batch)
     lam = rounded(calibrated_strengths(defaults, first, target))
     images, changes = preview_at(model, state, signs * lam, batch)
@@ -161,7 +166,7 @@ def preview_state(model: LoadedModel, state: StateAt, signs: Tensor, defaults: T
 def rounded(strengths: Tensor) -> Tensor:
     """Strengths to 3 significant digits: what a user types back (``apply ID:STRENGTH``) previews
     the same edit."""
-    return torch.tensor([float(f"{v:.3g}") for v in strengths.tolist()], dtype=strengths.dtype)
+    return torch.tensor([float(f"{v:.3g}") for v in strengths.tolist()], dtype=torch.float64)
 
 
 def corrected(lam0: Tensor, c0: Tensor, lam1: Tensor, c1: Tensor, target: float) -> Tensor:

@@ -55,6 +55,7 @@ class ImageHit:
     calibrated: bool  # the strength was calibrated (not given)
     preview: Tensor = field(repr=False)  # (C, H, W) in [-1, 1]
     unedited: Tensor = field(repr=False)  # (C, H, W): the unedited state's posterior mean
+    direction: core.Direction | None = field(default=None, repr=False)  # the hit's vector, loaded
 
     @property
     def id(self) -> int:
@@ -99,17 +100,19 @@ class Pool:
 
 def candidate_pool(catalog, clip, query: str, *, pool: int = 32, model: str | None = None, domain: str = "face",
                    index_folder: Path | None = None, prompt: str | None = None, model_override: str | None = None,
-                   device: str | None = None) -> Pool:
+                   device: str | None = None, condition: dict | None = None) -> Pool:
     """The top ``pool`` text-search hits for ``query``, all of one model (the top hit's, or
     ``model``'s: an id or fingerprint, as ``search`` filters), loaded with their vectors; with
-    ``prompt``, the model is conditioned on it (text-to-image models)."""
+    ``prompt`` (or a whole ``condition``: prompt, negative_prompt, guidance), the model is
+    conditioned on it (text-to-image models)."""
     from ..apply import DirectionSpec, prepare
     from ..search import one_model_hits
 
     if pool < 1:
         raise ArgumentError("pool must be at least 1", params=("pool",))
     hits = one_model_hits(catalog, clip, query, k=pool, domain=domain, model=model, index_folder=index_folder)
-    condition = None if prompt is None else {"prompt": prompt}
+    if condition is None and prompt is not None:
+        condition = {"prompt": prompt}
     prep = prepare(catalog, [DirectionSpec(h.id) for h in hits], model_override=model_override, device=device,
                    condition=condition)
     return Pool(prep.model, hits, prep.directions, [abs(s) for s in prep.strengths])
@@ -166,8 +169,8 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
     step = stage(progress, "score", len(previews))
     scores = score_previews(clip, text_direction(clip, query, domain), previews, mk)
     step(len(previews))
-    ranked = [ImageHit(h, g, loc, lost, sc, p.strength, p.change, p.calibrated, p.preview.cpu(), p.unedited.cpu())
-              for h, p, (g, loc, lost, sc) in zip(pool.hits, previews, scores)]
+    ranked = [ImageHit(h, g, loc, lost, sc, p.strength, p.change, p.calibrated, p.preview.cpu(), p.unedited.cpu(), d)
+              for h, d, p, (g, loc, lost, sc) in zip(pool.hits, pool.directions, previews, scores)]
     order = sorted(range(len(ranked)), key=lambda i: (-ranked[i].score, i))
     return [ranked[i] for i in order]
 

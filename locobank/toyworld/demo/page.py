@@ -1,5 +1,5 @@
 """What a demo run leaves for people and scripts: ``report.html`` (each query, its hits and the
-before | after pairs of its top hit on unseen faces, the pixel half then the latent half) and
+before | image-blind | image-aware edits of unseen faces, the pixel half then the latent half) and
 ``summary.json``."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ...views import format_number
 from .latent import LatentHalf
+from .queries import POOL
 
 if TYPE_CHECKING:
     from ...harvest import HarvestParams
@@ -63,11 +64,20 @@ def write_report(res: DemoResult, model_id: str, params: HarvestParams) -> None:
             whose = "each with its own" if masked == n else f"{masked} of them with their own"
             how = f", {whose} {e(str(a['mask']))} mask (<code>locobank apply --mask</code>)" if masked else ""
             which = " that lack it" if k == n else f" ({k} of them lack it)" if k else ""
-            parts.append(f"<p>Top hit #{a['id']} applied at strength {a['strength']:g} to {n} unseen faces{which}{how} "
-                         f"(before | after):<br>" + "".join(f"<img src='{e(x)}'>" for x in entry["edits"]) + "</p>")
+            parts.append(f"<p>Image-blind: the top hit #{a['id']} applied at strength {a['strength']:g} to {n} unseen "
+                         f"faces{which}{how}. Image-aware: each face's own top hit among the top {POOL}, ranked by "
+                         f"its preview on that face (<code>apply --query</code>), at its calibrated strength "
+                         f"({aware_list(a)}). Before | image-blind | image-aware:<br>"
+                         + "".join(f"<img src='{e(x)}'>" for x in entry["edits"]) + "</p>")
     if res.latent is not None:
         parts += latent_section(res.latent)
     res.report.write_text("\n".join(parts))
+
+
+def aware_list(applied: dict) -> str:
+    """Each face's image-aware hit: id, strength and the gain its preview predicted."""
+    return "; ".join(f"#{x['id']} at {x['strength']:+.3g}, predicted gain {x['gain']:+.2f}"
+                     for x in applied.get("aware", [])) or "none"
 
 
 def latent_section(half: LatentHalf) -> list[str]:
@@ -104,7 +114,8 @@ def latent_section(half: LatentHalf) -> list[str]:
             parts.append(f"<p>Top latent hit #{a['id']}{how} applied at strength {a['strength']:g} to "
                          f"{len(entry['edits'])} unseen faces, each inverted and sampled under its own caption without "
                          f"the query's words (a caption that names what an edit changes undoes it) and "
-                         f"re-localised on its own {e(a['mask'])} mask (before | after):<br>"
+                         f"re-localised on its own {e(a['mask'])} mask, beside each face's own image-aware top hit "
+                         f"among the top {POOL} latent hits ({aware_list(a)}). Before | image-blind | image-aware:<br>"
                          + "".join(f"<img src='{e(x)}'>" for x in entry["edits"]) + "</p>")
     return parts
 

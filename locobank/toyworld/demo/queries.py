@@ -19,6 +19,7 @@ from ..data.faces import sample_attributes
 from ..data.probes import has_probe, targets_for
 
 REACH = 50  # how many unseen faces per face shown are searched for ones that lack the attribute
+POOL = 32  # the text hits each face's previews rank (image-aware search, `search --image`)
 Progress = Callable[[int], None]
 
 
@@ -47,13 +48,15 @@ class QueryRun:
 
 @dataclass
 class Shown:
-    """A query's ranked hits and, when there is one, its top hit applied to unseen faces: the
-    before | after pictures, the signed strength, how many faces had their own part mask, and the
-    caption each face was edited under (captioned faces only)."""
+    """A query's ranked hits and, when there is one, its top hit applied to unseen faces beside each
+    face's own image-aware top hit: the before | blind | aware pictures, the blind hit's signed
+    strength, each face's aware hit (id, strength, predicted gain), how many faces had their own
+    part mask, and the caption each face was edited under (captioned faces only)."""
 
     ranked: list
     top: Any = None
     edits: list[str] = field(default_factory=list)
+    aware: list[dict] = field(default_factory=list)
     strength: float = 0.0
     masked: int = 0
     prompts: list[str] = field(default_factory=list)
@@ -75,43 +78,57 @@ def search_and_show(run: QueryRun, q: str, seeds: list[int], *, fingerprint: str
         cb(len(seeds))
         return shown
     shown.top = top[0]
-    _apply_top(run, shown, seeds, name, steps, cb, caption_for)
+    _apply_top(run, shown, q, seeds, fingerprint, name, steps, cb, caption_for)
     return shown
 
 
-def _apply_top(run: QueryRun, shown: Shown, seeds: list[int], name: str, steps: int | None, cb: Progress,
-               caption_for: Callable[[int], str] | None) -> None:
-    """The top hit, loaded once, applied to each unseen face with its own part mask (as
-    ``apply --mask``), under the face's caption where ``caption_for`` gives one."""
-    from ...apply import DirectionSpec, Prepared, apply_to_images, prepare
-    from ...models import under
+def _apply_top(run: QueryRun, shown: Shown, q: str, seeds: list[int], fingerprint: str, name: str, steps: int | None,
+               cb: Progress, caption_for: Callable[[int], str] | None) -> None:
+    """On each unseen face, with its own part mask (as ``apply --mask``) and under its caption where
+    ``caption_for`` gives one: the blind top hit at its part's default strength, and the face's own
+    image-aware top hit of the top :data:`POOL` (``apply --query``) at its calibrated strength;
+    the two edits share the face's inversion and re-localisation."""
+    from dataclasses import replace
 
-    top, unseen = shown.top, run.out / "unseen"
-    found = prepare(run.cat, [DirectionSpec(top.id)], device=run.device)  # loaded once, then bound to each caption
-    found.strengths[0] *= top.sign
-    shown.strength = found.strengths[0]
+    from ... import core
+    from ...images import load_image, load_mask
+    from ...models import under
+    from ...rank import candidate_pool, rank_pool
+
+    unseen = run.out / "unseen"
+    cands = candidate_pool(run.cat, run.clip, q, pool=POOL, model=fingerprint, index_folder=run.index_dir,
+                           device=run.device)  # loaded once, then bound to each caption
+    assert cands.hits[0].id == shown.top.id, "the pool's first hit is the text ranking's top"
+    shown.strength = cands.hits[0].sign * cands.defaults[0]
     for s in seeds:
         p = unseen / f"face_{s:07d}.png"
         condition = None
         if caption_for is not None:
             shown.prompts.append(caption_for(s))
             condition = {"prompt": shown.prompts[-1]}
-        prep = Prepared(under(found.model, condition), found.directions, found.strengths)
-        mask = unseen / f"{p.stem}_{top.mask_label}.png"
-        options = prep.model.settings.edit_options(steps=steps)  # None: the model's
-        (after,) = apply_to_images(prep, [p], options=options, mask=mask if mask.exists() else None, progress=cb)
-        shown.masked += mask.exists()
-        shown.edits.append(_save_pair(p, after, prep.model.resolution, run.out, f"edits/{name}_{p.stem}.png"))
+        m = under(cands.model, condition)
+        mask_file = unseen / f"{p.stem}_{shown.top.mask_label}.png"
+        mask = load_mask(mask_file, m.resolution) if mask_file.exists() else None
+        x = load_image(p, m.resolution, channels=m.channels)
+        options = m.settings.edit_options(steps=steps)  # None: the model's
+        top = rank_pool(replace(cands, model=m), run.clip, q, x, mask=mask, options=options)[0]
+        edits = dict(core.edit_each(m, x, [cands.directions[0], top.direction], [shown.strength, top.signed_strength],
+                                    options=options, mask=mask))
+        cb(1)
+        shown.masked += mask is not None
+        shown.aware.append({"id": top.id, "strength": top.signed_strength, "gain": round(top.gain, 4)})
+        shown.edits.append(_save_row(p, [edits[0].images[0], edits[1].images[0]], m.resolution, run.out,
+                                     f"edits/{name}_{p.stem}.png"))
 
 
-def _save_pair(before: Path, after, resolution: int, out: Path, name: str) -> str:
-    """The face before | after, enlarged four times (nearest), saved as ``out / name``; returns ``name``."""
+def _save_row(before: Path, after: list, resolution: int, out: Path, name: str) -> str:
+    """The face before | each edit, enlarged four times (nearest), saved as ``out / name``; returns ``name``."""
     from PIL import Image
 
     from ...images import load_image, to_uint8
 
-    pair = np.concatenate([to_uint8(load_image(before, resolution)), to_uint8(after)], 1)
-    Image.fromarray(pair).resize((pair.shape[1] * 4, pair.shape[0] * 4), Image.NEAREST).save(out / name)
+    row = np.concatenate([to_uint8(load_image(before, resolution))] + [to_uint8(a) for a in after], 1)
+    Image.fromarray(row).resize((row.shape[1] * 4, row.shape[0] * 4), Image.NEAREST).save(out / name)
     return name
 
 
@@ -129,7 +146,7 @@ def pixel_query(run: QueryRun, q: str, chosen: tuple[list[int], int], fingerprin
     entry["sheet"] = f"sheets/{search_sheet(run.cat, q, shown.ranked, run.out / 'sheets', clip_id=run.clip.clip_id).name}"
     top = shown.top
     entry["applied"] = {"id": top.id, "strength": shown.strength, "mask": top.mask_label, "masked": shown.masked,
-                        "lacking": lacking}
+                        "lacking": lacking, "aware": shown.aware}
     return entry
 
 
@@ -147,5 +164,5 @@ def latent_query(run: QueryRun, q: str, seeds: list[int], fingerprint: str, step
         entry["prompts"] = shown.prompts
     top = shown.top
     entry["applied"] = {"id": top.id, "strength": shown.strength, "mask": top.mask_label,
-                        "edit_prompt": (top.condition or {}).get("edit_prompt")}
+                        "edit_prompt": (top.condition or {}).get("edit_prompt"), "aware": shown.aware}
     return entry

@@ -1,0 +1,58 @@
+"""``apply --query`` on image files, image-aware: each image's hits ranked by their previews on that
+image (:mod:`locobank.rank`), each at the strength calibrated there, and the top one applied (or,
+with ``candidates`` N, the top N edited in full and the one CLIP sees furthest towards the text
+kept)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import ArgumentError
+from ..progress import Progress
+from .best_of import Candidate
+from .prepare import Prepared
+from .request import ApplyRequest
+
+
+def ranked_candidates(catalog, clip, req: ApplyRequest,
+                      progress: Progress | None = None) -> tuple[int, list[list[Candidate]]]:
+    """For each of ``req``'s images, its top ``req.candidates`` hits for ``req.query`` as ranked by
+    their previews on it, each prepared at its strength along its sign: the calibrated one, or
+    ``req.strength`` as given (a negative one reverses the hit). The pool is the top ``req.pool``
+    text hits of one model, loaded once for all images. Returns (the pool's size, the candidates)."""
+    from ..rank import candidate_pool, masks_per_image, rank_pool
+
+    if req.pool < req.candidates:
+        raise ArgumentError(f"candidates ({req.candidates}) are taken from the ranked pool: make pool at least as "
+                            f"large (it is {req.pool})", params=("candidates", "pool"))
+    pool = candidate_pool(catalog, clip, req.query, pool=req.pool, domain=req.domain, condition=req.condition(),
+                          model_override=req.model_override, device=req.device)
+    options = req.edit_options(pool.model)
+    size = None if req.strength is None else abs(req.strength)
+    flip = -1.0 if req.strength is not None and req.strength < 0 else 1.0
+    out = []
+    for image, mask in zip(req.images, masks_per_image(req.masks, len(req.images))):
+        ranked = rank_pool(pool, clip, req.query, image, mask=mask, domain=req.domain, strength=size,
+                           resize=req.resize, options=options, batch=req.batch, progress=progress)
+        out.append([Candidate(h.hit, Prepared(pool.model, [h.direction], [flip * h.signed_strength]), h)
+                    for h in ranked[: req.candidates]])
+    return len(pool.hits), out
+
+
+def one_image(req: ApplyRequest, index: int) -> ApplyRequest:
+    """``req`` narrowed to its ``index``-th image, written where the whole request would write it."""
+    image = req.images[index]
+    if len(req.images) == 1:
+        return req
+    name = f"{image.stem}_sweep.png" if req.sweep is not None else f"{image.stem}.png"
+    return replace(req, images=[image], out=Path(req.out) / name)
+
+
+def ranked_note(image: Path, cands: list[Candidate], pooled: int) -> str:
+    """What the ranking chose for one image: the top hit (or the top N), its strength and
+    predicted gain."""
+    shown = ", ".join(f"#{c.hit.id} ({'+' if c.hit.sign > 0 else '-'}v) at {c.prep.strengths[0]:+.3g}"
+                      f"{'' if c.ranked.calibrated else ' (as given)'}, predicted gain {c.ranked.gain:+.2f}"
+                      for c in cands)
+    return f"{image.name}: ranked {pooled} hits by their previews on it: {shown}"
