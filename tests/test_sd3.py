@@ -1,0 +1,139 @@
+"""The SD3 family on a tiny random StableDiffusion3Pipeline built from configs: the flow seen as a
+DDIM denoiser against diffusers' own pipeline, and LOCO's directions against dense oracles of the
+guided, decoded posterior-mean predictor x0_hat = x - s v, written here from the pipeline's parts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from locobank import core
+from locobank.loco import ddim
+from locobank.loco.jacobian import max_principal_angle
+from locobank.models import conditioned, load_model
+
+from tiny_flow import save_tiny_sd3
+
+T = 700
+
+
+@pytest.fixture(scope="module")
+def sd3(tmp_path_factory):
+    return load_model(save_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3") / "sd3"))
+
+
+def _mask():
+    m = torch.zeros(16, 16, dtype=torch.bool)
+    m[4:10, 3:12] = True
+    return m
+
+
+def oracle_pmp(model, t: int):
+    """x0_hat(z) = decode(x - s v(x, s)) with x = r z, from the pipeline's own encode_prompt,
+    transformer and VAE: classifier-free guidance in two passes, as StableDiffusion3Pipeline does."""
+    pipe, cond = model.family.parts.pipe, model.family.cond
+    pos, neg, pooled, neg_pooled = pipe.encode_prompt(cond.prompt, None, None, do_classifier_free_guidance=True,
+                                                      negative_prompt=cond.negative_prompt, device="cpu")
+    s = float(pipe.scheduler.config.shift * ((t + 1) / 1000) / (1 + (pipe.scheduler.config.shift - 1) * (t + 1) / 1000))
+    r = ((1 - s) ** 2 + s**2) ** 0.5
+    vae = pipe.vae
+
+    def fn(z):
+        x = (z * r)[None]
+        ts = torch.tensor([s * 1000] * 2, dtype=torch.float32)
+        both = pipe.transformer(hidden_states=torch.cat([x, x]), timestep=ts, encoder_hidden_states=torch.cat([neg, pos]),
+                                pooled_projections=torch.cat([neg_pooled, pooled]), return_dict=False)[0]
+        u, c = both.chunk(2)
+        x0 = x - s * (u + cond.guidance * (c - u))
+        return vae.decode(x0 / vae.config.scaling_factor + vae.config.shift_factor).sample[0]
+
+    return fn
+
+
+def _dense(fn, z):
+    J = torch.autograd.functional.jacobian(lambda v: fn(v.reshape(z.shape)).reshape(-1), z.reshape(-1))
+    return J.double()
+
+
+def _state(model, seed=0):
+    return torch.randn(model.family.state_shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_an_sd3_folder_loads_as_the_sd3_family(sd3):
+    assert sd3.kind == "sd3" and sd3.family.state_shape == (4, 8, 8) and sd3.family.image_shape == (3, 16, 16)
+    assert sd3.settings.guidance == 7.0 and sd3.family.cond.guidance == 7.0  # the pipeline's default
+    assert conditioned(sd3, "a face", guidance=3.0).fingerprint == sd3.fingerprint
+    s = sd3.family.parts.sigmas
+    assert s[-1] == 1 and bool((s[1:] > s[:-1]).all())  # shifted, increasing, pure noise at T
+
+
+def test_ddim_on_the_vp_view_is_the_pipelines_flow_euler_sampler(sd3):
+    """Generating on the DDIM seam equals StableDiffusion3Pipeline's own sampler (Euler on the flow,
+    CFG in two passes) from the same noise over the same sigmas."""
+    model = conditioned(sd3, "a smiling face", "glasses", guidance=5.0)
+    grid = ddim.timesteps_to(999, 5)
+    noise = core.noise_for(model, [3])
+    ours = ddim.sample(model.denoiser, noise, 999, grid=grid)
+    pipe = model.family.parts.pipe
+    theirs = pipe("a smiling face", negative_prompt="glasses", latents=noise, guidance_scale=5.0, height=16,
+                  width=16, sigmas=[(t + 1) / 1000 for t in reversed(grid)], output_type="latent").images
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    assert ours.abs().max() > 0.1
+
+
+def test_the_predictor_is_the_decoded_flow_posterior_mean(sd3):
+    model = conditioned(sd3, "a face", "glasses", guidance=4.0)
+    z = _state(model, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.family.predictor(T)(z), oracle_pmp(model, T)(z), atol=1e-5, rtol=1e-4)
+
+
+def test_inversion_round_trips_on_the_flow_schedule_with_first_order_error(sd3):
+    """Deterministic inversion then sampling on the flow's own schedule returns the clean latent,
+    with an error that falls like 1/steps (Euler)."""
+    model = conditioned(sd3, "a smiling face", guidance=5.0)
+    z0 = model.family.encode(torch.rand(1, 3, 16, 16) * 2 - 1)
+    errs = []
+    for steps in (20, 80):
+        back = ddim.sample(model.denoiser, ddim.invert(model.denoiser, z0, T, steps), T, steps)
+        errs.append(float((back - z0).norm() / z0.norm()))
+    assert errs[1] < 0.03 and errs[1] < errs[0] / 3, errs
+
+
+@pytest.mark.slow
+def test_sd3_directions_match_the_dense_svd_of_the_guided_decoded_predictor(sd3):
+    model = conditioned(sd3, "a smiling face", guidance=7.0)
+    z = _state(model)
+    J = _dense(oracle_pmp(model, T), z)
+    inside = _mask()[None].expand(3, 16, 16).reshape(-1)
+    _, S, Vh = torch.linalg.svd(J[inside])
+    found = core.find_directions(model, z, T, _mask(), rank=3, null_rank=0, iters=300, tol=1e-9)
+    angle = max_principal_angle(found.vectors.reshape(3, -1).double(), Vh[:3])
+    assert angle < 1e-2, angle
+    torch.testing.assert_close(found.singular_values.double(), S[:3], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_sd3_text_supervised_direction_is_j_transpose_delta(sd3):
+    src = conditioned(sd3, "a frowning face", guidance=4.0)
+    edit = conditioned(sd3, "a smiling face", guidance=4.0)
+    z = _state(src, 2)
+    inside = _mask()[None].expand(3, 16, 16)
+    with torch.no_grad():
+        delta = (oracle_pmp(edit, T)(z) - oracle_pmp(src, T)(z)) * inside
+    want = _dense(oracle_pmp(src, T), z).T @ delta.reshape(-1).double()
+    want = want / want.norm()
+    found = core.find_supervised(src, edit, z, T, _mask(), null_rank=0)
+    assert torch.dot(found.vectors.reshape(-1).double(), want) > 1 - 1e-5
+
+
+@pytest.mark.slow
+def test_an_sd3_edit_inverts_edits_and_decodes(sd3):
+    model = conditioned(sd3, "a face", guidance=2.0)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    z = core.invert(model, x, T, 8)
+    found = core.find_directions(model, z, T, _mask(), rank=1, null_rank=2, iters=20)
+    zero = core.edit(model, x, [(found[0], 0.0)], steps=8)
+    torch.testing.assert_close(zero.images, core.sample(model, z, T, 8))
+    moved = core.edit(model, x, [(found[0], 3.0)], steps=8, mask=_mask(), spill_passes=1)
+    assert moved.images.shape == (1, 3, 16, 16) and (moved.images - zero.images).abs().max() > 1e-4
