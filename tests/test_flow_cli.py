@@ -15,9 +15,9 @@ from locobank.catalog import Catalog
 from locobank_cli.main import cli
 
 from tiny import save_tiny_sd, write_sd_inputs
-from tiny_flow import save_tiny_sd3
+from tiny_flow import save_tiny_flux, save_tiny_sd3
 
-FAMILIES = {"sd3": save_tiny_sd3}
+FAMILIES = {"sd3": save_tiny_sd3, "flux": save_tiny_flux}
 ROWS = [
     {"image": "a.png", "prompt": "a smiling face", "masks": {"mouth": "mouth.png"}},
     {"image": "a.png", "prompt": "a smiling face", "edit_prompt": "a frowning face", "masks": {"mouth": "mouth.png"}},

@@ -86,7 +86,7 @@ def save_tiny_sd3(folder: Path, seed: int = 0, *, t5: bool = False, shift: float
     return folder
 
 
-def save_tiny_flux(folder: Path, seed: int = 0, *, guidance: bool = True, size: int = 32) -> Path:
+def save_tiny_flux(folder: Path, seed: int = 0, *, guidance: bool = True, size: int = 16) -> Path:
     """A random FluxPipeline: ``size`` px images, 4 x size/4 x size/4 latents packed into 2x2
     patches (16-channel tokens), one double and one single block, CLIP (pooled) and T5; with
     ``guidance`` the guidance embedding of FLUX.1-dev, else schnell's none. ``size`` is written to

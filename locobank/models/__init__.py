@@ -13,11 +13,12 @@ from .base import LoadedModel, config_hash, fingerprint, pick_device, pick_dtype
 from .family import Condition, ModelFamily, PixelFamily
 from .latent import LatentFamily, conditioned, load_latent, pipeline_class, under
 from .flow import FlowFamily, load_flow
+from .flux import FluxFamily
 from .pixel import load_pixel
 from .sd3 import SD3Family
 
 PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline")
-FLOW_FAMILIES: dict[str, type[FlowFamily]] = {f.pipeline: f for f in (SD3Family,)}
+FLOW_FAMILIES: dict[str, type[FlowFamily]] = {f.pipeline: f for f in (SD3Family, FluxFamily)}
 
 __all__ = ["Condition", "LatentFamily", "LoadedModel", "ModelFamily", "PixelFamily", "conditioned", "config_hash", "fingerprint", "load_model", "pick_device", "under",
            "pick_dtype"]
