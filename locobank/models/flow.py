@@ -111,6 +111,7 @@ class FlowFamily(LatentFamily):
     def __init__(self, parts: FlowParts, condition: Condition | None = None):
         self.parts = parts
         self.vae, self.device, self.dtype = parts.pipe.vae, parts.device, parts.dtype
+        self.unet, self.text_encoder, self.tokenizer = parts.pipe.transformer, parts.pipe.text_encoder, parts.pipe.tokenizer
         self.scaling = float(self.vae.config.scaling_factor)
         self.shift = float(self.vae.config.get("shift_factor") or 0.0)
         self.state_shape = parts.state_shape

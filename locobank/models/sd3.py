@@ -15,6 +15,7 @@ from .family import Condition
 from .flow import FlowFamily, FlowParts, Velocity
 
 SD3_GUIDANCE = 7.0  # StableDiffusion3Pipeline's default guidance_scale
+T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length (zeros of this length without a T5)
 
 
 class SD3Family(FlowFamily):
@@ -43,9 +44,12 @@ class SD3Family(FlowFamily):
         """``(embeds, negative embeds, pooled, negative pooled)`` as the pipeline encodes them."""
         pipe, dev = self.parts.pipe, self.parts.text_device
 
+        t5 = pipe.tokenizer_3
+        length = T5_TOKENS if t5 is None else min(T5_TOKENS, int(t5.model_max_length))
+
         def make() -> tuple:
             return pipe.encode_prompt(cond.prompt, None, None, device=dev, do_classifier_free_guidance=True,
-                                      negative_prompt=cond.negative_prompt)
+                                      negative_prompt=cond.negative_prompt, max_sequence_length=length)
 
         return self.embedded((cond.prompt, cond.negative_prompt), make)
 
