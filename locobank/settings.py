@@ -76,6 +76,7 @@ class ModelSettings:
       when this file does not set another).
     - ``resolution``: the image side for models that take any size (the flow transformers);
       None: the pipeline's default.
+    - ``dtype``: the precision the model loads in when the caller gives none (fp32, bf16, fp16).
     - ``offload_text``: keep the text encoders on the CPU (they run once per prompt), so the
       accelerator holds only the denoiser and the VAE.
     - ``notes``: the ``why*`` keys, kept as written.
@@ -100,6 +101,7 @@ class ModelSettings:
     guidance: float = DEFAULT_GUIDANCE
     resolution: int | None = None
     offload_text: bool = False
+    dtype: str | None = None
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,6 +122,8 @@ class ModelSettings:
             _int_in("register_range", self.register_range, 0, 4096)
         if self.resolution is not None:
             _int_in("resolution", self.resolution, 8, 8192)
+        if self.dtype is not None and self.dtype not in ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
+            raise InputError(f"dtype must be one of fp32, bf16, fp16, not {self.dtype!r}")
         if not isinstance(self.offload_text, bool):
             raise InputError(f"offload_text must be true or false, not {self.offload_text!r}")
         self.edit_options()  # checks steps, null_rank, max_shift, spill_passes and eta_tail

@@ -9,9 +9,10 @@ import torch
 
 from locobank import core
 from locobank.loco import ddim
-from locobank.loco.jacobian import max_principal_angle
 from locobank.models import conditioned, load_model
 
+from flow_oracles import (assert_directions_match_dense_svd, assert_supervised_is_j_transpose_delta, mask16,
+                          round_trip_errors, state)
 from tiny_flow import save_tiny_sd3
 
 T = 700
@@ -21,11 +22,6 @@ T = 700
 def sd3(tmp_path_factory):
     return load_model(save_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3") / "sd3"))
 
-
-def _mask():
-    m = torch.zeros(16, 16, dtype=torch.bool)
-    m[4:10, 3:12] = True
-    return m
 
 
 def oracle_pmp(model, t: int):
@@ -50,13 +46,6 @@ def oracle_pmp(model, t: int):
     return fn
 
 
-def _dense(fn, z):
-    J = torch.autograd.functional.jacobian(lambda v: fn(v.reshape(z.shape)).reshape(-1), z.reshape(-1))
-    return J.double()
-
-
-def _state(model, seed=0):
-    return torch.randn(model.family.state_shape, generator=torch.Generator().manual_seed(seed))
 
 
 def test_an_sd3_folder_loads_as_the_sd3_family(sd3):
@@ -83,7 +72,7 @@ def test_ddim_on_the_vp_view_is_the_pipelines_flow_euler_sampler(sd3):
 
 def test_the_predictor_is_the_decoded_flow_posterior_mean(sd3):
     model = conditioned(sd3, "a face", "glasses", guidance=4.0)
-    z = _state(model, 5)
+    z = state(model, 5)
     with torch.no_grad():
         torch.testing.assert_close(model.family.predictor(T)(z), oracle_pmp(model, T)(z), atol=1e-5, rtol=1e-4)
 
@@ -91,40 +80,21 @@ def test_the_predictor_is_the_decoded_flow_posterior_mean(sd3):
 def test_inversion_round_trips_on_the_flow_schedule_with_first_order_error(sd3):
     """Deterministic inversion then sampling on the flow's own schedule returns the clean latent,
     with an error that falls like 1/steps (Euler)."""
-    model = conditioned(sd3, "a smiling face", guidance=5.0)
-    z0 = model.family.encode(torch.rand(1, 3, 16, 16) * 2 - 1)
-    errs = []
-    for steps in (20, 80):
-        back = ddim.sample(model.denoiser, ddim.invert(model.denoiser, z0, T, steps), T, steps)
-        errs.append(float((back - z0).norm() / z0.norm()))
+    errs = round_trip_errors(conditioned(sd3, "a smiling face", guidance=5.0), T)
     assert errs[1] < 0.03 and errs[1] < errs[0] / 3, errs
 
 
 @pytest.mark.slow
-def test_sd3_directions_match_the_dense_svd_of_the_guided_decoded_predictor(sd3):
+def test_sd3_directions_match_the_dense_svd_of_the_decoded_predictor(sd3):
     model = conditioned(sd3, "a smiling face", guidance=7.0)
-    z = _state(model)
-    J = _dense(oracle_pmp(model, T), z)
-    inside = _mask()[None].expand(3, 16, 16).reshape(-1)
-    _, S, Vh = torch.linalg.svd(J[inside])
-    found = core.find_directions(model, z, T, _mask(), rank=3, null_rank=0, iters=300, tol=1e-9)
-    angle = max_principal_angle(found.vectors.reshape(3, -1).double(), Vh[:3])
-    assert angle < 1e-2, angle
-    torch.testing.assert_close(found.singular_values.double(), S[:3], rtol=1e-3, atol=1e-6)
+    assert_directions_match_dense_svd(model, oracle_pmp(model, T), T)
 
 
 @pytest.mark.slow
 def test_the_sd3_text_supervised_direction_is_j_transpose_delta(sd3):
     src = conditioned(sd3, "a frowning face", guidance=4.0)
     edit = conditioned(sd3, "a smiling face", guidance=4.0)
-    z = _state(src, 2)
-    inside = _mask()[None].expand(3, 16, 16)
-    with torch.no_grad():
-        delta = (oracle_pmp(edit, T)(z) - oracle_pmp(src, T)(z)) * inside
-    want = _dense(oracle_pmp(src, T), z).T @ delta.reshape(-1).double()
-    want = want / want.norm()
-    found = core.find_supervised(src, edit, z, T, _mask(), null_rank=0)
-    assert torch.dot(found.vectors.reshape(-1).double(), want) > 1 - 1e-5
+    assert_supervised_is_j_transpose_delta(src, edit, oracle_pmp(src, T), oracle_pmp(edit, T), T)
 
 
 @pytest.mark.slow
@@ -132,8 +102,8 @@ def test_an_sd3_edit_inverts_edits_and_decodes(sd3):
     model = conditioned(sd3, "a face", guidance=2.0)
     x = torch.rand(1, 3, 16, 16) * 2 - 1
     z = core.invert(model, x, T, 8)
-    found = core.find_directions(model, z, T, _mask(), rank=1, null_rank=2, iters=20)
+    found = core.find_directions(model, z, T, mask16(), rank=1, null_rank=2, iters=20)
     zero = core.edit(model, x, [(found[0], 0.0)], steps=8)
     torch.testing.assert_close(zero.images, core.sample(model, z, T, 8))
-    moved = core.edit(model, x, [(found[0], 3.0)], steps=8, mask=_mask(), spill_passes=1)
+    moved = core.edit(model, x, [(found[0], 3.0)], steps=8, mask=mask16(), spill_passes=1)
     assert moved.images.shape == (1, 3, 16, 16) and (moved.images - zero.images).abs().max() > 1e-4

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelLoadError
+from ..settings import ModelSettings
 from .base import LoadedModel, config_hash, fingerprint, pick_device, pick_dtype
 from .family import Condition, ModelFamily, PixelFamily
 from .latent import LatentFamily, conditioned, load_latent, pipeline_class, under
@@ -26,7 +27,8 @@ __all__ = ["Condition", "LatentFamily", "LoadedModel", "ModelFamily", "PixelFami
 
 def load_model(source: str | Path, *, device: str | None = None, dtype: str | torch.dtype | None = None,
                revision: str | None = None) -> LoadedModel:
-    """Load a diffusers model by Hub id or local folder, as the family its files say: a
+    """Load a diffusers model by Hub id or local folder (in ``dtype``, else its ``locobank.json``'s,
+    else fp32), as the family its files say: a
     ``StableDiffusionPipeline`` folder is a latent text-to-image model, a ``StableDiffusion3Pipeline``
     or ``FluxPipeline`` a flow-matching one, anything else with a ``UNet2DModel`` a pixel model."""
     path = Path(source).expanduser()
@@ -34,7 +36,7 @@ def load_model(source: str | Path, *, device: str | None = None, dtype: str | to
     if local is None and str(source).startswith((".", "/", "~")):
         raise ModelLoadError(f"model folder {str(source)!r} does not exist")
     dev = pick_device(device)
-    dt = pick_dtype(dtype, dev)
+    dt = pick_dtype(dtype if dtype is not None else ModelSettings.load(local).dtype, dev)
     where = str(path) if local is not None else str(source)
     cls_name = pipeline_class(where, local, revision)
     if cls_name in FLOW_FAMILIES:

@@ -32,6 +32,7 @@ from .family import Condition
 from .latent import LatentFamily, quiet_progress
 
 Velocity = Callable[[Tensor, Tensor], Tensor]  # v(x, s): flow states (B, C, h, w), sigmas (B,)
+EMBEDDINGS_KEPT = 8  # prompts whose embeddings a loaded model keeps (SD3: 2 x 333 x 4096 floats each)
 UNSUPPORTED_SCHEDULES = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas",
                          "stochastic_sampling")
 
@@ -151,11 +152,14 @@ class FlowFamily(LatentFamily):
     def embedded(self, key: tuple, make: Callable[[], tuple]) -> tuple:
         """The prompt embeddings for ``key``, made once per loaded model (the text encoders run
         once per prompt, on ``text_device``) and moved to the model's device and dtype."""
-        if key not in self.parts.embeddings:
+        cache = self.parts.embeddings
+        if key not in cache:
             with torch.no_grad():
                 out = make()
-            self.parts.embeddings[key] = tuple(None if e is None else e.to(self.device, self.dtype) for e in out)
-        return self.parts.embeddings[key]
+            while len(cache) >= EMBEDDINGS_KEPT:  # a harvest walks many prompts: keep the latest few
+                cache.pop(next(iter(cache)))
+            cache[key] = tuple(None if e is None else e.to(self.device, self.dtype) for e in out)
+        return cache[key]
 
     def encode(self, images: Tensor) -> Tensor:
         """Clean images to clean latents: the VAE posterior's mean, shifted and scaled."""
