@@ -56,16 +56,20 @@ def test_an_sd3_folder_loads_as_the_sd3_family(sd3):
     assert s[-1] == 1 and bool((s[1:] > s[:-1]).all())  # shifted, increasing, pure noise at T
 
 
-def test_ddim_on_the_vp_view_is_the_pipelines_flow_euler_sampler(sd3):
+@pytest.mark.parametrize("t5", [False, True])
+def test_ddim_on_the_vp_view_is_the_pipelines_flow_euler_sampler(sd3, tmp_path, t5):
     """Generating on the DDIM seam equals StableDiffusion3Pipeline's own sampler (Euler on the flow,
-    CFG in two passes) from the same noise over the same sigmas."""
-    model = conditioned(sd3, "a smiling face", "glasses", guidance=5.0)
+    CFG in two passes) from the same noise over the same sigmas, with or without the T5 encoder."""
+    base = load_model(save_tiny_sd3(tmp_path / "sd3-t5", t5=True)) if t5 else sd3
+    model = conditioned(base, "a smiling face", "glasses", guidance=5.0)
     grid = ddim.timesteps_to(999, 5)
     noise = core.noise_for(model, [3])
     ours = ddim.sample(model.denoiser, noise, 999, grid=grid)
     pipe = model.family.parts.pipe
+    assert (pipe.text_encoder_3 is not None) == t5
     theirs = pipe("a smiling face", negative_prompt="glasses", latents=noise, guidance_scale=5.0, height=16,
-                  width=16, sigmas=[(t + 1) / 1000 for t in reversed(grid)], output_type="latent").images
+                  width=16, sigmas=[(t + 1) / 1000 for t in reversed(grid)], max_sequence_length=16 if t5 else 256,
+                  output_type="latent").images
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
     assert ours.abs().max() > 0.1
 
