@@ -72,7 +72,13 @@ class ModelSettings:
       makes a transferred direction local (``register_range`` None: a quarter of the resolution).
     - ``render_steps``: DDIM steps for the effect previews the index embeds.
     - ``guidance``: text-to-image models only: the classifier-free guidance scale of the prompt
-      that harvest and apply condition on (SD's default 7.5).
+      that harvest and apply condition on (SD's default 7.5; a flow model's pipeline default
+      when this file does not set another).
+    - ``resolution``: the image side for models that take any size (the flow transformers);
+      None: the pipeline's default.
+    - ``dtype``: the precision the model loads in when the caller gives none (fp32, bf16, fp16).
+    - ``offload_text``: keep the text encoders on the CPU (they run once per prompt), so the
+      accelerator holds only the denoiser and the VAE.
     - ``notes``: the ``why*`` keys, kept as written.
     """
 
@@ -93,6 +99,9 @@ class ModelSettings:
     register_range: int | None = None
     render_steps: int = 20
     guidance: float = DEFAULT_GUIDANCE
+    resolution: int | None = None
+    offload_text: bool = False
+    dtype: str | None = None
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,6 +120,12 @@ class ModelSettings:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.register_range is not None:
             _int_in("register_range", self.register_range, 0, 4096)
+        if self.resolution is not None:
+            _int_in("resolution", self.resolution, 8, 8192)
+        if self.dtype is not None and self.dtype not in ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
+            raise InputError(f"dtype must be one of fp32, bf16, fp16, not {self.dtype!r}")
+        if not isinstance(self.offload_text, bool):
+            raise InputError(f"offload_text must be true or false, not {self.offload_text!r}")
         self.edit_options()  # checks steps, null_rank, max_shift, spill_passes and eta_tail
 
     @classmethod

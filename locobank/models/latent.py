@@ -137,7 +137,7 @@ def pipeline_class(where: str, local: Path | None, revision: str | None) -> str 
 
 
 @contextmanager
-def _quiet_progress(quiet: bool) -> Iterator[None]:
+def quiet_progress(quiet: bool) -> Iterator[None]:
     """diffusers' and transformers' loading bars off while a local folder loads (a Hub download keeps them)."""
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
@@ -164,7 +164,7 @@ def load_latent(where: str, *, local: Path | None, device: torch.device, dtype: 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     try:
-        with _quiet_progress(local is not None):
+        with quiet_progress(local is not None):
             pipe = StableDiffusionPipeline.from_pretrained(where, revision=revision, safety_checker=None,
                                                            requires_safety_checker=False)
     except Exception as e:  # diffusers raises several types
