@@ -32,7 +32,7 @@ NAMING = {
 }
 
 JOB_STATUSES = ("pending", "running", "done", "failed")
-MODEL_KINDS = ("pixel", "latent")
+MODEL_KINDS = ("pixel", "latent", "lcm", "if", "sdxl", "sd3", "flux")  # migration 0007
 
 
 def utcnow() -> datetime:
@@ -50,7 +50,7 @@ class Model(Base):
     """A diffusion model, identified by the fingerprint of its config."""
 
     __tablename__ = "models"
-    __table_args__ = (CheckConstraint("kind IN ('pixel', 'latent')", name="kind"),)
+    __table_args__ = (CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in MODEL_KINDS) + ")", name="kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[str] = mapped_column(String(512))
