@@ -71,6 +71,8 @@ class ModelSettings:
     - ``max_shift``, ``spill_passes``, ``register_scale``, ``register_range``: how ``apply --mask``
       makes a transferred direction local (``register_range`` None: a quarter of the resolution).
     - ``render_steps``: DDIM steps for the effect previews the index embeds.
+    - ``resolution``: text-to-image models only: the image size to edit at (None: the model's
+      own, e.g. 1024 for SDXL); a multiple of the latent grid's 8 cells.
     - ``guidance``: text-to-image models only: the classifier-free guidance scale of the prompt
       that harvest and apply condition on (SD's default 7.5).
     - ``notes``: the ``why*`` keys, kept as written.
@@ -93,6 +95,7 @@ class ModelSettings:
     register_range: int | None = None
     render_steps: int = 20
     guidance: float = DEFAULT_GUIDANCE
+    resolution: int | None = None
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,6 +114,8 @@ class ModelSettings:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.register_range is not None:
             _int_in("register_range", self.register_range, 0, 4096)
+        if self.resolution is not None:
+            _int_in("resolution", self.resolution, 8, 8192)
         self.edit_options()  # checks steps, null_rank, max_shift, spill_passes and eta_tail
 
     @classmethod
@@ -131,16 +136,19 @@ class ModelSettings:
             raise InputError(f"{source}: {e}") from e
 
     @classmethod
-    def load(cls, folder: Path | None) -> "ModelSettings":
-        """The settings beside a model folder (locobank's defaults when it has none)."""
+    def load(cls, folder: Path | None, defaults: dict | None = None) -> "ModelSettings":
+        """The settings beside a model folder over the family's ``defaults`` (locobank's own where
+        neither sets a key)."""
         path = None if folder is None else Path(folder) / "locobank.json"
         if path is None or not path.is_file():
-            return cls()
+            return cls.from_dict(dict(defaults or {}), "the family's defaults")
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise InputError(f"{path}: not readable JSON ({e})") from e
-        return cls.from_dict(data, str(path))
+        if not isinstance(data, dict):
+            raise InputError(f"{path} must hold a JSON object")
+        return cls.from_dict({**(defaults or {}), **data}, str(path))
 
     def strength_for(self, mask_label: str | None = None) -> float:
         """The default strength for a direction harvested on ``mask_label``."""

@@ -11,10 +11,20 @@ import torch
 from ..errors import ModelLoadError
 from .base import LoadedModel, config_hash, fingerprint, pick_device, pick_dtype
 from .family import Condition, ModelFamily, PixelFamily
+from .deepfloyd import load_if
 from .latent import LatentFamily, conditioned, load_latent, pipeline_class, under
+from .lcm import load_lcm
 from .pixel import load_pixel
+from .sdxl import load_sdxl
 
 PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline")
+# The text-to-image families, by the ``_class_name`` of their ``model_index.json``: one line each.
+LOADERS = {
+    "StableDiffusionPipeline": load_latent,  # SD 1.x / 2.x
+    "StableDiffusionXLPipeline": load_sdxl,
+    "LatentConsistencyModelPipeline": load_lcm,
+    "IFPipeline": load_if,  # DeepFloyd IF stage I
+}
 
 __all__ = ["Condition", "LatentFamily", "LoadedModel", "ModelFamily", "PixelFamily", "conditioned", "config_hash", "fingerprint", "load_model", "pick_device", "under",
            "pick_dtype"]
@@ -22,9 +32,9 @@ __all__ = ["Condition", "LatentFamily", "LoadedModel", "ModelFamily", "PixelFami
 
 def load_model(source: str | Path, *, device: str | None = None, dtype: str | torch.dtype | None = None,
                revision: str | None = None) -> LoadedModel:
-    """Load a diffusers model by Hub id or local folder, as the family its files say: a
-    ``StableDiffusionPipeline`` folder is a latent text-to-image model, anything else with a
-    ``UNet2DModel`` a pixel model."""
+    """Load a diffusers model by Hub id or local folder, as the family its files say: a pipeline
+    folder whose ``_class_name`` is in :data:`LOADERS` is that text-to-image family, anything else
+    with a ``UNet2DModel`` a pixel model."""
     path = Path(source).expanduser()
     local = path if path.exists() else None
     if local is None and str(source).startswith((".", "/", "~")):
@@ -34,5 +44,8 @@ def load_model(source: str | Path, *, device: str | None = None, dtype: str | to
     where = str(path) if local is not None else str(source)
     cls_name = pipeline_class(where, local, revision)
     if cls_name is not None and cls_name not in PIXEL_PIPELINES:
-        return load_latent(where, local=local, device=dev, dtype=dt, revision=revision, cls_name=cls_name)
+        if cls_name not in LOADERS:
+            raise ModelLoadError(f"{where} is a {cls_name}; locobank supports pixel UNet2DModel pipelines and "
+                                 f"{', '.join(LOADERS)}")
+        return LOADERS[cls_name](where, local=local, device=dev, dtype=dt, revision=revision)
     return load_pixel(where, local=local, device=dev, dtype=dt, revision=revision)
