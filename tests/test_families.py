@@ -158,3 +158,26 @@ def test_an_edit_inverts_edits_and_samples_back(family):
     torch.testing.assert_close(zero.images, core.sample(model, z, T, 4))
     moved = core.edit(model, x, [(found[0], 3.0)], steps=4, mask=_mask(), spill_passes=1)
     assert moved.images.shape == (1, 3, 16, 16) and (moved.images - zero.images).abs().max() > 1e-4
+
+
+def test_a_resolution_in_locobank_json_sizes_the_state_and_the_identity(tmp_path):
+    """SDXL at another size than its own (1024² for the real one): the state grid, the size ids
+    and the fingerprint follow; the family's defaults sit under what locobank.json sets."""
+    folder = save_tiny_sdxl(tmp_path / "sdxl")
+    own = load_model(folder)
+    (folder / "locobank.json").write_text('{"resolution": 32, "steps": 7}')
+    big = load_model(folder)
+    assert big.family.state_shape == (4, 16, 16) and big.family.image_shape == (3, 32, 32) and big.resolution == 32
+    assert big.family.prompt_embeddings("a face")[2].tolist() == [[32, 32, 0, 0, 32, 32]]
+    assert big.fingerprint != own.fingerprint and big.settings.steps == 7
+    (folder / "locobank.json").write_text('{"resolution": 24}')
+    with pytest.raises(Exception, match="multiple of 16"):
+        load_model(folder)
+
+
+def test_a_pipeline_of_no_supported_family_is_refused_by_name(tmp_path):
+    from locobank.errors import ModelLoadError
+
+    (tmp_path / "model_index.json").write_text('{"_class_name": "KandinskyPipeline"}')
+    with pytest.raises(ModelLoadError, match="KandinskyPipeline; locobank supports .*StableDiffusionXLPipeline"):
+        load_model(tmp_path)

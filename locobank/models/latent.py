@@ -225,7 +225,7 @@ def loaded(fam: Any, unet: Any, sched: Any, configs: dict, where: str, local: Pa
     the resolution, where the settings ask for one other than the model's own)."""
     model_id, rev = identity(where, local, revision)
     if settings.resolution is not None:
-        configs = {**configs, "resolution": settings.resolution}
+        configs = {**configs, "edit": {"resolution": settings.resolution}}
     return LoadedModel(unet=unet, scheduler=sched, denoiser=fam.denoiser, model_id=model_id, revision=rev,
                        fingerprint=fingerprint(model_id, rev, config_hash(configs)), resolution=fam.image_shape[1],
                        channels=fam.image_shape[0], device=fam.device, dtype=fam.dtype, family=fam,
