@@ -17,6 +17,7 @@ from tiny_families import save_tiny_if, save_tiny_lcm, save_tiny_sdxl
 T = 600
 BUILDERS = {"sdxl": save_tiny_sdxl, "lcm": save_tiny_lcm, "if": save_tiny_if}
 SHAPES = {"sdxl": (4, 8, 8), "lcm": (4, 8, 8), "if": (3, 16, 16)}
+GUIDANCE = {"sdxl": 5.0, "lcm": 8.5, "if": 7.0}  # each pipeline's default guidance_scale
 
 
 @pytest.fixture(scope="module", params=list(BUILDERS))
@@ -54,6 +55,7 @@ def test_each_family_loads_from_its_model_index(family):
     assert model.family.image_shape == (3, 16, 16) and model.resolution == 16 and len(model.fingerprint) == 16
     assert conditioned(model, "a face", guidance=3.0).fingerprint == model.fingerprint
     assert model.family.cond is not None  # every one takes a prompt
+    assert model.settings.guidance == GUIDANCE[kind]
 
 
 @pytest.mark.slow

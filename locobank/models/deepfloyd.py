@@ -24,6 +24,7 @@ from .latent import LatentFamily, component_configs, ddim_for, load_pipeline, lo
 
 NETS = ("unet", "text_encoder")
 MAX_TOKENS = 77  # IFPipeline.encode_prompt's max_length
+DEFAULTS = {"guidance": 7.0}  # IFPipeline's guidance_scale
 
 
 class IFFamily(LatentFamily):
@@ -81,7 +82,7 @@ def load_if(where: str, *, local: Path | None, device: torch.device, dtype: torc
                          watermarker=None, requires_safety_checker=False)
     sched, pred = ddim_for(pipe.scheduler)
     ready(pipe, NETS, device, dtype)
-    settings = ModelSettings.load(local)
+    settings = ModelSettings.load(local, defaults=DEFAULTS)
     fam = IFFamily(pipe.unet, pipe.text_encoder, pipe.tokenizer, sched.alphas_cumprod.to(torch.float64), pred,
                    device, dtype)
     configs = component_configs(pipe, NETS, sched, ("tokenizer",))

@@ -22,6 +22,7 @@ from .family import Condition
 from .latent import LatentFamily, component_configs, ddim_for, load_pipeline, loaded, ready, warn_if_truncated
 
 NETS = ("unet", "vae", "text_encoder", "text_encoder_2")
+DEFAULTS = {"guidance": 5.0}  # StableDiffusionXLPipeline's guidance_scale
 
 
 class SDXLFamily(LatentFamily):
@@ -73,7 +74,7 @@ def load_sdxl(where: str, *, local: Path | None, device: torch.device, dtype: to
     pipe = load_pipeline(StableDiffusionXLPipeline, where, local, revision, add_watermarker=False)
     sched, pred = ddim_for(pipe.scheduler)
     ready(pipe, NETS, device, dtype)
-    settings = ModelSettings.load(local)
+    settings = ModelSettings.load(local, defaults=DEFAULTS)
     fam = SDXLFamily(pipe.unet, pipe.vae, (pipe.text_encoder, pipe.text_encoder_2), (pipe.tokenizer, pipe.tokenizer_2),
                      sched.alphas_cumprod.to(torch.float64), pred, device, dtype,
                      zero_negative=bool(pipe.config.get("force_zeros_for_empty_prompt", True)),
