@@ -84,12 +84,11 @@ def test_the_text_supervised_direction_is_j_transpose_delta(family):
     assert torch.dot(found.vectors.reshape(-1).double(), want) > 1 - 1e-5
 
 
+@pytest.mark.parametrize("family", ["sdxl"], indirect=True)
 def test_sdxl_binds_what_its_pipeline_encodes(family):
     """Both encoders' states, the pooled embedding (zeros for an empty negative prompt, as
     force_zeros_for_empty_prompt says) and the size ids, as StableDiffusionXLPipeline makes them."""
-    kind, folder, model = family
-    if kind != "sdxl":
-        pytest.skip("SDXL only")
+    _, folder, model = family
     from diffusers import StableDiffusionXLPipeline
 
     pipe = StableDiffusionXLPipeline.from_pretrained(folder, add_watermarker=False)
@@ -102,11 +101,10 @@ def test_sdxl_binds_what_its_pipeline_encodes(family):
     assert ids.tolist() == [[16, 16, 0, 0, 16, 16]]
 
 
+@pytest.mark.parametrize("family", ["lcm"], indirect=True)
 def test_the_lcm_posterior_mean_is_the_scheduler_denoised_sample(family):
     """net(z, t) is what LCMScheduler.step calls ``denoised``, under the w embedding of guidance - 1."""
-    kind, folder, model = family
-    if kind != "lcm":
-        pytest.skip("LCM only")
+    _, folder, model = family
     from diffusers import LatentConsistencyModelPipeline
 
     pipe = LatentConsistencyModelPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
@@ -126,12 +124,11 @@ def test_the_lcm_posterior_mean_is_the_scheduler_denoised_sample(family):
         conditioned(model, "a face", negative_prompt="glasses")
 
 
+@pytest.mark.parametrize("family", ["if"], indirect=True)
 def test_if_takes_the_noise_half_under_its_t5_prompt(family):
     """The T5 states are IFPipeline's for the prompt; the network's output is the UNet's first three
     channels (the rest is its variance)."""
-    kind, folder, model = family
-    if kind != "if":
-        pytest.skip("IF only")
+    _, folder, model = family
     from diffusers import IFPipeline
 
     pipe = IFPipeline.from_pretrained(folder, safety_checker=None, feature_extractor=None, watermarker=None,
