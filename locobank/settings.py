@@ -71,11 +71,12 @@ class ModelSettings:
     - ``max_shift``, ``spill_passes``, ``register_scale``, ``register_range``: how ``apply --mask``
       makes a transferred direction local (``register_range`` None: a quarter of the resolution).
     - ``render_steps``: DDIM steps for the effect previews the index embeds.
+    - ``resolution``: text-to-image models only: the image side to edit at (None: the model's
+      own, e.g. 1024 for SDXL; the pipeline's default for the flow transformers); a multiple of the
+      latent grid's cells.
     - ``guidance``: text-to-image models only: the classifier-free guidance scale of the prompt
       that harvest and apply condition on (SD's default 7.5; a flow model's pipeline default
       when this file does not set another).
-    - ``resolution``: the image side for models that take any size (the flow transformers);
-      None: the pipeline's default.
     - ``dtype``: the precision the model loads in when the caller gives none (fp32, bf16, fp16).
     - ``offload_text``: keep the text encoders on the CPU (they run once per prompt), so the
       accelerator holds only the denoiser and the VAE.
@@ -146,16 +147,19 @@ class ModelSettings:
             raise InputError(f"{source}: {e}") from e
 
     @classmethod
-    def load(cls, folder: Path | None) -> "ModelSettings":
-        """The settings beside a model folder (locobank's defaults when it has none)."""
+    def load(cls, folder: Path | None, defaults: dict | None = None) -> "ModelSettings":
+        """The settings beside a model folder over the family's ``defaults`` (locobank's own where
+        neither sets a key)."""
         path = None if folder is None else Path(folder) / "locobank.json"
         if path is None or not path.is_file():
-            return cls()
+            return cls.from_dict(dict(defaults or {}), "the family's defaults")
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise InputError(f"{path}: not readable JSON ({e})") from e
-        return cls.from_dict(data, str(path))
+        if not isinstance(data, dict):
+            raise InputError(f"{path} must hold a JSON object")
+        return cls.from_dict({**(defaults or {}), **data}, str(path))
 
     def strength_for(self, mask_label: str | None = None) -> float:
         """The default strength for a direction harvested on ``mask_label``."""

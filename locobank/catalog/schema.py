@@ -32,7 +32,7 @@ NAMING = {
 }
 
 JOB_STATUSES = ("pending", "running", "done", "failed")
-MODEL_KINDS = ("pixel", "latent", "sd3", "flux")
+MODEL_KINDS = ("pixel", "latent", "lcm", "if", "sdxl", "sd3", "flux")  # migration 0007
 
 
 def utcnow() -> datetime:

@@ -44,12 +44,12 @@ class FluxFamily(FlowFamily):
     pipeline = "FluxPipeline"
 
     @property
-    def guided(self) -> bool:
+    def embeds_guidance(self) -> bool:
         """Whether the transformer takes the guidance as an embedding (FLUX.1-dev)."""
         return bool(self.parts.pipe.transformer.config.guidance_embeds)
 
     def default_guidance(self) -> float:
-        return FLUX_DEV_GUIDANCE if self.guided else 0.0
+        return FLUX_DEV_GUIDANCE if self.embeds_guidance else 0.0
 
     def prompts(self, cond: Condition) -> tuple[Tensor, ...]:
         """``(T5 embeds, CLIP pooled, text ids)`` as the pipeline encodes them."""
@@ -70,7 +70,7 @@ class FluxFamily(FlowFamily):
         net, dtype, (_, h, w) = self.parts.pipe.transformer, self.dtype, self.state_shape
         ids = image_ids(h, w, self.device, dtype)
         n = int(self.parts.pipe.scheduler.config.num_train_timesteps)
-        g = torch.full([1], cond.guidance, device=self.device, dtype=torch.float32) if self.guided else None
+        g = torch.full([1], cond.guidance, device=self.device, dtype=torch.float32) if self.embeds_guidance else None
 
         def vel(x: Tensor, s: Tensor) -> Tensor:
             b = x.shape[0]

@@ -26,9 +26,6 @@ from .family import Condition
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = ("StableDiffusionPipeline",)
-
-
 class LatentFamily:
     """The model-family adapter of a latent text-to-image model (see :mod:`locobank.models.family`)."""
 
@@ -36,25 +33,32 @@ class LatentFamily:
     clip_sample = False  # latents are not bounded to [-1, 1]
 
     def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, alphas_cumprod: Tensor,
-                 prediction_type: str, device: torch.device, dtype: torch.dtype, condition: Condition | None = None):
+                 prediction_type: str, device: torch.device, dtype: torch.dtype, condition: Condition | None = None,
+                 image_size: int | None = None):
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.alphas_cumprod, self.prediction_type = alphas_cumprod, prediction_type
         self.device, self.dtype = device, dtype
         self.scaling = float(vae.config.scaling_factor)
         c = int(unet.config.in_channels)
-        h = _size(unet.config.sample_size)
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        h = _size(unet.config.sample_size) if image_size is None else _latent_side(image_size, factor)
         self.state_shape = (c, h, h)
         self.image_shape = (int(vae.config.out_channels), h * factor, h * factor)
         self.cond = condition or Condition()
-        self.denoiser = Denoiser(net=self._guided(self.cond), alphas_cumprod=alphas_cumprod,
+        self.denoiser = Denoiser(net=self.guided(self.cond), alphas_cumprod=alphas_cumprod,
                                  prediction_type=prediction_type)
 
     def condition(self, prompt: str = "", negative_prompt: str = "", guidance: float | None = None) -> "LatentFamily":
-        """The same model with another prompt, negative prompt and guidance bound."""
+        """The same model with another prompt, negative prompt and guidance bound (the same class:
+        the families built on this one inherit it)."""
+        import copy
+
         g = self.cond.guidance if guidance is None else float(guidance)
-        return LatentFamily(self.unet, self.vae, self.text_encoder, self.tokenizer, self.alphas_cumprod,
-                            self.prediction_type, self.device, self.dtype, Condition(prompt, negative_prompt, g))
+        new = copy.copy(self)
+        new.cond = Condition(prompt, negative_prompt, g)
+        new.denoiser = Denoiser(net=new.guided(new.cond), alphas_cumprod=self.alphas_cumprod,
+                                prediction_type=self.prediction_type)
+        return new
 
     def embed(self, prompt: str) -> Tensor:
         """The text encoder's hidden states for ``prompt``, padded as the pipelines pad them; a
@@ -62,25 +66,31 @@ class LatentFamily:
         tok = self.tokenizer
         ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
-        if len(tok(prompt).input_ids) > tok.model_max_length:
-            log.warning("prompt %r is longer than the tokenizer's %d tokens; truncated", prompt, tok.model_max_length)
+        warn_if_truncated(tok, prompt, tok.model_max_length)
         with torch.no_grad():
             return self.text_encoder(ids.to(self.device))[0].to(self.dtype)
 
-    def _guided(self, cond: Condition) -> Callable[[Tensor, Tensor], Tensor]:
+    def prompt_embeddings(self, prompt: str, negative: bool = False) -> tuple[Tensor, ...]:
+        """What the network takes for one prompt (each tensor with batch 1); ``negative``: as the
+        negative prompt of classifier-free guidance. Stable Diffusion: the text encoder's states."""
+        return (self.embed(prompt),)
+
+    def noise(self, z: Tensor, t: Tensor, embeddings: tuple[Tensor, ...]) -> Tensor:
+        """One pass of the network on a batch under per-item ``embeddings``: its noise prediction."""
+        return self.unet(z.to(self.dtype), t, encoder_hidden_states=embeddings[0]).sample.to(z.dtype)
+
+    def guided(self, cond: Condition) -> Callable[[Tensor, Tensor], Tensor]:
         """``net(z, t)``: the classifier-free-guided noise prediction under ``cond``."""
-        pos = self.embed(cond.prompt)
-        neg = self.embed(cond.negative_prompt)
+        pos = self.prompt_embeddings(cond.prompt)
+        neg = self.prompt_embeddings(cond.negative_prompt, negative=True)
         w = cond.guidance
-        unet, dtype = self.unet, self.dtype
 
         def net(z: Tensor, t: Tensor) -> Tensor:
             b = z.shape[0]
             if w == 1.0:
-                return unet(z.to(dtype), t, encoder_hidden_states=pos.expand(b, -1, -1)).sample.to(z.dtype)
-            both = unet(torch.cat([z, z]).to(dtype), torch.cat([t, t]),
-                        encoder_hidden_states=torch.cat([neg.expand(b, -1, -1), pos.expand(b, -1, -1)])).sample
-            u, c = both.to(z.dtype).chunk(2)
+                return self.noise(z, t, tuple(p.expand(b, *p.shape[1:]) for p in pos))
+            both = tuple(torch.cat([n.expand(b, *n.shape[1:]), p.expand(b, *p.shape[1:])]) for n, p in zip(neg, pos))
+            u, c = self.noise(torch.cat([z, z]), torch.cat([t, t]), both).chunk(2)
             return u + w * (c - u)
 
         return net
@@ -112,8 +122,20 @@ class LatentFamily:
         return F.max_pool2d(mask.float()[None, None], k)[0, 0].bool()
 
 
+def warn_if_truncated(tokenizer: Any, prompt: str, max_length: int) -> None:
+    """Log that ``prompt`` is longer than the ``max_length`` tokens the family takes."""
+    if len(tokenizer(prompt).input_ids) > max_length:
+        log.warning("prompt %r is longer than the tokenizer's %d tokens; truncated", prompt, max_length)
+
+
 def _size(s: Any) -> int:
     return int(s[0] if isinstance(s, (list, tuple)) else s)
+
+
+def _latent_side(image_size: int, factor: int) -> int:
+    if image_size % (factor * 8):
+        raise ModelLoadError(f"resolution {image_size} must be a multiple of {factor * 8} for this model")
+    return image_size // factor
 
 
 def pipeline_class(where: str, local: Path | None, revision: str | None) -> str | None:
@@ -154,42 +176,78 @@ def quiet_progress(quiet: bool) -> Iterator[None]:
                 lib.enable_progress_bar()
 
 
-def load_latent(where: str, *, local: Path | None, device: torch.device, dtype: torch.dtype,
-                revision: str | None, cls_name: str) -> LoadedModel:
-    """Load a Stable-Diffusion-style pipeline folder or Hub id as a latent model."""
-    if cls_name not in SUPPORTED:
-        raise ModelLoadError(f"{where} is a {cls_name}; locobank supports pixel UNet2DModel pipelines and "
-                             f"{', '.join(SUPPORTED)} (SD 1.x and 2.x). SDXL's second text encoder and added "
-                             f"conditions would be a family of their own.")
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
+def load_pipeline(pipeline_cls: Any, where: str, local: Path | None, revision: str | None, **kwargs: Any) -> Any:
+    """A diffusers pipeline of class ``pipeline_cls`` from a folder or Hub id, as a typed error if not."""
     try:
         with quiet_progress(local is not None):
-            pipe = StableDiffusionPipeline.from_pretrained(where, revision=revision, safety_checker=None,
-                                                           requires_safety_checker=False)
+            return pipeline_cls.from_pretrained(where, revision=revision, **kwargs)
     except Exception as e:  # diffusers raises several types
-        raise ModelLoadError(f"could not load a StableDiffusionPipeline from {where!r}: {e}") from e
-    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+        raise ModelLoadError(f"could not load a {pipeline_cls.__name__} from {where!r}: {e}") from e
+
+
+def ddim_for(scheduler: Any, allowed: tuple[str, ...] = ("epsilon", "v_prediction")) -> tuple[Any, str]:
+    """The DDIM scheduler on a pipeline scheduler's ``alphas_cumprod``, and its prediction type."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config(scheduler.config)
     pred = sched.config.get("prediction_type", "epsilon")
-    if pred not in ("epsilon", "v_prediction"):
+    if pred not in allowed:
         raise ModelLoadError(f"unsupported prediction_type {pred!r}")
-    parts = {k: getattr(pipe, k) for k in ("unet", "vae", "text_encoder")}
-    for m in parts.values():
+    return sched, pred
+
+
+def ready(pipe: Any, names: tuple[str, ...], device: torch.device, dtype: torch.dtype) -> None:
+    """The pipeline's networks ``names`` on ``device`` and in ``dtype``, frozen for inference."""
+    for name in names:
+        m = getattr(pipe, name)
         m.to(device=device).eval().requires_grad_(False)
         if dtype != torch.float32:
             m.to(dtype=dtype)
+
+
+def component_configs(pipe: Any, names: tuple[str, ...], sched: Any, tokenizers: tuple[str, ...]) -> dict:
+    """The configs that identify a pipeline: its networks', the scheduler's, and each tokenizer's
+    length and vocabulary size."""
+    out = {}
+    for name in names:
+        cfg = getattr(pipe, name).config
+        out[name] = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    out["scheduler"] = dict(sched.config)
+    for name in tokenizers:
+        tok = getattr(pipe, name)
+        out[name] = {"model_max_length": tok.model_max_length, "vocab_size": len(tok)}
+    return out
+
+
+def loaded(fam: Any, unet: Any, sched: Any, configs: dict, where: str, local: Path | None, revision: str | None,
+           settings: ModelSettings) -> LoadedModel:
+    """A text-to-image family wrapped as a :class:`LoadedModel`, its identity from ``configs`` (and
+    the resolution, where the settings ask for one other than the model's own)."""
     model_id, rev = identity(where, local, revision)
-    configs = {"unet": dict(pipe.unet.config), "vae": dict(pipe.vae.config),
-               "text_encoder": pipe.text_encoder.config.to_dict(), "scheduler": dict(sched.config),
-               "tokenizer": {"model_max_length": pipe.tokenizer.model_max_length,
-                             "vocab_size": len(pipe.tokenizer)}}
-    fam = LatentFamily(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
-                       sched.alphas_cumprod.to(torch.float64), pred, device, dtype)
-    _, h, w = fam.image_shape
-    return LoadedModel(unet=pipe.unet, scheduler=sched, denoiser=fam.denoiser, model_id=model_id, revision=rev,
-                       fingerprint=fingerprint(model_id, rev, config_hash(configs)), resolution=h,
-                       channels=fam.image_shape[0], device=device, dtype=dtype, family=fam,
-                       settings=ModelSettings.load(local), source=str(local.resolve()) if local else where)
+    if settings.resolution is not None:
+        configs = {**configs, "edit": {"resolution": settings.resolution}}
+    return LoadedModel(unet=unet, scheduler=sched, denoiser=fam.denoiser, model_id=model_id, revision=rev,
+                       fingerprint=fingerprint(model_id, rev, config_hash(configs)), resolution=fam.image_shape[1],
+                       channels=fam.image_shape[0], device=fam.device, dtype=fam.dtype, family=fam,
+                       settings=settings,
+                       source=str(local.resolve()) if local else where)
+
+
+def load_latent(where: str, *, local: Path | None, device: torch.device, dtype: torch.dtype,
+                revision: str | None) -> LoadedModel:
+    """Load a Stable Diffusion 1.x / 2.x pipeline folder or Hub id as a latent model."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = load_pipeline(StableDiffusionPipeline, where, local, revision, safety_checker=None,
+                         requires_safety_checker=False)
+    sched, pred = ddim_for(pipe.scheduler)
+    nets = ("unet", "vae", "text_encoder")
+    ready(pipe, nets, device, dtype)
+    settings = ModelSettings.load(local)
+    fam = LatentFamily(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, sched.alphas_cumprod.to(torch.float64),
+                       pred, device, dtype, image_size=settings.resolution)
+    configs = component_configs(pipe, nets, sched, ("tokenizer",))
+    return loaded(fam, pipe.unet, sched, configs, where, local, revision, settings)
 
 
 def under(model: LoadedModel, condition: dict | None, *, edit: bool = False) -> LoadedModel:
@@ -206,9 +264,9 @@ def under(model: LoadedModel, condition: dict | None, *, edit: bool = False) -> 
 
 def conditioned(model: LoadedModel, prompt: str = "", negative_prompt: str = "",
                 guidance: float | None = None) -> LoadedModel:
-    """``model`` with a prompt bound (latent models; guidance None: the model's settings); a pixel
-    model refuses a prompt."""
-    if not isinstance(model.family, LatentFamily):
+    """``model`` with a prompt bound (every family with a condition; guidance None: the model's
+    settings); an unconditional model refuses a prompt."""
+    if model.family.cond is None:
         if prompt or negative_prompt:
             raise InputError(f"{model.model_id} is an unconditional {model.kind} model: it takes no prompt")
         return model

@@ -239,11 +239,11 @@ def measure(model: LoadedModel, args: argparse.Namespace) -> dict:
     """The forward pass, the find_directions runs and the memory, printed and returned."""
     dev = model.device
     hw = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    params = sum(p.numel() for m in (model.family.unet, model.family.vae, model.family.text_encoder)
-                 for p in m.parameters()) / 1e6
     fam = model.family
-    arch = getattr(args, "arch", "SD 1.5 architecture")
-    print(f"model: {'tiny layout' if args.tiny else arch} ({params:.4g}M params), random weights, "
+    nets = (getattr(fam, name, None) for name in ("unet", "vae", "text_encoder", "text_encoder_2"))
+    params = sum(p.numel() for m in nets if m is not None for p in m.parameters()) / 1e6
+    arch = getattr(args, "arch", None) or ("tiny layout" if args.tiny else "SD 1.5 architecture")
+    print(f"model: {arch} ({params:.4g}M params), random weights, "
           f"{model.dtype}\ndevice: {hw}\nsize: {args.size}x{args.size} (latent {tuple(fam.state_shape)}), rank "
           f"{args.rank} + null rank {args.null_rank}, t={args.t}, guidance {args.guidance}, chunk {args.chunk}",
           flush=True)
@@ -256,7 +256,7 @@ def measure(model: LoadedModel, args: argparse.Namespace) -> dict:
     fwd = forward_seconds(fam.predictor(t), z, args.reps)
     fwd_math = forward_seconds(fam.predictor(t), z, args.reps, math=True)
     inference, _ = peak_memory(dev)  # weights (touched by now) plus the forward passes' working set
-    print(f"forward ({getattr(args, 'passes', 'guided UNet x2')} + VAE decode, no grad): {fwd:.3f} s; on the math SDPA kernel {fwd_math:.3f} s",
+    print(f"forward ({getattr(args, 'passes', None) or 'the predictor x0_hat(z): guided network + decode'}, no grad): {fwd:.3f} s; on the math SDPA kernel {fwd_math:.3f} s",
           flush=True)
     runs = [time_find(model, z, t, mask, args, n) for n in args.iters]
     for r in runs:
