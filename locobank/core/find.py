@@ -17,6 +17,21 @@ from .time import to_timestep
 
 
 @dataclass
+class Start:
+    """Where :func:`find_directions` starts its two subspace iterations: rows (any number) that
+    should lie close to the edit basis and to the null basis, each (k, *state_shape) or (k, D);
+    None starts that basis from random vectors. See :mod:`locobank.core.warm`."""
+
+    edit: Tensor | None = None
+    null: Tensor | None = None
+
+    @property
+    def columns(self) -> tuple[int, int]:
+        """How many start rows each basis has."""
+        return tuple(0 if v is None else int(v.shape[0]) for v in (self.edit, self.null))
+
+
+@dataclass
 class Directions:
     """What :func:`find_directions` returns: unit directions, singular values and diagnostics."""
 
@@ -26,6 +41,7 @@ class Directions:
     t_edit: int
     fingerprint: str | None
     diagnostics: dict = field(default_factory=dict)
+    basis: Start | None = None  # the converged edit basis (before projection) and null basis, flat rows
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
@@ -38,7 +54,8 @@ class Directions:
 
 def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tensor, rank: int = 5,
                     null_rank: int | None = None, *, iters: int = 50, tol: float = 1e-3, null_tol: float = 1e-2,
-                    chunk: int = 16, seed: int = 0, constrained: bool = False) -> Directions:
+                    chunk: int = 16, seed: int = 0, constrained: bool = False,
+                    start: Start | None = None) -> Directions:
     """Unsupervised LOCO directions for one state at the edit time.
 
     The top-``rank`` right singular vectors of the posterior-mean predictor's Jacobian (state to
@@ -63,15 +80,18 @@ def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tens
     m = check_mask(mask, tuple(image_shape[-2:]), need_outside=null_rank > 0).to(model.device)
     inside = m[None].expand(*image_shape)
     outside = ~inside
-    start = time.perf_counter()
+    begun = time.perf_counter()
     lin = Linearization(model.family.predictor(tt), x, chunk=chunk)
+    start = start or Start()
     if constrained and null_rank > 0:
-        (null_res,) = block_subspace_svd(lin, [outside], [null_rank], iters=iters, tol=null_tol, seed=seed + 1)
+        (null_res,) = block_subspace_svd(lin, [outside], [null_rank], iters=iters, tol=null_tol, seed=seed + 1,
+                                         start=[start.null])
         (edit_res,) = block_subspace_svd(lin, [inside], [rank], iters=iters, tol=tol, seed=seed,
-                                         constraints=[null_res.Vh])
+                                         constraints=[null_res.Vh], start=[start.edit])
     else:
         edit_res, null_res = block_subspace_svd(lin, [inside, outside], [rank, null_rank], iters=iters,
-                                                tol=[tol, max(tol, null_tol)], seed=seed)
+                                                tol=[tol, max(tol, null_tol)], seed=seed,
+                                                start=[start.edit, start.null])
     V = edit_res.Vh
     if null_res is not None:
         V = project_out(V, null_res.Vh)
@@ -79,12 +99,14 @@ def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tens
     JV = lin.jvp(vectors)
     energy = JV.flatten(1).pow(2).sum(1).clamp_min(1e-30)
     outside_share = (JV * outside).flatten(1).pow(2).sum(1) / energy
-    diag = _diagnostics(edit_res, null_res, lin, outside_share, time.perf_counter() - start)
-    diag.update(mask_area=int(m.sum()), rank=rank, null_rank=null_rank,
+    diag = _diagnostics(edit_res, null_res, lin, outside_share, time.perf_counter() - begun)
+    diag.update(mask_area=int(m.sum()), rank=rank, null_rank=null_rank, warm=list(start.columns),
                 basis="constrained" if constrained and null_rank > 0 else "projected")
     null_s = null_res.S if null_res is not None else torch.zeros(0)
+    found = Start(edit_res.Vh.detach(), null_res.Vh.detach() if null_res is not None else None)
     return Directions(vectors=vectors.detach(), singular_values=edit_res.S.detach(),
-                      null_singular_values=null_s.detach(), t_edit=tt, fingerprint=model.fingerprint, diagnostics=diag)
+                      null_singular_values=null_s.detach(), t_edit=tt, fingerprint=model.fingerprint, diagnostics=diag,
+                      basis=found)
 
 
 def _diagnostics(edit_res, null_res, lin: Linearization, outside_share: Tensor, seconds: float) -> dict:

@@ -97,12 +97,13 @@ def states_of(model: LoadedModel, ready: Sequence, ts: Sequence[core.EditTime], 
 
 
 def find_for(model: LoadedModel, cond: dict | None, x_t: torch.Tensor, t: core.EditTime, mask: torch.Tensor,
-             params) -> core.Directions:
+             params, start: core.Start | None = None) -> core.Directions:
     """A job's directions: text-supervised (``J^T delta`` towards the edit prompt) when its
-    condition has an edit prompt, else the unsupervised LOCO basis, both under the job's prompt."""
+    condition has an edit prompt, else the unsupervised LOCO basis, both under the job's prompt
+    (from ``start``, when given: :func:`locobank.harvest.warm.warm_start`)."""
     m = under(model, cond)
     if cond and "edit_prompt" in cond:
         return core.find_supervised(m, under(model, cond, edit=True), x_t, t, mask, null_rank=params.null_rank, iters=params.iters,
                                     seed=params.seed)
     return core.find_directions(m, x_t, t, mask, rank=params.rank, null_rank=params.null_rank, iters=params.iters,
-                                tol=params.tol, seed=params.seed, constrained=params.basis == "constrained")
+                                tol=params.tol, seed=params.seed, constrained=params.basis == "constrained", start=start)

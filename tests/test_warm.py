@@ -1,0 +1,82 @@
+"""Warm starts: find_directions from given bases, built from the catalog and from finished jobs,
+and each job's cost in forward-pass equivalents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from locobank import core
+from locobank.catalog import Catalog
+from locobank.harvest.warm import catalog_bases, warm_start
+from locobank.images import load_image, load_mask
+from locobank.loco.jacobian import max_principal_angle
+from locobank.models import load_model
+from locobank.toyworld import write_dataset
+from locobank_cli.main import cli
+from tiny import save_tiny_pipeline
+
+FAST = ["--rank", "2", "--null-rank", "2", "--steps", "3", "--iters", "8", "--t-edit", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return load_model(save_tiny_pipeline(tmp_path_factory.mktemp("m") / "tiny16", size=16), device="cpu")
+
+
+def test_find_directions_from_its_own_converged_bases_needs_fewer_iterations(model):
+    g = torch.Generator().manual_seed(3)
+    x_t = torch.randn(3, 16, 16, generator=g)
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[9:13, 4:12] = True
+    cold = core.find_directions(model, x_t, 500, mask, rank=3, null_rank=3, tol=1e-5, null_tol=1e-5, iters=80)
+    warm = core.find_directions(model, x_t, 500, mask, rank=3, null_rank=3, tol=1e-5, null_tol=1e-5, iters=80,
+                                start=core.Start(cold.basis.edit, cold.basis.null))
+    assert cold.diagnostics["converged"] and warm.diagnostics["converged"]
+    assert warm.diagnostics["iterations"] < cold.diagnostics["iterations"]
+    assert warm.diagnostics["null_iterations"] < cold.diagnostics["null_iterations"]
+    assert warm.diagnostics["warm"] == [3, 3] and cold.diagnostics["warm"] == [0, 0]
+    assert max_principal_angle(cold.basis.edit, warm.basis.edit) < 1e-3
+    def orth(v):
+        return torch.linalg.qr(v.reshape(3, -1).T.double())[0].T
+
+    assert max_principal_angle(orth(cold.vectors), orth(warm.vectors)) < 1e-3
+
+
+def test_forward_pass_equivalents(model):
+    x_t = torch.randn(3, 16, 16)
+    unit = core.forward_seconds(model, x_t, 500)
+    assert 0 < unit < 10
+    assert core.fpe(3 * unit, unit) == pytest.approx(3.0)
+
+
+@pytest.mark.slow
+def test_harvest_warm_starts_later_jobs_and_records_their_cost(tmp_path):
+    folder = save_tiny_pipeline(tmp_path / "tiny32", size=32)
+    write_dataset(tmp_path / "faces", 3, 1_000_000)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    args = ["harvest", "--model", str(folder), "--images", str(tmp_path / "faces"), "--labels", "mouth",
+            "--batch", "2", *FAST, "--db", db]
+    out = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    with Catalog.open(db) as cat:
+        dirs = cat.list_directions()
+        by_job = {d.job_id: d.diagnostics for d in dirs}
+        assert len(by_job) == 3
+        for diag in by_job.values():
+            assert diag["fpe"] > 0 and diag["forward_seconds"] > 0 and diag["state_fpe"] > 0
+        warm = [diag["warm"][0] for _, diag in sorted(by_job.items())]
+        assert warm[0] == 0 and all(0 < w <= 4 for w in warm[1:])  # the first job knew nothing; 2 x rank rows
+        lm = load_model(folder)
+        rec = dirs[0]
+        assert [len(v) for v, _ in catalog_bases(cat, lm, "mouth", rec.t_edit)] == [2, 2, 2]
+        assert catalog_bases(cat, lm, "eyes", rec.t_edit) == []
+        image = load_image(Path(rec.image_uri), 32)
+        mask = load_mask(Path(rec.mask_uri), 32)
+        start = warm_start(cat, lm, "mouth", rec.t_edit, mask, image, rank=2, null_rank=2)
+        assert start.edit.shape == (4, 3 * 32 * 32) and start.null is None
+        torch.testing.assert_close(start.edit @ start.edit.T, torch.eye(4), atol=1e-4, rtol=0)
+        assert warm_start(cat, lm, "eyes", rec.t_edit, mask, image) is None
