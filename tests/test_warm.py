@@ -80,3 +80,49 @@ def test_harvest_warm_starts_later_jobs_and_records_their_cost(tmp_path):
         assert start.edit.shape == (4, 3 * 32 * 32) and start.null is None
         torch.testing.assert_close(start.edit @ start.edit.T, torch.eye(4), atol=1e-4, rtol=0)
         assert warm_start(cat, lm, "eyes", rec.t_edit, mask, image) is None
+
+
+def test_harvest_dry_run_estimates_the_cost_and_writes_nothing(tmp_path):
+    folder = save_tiny_pipeline(tmp_path / "tiny16", size=16)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (16, 16), (40 * i, 90, 200)).save(faces / f"f{i}.png")
+        m = Image.new("L", (16, 16), 0)
+        m.paste(255, (4, 4, 10, 10))
+        m.save(faces / f"f{i}_eyes.png")
+        m.save(faces / f"f{i}_mouth.png")
+    db = tmp_path / "c.db"
+    args = ["harvest", "--model", str(folder), "--images", str(faces), "--rank", "2", "--null-rank", "3",
+            "--steps", "7", "--dry-run", "--db", f"sqlite:///{db}"]
+    out = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "4 jobs on 2 images" in out.output
+    assert "per image: inversion 7 FPE" in out.output and "12.0 rounds (assumed)" in out.output
+    assert "estimate:" in out.output and "FPE, about" in out.output
+    assert not db.exists()
+
+
+def test_pace_says_jobs_done_directions_per_minute_and_time_left():
+    from locobank.harvest.estimate import Pace
+
+    p = Pace(total=10, started=100.0)
+    assert p.text(now=130.0) == "0/10 jobs, 0.0 directions/min, time left unknown"
+    p.add(2, 6)
+    assert p.text(now=160.0) == "2/10 jobs, 6.0 directions/min, 4 min 0 s left"
+
+
+def test_stages_show_the_pace_beside_the_bar():
+    from locobank.progress import note
+    from locobank_cli.common import Stages
+
+    seen = []
+    with Stages() as stages:
+        update = stages("harvest", 3)
+        update(1)
+        note(update, "1/3 jobs")
+        seen.append(stages.bars[0].postfix)
+    note(lambda n: None, "ignored")  # a plain update takes no note
+    assert seen == ["1/3 jobs"]
