@@ -69,7 +69,7 @@ def test_harvest_warm_starts_later_jobs_and_records_their_cost(tmp_path):
         for diag in by_job.values():
             assert diag["fpe"] > 0 and diag["forward_seconds"] > 0 and diag["state_fpe"] > 0
         warm = [diag["warm"][0] for _, diag in sorted(by_job.items())]
-        assert warm[0] == 0 and all(0 < w <= 4 for w in warm[1:])  # the first job knew nothing; 2 x rank rows
+        assert warm[0] == 0 and all(0 < w <= 2 for w in warm[1:])  # the first job knew nothing; rank rows
         lm = load_model(folder)
         rec = dirs[0]
         assert [len(v) for v, _ in catalog_bases(cat, lm, "mouth", rec.t_edit)] == [2, 2, 2]
@@ -77,8 +77,8 @@ def test_harvest_warm_starts_later_jobs_and_records_their_cost(tmp_path):
         image = load_image(Path(rec.image_uri), 32)
         mask = load_mask(Path(rec.mask_uri), 32)
         start = warm_start(cat, lm, "mouth", rec.t_edit, mask, image, rank=2, null_rank=2)
-        assert start.edit.shape == (4, 3 * 32 * 32) and start.null is None
-        torch.testing.assert_close(start.edit @ start.edit.T, torch.eye(4), atol=1e-4, rtol=0)
+        assert start.edit.shape == (2, 3 * 32 * 32) and start.null is None
+        torch.testing.assert_close(start.edit @ start.edit.T, torch.eye(2), atol=1e-4, rtol=0)
         assert warm_start(cat, lm, "eyes", rec.t_edit, mask, image) is None
 
 

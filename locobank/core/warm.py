@@ -19,10 +19,11 @@ from ..models import LoadedModel
 from .find import Start
 from .transfer import register
 
-# Rows kept from each start by default, per rank: the start's top principal directions. On the
-# toy model (rank 5) ten rows from other faces left fewer iterations than five, for a first
-# iteration twice as wide (tests/bench/bench_warm.py).
-COLUMNS_PER_RANK = 2
+# Rows kept from each start, per rank of its basis: its top principal directions. One per rank
+# keeps the first block as wide as a cold one; on the toy model (rank 3, null rank 20, 2 held-out
+# faces x eyes/mouth/hair from 3 catalog faces) two per rank took the same rounds (11.17 against
+# 11.67 cold) and paid for the wider first block (tests/bench/bench_warm.py).
+COLUMNS_PER_RANK = 1
 
 
 def part_of(image: Tensor, mask: Tensor) -> PartPrint:
@@ -44,15 +45,14 @@ def principal_rows(rows: Tensor, k: int) -> Tensor:
 
 def start_from(model: LoadedModel, mask: Tensor, *, edit: Sequence[Tensor] = (),
                sources: Sequence[PartPrint | None] = (), null: Sequence[Tensor] = (), image: Tensor | None = None,
-               columns: int | None = None, rank: int | None = None) -> Start:
+               rank: int | None = None, null_rank: int | None = None, per_rank: float = COLUMNS_PER_RANK) -> Start:
     """A :class:`Start` for a job on ``mask`` (this image's part; ``image`` clean, for the
     profile fit): ``edit`` bases found on other images (each (k, *state_shape) or (k, D)), each
     registered from its source part in ``sources`` (None: left where it is) onto ``mask``;
     ``null`` bases as they are (the outside's dominant directions are global). Each start keeps
-    its top ``columns`` principal directions (default :data:`COLUMNS_PER_RANK` x ``rank``, the
-    model's rank by default)."""
+    its top ``per_rank`` x ``rank`` (``null_rank``; the model's by default) principal directions."""
     rank = model.settings.rank if rank is None else int(rank)
-    k = COLUMNS_PER_RANK * rank if columns is None else int(columns)
+    null_rank = model.settings.null_rank if null_rank is None else int(null_rank)
     shape = tuple(model.family.state_shape)
     edit_rows = None
     if len(edit):
@@ -62,13 +62,12 @@ def start_from(model: LoadedModel, mask: Tensor, *, edit: Sequence[Tensor] = (),
             b = basis.reshape(-1, *shape).to(model.device, torch.float32)
             stacked.append(b)
             src_rows += [src] * b.shape[0]
-        vectors = torch.cat(stacked)
-        moved, _, _ = register(model, vectors, src_rows, mask, image=image)
-        edit_rows = principal_rows(moved, k)
+        moved, _, _ = register(model, torch.cat(stacked), src_rows, mask, image=image)
+        edit_rows = principal_rows(moved, max(1, round(per_rank * rank)))
     null_rows = None
-    if len(null):
+    if len(null) and null_rank > 0:
         null_rows = principal_rows(torch.cat([n.reshape(n.shape[0], -1).to(model.device, torch.float32)
-                                              for n in null]), k)
+                                              for n in null]), max(1, round(per_rank * null_rank)))
     return Start(edit_rows, null_rows)
 
 

@@ -61,7 +61,7 @@ def warm_start(catalog, model: LoadedModel, mask_label: str, t_edit: int, mask: 
                null_rank: int | None = None) -> core.Start | None:
     """The start of a job on ``image`` (clean) and ``mask``: the edit bases of the catalog (None:
     none) and of ``recent`` jobs for this label and edit time registered onto the mask, and the
-    recent jobs' null bases, each cut to twice its rank in principal directions; None when
+    recent jobs' null bases, each cut to its top principal directions (:func:`start_from`); None when
     nothing is known yet (the job starts from random vectors). ``known`` stands for the
     catalog's bases when a caller has read them already (:func:`catalog_bases`)."""
     if known is None:
@@ -70,14 +70,9 @@ def warm_start(catalog, model: LoadedModel, mask_label: str, t_edit: int, mask: 
     edit = [v for v, _ in known] + [b.edit for b, _ in mine]
     if not edit:
         return None
-    rank = model.settings.rank if rank is None else int(rank)
-    null_rank = model.settings.null_rank if null_rank is None else int(null_rank)
-    s = start_from(model, mask, edit=edit, sources=[p for _, p in known] + [p for _, p in mine], image=image,
-                   columns=core.warm.COLUMNS_PER_RANK * rank, rank=rank)
     nulls = [b.null for b, _ in mine if b.null is not None]
-    if nulls and null_rank > 0:
-        s.null = start_from(model, mask, null=nulls, columns=core.warm.COLUMNS_PER_RANK * null_rank).null
-    return s
+    return start_from(model, mask, edit=edit, sources=[p for _, p in known] + [p for _, p in mine], image=image,
+                      null=nulls, rank=rank, null_rank=null_rank)
 
 
 class Starts:

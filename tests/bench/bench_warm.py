@@ -64,7 +64,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--labels", default="eyes,mouth,hair")
     ap.add_argument("--rank", type=int, default=None)
     ap.add_argument("--null-rank", type=int, default=None)
-    ap.add_argument("--columns", type=int, default=None, help="start rows kept per basis (default 2 x rank)")
+    ap.add_argument("--per-rank", type=float, default=None, help="start rows kept per basis, per rank "
+                    "(default core.warm.COLUMNS_PER_RANK)")
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -89,7 +90,8 @@ def main(argv=None) -> dict:
             cold, cs = find(m, xt, t, masks[lab], args)
             w0 = time.perf_counter()
             start = start_from(model, masks[lab], edit=[b.edit for b, _ in cat[lab]], sources=[p for _, p in cat[lab]],
-                               null=[b.null for b, _ in cat[lab]], image=x, columns=args.columns, rank=args.rank)
+                               null=[b.null for b, _ in cat[lab]], image=x, rank=args.rank, null_rank=args.null_rank,
+                               **({} if args.per_rank is None else {"per_rank": args.per_rank}))
             warm, _ = find(m, xt, t, masks[lab], args, start)
             ws = time.perf_counter() - w0  # building the start included
             rows.append(_row(lab, cold, warm, cs, ws))
