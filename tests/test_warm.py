@@ -126,3 +126,37 @@ def test_stages_show_the_pace_beside_the_bar():
         seen.append(stages.bars[0].postfix)
     note(lambda n: None, "ignored")  # a plain update takes no note
     assert seen == ["1/3 jobs"]
+
+
+def test_several_masks_on_one_state_are_found_together_as_alone(model):
+    g = torch.Generator().manual_seed(5)
+    x_t = torch.randn(3, 16, 16, generator=g)
+    masks = [torch.zeros(16, 16, dtype=torch.bool) for _ in range(2)]
+    masks[0][9:13, 4:12] = True
+    masks[1][2:6, 3:9] = True
+    kw = dict(rank=2, null_rank=2, tol=1e-5, null_tol=1e-5, iters=80)
+    alone = [core.find_directions(model, x_t, 500, m, **kw) for m in masks]
+    together = core.find_many(model, x_t, 500, masks, **kw)
+    for a, b in zip(alone, together):
+        assert b.diagnostics["converged"] and b.diagnostics["masks_together"] == 2
+        assert max_principal_angle(a.basis.edit, b.basis.edit) < 1e-3
+        assert max_principal_angle(a.basis.null, b.basis.null) < 1e-3
+        torch.testing.assert_close(a.singular_values, b.singular_values, rtol=1e-3, atol=0)
+    with pytest.raises(Exception, match="one start"):
+        core.find_many(model, x_t, 500, masks, starts=[None])
+
+
+@pytest.mark.slow
+def test_harvest_together_finds_each_images_masks_in_one_group(tmp_path):
+    folder = save_tiny_pipeline(tmp_path / "tiny32", size=32)
+    write_dataset(tmp_path / "faces", 2, 1_000_000)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    args = ["harvest", "--model", str(folder), "--images", str(tmp_path / "faces"), "--labels", "mouth,eyes",
+            "--batch", "4", "--together", *FAST, "--db", db]
+    out = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "done 4, skipped 0 (already done), failed 0, 8 new directions" in out.output
+    with Catalog.open(db) as cat:
+        diags = {d.job_id: d.diagnostics for d in cat.list_directions()}
+    assert sorted(d.get("masks_together", 1) for d in diags.values()) == [2, 2, 2, 2]
+    assert all(d["fpe"] > 0 for d in diags.values())

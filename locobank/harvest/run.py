@@ -35,6 +35,7 @@ class HarvestRequest:
     plan_only: bool = False
     db_url: str | None = None
     warm_start: bool = True  # jobs start from the bases of those done before (harvest.warm)
+    together: bool = False  # a batch's jobs on one state go through the model together
 
 
 @dataclass
@@ -147,7 +148,8 @@ def _work(cat, lm, url: str, source: str, run_id: int, params: HarvestParams, re
 
     if req.workers == 1:
         return work(cat, lm, run_id, params, batch=req.batch, lease_seconds=req.lease_seconds,
-                    max_attempts=req.max_attempts, on_job=lambda kind, n: paced(1, n), warm_start=req.warm_start)
+                    max_attempts=req.max_attempts, on_job=lambda kind, n: paced(1, n), warm_start=req.warm_start,
+                    together=req.together)
     from .pool import run_pool
 
     seen = {"n": None}

@@ -241,7 +241,8 @@ def _states_by_time(model: LoadedModel, times: dict, ready: list, params: Harves
 
 def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, owner: str | None = None,
          batch: int = 4, lease_seconds: float = 600.0, max_attempts: int = 3,
-         on_job: Callable[[str, int], None] | None = None, warm_start: bool = True) -> Summary:
+         on_job: Callable[[str, int], None] | None = None, warm_start: bool = True,
+         together: bool = False) -> Summary:
     """Claim and run jobs of ``run_id`` until none is left; returns what this worker did.
 
     Images of a claimed batch are brought to their edit time together (one batched DDIM
@@ -250,7 +251,8 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     unsupervised job starts from the catalog's bases for its mask label and edit time and from
     the jobs this worker finished last (:func:`locobank.harvest.warm.warm_start`). Each job's
     diagnostics record its cost in forward-pass equivalents (``fpe``: one forward pass of the
-    model, timed on the batch's first state, is the unit).
+    model, timed on the batch's first state, is the unit). With ``together``, the batch's jobs on
+    one state go through the model together (:func:`conditions.find_together`).
     """
     owner = owner or default_owner()
     summary = Summary()
@@ -279,11 +281,12 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
                 _fail(catalog, job, owner, _reason(e), summary, on_job)
             continue
         state_seconds = (time.perf_counter() - t0) / len(ready)
+        grouped = _together(model, ready, xts, ts, params, starts) if together else {}
         summary.find_seconds += time.perf_counter() - t0
         for (job, x, m), xt, t in zip(ready, xts, ts):
             try:
                 _run_job(catalog, model, params, owner, (job, x, m), xt, t, starts, summary,
-                         {"forward_seconds": unit, "state_fpe": core.fpe(state_seconds, unit)})
+                         {"forward_seconds": unit, "state_fpe": core.fpe(state_seconds, unit)}, grouped.get(job.id))
                 if on_job is not None:
                     on_job("done", summary.last)
             except Exception as e:
@@ -293,15 +296,29 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     return summary
 
 
+def _together(model: LoadedModel, ready, xts, ts, params: HarvestParams, starts) -> dict:
+    """The batch's jobs that share a state, found together; on any error, none (each job alone)."""
+    try:
+        return conditions.find_together(model, ready, xts, ts, params, starts)
+    except Exception as e:  # each job then runs alone and fails, if it does, with its own reason
+        log.warning("finding jobs together failed (%s); running them one by one", _reason(e))
+        return {}
+
+
 def _run_job(catalog, model: LoadedModel, params: HarvestParams, owner: str, item: tuple, xt: torch.Tensor,
-             t: core.EditTime, starts: warm.Starts | None, summary: Summary, cost: dict) -> None:
-    """Find one job's directions (warm-started where ``starts`` knows something) and commit them."""
+             t: core.EditTime, starts: warm.Starts | None, summary: Summary, cost: dict,
+             found: core.Directions | None = None) -> None:
+    """Find one job's directions (warm-started where ``starts`` knows something; ``found`` when
+    found together with others already) and commit them."""
     job, x, m = item
-    t1 = time.perf_counter()
-    start = starts.start(job, x, m, t) if starts is not None else None
-    found = conditions.find_for(model, job.condition, xt, t, m, params, start=start)
-    seconds = time.perf_counter() - t1
-    summary.find_seconds += seconds
+    if found is None:
+        t1 = time.perf_counter()
+        start = starts.start(job, x, m, t) if starts is not None else None
+        found = conditions.find_for(model, job.condition, xt, t, m, params, start=start)
+        seconds = time.perf_counter() - t1
+        summary.find_seconds += seconds
+    else:
+        seconds = found.diagnostics["seconds"]  # its share of the group's
     found.diagnostics.update(cost, fpe=core.fpe(seconds, cost["forward_seconds"]))
     new = _new_directions(found, t, params, x, m)
     catalog.complete_job(job.id, owner, new)

@@ -32,12 +32,12 @@ from locobank.paths import resolve_model  # noqa: E402
 from locobank.toyworld import HELD_OUT_SEED, write_dataset  # noqa: E402
 
 
-def harvest(model, pairs, params, db: Path, batch: int, warm: bool) -> dict:
+def harvest(model, pairs, params, db: Path, batch: int, warm: bool, together: bool = False) -> dict:
     """One harvest of ``pairs`` into a fresh catalog; its throughput and its jobs' diagnostics."""
     cat = Catalog.open(f"sqlite:///{db}", upgrade=True)
     start = time.perf_counter()
     run = plan(cat, model, pairs, params)
-    summary = work(cat, model, run.id, params, batch=batch, warm_start=warm)
+    summary = work(cat, model, run.id, params, batch=batch, warm_start=warm, together=together)
     full = time.perf_counter() - start
     diags = list({d.job_id: d.diagnostics for d in cat.list_directions()}.values())
     cat.close()
@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--labels", default="eyes,mouth,hair")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--together", action="store_true", help="a third run: warm, each face's masks found together")
     args = ap.parse_args()
     model = load_model(resolve_model(args.model))
     st = model.settings
@@ -69,7 +70,10 @@ def main() -> None:
         pairs = discover(tmp / "faces", labels=set(args.labels.split(",")))
         cold = harvest(model, pairs, params, tmp / "cold.db", args.batch, warm=False)
         warm = harvest(model, pairs, params, tmp / "warm.db", args.batch, warm=True)
-    for name, r in (("cold (baseline)", cold), ("warm", warm)):
+        runs = [("cold (baseline)", cold), ("warm", warm)]
+        if args.together:
+            runs.append(("warm, together", harvest(model, pairs, params, tmp / "both.db", args.batch, True, True)))
+    for name, r in runs:
         s = r["summary"]
         inside = s.seconds - s.find_seconds
         print(f"{name:16s} {r['seconds']:7.2f} s, {s.done} jobs, {s.directions} directions: "
@@ -77,6 +81,9 @@ def main() -> None:
               f"(unit {1000 * r['unit']:.2f} ms); catalog and I/O {100 * inside / s.find_seconds:.1f}% of finding")
     print(f"throughput warm / cold: {warm['per_min'] / cold['per_min']:.2f}x (bar 2x); "
           f"FPE per job cold / warm: {cold['fpe'] / warm['fpe']:.2f}x")
+    if args.together:
+        both = runs[-1][1]
+        print(f"throughput warm and together / warm alone: {both['per_min'] / warm['per_min']:.2f}x")
 
 
 if __name__ == "__main__":
