@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parent / "bench" / "bench_gpu.py"
+from tiny import load_bench
 
 
 @pytest.mark.slow
 def test_the_gpu_benchmark_runs_at_reduced_sizes_on_the_cpu(capsys):
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    out = bench.main(["--tiny", "--device", "cpu", "--jobs", "2", "--rank", "2", "--null-rank", "2", "--iters", "6",
-                      "--steps", "3", "--dtypes", "fp32,bf16"])
+    out = load_bench("bench_gpu").main(["--tiny", "--device", "cpu", "--jobs", "2", "--rank", "2", "--null-rank", "2",
+                                        "--iters", "6", "--steps", "3", "--dtypes", "fp32,bf16"])
     for key in ("pixel", "sd"):
         r = out[key]
         assert r["unit"] > 0 and r["one_cold"] > 0 and r["plain"] > 0 and r["masked"] > 0 and r["peak"] > 0

@@ -53,15 +53,20 @@ def test_forward_pass_equivalents(model):
     assert core.fpe(3 * unit, unit) == pytest.approx(3.0)
 
 
-@pytest.mark.slow
-def test_harvest_warm_starts_later_jobs_and_records_their_cost(tmp_path):
+def _harvest(tmp_path, faces: int, *extra: str):
+    """A tiny 32-pixel model harvested over ``faces`` toy faces; its folder, catalog URL and output."""
     folder = save_tiny_pipeline(tmp_path / "tiny32", size=32)
-    write_dataset(tmp_path / "faces", 3, 1_000_000)
+    write_dataset(tmp_path / "faces", faces, 1_000_000)
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    args = ["harvest", "--model", str(folder), "--images", str(tmp_path / "faces"), "--labels", "mouth",
-            "--batch", "2", *FAST, "--db", db]
+    args = ["harvest", "--model", str(folder), "--images", str(tmp_path / "faces"), *extra, *FAST, "--db", db]
     out = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert out.exit_code == 0, out.output
+    return folder, db, out.output
+
+
+@pytest.mark.slow
+def test_harvest_warm_starts_later_jobs_and_records_their_cost(tmp_path):
+    folder, db, _ = _harvest(tmp_path, 3, "--labels", "mouth", "--batch", "2")
     with Catalog.open(db) as cat:
         dirs = cat.list_directions()
         by_job = {d.job_id: d.diagnostics for d in dirs}
@@ -148,14 +153,8 @@ def test_several_masks_on_one_state_are_found_together_as_alone(model):
 
 @pytest.mark.slow
 def test_harvest_together_finds_each_images_masks_in_one_group(tmp_path):
-    folder = save_tiny_pipeline(tmp_path / "tiny32", size=32)
-    write_dataset(tmp_path / "faces", 2, 1_000_000)
-    db = f"sqlite:///{tmp_path / 'c.db'}"
-    args = ["harvest", "--model", str(folder), "--images", str(tmp_path / "faces"), "--labels", "mouth,eyes",
-            "--batch", "4", "--together", *FAST, "--db", db]
-    out = CliRunner().invoke(cli, args, catch_exceptions=False)
-    assert out.exit_code == 0, out.output
-    assert "done 4, skipped 0 (already done), failed 0, 8 new directions" in out.output
+    _, db, output = _harvest(tmp_path, 2, "--labels", "mouth,eyes", "--batch", "4", "--together")
+    assert "done 4, skipped 0 (already done), failed 0, 8 new directions" in output
     with Catalog.open(db) as cat:
         diags = {d.job_id: d.diagnostics for d in cat.list_directions()}
     assert sorted(d.get("masks_together", 1) for d in diags.values()) == [2, 2, 2, 2]
