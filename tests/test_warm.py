@@ -159,3 +159,18 @@ def test_harvest_together_finds_each_images_masks_in_one_group(tmp_path):
         diags = {d.job_id: d.diagnostics for d in cat.list_directions()}
     assert sorted(d.get("masks_together", 1) for d in diags.values()) == [2, 2, 2, 2]
     assert all(d["fpe"] > 0 for d in diags.values())
+
+
+def test_reprojection_warm_started_from_the_image_before_gives_the_same_vectors(model):
+    g = torch.Generator().manual_seed(7)
+    states = [torch.randn(3, 16, 16, generator=g) for _ in range(2)]
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[9:13, 4:12] = True
+    v = torch.randn(2, 3, 16, 16, generator=g)
+    memory = core.NullBases()
+    assert memory.start(500) is None
+    core.reproject(model, states[0], 500, mask, v, null_rank=3, memory=memory)
+    assert memory.start(500).shape == (3, 3 * 16 * 16) and memory.start(400) is None
+    cold = core.reproject(model, states[1], 500, mask, v, null_rank=3, tol=1e-6)
+    warm = core.reproject(model, states[1], 500, mask, v, null_rank=3, tol=1e-6, memory=memory)
+    torch.testing.assert_close(warm, cold, atol=1e-4, rtol=0)

@@ -24,9 +24,9 @@ from .supervised import find_supervised
 from .spill import spill_pass, with_spill_passes
 from .states import as_batch, generate, generate_to, invert, invert_on, noise_for, noise_to, sample
 from .time import EditTime, to_timestep
-from .transfer import REPROJECT_TOL, align, masks_for, register, relocalize, reproject
+from .transfer import REPROJECT_TOL, NullBases, align, masks_for, register, relocalize, reproject
 
-__all__ = ["REPROJECT_TOL", "Direction", "Directions", "Start", "forward_seconds", "fpe", "warm", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
+__all__ = ["REPROJECT_TOL", "NullBases", "Direction", "Directions", "Start", "forward_seconds", "fpe", "warm", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
            "check_direction", "compose", "edit", "edit_each", "shared_at", "SharedAt", "find_directions", "find_many", "find_supervised", "generate",
            "generate_to", "invert", "invert_on", "locality", "noise_for", "masks_for", "noise_to", "options_for", "register", "relocalize", "reproject", "sample",
            "spill_pass", "to_timestep", "with_spill_passes"]
