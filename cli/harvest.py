@@ -113,7 +113,8 @@ def _estimate(e) -> None:
     click.echo(f"{e.jobs} jobs on {e.images} images; one forward pass {1000 * e.forward_seconds:.1f} ms (1 FPE)")
     click.echo(f"per image: inversion {e.inversion_fpe:.0f} FPE; per job: {e.rounds:.1f} rounds ({e.rounds_from}) "
                f"at {e.jvp_fpe:.2f} FPE per J v and {e.vjp_fpe:.2f} per J^T u: {e.job_fpe:.0f} FPE")
-    click.echo(f"estimate: {e.total_fpe:,.0f} FPE, about {duration(e.seconds)} on this machine with one worker")
+    click.echo(f"estimate: {e.total_fpe:,.0f} FPE, about {duration(e.seconds)} on this machine with one worker "
+               f"(an upper bound: it counts both bases iterating every round, and the edit basis stops sooner)")
 
 
 def _report(out) -> None:
