@@ -40,13 +40,16 @@ class Recent:
         return list(self.bases.get((label, int(t)), ()))
 
 
-def catalog_bases(catalog, model: LoadedModel, mask_label: str, t_edit: int, *, limit: int = KEEP) -> list[tuple[Tensor, PartPrint | None]]:
+def catalog_bases(catalog, model: LoadedModel, mask_label: str, t_edit: int, *,
+                  limit: int = KEEP) -> list[tuple[Tensor, PartPrint | None]]:
     """The newest catalog edit bases of ``model`` for ``mask_label`` at timestep ``t_edit``: per
-    job, its stored directions (rows) and the part they were found on."""
-    recs = [r for r in catalog.list_directions(model.fingerprint, mask_label=mask_label)
+    job (at most ``limit``), its stored directions (rows) and the part they were found on. Only
+    the newest directions are read (16 per job asked for), not the whole catalog."""
+    recs = [r for r in catalog.list_directions(model.fingerprint, mask_label=mask_label, newest_first=True,
+                                               limit=16 * limit)
             if r.t_edit == int(t_edit) and not (r.condition or {}).get("edit_prompt")]
     jobs: dict[int, list] = {}
-    for r in reversed(recs):
+    for r in recs:
         if r.job_id in jobs or len(jobs) < limit:
             jobs.setdefault(r.job_id, []).append(r)
     out = []
