@@ -163,4 +163,5 @@ def _work(cat, lm, url: str, source: str, run_id: int, params: HarvestParams, re
 
     poll()
     return run_pool(url, source, run_id, params, req.workers, device=req.device, batch=req.batch,
-                    lease_seconds=req.lease_seconds, max_attempts=req.max_attempts, poll=poll)
+                    lease_seconds=req.lease_seconds, max_attempts=req.max_attempts, poll=poll,
+                    options={"warm_start": req.warm_start, "together": req.together})
