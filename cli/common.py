@@ -104,7 +104,12 @@ class Stages:
         self.close()
         bar = tqdm(total=total, desc=f"{name:>13}", unit="step", disable=None)  # None: no bars off a terminal
         self.bars.append(bar)
-        return bar.update
+
+        def update(n: int = 1) -> None:
+            bar.update(n)
+
+        update.note = bar.set_postfix_str  # locobank.progress.note: how fast, what is left
+        return update
 
     def close(self) -> None:
         for b in self.bars:

@@ -17,3 +17,11 @@ def _ignore(n: int = 1) -> None:
 def stage(progress: Optional[Progress], label: str, total: int) -> Update:
     """The ``update`` of a new stage, or a no-op without ``progress``."""
     return progress(label, total) if progress is not None else _ignore
+
+
+def note(update: Update, text: str) -> None:
+    """Show ``text`` beside a stage's bar (how fast it goes, what is left), where whoever draws it
+    can: an ``update`` with a ``note`` attribute takes it; any other ignores it."""
+    show = getattr(update, "note", None)
+    if show is not None:
+        show(text)

@@ -185,3 +185,31 @@ def test_jvp_falls_back_to_reverse_mode_where_forward_ad_fails(problem, caplog):
     plain = Linearization(fn, x)  # where forward mode works it is used, and agrees with the dense J
     torch.testing.assert_close(plain.jvp(V).reshape(5, -1), V.reshape(5, -1) @ J.T, rtol=1e-4, atol=1e-5)
     assert not plain.reverse_jvp
+
+
+def test_a_warm_start_from_a_converged_basis_needs_fewer_iterations_and_lands_on_the_same_subspace(problem):
+    fn, x, _, mask = problem
+    lin = Linearization(fn, x)
+    cold_edit, cold_null = block_subspace_svd(lin, [mask, ~mask], [3, 4], tol=1e-6, iters=100)
+    assert cold_edit.converged and cold_null.converged
+    # Start from the converged bases, rotated and with a perturbation, plus extra rows: any number of rows.
+    g = torch.Generator().manual_seed(3)
+    rot = torch.linalg.qr(torch.randn(3, 3, generator=g))[0]
+    edit0 = torch.cat([rot @ cold_edit.Vh + 1e-4 * torch.randn(3, 192, generator=g), torch.randn(4, 192, generator=g)])
+    warm_edit, warm_null = block_subspace_svd(lin, [mask, ~mask], [3, 4], tol=1e-6, iters=100,
+                                              start=[edit0, cold_null.Vh[:2]])
+    assert warm_edit.converged and warm_null.converged
+    assert warm_edit.iterations < cold_edit.iterations
+    assert warm_null.iterations <= cold_null.iterations
+    assert max_principal_angle(cold_edit.Vh, warm_edit.Vh) < 1e-4
+    assert max_principal_angle(cold_null.Vh, warm_null.Vh) < 1e-4
+    assert torch.allclose(warm_edit.S, cold_edit.S, rtol=1e-4)
+
+
+def test_a_start_must_match_the_state(problem):
+    fn, x, _, mask = problem
+    lin = Linearization(fn, x)
+    with pytest.raises(ValueError, match="start rows"):
+        block_subspace_svd(lin, [mask], [2], start=[torch.randn(2, 10)])
+    with pytest.raises(ValueError, match="one entry"):
+        block_subspace_svd(lin, [mask], [2], start=[None, None])

@@ -23,7 +23,8 @@ from locobank.images import load_image, load_mask
 from locobank.index import build_index, catalog_folder
 from locobank.models import load_model, under
 from locobank.paths import TOY_DDPM
-from locobank.rank import (BREAK_WEIGHT, CALIBRATION_TOL, STRENGTH_CAP, candidate_pool, change_size, rank_for_image,
+from locobank.errors import ArgumentError
+from locobank.rank import (BREAK_WEIGHT, CALIBRATION_TOL, STRENGTH_CAP, STRENGTH_FLOOR, candidate_pool, change_size, rank_for_image,
                            rank_pool)
 from locobank.search import name_directions, text_direction
 from locobank.toyworld import write_dataset
@@ -68,7 +69,7 @@ def ranked_masked(pixel) -> list:
     """'smile' ranked for the unseen face with its mouth mask, at calibrated strengths."""
     with Catalog.open(pixel["db"]) as cat:
         return rank_for_image(cat, pixel["clip"], "smile", pixel["face"], mask=pixel["mask"], device="cpu",
-                              index_folder=pixel["index"], options=_fast(pixel["model"]))
+                              index_folder=pixel["index"], options=_fast(pixel["model"]), order="score")
 
 
 def _state(model, face: Path, t: int) -> torch.Tensor:
@@ -135,9 +136,27 @@ def test_ranking_is_by_the_combined_score(pixel, ranked_masked):
         assert 0 <= h.locality <= 1
 
 
+def test_verify_order_keeps_the_text_order_of_the_hits_whose_previews_work(pixel, ranked_masked):
+    """The default order: the text search's order, with every hit whose preview does not move the
+    image towards the query (score at most VERIFY_FLOOR) behind those whose preview does."""
+    from locobank.rank import VERIFY_FLOOR, ordered
+
+    assert ordered([0.3, -0.1, 0.5, 0.0, 0.2], "verify") == [0, 2, 4, 1, 3]
+    assert ordered([0.3, -0.1, 0.5, 0.0, 0.2], "score") == [2, 0, 4, 3, 1]
+    with pytest.raises(ArgumentError):
+        ordered([0.1], "best")
+    with Catalog.open(pixel["db"]) as cat:
+        verified = rank_for_image(cat, pixel["clip"], "smile", pixel["face"], mask=pixel["mask"], device="cpu",
+                                  index_folder=pixel["index"], options=_fast(pixel["model"]))
+        text = [h.id for h in candidate_pool(cat, pixel["clip"], "smile", index_folder=pixel["index"]).hits]
+    score = {h.id: h.score for h in ranked_masked}
+    assert [h.id for h in verified] == ([i for i in text if score[i] > VERIFY_FLOOR]
+                                        + [i for i in text if score[i] <= VERIFY_FLOOR])
+
+
 def test_calibrated_strength_reaches_its_size_of_change(pixel):
     """Each calibrated strength changes the preview inside the mask by the target RMS, or sits at
-    the cap when even the cap changes less."""
+    the cap when even the cap changes less, or at the floor when even the floor changes more."""
     target = 0.05
     with Catalog.open(pixel["db"]) as cat:
         pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
@@ -147,9 +166,11 @@ def test_calibrated_strength_reaches_its_size_of_change(pixel):
     default = pool.model.strength_for("mouth")
     reached = 0
     for h in ranked:
-        assert h.calibrated and 0 < h.strength <= STRENGTH_CAP * default + 1e-6
+        assert h.calibrated and STRENGTH_FLOOR * default - 1e-3 <= h.strength <= STRENGTH_CAP * default + 1e-6
         assert h.change == pytest.approx(float(change_size((h.preview - h.unedited)[None], mask)[0]), rel=1e-4)
-        if h.strength < STRENGTH_CAP * default - 1e-6:
+        if h.strength < STRENGTH_FLOOR * default + 1e-2:
+            assert h.change > target * (1 - CALIBRATION_TOL)
+        elif h.strength < STRENGTH_CAP * default - 1e-6:
             assert abs(h.change / target - 1) <= CALIBRATION_TOL
             reached += 1
         else:
@@ -173,7 +194,7 @@ def test_latent_model_ranks_under_a_prompt(tmp_path):
         index = _index_beside(cat, db_file, clip.clip_id)
         pool = candidate_pool(cat, clip, "smile", pool=2, index_folder=index, prompt="a face", device="cpu")
         ranked = rank_pool(pool, clip, "smile", tmp_path / "b.png", mask=tmp_path / "mouth.png", strength=2.0,
-                           options=_fast(pool.model))
+                           options=_fast(pool.model), order="score")
     assert pool.model.family.cond.prompt == "a face"
     assert len(ranked) == 2 and ranked[0].score >= ranked[1].score
     t = pool.directions[0].t_edit
@@ -199,7 +220,8 @@ def test_cli_search_image_json_and_sheet(pixel, tmp_path):
         assert h["strength"] * h["sign"] > 0 and 0 <= h["locality"] <= 1
         assert h["apply"].startswith(f"locobank apply {h['id']}:{h['strength']:+.4g} {pixel['face']} "
                                      f"--mask {pixel['mask']} ")
-    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    works = [h["score"] > 0 for h in hits]  # the default order: hits whose previews work first
+    assert works == sorted(works, reverse=True)
     sheet = Image.open(tmp_path / "s.png")
     assert sheet.size[1] > 3 * 128  # a row of tiles per hit
 

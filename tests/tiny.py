@@ -99,3 +99,14 @@ def write_sd_inputs(root: Path) -> None:
     Image.fromarray(mask).save(root / "mouth.png")
     for name in ("a", "b"):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / f"{name}.png")
+
+
+def load_bench(name: str):
+    """A benchmark script under tests/bench/ loaded as a module, so a test can run its ``main``."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "bench" / f"{name}.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench

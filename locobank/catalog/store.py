@@ -176,9 +176,11 @@ class Catalog(JobQueue, PackExchange, EffectStore):
         *,
         mask_label: str | None = None,
         include_deleted: bool = False,
+        newest_first: bool = False,
     ) -> list[DirectionRecord]:
-        """Directions in id order; ``model`` matches a model id or a fingerprint, ``label`` the auto name."""
-        stmt = direction_query().order_by(Direction.id)
+        """Directions in id order (newest first with ``newest_first``); ``model`` matches a model id
+        or a fingerprint, ``label`` the auto name."""
+        stmt = direction_query().order_by(Direction.id.desc() if newest_first else Direction.id)
         if model is not None:
             stmt = stmt.where(or_(Model.model_id == model, Model.fingerprint == model))
         if label is not None:

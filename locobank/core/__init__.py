@@ -2,7 +2,8 @@
 
 - :mod:`.time`: the edit time, resolved once (:class:`EditTime`).
 - :mod:`.states`: images to states at the edit time (inversion, forward noise) and back.
-- :mod:`.find`: finding directions on one state.
+- :mod:`.find`: finding directions on one state; :mod:`.warm`: where its iterations start.
+- :mod:`.cost`: cost in forward-pass equivalents.
 - :mod:`.transfer`: registration, shift and re-projection onto another image's mask.
 - :mod:`.spill`: spill passes that correct a masked edit through the whole sampler.
 - :mod:`.direction`: a direction, its checks, and how several add up.
@@ -16,14 +17,16 @@ from ..settings import EditOptions
 from .compose import edit, options_for
 from .direction import Direction, EditResult, check_direction, compose, locality
 from .each import SharedAt, edit_each, shared_at
-from .find import Directions, find_directions
+from . import warm
+from .cost import forward_seconds, fpe
+from .find import Directions, Start, find_directions, find_many
 from .supervised import find_supervised
 from .spill import spill_pass, with_spill_passes
 from .states import as_batch, generate, generate_to, invert, invert_on, noise_for, noise_to, sample
 from .time import EditTime, to_timestep
-from .transfer import REPROJECT_TOL, align, masks_for, register, relocalize, reproject
+from .transfer import REPROJECT_TOL, NullBases, align, masks_for, register, relocalize, reproject
 
-__all__ = ["REPROJECT_TOL", "Direction", "Directions", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
-           "check_direction", "compose", "edit", "edit_each", "shared_at", "SharedAt", "find_directions", "find_supervised", "generate",
+__all__ = ["REPROJECT_TOL", "NullBases", "Direction", "Directions", "Start", "forward_seconds", "fpe", "warm", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
+           "check_direction", "compose", "edit", "edit_each", "shared_at", "SharedAt", "find_directions", "find_many", "find_supervised", "generate",
            "generate_to", "invert", "invert_on", "locality", "noise_for", "masks_for", "noise_to", "options_for", "register", "relocalize", "reproject", "sample",
            "spill_pass", "to_timestep", "with_spill_passes"]

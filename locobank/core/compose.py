@@ -16,7 +16,7 @@ from .direction import Direction, EditResult, check_direction, scaled
 from .spill import with_spill_passes
 from .states import as_batch
 from .time import to_timestep
-from .transfer import masks_for, relocalize
+from .transfer import NullBases, masks_for, relocalize
 
 OPTION_NAMES = ("steps", "seed", "eta_tail", "null_rank", "max_shift", "spill_passes", "register")
 
@@ -36,7 +36,7 @@ def options_for(model: LoadedModel, options: EditOptions | None = None, **given)
 def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
          t_edit: float | int | None = None, *, options: EditOptions | None = None,
          mask: Tensor | Sequence[Tensor] | None = None, orthogonalize: bool = False, inverted: bool = False,
-         progress=None, reference: Tensor | None = None, **given) -> EditResult:
+         progress=None, reference: Tensor | None = None, null_bases: NullBases | None = None, **given) -> EditResult:
     """Apply one direction, a transferred one, or a composition, to images in [-1, 1].
 
     ``options`` (:class:`~locobank.settings.EditOptions`; default the model's settings, with any
@@ -50,7 +50,8 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
     (one image at a time then). The edit then runs ``spill_passes`` spill passes
     (:mod:`locobank.core.spill`), each costing one sampling (one more for the unedited reference,
     unless ``reference``, the ``EditResult.reference`` of an earlier edit of the same state with
-    the same options and seed, is given).
+    the same options and seed, is given). ``null_bases`` (:class:`~locobank.core.transfer.NullBases`)
+    warm-starts the re-projection from the image edited before.
     """
     opts = options_for(model, options, **given)
     pairs = list(directions)
@@ -62,7 +63,8 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
         raise InputError(f"strengths must be numbers: {e}") from e
     dirs = _at_times(model, pairs, t_edit, inverted)
     return _edit_at_times(model, as_batch(model, images, state=inverted), dirs, strengths, opts, mask=mask,
-                          orthogonalize=orthogonalize, inverted=inverted, progress=progress, reference=reference)
+                          orthogonalize=orthogonalize, inverted=inverted, progress=progress, reference=reference,
+                          null_bases=null_bases)
 
 
 def _at_times(model: LoadedModel, pairs: list, t_edit: float | int | None, inverted: bool) -> list[Direction]:
@@ -118,7 +120,7 @@ def _invert_to_times(model: LoadedModel, x: Tensor, times: list[int], grid: list
 
 def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], opts: EditOptions,
                    *, mask, orthogonalize: bool, inverted: bool, progress=None,
-                   reference: Tensor | None = None) -> EditResult:
+                   reference: Tensor | None = None, null_bases: NullBases | None = None) -> EditResult:
     """Invert to the highest edit time, then on the way back down add each direction when the
     sampler passes its own timestep (one time: the plain LOCO edit). The DDIM grid is the usual
     one for the highest time with every direction's time added; inversion and sampling walk the
@@ -142,7 +144,7 @@ def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengt
                                              torch.stack([vectors[i] for i in idx]), null_rank=opts.null_rank,
                                              max_shift=opts.max_shift, seed=opts.seed, union=union,
                                              sources=[dirs[i].source for i in idx] if opts.register else None,
-                                             image=None if inverted else x[0])
+                                             image=None if inverted else x[0], memory=null_bases)
             for i, v, m, k in zip(idx, moved, moves, sizes):
                 vectors[i], shifts[i], scales[i] = v, m, k
     parts = scaled(vectors, strengths, orthogonalize)

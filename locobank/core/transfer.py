@@ -105,15 +105,34 @@ def register(model: LoadedModel, vectors: Tensor, sources: Sequence[reg.PartPrin
     return torch.stack(out), shifts, scales
 
 
+class NullBases:
+    """The null bases :func:`reproject` found on earlier images, by edit timestep: where the next
+    image's starts (``apply --mask`` over many images). Convergence is judged as from random
+    vectors; only the iterations change."""
+
+    def __init__(self) -> None:
+        self.by_time: dict[int, Tensor] = {}
+
+    def start(self, t: int) -> Tensor | None:
+        """The last null basis found at timestep ``t``, or None."""
+        return self.by_time.get(int(t))
+
+    def keep(self, t: int, basis: Tensor) -> None:
+        self.by_time[int(t)] = basis.detach()
+
+
 def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vectors: Tensor, *,
-              null_rank: int | None = None, seed: int = 0, tol: float = REPROJECT_TOL) -> Tensor:
+              null_rank: int | None = None, seed: int = 0, tol: float = REPROJECT_TOL,
+              memory: NullBases | None = None) -> Tensor:
     """``vectors`` (k, *state_shape) projected off the top-``null_rank`` null basis of *this*
     image's predictor Jacobian outside ``mask``: a direction found on another image, made local
     on this one.
 
     The basis is iterated until the vectors' projections move by less than ``tol`` of their
     norm from one iteration to the next (``watch`` in :func:`block_subspace_svd`), not until
-    the whole basis settles: the projection is the answer, and it settles first."""
+    the whole basis settles: the projection is the answer, and it settles first. With
+    ``memory`` the basis starts from the one found on the image before (and is kept for the next).
+    """
     tt = to_timestep(model, t)
     x = as_batch(model, x_t, "x_t", state=True)
     if x.shape[0] != 1:
@@ -125,7 +144,10 @@ def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vec
     outside = (~m)[None].expand(*model.family.image_shape)
     lin = Linearization(model.family.predictor(tt), x[0])
     flat = vectors.to(model.device, torch.float32).reshape(vectors.shape[0], -1)
-    (null_res,) = block_subspace_svd(lin, [outside], [null_rank], seed=seed, tol=tol, watch=[flat])
+    start = memory.start(tt) if memory is not None else None
+    (null_res,) = block_subspace_svd(lin, [outside], [null_rank], seed=seed, tol=tol, watch=[flat], start=[start])
+    if memory is not None:
+        memory.keep(tt, null_res.Vh)
     return project_out(flat, null_res.Vh).reshape(vectors.shape)
 
 
@@ -133,6 +155,7 @@ def relocalize(model: LoadedModel, x_t: Tensor, t: float | int, masks: Tensor | 
                null_rank: int | None = None, max_shift: int | None = None, seed: int = 0,
                union: Tensor | None = None, sources: Sequence[reg.PartPrint | None] | None = None,
                image: Tensor | None = None,
+               memory: NullBases | None = None,
                tol: float = REPROJECT_TOL) -> tuple[Tensor, list[tuple[float, float]], list[tuple[float, float]]]:
     """A transferred edit made local on *this* image: ``vectors`` each registered from its source
     part onto its mask (:func:`register`, for those with a source in ``sources``; ``image`` is
@@ -148,4 +171,5 @@ def relocalize(model: LoadedModel, x_t: Tensor, t: float | int, masks: Tensor | 
     aligned, more = align(model, vectors, ms, max_shift=max_shift)
     shifts = [(a + c, b + d) for (a, b), (c, d) in zip(shifts, more)]
     outside_of = torch.stack(ms).any(0) if union is None else union
-    return reproject(model, x_t, t, outside_of, aligned, null_rank=null_rank, seed=seed, tol=tol), shifts, scales
+    return (reproject(model, x_t, t, outside_of, aligned, null_rank=null_rank, seed=seed, memory=memory, tol=tol),
+            shifts, scales)

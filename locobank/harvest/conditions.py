@@ -97,12 +97,37 @@ def states_of(model: LoadedModel, ready: Sequence, ts: Sequence[core.EditTime], 
 
 
 def find_for(model: LoadedModel, cond: dict | None, x_t: torch.Tensor, t: core.EditTime, mask: torch.Tensor,
-             params) -> core.Directions:
+             params, start: core.Start | None = None) -> core.Directions:
     """A job's directions: text-supervised (``J^T delta`` towards the edit prompt) when its
-    condition has an edit prompt, else the unsupervised LOCO basis, both under the job's prompt."""
+    condition has an edit prompt, else the unsupervised LOCO basis, both under the job's prompt
+    (from ``start``, when given: :func:`locobank.harvest.warm.warm_start`)."""
     m = under(model, cond)
     if cond and "edit_prompt" in cond:
         return core.find_supervised(m, under(model, cond, edit=True), x_t, t, mask, null_rank=params.null_rank, iters=params.iters,
                                     seed=params.seed)
     return core.find_directions(m, x_t, t, mask, rank=params.rank, null_rank=params.null_rank, iters=params.iters,
-                                tol=params.tol, seed=params.seed, constrained=params.basis == "constrained")
+                                tol=params.tol, seed=params.seed, constrained=params.basis == "constrained", start=start)
+
+
+def find_together(model: LoadedModel, ready: Sequence, xts: Sequence[torch.Tensor], ts: Sequence[core.EditTime],
+                  params, starts=None) -> dict[int, core.Directions]:
+    """The unsupervised jobs of a batch that share a state (one image, edit time and prompt; the
+    projected basis), found together: one linearisation, and their blocks in the same batched
+    model calls (:func:`locobank.core.find_many`). ``starts`` (:class:`~locobank.harvest.warm.Starts`)
+    warm-starts them. Returns each grouped job's directions by job id; a job alone is left out."""
+    groups: dict[tuple, list] = {}
+    for (job, x, m), xt, t in zip(ready, xts, ts):
+        cond = job.condition or {}
+        if "edit_prompt" in cond or params.basis != "projected":
+            continue
+        key = (job.image_sha256, t.step) + tuple(cond.get(k) for k in ("prompt", "negative_prompt", "guidance", "seed"))
+        groups.setdefault(key, []).append((job, x, m, xt, t))
+    out: dict[int, core.Directions] = {}
+    for items in (g for g in groups.values() if len(g) > 1):
+        job0, _, _, xt, t = items[0]
+        begin = [starts.start(j, x, m, t) if starts is not None else None for j, x, m, _, _ in items]
+        found = core.find_many(under(model, job0.condition), xt, t, [m for _, _, m, _, _ in items], rank=params.rank,
+                               null_rank=params.null_rank, iters=params.iters, tol=params.tol, seed=params.seed,
+                               starts=begin)
+        out.update({j.id: f for (j, *_), f in zip(items, found)})
+    return out

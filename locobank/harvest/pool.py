@@ -20,7 +20,7 @@ def devices_for(n: int, device: str | None) -> list[str | None]:
 
 
 def _worker_main(url: str, model_source: str, run_id: int, params: dict, device: str | None, batch: int,
-                 lease_seconds: float, max_attempts: int, queue) -> None:
+                 lease_seconds: float, max_attempts: int, options: dict, queue) -> None:
     import torch
 
     from ..catalog import Catalog
@@ -32,7 +32,7 @@ def _worker_main(url: str, model_source: str, run_id: int, params: dict, device:
     try:
         model = load_model(model_source, device=device)
         s = work(cat, model, run_id, HarvestParams(**params), owner=default_owner(), batch=batch,
-                 lease_seconds=lease_seconds, max_attempts=max_attempts)
+                 lease_seconds=lease_seconds, max_attempts=max_attempts, **options)
         queue.put(("ok", s.__dict__))
     except Exception as e:  # reported to the parent, which prints it
         queue.put(("error", f"{type(e).__name__}: {e}"))
@@ -42,12 +42,14 @@ def _worker_main(url: str, model_source: str, run_id: int, params: dict, device:
 
 def run_pool(url: str, model_source: str, run_id: int, params: HarvestParams, n: int, *, device: str | None = None,
              batch: int = 4, lease_seconds: float = 600.0, max_attempts: int = 3,
-             poll: Callable[[], None] | None = None) -> Summary:
-    """Start ``n`` worker processes on the same run and wait for them; ``poll`` runs every second."""
+             poll: Callable[[], None] | None = None, options: dict | None = None) -> Summary:
+    """Start ``n`` worker processes on the same run and wait for them; ``poll`` runs every second.
+    ``options`` go to each worker's :func:`work` (``warm_start``, ``together``)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_worker_main, args=(url, model_source, run_id, params.to_dict(), dev, batch,
-                                                    lease_seconds, max_attempts, queue), daemon=False)
+                                                    lease_seconds, max_attempts, dict(options or {}), queue),
+                         daemon=False)
              for dev in devices_for(n, device)]
     for p in procs:
         p.start()

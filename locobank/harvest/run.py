@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..catalog.records import RunRecord
 from ..errors import InputError
-from ..progress import Progress, stage
+from ..progress import Progress, note, stage
+from .estimate import Estimate, Pace, estimate
 from .inputs import discover
 from .worker import HarvestParams, Summary, failure_lines, plan_jobs, work
 
@@ -33,6 +34,8 @@ class HarvestRequest:
     retry_failed: bool = False
     plan_only: bool = False
     db_url: str | None = None
+    warm_start: bool = True  # jobs start from the bases of those done before (harvest.warm)
+    together: bool = False  # a batch's jobs on one state go through the model together
 
 
 @dataclass
@@ -68,19 +71,8 @@ class HarvestOutcome:
 def run_harvest(req: HarvestRequest, progress: Progress | None = None) -> HarvestOutcome:
     """Plan the run in the catalog (created or migrated as needed) and work it to the end."""
     from ..catalog import Catalog, resolve_url
-    from ..models import load_model
-    from ..paths import resolve_model
 
-    source = resolve_model(req.model)
-    lm = load_model(source, device=req.device)
-    params = HarvestParams.from_defaults(lm.settings, **req.given)
-    pairs = discover(req.images, req.masks, req.labels)
-    if not pairs:
-        found = sorted({p.label for p in discover(req.images, req.masks, None)}) if req.labels else []
-        raise InputError(f"no (image, mask) pairs found in {req.images}"
-                         + (f" with labels {sorted(req.labels)} (labels there: {', '.join(found) or 'none'})"
-                            if req.labels else ""))
-    unmatched = sorted(set(req.labels or ()) - {p.label for p in pairs})
+    source, lm, params, pairs, unmatched = _inputs(req)
     url = resolve_url(req.db_url)
     with Catalog.open(url, upgrade=True) as cat:
         run, files = plan_jobs(cat, lm, pairs, params, progress=stage(progress, "planning", len(pairs)))
@@ -101,11 +93,63 @@ def run_harvest(req: HarvestRequest, progress: Progress | None = None) -> Harves
     return out
 
 
+def _inputs(req: HarvestRequest) -> tuple:
+    """The model (its source and the loaded model), the run's parameters, the pairs found and the
+    labels asked for that no mask has."""
+    from ..models import load_model
+    from ..paths import resolve_model
+
+    source = resolve_model(req.model)
+    lm = load_model(source, device=req.device)
+    params = HarvestParams.from_defaults(lm.settings, **req.given)
+    pairs = discover(req.images, req.masks, req.labels)
+    if not pairs:
+        found = sorted({p.label for p in discover(req.images, req.masks, None)}) if req.labels else []
+        raise InputError(f"no (image, mask) pairs found in {req.images}"
+                         + (f" with labels {sorted(req.labels)} (labels there: {', '.join(found) or 'none'})"
+                            if req.labels else ""))
+    return source, lm, params, pairs, sorted(set(req.labels or ()) - {p.label for p in pairs})
+
+
+def dry_run(req: HarvestRequest) -> Estimate:
+    """What ``req`` would cost, in forward-pass equivalents and in seconds on this machine, before
+    any work: nothing is written, and the catalog is read (when it exists) only for the rounds
+    its earlier jobs of this model took."""
+    _, lm, params, pairs, _ = _inputs(req)
+    rounds = _recorded_rounds(req.db_url, lm.fingerprint)
+    if rounds is None:
+        return estimate(lm, pairs, params)
+    return estimate(lm, pairs, params, rounds=rounds[0], rounds_from=f"{rounds[1]} earlier jobs")
+
+
+def _recorded_rounds(db_url: str | None, fingerprint: str) -> tuple[float, int] | None:
+    """The mean rounds of the catalog's finished jobs of this model, and how many; None without."""
+    from ..catalog import Catalog, resolve_url
+    from ..errors import LocobankError
+
+    try:
+        with Catalog.open(resolve_url(db_url), read_only=True) as cat:
+            diags = {d.job_id: d.diagnostics for d in cat.list_directions(fingerprint)}
+    except (LocobankError, OSError):
+        return None
+    rounds = [max(d["iterations"], d.get("null_iterations", 0)) for d in diags.values() if "iterations" in d]
+    return (sum(rounds) / len(rounds), len(rounds)) if rounds else None
+
+
 def _work(cat, lm, url: str, source: str, run_id: int, params: HarvestParams, req: HarvestRequest, update) -> Summary:
     """The jobs worked in this process, or by ``req.workers`` local processes."""
+    counts = cat.job_counts(run_id)
+    pace = Pace(total=counts["pending"] + counts["running"])
+
+    def paced(jobs: int, directions: int) -> None:
+        update(jobs)
+        pace.add(jobs, directions)
+        note(update, pace.text())
+
     if req.workers == 1:
         return work(cat, lm, run_id, params, batch=req.batch, lease_seconds=req.lease_seconds,
-                    max_attempts=req.max_attempts, on_job=lambda kind, n: update(1))
+                    max_attempts=req.max_attempts, on_job=lambda kind, n: paced(1, n), warm_start=req.warm_start,
+                    together=req.together)
     from .pool import run_pool
 
     seen = {"n": None}
@@ -114,9 +158,10 @@ def _work(cat, lm, url: str, source: str, run_id: int, params: HarvestParams, re
         c = cat.job_counts(run_id)
         n = c["done"] + c["failed"]
         if seen["n"] is not None and n > seen["n"]:
-            update(n - seen["n"])
+            paced(n - seen["n"], (n - seen["n"]) * params.rank)  # the pool counts jobs: rank directions each
         seen["n"] = n
 
     poll()
     return run_pool(url, source, run_id, params, req.workers, device=req.device, batch=req.batch,
-                    lease_seconds=req.lease_seconds, max_attempts=req.max_attempts, poll=poll)
+                    lease_seconds=req.lease_seconds, max_attempts=req.max_attempts, poll=poll,
+                    options={"warm_start": req.warm_start, "together": req.together})

@@ -22,10 +22,10 @@ from ..catalog.records import JobRecord, NewDirection, RunRecord
 from ..errors import InputError, LocobankError
 from ..files import file_sha256
 from ..images import check_mask, load_image, load_mask, pack_part
-from ..models import LoadedModel
+from ..models import LoadedModel, under
 from ..settings import DEFAULT_NULL_RANK, DEFAULT_RANK, DEFAULT_STEPS, DEFAULT_T_EDIT, JACOBIAN_AT, ModelSettings
 from ..tally import Tally
-from . import conditions
+from . import conditions, warm
 from .inputs import Pair
 from .leases import dead_owners, default_owner
 
@@ -109,6 +109,7 @@ class Summary(Tally):
     directions: int = 0
     find_seconds: float = 0.0  # finding directions: states at the edit time and the LOCO basis (no catalog, no I/O)
     crashes: list[str] = field(default_factory=list)  # workers that died or stopped without reporting
+    last: int = 0  # directions of the last job done
 
 
 def _peek_image(path: Path) -> tuple[int, int, int]:
@@ -240,17 +241,24 @@ def _states_by_time(model: LoadedModel, times: dict, ready: list, params: Harves
 
 def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, owner: str | None = None,
          batch: int = 4, lease_seconds: float = 600.0, max_attempts: int = 3,
-         on_job: Callable[[str, int], None] | None = None) -> Summary:
+         on_job: Callable[[str, int], None] | None = None, warm_start: bool = True,
+         together: bool = False) -> Summary:
     """Claim and run jobs of ``run_id`` until none is left; returns what this worker did.
 
     Images of a claimed batch are brought to their edit time together (one batched DDIM
     inversion, or seeded noise with ``jacobian_at="noised"``); then each job's
-    directions are found and committed with its job in one transaction.
+    directions are found and committed with its job in one transaction. With ``warm_start`` each
+    unsupervised job starts from the catalog's bases for its mask label and edit time and from
+    the jobs this worker finished last (:func:`locobank.harvest.warm.warm_start`). Each job's
+    diagnostics record its cost in forward-pass equivalents (``fpe``: one forward pass of the
+    model, timed on the batch's first state, is the unit). With ``together``, the batch's jobs on
+    one state go through the model together (:func:`conditions.find_together`).
     """
     owner = owner or default_owner()
     summary = Summary()
     start = time.perf_counter()
     times = edit_times(model, params)  # a bad edit time stops here, before any job is claimed
+    starts = warm.Starts(catalog, model, params) if warm_start else None
     while True:
         jobs = _claim(catalog, run_id, owner, batch, lease_seconds, max_attempts)
         if not jobs:
@@ -267,27 +275,58 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
         t0 = time.perf_counter()
         try:
             xts, ts = _states_by_time(model, times, ready, params)
+            unit = core.forward_seconds(under(model, ready[0][0].condition), xts[0], ts[0])
         except Exception as e:
             for job, _, _ in ready:
                 _fail(catalog, job, owner, _reason(e), summary, on_job)
             continue
+        state_seconds = (time.perf_counter() - t0) / len(ready)
+        grouped = _together(model, ready, xts, ts, params, starts) if together else {}
         summary.find_seconds += time.perf_counter() - t0
         for (job, x, m), xt, t in zip(ready, xts, ts):
             try:
-                t1 = time.perf_counter()
-                found = conditions.find_for(model, job.condition, xt, t, m, params)
-                summary.find_seconds += time.perf_counter() - t1
-                new = _new_directions(found, t, params, x, m)
-                catalog.complete_job(job.id, owner, new)
-                summary.done += 1
-                summary.directions += len(new)
+                _run_job(catalog, model, params, owner, (job, x, m), xt, t, starts, summary,
+                         {"forward_seconds": unit, "state_fpe": core.fpe(state_seconds, unit)}, grouped.get(job.id))
                 if on_job is not None:
-                    on_job("done", len(new))
+                    on_job("done", summary.last)
             except Exception as e:
                 _fail(catalog, job, owner, _reason(e), summary, on_job)
             _renew_rest(catalog, ready, job, owner, lease_seconds)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _together(model: LoadedModel, ready, xts, ts, params: HarvestParams, starts) -> dict:
+    """The batch's jobs that share a state, found together; on any error, none (each job alone)."""
+    try:
+        return conditions.find_together(model, ready, xts, ts, params, starts)
+    except Exception as e:  # each job then runs alone and fails, if it does, with its own reason
+        log.warning("finding jobs together failed (%s); running them one by one", _reason(e))
+        return {}
+
+
+def _run_job(catalog, model: LoadedModel, params: HarvestParams, owner: str, item: tuple, xt: torch.Tensor,
+             t: core.EditTime, starts: warm.Starts | None, summary: Summary, cost: dict,
+             found: core.Directions | None = None) -> None:
+    """Find one job's directions (warm-started where ``starts`` knows something; ``found`` when
+    found together with others already) and commit them."""
+    job, x, m = item
+    if found is None:
+        t1 = time.perf_counter()
+        start = starts.start(job, x, m, t) if starts is not None else None
+        found = conditions.find_for(model, job.condition, xt, t, m, params, start=start)
+        seconds = time.perf_counter() - t1
+        summary.find_seconds += seconds
+    else:
+        seconds = found.diagnostics["seconds"]  # its share of the group's
+    found.diagnostics.update(cost, fpe=core.fpe(seconds, cost["forward_seconds"]))
+    new = _new_directions(found, t, params, x, m)
+    catalog.complete_job(job.id, owner, new)
+    if starts is not None and not (job.condition or {}).get("edit_prompt"):
+        starts.recent.add(job.mask_label, t.step, found, x, m)
+    summary.done += 1
+    summary.directions += len(new)
+    summary.last = len(new)
 
 
 def _claim(catalog, run_id: int, owner: str, n: int, lease_seconds: float, max_attempts: int) -> list[JobRecord]:

@@ -149,6 +149,7 @@ def block_subspace_svd(
     method: str = "krylov",
     max_basis: int | None = None,
     watch: Sequence[Tensor | None] | None = None,
+    start: Sequence[Tensor | None] | None = None,
 ) -> list[SubspaceResult]:
     """Top singular triplets of ``P_m J`` for several masks at once, sharing one linearisation.
 
@@ -170,16 +171,20 @@ def block_subspace_svd(
     needs has settled. A projection moves by at most the sine of the subspace's angle, so this
     never stops later than the angle test (on the toy model's null bases, a few iterations
     sooner at the same ``tol``; :func:`locobank.core.reproject`).
+
+    ``start[i]``, when given, is a (k, D) matrix of rows (any number) where block ``i`` starts,
+    with ``oversample`` fresh random rows added; a wide start is cut to the top ``r + oversample``
+    Ritz vectors after the first iteration, with no model call. Convergence is judged as ever.
     """
     if method not in ("krylov", "subspace"):
         raise ValueError(f"method must be 'krylov' or 'subspace', not {method!r}")
     tols = [float(tol)] * len(masks) if isinstance(tol, (int, float)) else [float(t) for t in tol]
-    if watch is not None and len(watch) != len(masks):
-        raise ValueError(f"watch needs one entry (or None) per mask: {len(watch)} for {len(masks)} masks")
+    for name, per in (("watch", watch), ("start", start)):
+        if per is not None and len(per) != len(masks):
+            raise ValueError(f"{name} needs one entry (or None) per mask: {len(per)} for {len(masks)} masks")
     g = torch.Generator(device="cpu").manual_seed(seed)
-    blocks = [None if r <= 0 else _new_block(lin, mask, r, oversample, tols[i], g, method, max_basis,
-                                             constraints[i] if constraints is not None else None,
-                                             watch[i] if watch is not None else None)
+    per = [[None] * len(masks) if p is None else p for p in (constraints, watch, start)]
+    blocks = [None if r <= 0 else _new_block(lin, mask, r, oversample, tols[i], g, method, max_basis, *[p[i] for p in per])
               for i, (mask, r) in enumerate(zip(masks, ranks))]
     active = [b for b in blocks if b is not None]
     for _ in range(iters):
@@ -192,13 +197,28 @@ def block_subspace_svd(
     return [None if b is None else _result(b, lin) for b in blocks]
 
 
+def _start_rows(x: Tensor, m: int, oversample: int, g: torch.Generator, S: Tensor | None) -> Tensor:
+    """The first block's rows: the given start rows plus ``oversample`` random ones (at least ``m``
+    rows, at most ``D``), or ``m`` random rows."""
+    D = x.numel()
+    if S is None:
+        return torch.randn(m, D, generator=g, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+    S = S.reshape(S.shape[0], -1).to(device=x.device, dtype=x.dtype)
+    if S.shape[1] != D:
+        raise ValueError(f"start rows have {S.shape[1]} entries, the state has {D}")
+    k = min(D, max(m, S.shape[0] + max(0, oversample)))
+    S = S[:k]
+    fresh = torch.randn(k - S.shape[0], D, generator=g, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+    return torch.cat([S, fresh])
+
+
 def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g: torch.Generator, method: str,
-               max_basis: int | None, N: Tensor | None, W: Tensor | None) -> dict:
-    """One block's state: a random start (off the constraint rows), its basis cap and stop rules."""
+               max_basis: int | None, N: Tensor | None, W: Tensor | None, S: Tensor | None = None) -> dict:
+    """One block's state: a random or given start (off the constraint rows), its basis cap and stop rules."""
     x = lin.x
     D = x.numel()
     m = min(D, r + max(0, oversample))
-    V0 = torch.randn(m, D, generator=g, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+    V0 = _start_rows(x, m, oversample, g, S)
     if N is not None:
         N = N.reshape(N.shape[0], -1).to(device=x.device, dtype=x.dtype)
         V0 = V0 - (V0 @ N.T) @ N
@@ -226,6 +246,8 @@ def _forward(lin: Linearization, live: list[dict]) -> list[tuple[dict, Tensor]]:
         b["Q"] = b["V"] if b["Q"] is None else torch.cat([b["Q"], b["V"]])
         b["Y"] = Yb if b["Y"] is None else torch.cat([b["Y"], Yb])
         _ritz(b)
+        if b["Q"].shape[0] > b["m"] and b["it"] == 0:
+            Yb = _narrow(b)  # a wide start: go on with its top Ritz vectors only
         b["it"] += 1
         settled = _watched_settled(b)
         if b["prev"] is not None:
@@ -254,6 +276,16 @@ def _result(b: dict, lin: Linearization) -> SubspaceResult:
     r = b["r"]
     return SubspaceResult(U=b["U"][:r].reshape(r, *lin.out.shape), S=b["S"][:r], Vh=b["top"], iterations=b["it"],
                           converged=b["done"], angle=float(b["angle"]), history=b["hist"], moved=b["moved"])
+
+
+def _narrow(b: dict) -> Tensor:
+    """Cut a block's basis back to its top ``m`` Ritz vectors, whose masked ``J q`` are
+    ``U diag(S)`` already: no model call. Returns their ``J q`` rows."""
+    m = b["m"]
+    b["Q"] = b["ritz"][:m]
+    b["Y"] = (b["U"][:m] * b["S"][:m, None]).to(b["Y"].dtype)
+    b["V"] = b["Q"]
+    return b["Y"]
 
 
 def _watched_settled(b: dict) -> bool:

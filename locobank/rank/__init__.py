@@ -7,13 +7,14 @@ order and the strength.
 - :mod:`.sheet`: the ranking drawn as a contact sheet of previews.
 """
 
-from .preview import (CALIBRATION_TOL, CHANGE_TARGET, STRENGTH_CAP, Previewed, StateAt, calibrated_strengths,
+from .preview import (CALIBRATION_TOL, CHANGE_TARGET, STRENGTH_CAP, STRENGTH_FLOOR, Previewed, StateAt, calibrated_strengths,
                       change_size, posterior_images, preview_candidates, regions_for, states_for)
-from .ranking import (BREAK_WEIGHT, ImageHit, Pool, candidate_pool, masks_per_image, rank_for_image, rank_for_images, rank_pool,
+from .ranking import (BREAK_WEIGHT, ORDERS, VERIFY_FLOOR, ImageHit, Pool, candidate_pool, masks_per_image, ordered,
+                      rank_for_image, rank_for_images, rank_pool,
                       score_previews)
 from .sheet import preview_tiles, ranking_sheet
 
-__all__ = ["BREAK_WEIGHT", "CALIBRATION_TOL", "CHANGE_TARGET", "STRENGTH_CAP", "ImageHit", "Pool", "Previewed",
+__all__ = ["BREAK_WEIGHT", "ORDERS", "VERIFY_FLOOR", "ordered", "CALIBRATION_TOL", "CHANGE_TARGET", "STRENGTH_CAP", "STRENGTH_FLOOR", "ImageHit", "Pool", "Previewed",
            "StateAt", "calibrated_strengths", "candidate_pool", "change_size", "posterior_images",
            "masks_per_image", "preview_candidates", "preview_tiles", "rank_for_image", "rank_for_images", "rank_pool", "ranking_sheet",
            "regions_for", "score_previews", "states_for"]

@@ -11,7 +11,12 @@ direction's effect depends on the image it lands on. So text search only narrows
 - ``lost``: ``1 - cos(E(preview), E(unedited))``, how much of the image's embedding the edit
   gives up: an edit that breaks the face loses a lot of it.
 
-Hits are ordered by ``score = gain * locality - BREAK_WEIGHT * lost``.
+How the previews order the hits (``order``):
+
+- ``"score"``: by ``score = gain * locality - BREAK_WEIGHT * lost``;
+- ``"verify"``: the text search's order kept, but a hit whose preview does not move this image
+  towards the query (``score`` at most :data:`VERIFY_FLOOR`) goes behind every hit whose preview
+  does: the best text hit that works on this image comes first.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from .preview import CHANGE_TARGET, Previewed, preview_candidates
 # ran from 0.002 to 0.1 and ``gain`` from -0.5 to 0.7, so it weighs in only when an edit moves the
 # embedding a lot; whether that tracks broken faces is not measured yet.
 BREAK_WEIGHT = 1.0
+ORDERS = ("score", "verify")
+VERIFY_FLOOR = 0.0  # order "verify": a preview whose score is at most this does not count as working
 
 
 @dataclass
@@ -154,10 +161,10 @@ def score_previews(clip, text: Tensor, previews: Sequence[Previewed], mask: Tens
 def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path | Tensor | None = None,
               domain: str = "face", strength: float | None = None, target: float = CHANGE_TARGET,
               resize: bool = False, options: EditOptions | None = None, steps: int | None = None,
-              batch: int = 16, progress: Progress | None = None) -> list[ImageHit]:
-    """The pool's hits ranked for one image by their previews' scores, best first (ties keep the
-    text search's order). ``options`` say how to invert and re-localise, as for ``apply`` (None:
-    the model's settings; ``steps``, when given, replaces theirs)."""
+              batch: int = 16, order: str = "verify", progress: Progress | None = None) -> list[ImageHit]:
+    """The pool's hits ranked for one image by their previews (``order``: see the module
+    docstring), best first (ties keep the text search's order). ``options`` say how to invert and
+    re-localise, as for ``apply`` (None: the model's settings; ``steps``, when given, replaces theirs)."""
     from ..search import text_direction
 
     m = pool.model
@@ -171,15 +178,24 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
     step(len(previews))
     ranked = [ImageHit(h, g, loc, lost, sc, p.strength, p.change, p.calibrated, p.preview.cpu(), p.unedited.cpu(), d)
               for h, d, p, (g, loc, lost, sc) in zip(pool.hits, pool.directions, previews, scores)]
-    order = sorted(range(len(ranked)), key=lambda i: (-ranked[i].score, i))
-    return [ranked[i] for i in order]
+    return [ranked[i] for i in ordered([h.score for h in ranked], order)]
+
+
+def ordered(scores: Sequence[float], order: str = "score") -> list[int]:
+    """The indices of hits (in the text search's order) as ``order`` ranks them by their preview
+    ``scores`` (see the module docstring)."""
+    if order not in ORDERS:
+        raise ArgumentError(f"order must be one of {', '.join(ORDERS)}, not {order!r}", params=("order",))
+    if order == "score":
+        return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    return sorted(range(len(scores)), key=lambda i: (scores[i] <= VERIFY_FLOOR, i))
 
 
 def rank_for_image(catalog, clip, query: str, image: Path | Tensor, *, mask: Path | Tensor | None = None,
                    prompt: str | None = None, pool: int = 32, model: str | None = None, domain: str = "face",
                    index_folder: Path | None = None, strength: float | None = None, target: float = CHANGE_TARGET,
                    resize: bool = False, model_override: str | None = None, device: str | None = None,
-                   options: EditOptions | None = None, steps: int | None = None,
+                   options: EditOptions | None = None, steps: int | None = None, order: str = "verify",
                    progress: Progress | None = None) -> list[ImageHit]:
     """The hits for ``query`` that work on *this* image, best first, each with the strength that
     makes its change visible there (or ``strength`` as given, along each hit's sign).
@@ -192,7 +208,7 @@ def rank_for_image(catalog, clip, query: str, image: Path | Tensor, *, mask: Pat
     return rank_for_images(catalog, clip, query, [image], masks=None if mask is None else [mask], prompt=prompt,
                            pool=pool, model=model, domain=domain, index_folder=index_folder, strength=strength,
                            target=target, resize=resize, model_override=model_override, device=device,
-                           options=options, steps=steps, progress=progress)[0]
+                           options=options, steps=steps, order=order, progress=progress)[0]
 
 
 def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], *,
@@ -200,7 +216,7 @@ def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], 
                     model: str | None = None, domain: str = "face", index_folder: Path | None = None,
                     strength: float | None = None, target: float = CHANGE_TARGET, resize: bool = False,
                     model_override: str | None = None, device: str | None = None,
-                    options: EditOptions | None = None, steps: int | None = None,
+                    options: EditOptions | None = None, steps: int | None = None, order: str = "verify",
                     progress: Progress | None = None) -> list[list[ImageHit]]:
     """One ranking per image (:func:`rank_for_image`), the candidates searched and loaded once
     for all; ``masks`` is one mask for every image or one per image."""
@@ -210,7 +226,8 @@ def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], 
     cands = candidate_pool(catalog, clip, query, pool=pool, model=model, domain=domain, index_folder=index_folder,
                            prompt=prompt, model_override=model_override, device=device)
     return [rank_pool(cands, clip, query, im, mask=mk, domain=domain, strength=strength, target=target,
-                      resize=resize, options=options, steps=steps, progress=progress) for im, mk in zip(images, per)]
+                      resize=resize, options=options, steps=steps, order=order, progress=progress)
+            for im, mk in zip(images, per)]
 
 
 def masks_per_image(masks: Sequence | None, n: int) -> list:

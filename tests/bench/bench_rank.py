@@ -67,7 +67,13 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    ap.add_argument("--preview-tol", default=None,
+                    help="comma-separated re-projection tolerances for the masked previews (rank.preview.PREVIEW_TOL), "
+                         "each ranked in the same run [the shipped one]")
     args = ap.parse_args()
+    from locobank.rank import preview as P
+
+    tols = [float(v) for v in args.preview_tol.split(",")] if args.preview_tol else [P.PREVIEW_TOL]
     torch.set_num_threads(args.threads)
     model = load_model(TOY_DDPM, device=args.device)
     clip = load_clip("toy", device=args.device)
@@ -87,14 +93,17 @@ def main() -> None:
             Image.fromarray(f.image).save(img)
             Image.fromarray(f.masks["mouth"].astype("uint8") * 255).save(msk)
             for label, mask in (("plain", None), ("--mask", msk)):
-                rank = [timed(lambda: rank_pool(pool, clip, "smile", img, mask=mask)) for _ in range(2)]
                 full = [timed(lambda: apply_best_of(best, clip, text, [img], mask=mask)) for _ in range(2)]
-                print(f"face {s} {label:>7}: rank {args.pool} cold {rank[0]:6.2f} s warm {rank[1]:6.2f} s; "
-                      f"best of {args.candidates} cold {full[0]:6.2f} s warm {full[1]:6.2f} s; "
-                      f"ratio cold {rank[0] / full[0]:.2f} warm {rank[1] / full[1]:.2f}")
-                ratios["cold"].append(rank[0] / full[0])
-                ratios["warm"].append(rank[1] / full[1])
-    print(f"ranking / full-edit choice, worst over images and masks: cold {max(ratios['cold']):.2f}, "
+                for tol in tols if mask is not None else tols[:1]:
+                    P.PREVIEW_TOL = tol
+                    rank = [timed(lambda: rank_pool(pool, clip, "smile", img, mask=mask)) for _ in range(2)]
+                    how = f"{label} tol {tol:g}" if mask is not None else label
+                    print(f"face {s} {how:>14}: rank {args.pool} cold {rank[0]:6.2f} s warm {rank[1]:6.2f} s; "
+                          f"best of {args.candidates} cold {full[0]:6.2f} s warm {full[1]:6.2f} s; "
+                          f"ratio cold {rank[0] / full[0]:.2f} warm {rank[1] / full[1]:.2f}")
+                    ratios["cold"].append(rank[0] / full[0])
+                    ratios["warm"].append(rank[1] / full[1])
+    print(f"ranking / full-edit choice, worst over images, masks and tolerances: cold {max(ratios['cold']):.2f}, "
           f"warm {max(ratios['warm']):.2f} (the issue's bar: at most 0.25)")
 
 

@@ -42,18 +42,24 @@ class Way:
 
 @dataclass
 class AwareRow:
-    """A query's figures, image-blind against image-aware."""
+    """A query's figures, image-blind against image-aware (``aware``: the ranking's first order;
+    ``orders``: every order measured, by name)."""
 
     query: str
     part: str
     faces: list[int]
     blind: Way
-    aware: Way
+    orders: dict[str, Way] = field(default_factory=dict)
+
+    @property
+    def aware(self) -> Way:
+        return next(iter(self.orders.values()))
 
     def to_dict(self) -> dict:
         """Plain data, with the counts."""
         d = asdict(self)
-        d["blind_moved"], d["aware_moved"] = self.blind.moved, self.aware.moved
+        d["blind_moved"] = self.blind.moved
+        d.update({f"{k}_moved": w.moved for k, w in self.orders.items()})
         return d
 
 
@@ -77,30 +83,37 @@ def _measure(way: Way, hit_id: int, strength: float, out: torch.Tensor, ref: tor
 
 
 def aware_row(catalog, clip, model: LoadedModel, q: str, seeds: Sequence[int], *, index_folder=None,
-              pool: int = 32, masked: bool = False, steps: int | None = None, full_caption: bool = False) -> AwareRow:
-    """``q`` on the faces ``seeds``: the blind top hit and each face's image-aware top hit, each
-    edited in full (with ``masked``, both ranked and applied re-localised on the face's part mask,
-    as ``apply --query --mask``)."""
-    from ...rank import candidate_pool, rank_pool
+              pool: int = 32, masked: bool = False, steps: int | None = None, full_caption: bool = False,
+              orders: Sequence[str] = ("score",)) -> AwareRow:
+    """``q`` on the faces ``seeds``: the blind top hit and each face's image-aware top hit (one
+    per ranking ``order``), each edited in full (with ``masked``, both ranked and applied
+    re-localised on the face's part mask, as ``apply --query --mask``)."""
+    from ...rank import candidate_pool, ordered, rank_pool
 
     part = part_for(q)
     cands = candidate_pool(catalog, clip, q, pool=pool, model=model.fingerprint, index_folder=index_folder)
     blind = cands.hits[0]
-    row = AwareRow(q, part, list(seeds), Way(), Way())
+    row = AwareRow(q, part, list(seeds), Way(), {o: Way() for o in orders})
     x = torch.from_numpy(batch(list(seeds))).to(model.device)
     for i, (s, m) in enumerate(zip(seeds, _models(model, seeds, q, full_caption))):
         opts = core.options_for(m, steps=steps)
         mask = torch.from_numpy(face(s).masks[part])
-        top = rank_pool(replace(cands, model=m), clip, q, x[i], mask=mask if masked else None, options=opts)[0]
+        ranked = rank_pool(replace(cands, model=m), clip, q, x[i], mask=mask if masked else None, options=opts)
+        text_order = sorted(range(len(ranked)), key=lambda j: cands.hits.index(ranked[j].hit))
+        scores = [ranked[j].score for j in text_order]
+        tops = [ranked[text_order[ordered(scores, o)[0]]] for o in orders]
         lam = blind.sign * cands.defaults[0]
-        # the unedited reconstruction, the blind edit and the aware one share the face's inversion
+        # the unedited reconstruction, the blind edit and the aware ones share the face's inversion
         # (and, masked, its re-localisation); the unedited one is the same with or without a mask
-        ref, out_b, out_a = (r.images[0] for _, r in sorted(core.edit_each(
-            m, x[i : i + 1], [cands.directions[0], cands.directions[0], top.direction],
-            [0.0, lam, top.signed_strength], options=opts, mask=mask if masked else None), key=lambda p: p[0]))
+        outs = [r.images[0] for _, r in sorted(core.edit_each(
+            m, x[i : i + 1], [cands.directions[0], cands.directions[0]] + [t.direction for t in tops],
+            [0.0, lam] + [t.signed_strength for t in tops], options=opts, mask=mask if masked else None),
+            key=lambda p: p[0])]
+        ref = outs[0]
         score0 = attribute_score(q, to_uint8(ref), face(s).attrs)
-        _measure(row.blind, blind.id, lam, out_b, ref, score0, q, s, mask)
-        _measure(row.aware, top.id, top.signed_strength, out_a, ref, score0, q, s, mask)
+        _measure(row.blind, blind.id, lam, outs[1], ref, score0, q, s, mask)
+        for o, t, out in zip(orders, tops, outs[2:]):
+            _measure(row.orders[o], t.id, t.signed_strength, out, ref, score0, q, s, mask)
     return row
 
 

@@ -1,0 +1,76 @@
+"""Benchmark: `apply --mask` over a folder of faces, each image's re-projection cold (random null
+basis) against warm (started from the null basis of the face before, ``core.NullBases``).
+
+One mouth direction (found on a held-out face, with its part, as the catalog gives it) is applied
+with a mask to each of N other faces, twice per face, interleaved so load drift hits both: cold,
+then warm. It prints seconds per face, the null basis's iterations, the re-projection's share of
+the work in forward-pass equivalents (FPE: one forward pass timed in this run), and the locality
+(share of the change inside the mask) of both, which should agree to two digits.
+
+    .venv/bin/python tests/bench/bench_apply_warm.py [--faces 8] [--model toy|toy-sd]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from locobank import core  # noqa: E402
+from locobank.loco.register import PartPrint, profiles  # noqa: E402
+from locobank.models import load_model  # noqa: E402
+from locobank.paths import resolve_model  # noqa: E402
+from locobank.toyworld.data.faces import HELD_OUT_SEED, batch, face  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="toy")
+    ap.add_argument("--faces", type=int, default=8)
+    ap.add_argument("--label", default="mouth")
+    args = ap.parse_args(argv)
+    model = load_model(resolve_model(args.model))
+    st = model.settings
+    t = core.to_timestep(model, st.t_edit)
+    src = torch.from_numpy(batch([HELD_OUT_SEED]))
+    src_mask = torch.from_numpy(face(HELD_OUT_SEED).masks[args.label])
+    xt = core.invert(model, src, t, st.steps)
+    found = core.find_directions(model, xt[0], t, src_mask, rank=1, null_rank=st.null_rank, iters=20)
+    d = found[0]
+    d.source = PartPrint(src_mask, *profiles(src[0], src_mask))
+    lam = model.strength_for(args.label)
+    imgs = torch.from_numpy(batch(range(HELD_OUT_SEED + 1, HELD_OUT_SEED + 1 + args.faces)))
+    unit = core.forward_seconds(model, xt[0], t)
+    memory = core.NullBases()
+    rows = []
+    for i in range(args.faces):
+        m = torch.from_numpy(face(HELD_OUT_SEED + 1 + i).masks[args.label])
+        row = {}
+        for name, mem in (("cold", None), ("warm", memory)):
+            t0 = time.perf_counter()
+            r = core.edit(model, imgs[i : i + 1], [(d, lam)], mask=m, null_bases=mem)
+            row[name] = time.perf_counter() - t0
+            ref = core.edit(model, imgs[i : i + 1], [(d, 0.0)]).images[0] if name == "cold" else ref
+            row[name + "_loc"] = core.locality(r.images[0] - ref, m)
+        rows.append(row)
+        print(f"face {i}: cold {row['cold']:.2f} s (locality {row['cold_loc']:.3f}), warm {row['warm']:.2f} s "
+              f"(locality {row['warm_loc']:.3f})", flush=True)
+    cold = statistics.mean(r["cold"] for r in rows[1:])
+    warm = statistics.mean(r["warm"] for r in rows[1:])
+    print(f"{args.model}, {args.faces} faces, {args.label}, 2-core CPU (shared): one forward pass {1000 * unit:.1f} ms")
+    print(f"per face after the first: cold {cold:.2f} s = {cold / unit:.0f} FPE, warm {warm:.2f} s = {warm / unit:.0f} FPE: "
+          f"{cold / warm:.2f}x (bar 2x)")
+    print(f"locality: cold {statistics.mean(r['cold_loc'] for r in rows):.3f}, warm {statistics.mean(r['warm_loc'] for r in rows):.3f}; "
+          f"largest difference on one face {max(abs(r['cold_loc'] - r['warm_loc']) for r in rows):.4f}")
+    return {"rows": rows, "ratio": cold / warm}
+
+
+if __name__ == "__main__":
+    main()
