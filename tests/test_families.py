@@ -64,7 +64,7 @@ def test_directions_match_the_dense_svd_of_the_family_predictor(family):
     model = conditioned(sd, "a smiling face", guidance=4.0)
     z = _state(model)
     _, S, Vh = torch.linalg.svd(_dense_inside(model, z))
-    found = core.find_directions(model, z, T, _mask(), rank=3, null_rank=0, iters=300, tol=1e-9)
+    found = core.find_directions(model, z, T, _mask(), rank=3, null_rank=0, iters=100, tol=1e-6)
     angle = max_principal_angle(found.vectors.reshape(3, -1).double(), Vh[:3])
     assert angle < 1e-2, angle
     torch.testing.assert_close(found.singular_values.double(), S[:3], rtol=1e-3, atol=1e-6)

@@ -100,7 +100,10 @@ def test_preview_is_the_posterior_mean_of_the_edited_state(pixel):
 
 
 def test_masked_preview_is_of_the_relocalised_direction(pixel, ranked_masked):
-    """With a mask, the candidates are re-localised as `apply --mask` does, then previewed."""
+    """With a mask, the candidates are re-localised as `apply --mask` does (their re-projection
+    settled to the previews' own tolerance), then previewed."""
+    from locobank.rank.preview import PREVIEW_TOL
+
     with Catalog.open(pixel["db"]) as cat:
         pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
     model, t = pool.model, pool.directions[0].t_edit
@@ -110,7 +113,7 @@ def test_masked_preview_is_of_the_relocalised_direction(pixel, ranked_masked):
     x_t = _state(model, pixel["face"], t)
     vectors, _, _ = core.relocalize(model, x_t, t, mask, torch.stack([d.vector for d in pool.directions]),
                                     null_rank=opts.null_rank, max_shift=opts.max_shift, seed=opts.seed, union=mask,
-                                    image=x, sources=[d.source for d in pool.directions])
+                                    image=x, sources=[d.source for d in pool.directions], tol=PREVIEW_TOL)
     by_id = {h.id: v for h, v in zip(pool.hits, vectors)}
     f = model.family.predictor(t)
     for h in ranked_masked:
