@@ -132,11 +132,16 @@ def editor_mask(layers: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarr
     return painted if painted is not None and painted.any() else None
 
 
-def mask_file(res: Resources, mask: np.ndarray, side: int) -> Path:
-    """A mask at the image's size as a checked PNG at the model's size, in the app's folder."""
+def fitted_mask(mask: np.ndarray, side: int) -> np.ndarray:
+    """A mask at the image's size, cropped and resized as the image is to the model's size, and checked."""
     m = square_mask(mask, side) if mask.shape != (side, side) else mask
     check_mask(torch.from_numpy(m), (side, side))
-    return _keep(res, "masks", Image.fromarray(m.astype(np.uint8) * 255))
+    return m
+
+
+def mask_file(res: Resources, mask: np.ndarray, side: int) -> Path:
+    """A mask at the image's size as a checked PNG at the model's size, in the app's folder."""
+    return _keep(res, "masks", Image.fromarray(fitted_mask(mask, side).astype(np.uint8) * 255))
 
 
 def _settled(res: Resources, prep, inp: InputImage, mask: Path | None, ids: Sequence[int], seed: int, report: Report):

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..images import load_image, to_uint8
 from ..search import named
 from ..views import format_number
-from .apply_actions import InputImage, Report, mask_file
+from .apply_actions import InputImage, Report, fitted_mask
 from .cache import Resources
 from .listings import TILE
 
@@ -57,10 +57,7 @@ def ranked_cards(res: Resources, query: str, inp: InputImage, mask: np.ndarray |
         index_folder=res.index_folder, device=res.device))
     m = cands.model
     x = load_image(inp.fitted(m.resolution), m.resolution, channels=m.channels)
-    mk = None
-    if mask is not None:
-        path = mask_file(res, mask, m.resolution)
-        mk = torch.from_numpy(np.asarray(Image.open(path).convert("L")) > 127)
+    mk = None if mask is None else torch.from_numpy(fitted_mask(mask, m.resolution))
     report(0.2, f"previewing {len(cands.hits)} hits on your image")
     ranked = rank_pool(cands, clip, query, x, mask=mk, domain=res.domain)
     return [RankedCard(h, _tiles(res, inp, h)) for h in ranked[: int(k)]]

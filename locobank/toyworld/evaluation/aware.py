@@ -99,9 +99,9 @@ def aware_row(catalog, clip, model: LoadedModel, q: str, seeds: Sequence[int], *
         opts = core.options_for(m, steps=steps)
         mask = torch.from_numpy(face(s).masks[part])
         ranked = rank_pool(replace(cands, model=m), clip, q, x[i], mask=mask if masked else None, options=opts)
-        text_order = sorted(range(len(ranked)), key=lambda j: cands.hits.index(ranked[j].hit))
-        scores = [ranked[j].score for j in text_order]
-        tops = [ranked[text_order[ordered(scores, o)[0]]] for o in orders]
+        by_hit = {id(h.hit): h for h in ranked}
+        in_text_order = [by_hit[id(h)] for h in cands.hits]
+        tops = [in_text_order[ordered([h.score for h in in_text_order], o)[0]] for o in orders]
         lam = blind.sign * cands.defaults[0]
         # the unedited reconstruction, the blind edit and the aware ones share the face's inversion
         # (and, masked, its re-localisation); the unedited one is the same with or without a mask
