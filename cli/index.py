@@ -46,8 +46,11 @@ def build_cmd(clip_spec: str, factory: str | None, rebuild: bool, no_embed: bool
 
     Each direction not yet embedded for this CLIP is rendered at -lambda and +lambda on its
     source image and on --probes other images of its model, embedded with CLIP, named from the
-    vocabulary, and added to the index; deleted directions are dropped. Only what changed since
-    the last build is read, unless --rebuild is given or the factory changes.
+    vocabulary, and added to the index; deleted directions are dropped. Its card also records its
+    strength scale: the unit strength (`apply ID:1x`, about the same size of change for every
+    direction) and the largest strength at which it stayed linear and local; cards indexed
+    before catalogs recorded it get it measured now. Only what changed since the last build is
+    read, unless --rebuild is given or the factory changes.
     """
     from locobank.clip import clip_id
     from locobank.index import build_index, index_files
@@ -69,6 +72,7 @@ def build_cmd(clip_spec: str, factory: str | None, rebuild: bool, no_embed: bool
                     click.echo(f"  not embedded: {err}", err=True)
                 named, _ = name_directions(catalog, clip, domain=domain, ids=todo)
                 click.echo(f"embedded {summary.embedded} new directions in {summary.seconds:.1f} s; named {named}")
+            _measure_old_ranges(catalog, probes, steps, device)
     with open_catalog(db_url) as catalog, Stages() as progress:
         info = build_index(catalog, cid, factory=factory, rebuild=rebuild, progress=progress)
         saved = index_files(cid, catalog=catalog)[0]
@@ -78,6 +82,21 @@ def build_cmd(clip_spec: str, factory: str | None, rebuild: bool, no_embed: bool
         f"added {info.added}, removed {info.removed}"
     )
     click.echo(f"saved to {saved}")
+
+
+def _measure_old_ranges(catalog, probes: int, steps: int | None, device: str | None) -> None:
+    """The strength scale of the cards that have none yet (indexed before catalog revision 0008)."""
+    from locobank.ranges import measure_ranges
+
+    old = catalog.directions_without_range()
+    if not old:
+        return
+    with Stages() as stages:
+        summary = measure_ranges(catalog, ids=old, n_probes=probes, steps=steps, device=device,
+                                 progress=stages("measuring strength scales", len(old)))
+    for err in summary.errors[:10]:
+        click.echo(f"  no strength scale: {err}", err=True)
+    click.echo(f"measured the strength scale of {summary.measured} directions in {summary.seconds:.1f} s")
 
 
 @index.command("status")

@@ -107,11 +107,15 @@ def _search_text(query, k, clip_spec, domain, model, label, mask_label, min_scor
     from locobank.search import WEAK_MATCH, named
 
     click.echo(f"each hit does {query!r} with the command shown (the automatic name is what its +v is called)")
-    click.echo(f"{'id':>6}  {'match':>6}  {'score':>6}  {'transf':>6}  {'mask':<8}  {'command':<34}  {'auto-name':<20}  model")
+    click.echo(f"{'id':>6}  {'match':>6}  {'score':>6}  {'transf':>6}  {'mask':<8}  {'1x':>6}  {'limit':>6}  "
+               f"{'command':<34}  {'auto-name':<20}  model")
     for h in hits:
         tr = "     -" if h.transfer is None else f"{h.transfer:6.3f}"
-        click.echo(f"{h.id:>6}  {h.match:6.3f}  {h.score:6.3f}  {tr}  {h.mask_label:<8}  "
+        unit, limit = ("     -" if v is None else f"{v:6.3g}" for v in (h.unit, h.limit))
+        click.echo(f"{h.id:>6}  {h.match:6.3f}  {h.score:6.3f}  {tr}  {h.mask_label:<8}  {unit}  {limit}  "
                    f"{h.command('IMAGE', 'OUT.png'):<34}  {named(h.label, h.label_sign):<20}  {h.model_id}")
+    click.echo("1x: the strength of one unit of change for that direction (apply ID:1x); limit: the strength up to "
+               "which it stayed linear and local when indexed")
     if hits[0].match is not None and hits[0].match < WEAK_MATCH:
         click.echo(f"note: the best match is weak ({hits[0].match:.2f} < {WEAK_MATCH}): nothing in this catalog "
                    f"seems to do {query!r}")

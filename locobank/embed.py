@@ -29,6 +29,7 @@ from .models.recorded import model_for
 from .tally import Tally
 
 if TYPE_CHECKING:
+    from .rank.linear import StrengthRange
     from .catalog.records import DirectionRecord, NewEffect
 
 log = logging.getLogger(__name__)
@@ -102,20 +103,23 @@ def _cache_for(caches: dict, model: LoadedModel, condition: dict | None, steps: 
     return caches[key]
 
 
+def source_mask(catalog, record, model: LoadedModel) -> torch.Tensor | None:
+    """The direction's own mask at the model's resolution; None when its file can no longer be read."""
+    try:
+        mask_uri = catalog.get_job(record.job_id).mask_uri
+        return None if mask_uri is None else load_mask(Path(mask_uri), model.resolution, resize=True)
+    except (LocobankError, OSError) as e:
+        log.warning("direction %d: no mask to measure on (%s)", record.id, e)
+        return None
+
+
 def source_locality(catalog, record, model: LoadedModel, *deltas: torch.Tensor) -> float | None:
     """Share of the rendered change on the source image (each of ``deltas``) inside the direction's
     own mask; None when the mask file can no longer be read."""
     from .core import locality
 
-    try:
-        mask_uri = catalog.get_job(record.job_id).mask_uri
-        if mask_uri is None:
-            return None
-        mask = load_mask(Path(mask_uri), model.resolution, resize=True)
-    except (LocobankError, OSError) as e:
-        log.warning("direction %d: no locality (%s)", record.id, e)
-        return None
-    return locality(torch.cat(list(deltas), 0), mask)
+    mask = source_mask(catalog, record, model)
+    return None if mask is None else locality(torch.cat(list(deltas), 0), mask)
 
 
 def probe_images(catalog, fingerprint: str, n: int) -> list[str]:
@@ -136,11 +140,11 @@ class _Batch:
     """The effects and previews of one batch of directions, written together when the batch ends."""
 
     effects: list = field(default_factory=list)
-    previews: list[tuple[int, bytes, float, float | None]] = field(default_factory=list)
+    previews: list[tuple] = field(default_factory=list)  # put_preview's arguments
 
 
 @dataclass
-class _Renderer:
+class EffectRenderer:
     """One model's effect rendering: its probe images, its DDIM steps and one state cache per
     prompt (a text-to-image direction renders under the prompt it was found under)."""
 
@@ -157,16 +161,32 @@ class _Renderer:
         """lambda: the one asked for, else the model's default for the direction's mask label."""
         return float(self.strength if self.strength is not None else self.model.strength_for(r.mask_label))
 
+    def uris(self, r: DirectionRecord) -> list[str]:
+        """The images a direction is rendered on: its own, then the probes."""
+        return [r.image_uri] + [p for p in self.probes if p != r.image_uri][: self.n_probes]
+
     def render(self, r: DirectionRecord, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(+lambda, -lambda, 0) renderings: the first two on the source image and the probes,
         the last on the source image only; all in one sampling pass."""
-        uris = [r.image_uri] + [p for p in self.probes if p != r.image_uri][: self.n_probes]
         cache = _cache_for(self.caches, self.model, r.condition, self.steps)
-        xt = cache.states(uris, r.t_edit)
+        xt = cache.states(self.uris(r), r.t_edit)
         v = self.catalog.load_vector(r.id, expected_fingerprint=r.fingerprint).to(self.model.device, torch.float32)
         out = core.sample(cache.model, torch.cat([xt + lam * v, xt - lam * v, xt[:1]]), r.t_edit, self.steps)
-        k = len(uris)
+        k = len(xt)
         return out[:k], out[k : 2 * k], out[2 * k :]
+
+    def scale(self, r: DirectionRecord, lam: float) -> "StrengthRange | None":
+        """The direction's unit strength and linear limit (:mod:`locobank.rank.linear`), measured
+        inside its own mask on the images it is rendered on; None without a readable mask."""
+        from .rank.linear import strength_range
+
+        mask = source_mask(self.catalog, r, self.model)
+        if mask is None:
+            return None
+        cache = _cache_for(self.caches, self.model, r.condition, self.steps)
+        xt = cache.states(self.uris(r), r.t_edit)
+        v = self.catalog.load_vector(r.id, expected_fingerprint=r.fingerprint).to(self.model.device, torch.float32)
+        return strength_range(cache.model, xt, r.t_edit, v, mask, lam)
 
     def embed(self, r: DirectionRecord, lam: float, plus: torch.Tensor, minus: torch.Tensor) -> NewEffect:
         """The direction's CLIP effect row, from its renderings."""
@@ -177,10 +197,13 @@ class _Renderer:
                          consistency=consistency, n_images=len(plus), strength=lam)
 
     def preview(self, r: DirectionRecord, lam: float, plus: torch.Tensor, minus: torch.Tensor,
-                zero: torch.Tensor) -> tuple[int, bytes, float, float | None]:
-        """The source image's (-lambda, 0, +lambda) strip and the locality measured on it."""
+                zero: torch.Tensor) -> tuple:
+        """The source image's (-lambda, 0, +lambda) strip, the locality measured on it and the
+        direction's strength scale: the arguments of ``Catalog.put_preview``."""
         loc = source_locality(self.catalog, r, self.model, plus[0] - zero[0], minus[0] - zero[0])
-        return r.id, preview_strip(torch.stack([minus[0], zero[0], plus[0]])), lam, loc
+        rng = self.scale(r, lam)
+        unit, limit = (None, None) if rng is None else (rng.unit, rng.limit)
+        return r.id, preview_strip(torch.stack([minus[0], zero[0], plus[0]])), lam, loc, unit, limit
 
 
 def _group_by_model(catalog, clip_id: str, ids: list[int] | None) -> dict[str, list[DirectionRecord]]:
@@ -192,7 +215,7 @@ def _group_by_model(catalog, clip_id: str, ids: list[int] | None) -> dict[str, l
     return groups
 
 
-def _embed_one(renderer: _Renderer, r: DirectionRecord, out: _Batch, summary: EmbedSummary) -> None:
+def _embed_one(renderer: EffectRenderer, r: DirectionRecord, out: _Batch, summary: EmbedSummary) -> None:
     """Render, embed and measure one direction into ``out``; a failure is counted, not raised."""
     lam = renderer.strength_for(r)
     try:
@@ -207,11 +230,11 @@ def _write(catalog, out: _Batch) -> None:
     """A batch's effects in one transaction, then its previews (none when no effect was made)."""
     if out.effects:
         catalog.put_effects(out.effects)
-        for did, png, lam, loc in out.previews:
-            catalog.put_preview(did, png, lam, loc)
+        for args in out.previews:
+            catalog.put_preview(*args)
 
 
-def _embed_group(renderer: _Renderer, group: list[DirectionRecord], batch: int, summary: EmbedSummary,
+def _embed_group(renderer: EffectRenderer, group: list[DirectionRecord], batch: int, summary: EmbedSummary,
                  progress: Callable[[int], None] | None) -> None:
     """One model's directions, ``batch`` at a time, each batch written before the next is rendered."""
     for i in range(0, len(group), batch):
@@ -244,7 +267,7 @@ def embed_directions(catalog, clip: ClipModel, *, ids: list[int] | None = None, 
             continue
         probes = probe_images(catalog, fp, n_probes)
         n_steps = int(steps or model.settings.render_steps)
-        renderer = _Renderer(catalog, clip, model, probes, n_probes, n_steps, strength)
+        renderer = EffectRenderer(catalog, clip, model, probes, n_probes, n_steps, strength)
         _embed_group(renderer, group, batch, summary, progress)
     summary.seconds = time.perf_counter() - start
     return summary

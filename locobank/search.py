@@ -123,6 +123,8 @@ class Hit:
     match: float | None = None
     strength: float | None = None  # the default strength: the one its effect was rendered at
     condition: dict | None = None  # text-to-image models: the prompt (and guidance) it was found under
+    unit: float | None = None  # its card's unit strength (``ID:1x``), measured when indexed; None before 0008
+    limit: float | None = None  # the largest strength at which it stayed linear and local when indexed
 
     @property
     def signed_strength(self) -> float | None:
@@ -143,7 +145,7 @@ class Hit:
                 "strength": self.signed_strength, "label": self.label, "label_sign": self.label_sign,
                 "mask_label": self.mask_label, "model_id": self.model_id, "fingerprint": self.fingerprint,
                 "singular_value": self.singular_value, "t_edit": self.t_edit, "condition": self.condition,
-                "apply": self.command()}
+                "unit": self.unit, "limit": self.limit, "apply": self.command()}
 
 
 def one_model_hits(catalog, clip: ClipModel, query: str, *, k: int, domain: str = "face", model: str | None = None,
@@ -208,6 +210,7 @@ class _Ranker:
         self.transfer: dict[int, tuple[float | None, int, float]] = {}
         self.records: dict[int, object] = {}  # None: deleted between the two reads
         self.asked: set[int] = set()
+        self.ranges: dict[int, tuple[float, float]] = {}  # (unit, limit) of the cards that record one
 
     def rank(self, hits) -> list[tuple[float, int, float, int, float | None, float]]:
         """(match, id, score, sign, consistency, strength) of the hits that pass, best match first."""
@@ -231,11 +234,13 @@ class _Ranker:
             unread = [did for _, did, *_ in chunk if did not in self.records]
             found = self.catalog.get_directions(unread)
             self.records.update({did: found.get(did) for did in unread})
+            self.ranges.update(self.catalog.strength_ranges(unread))
             for m, did, score, sign, c, strength in chunk:
                 r = self.records[did]
                 if r is not None:
+                    unit, limit = self.ranges.get(did, (None, None))
                     out.append(Hit(did, score, sign, r.label, r.label_sign, r.mask_label, r.model_id, r.fingerprint,
-                                   r.singular_value, r.t_edit, c, m, strength, r.condition))
+                                   r.singular_value, r.t_edit, c, m, strength, r.condition, unit, limit))
                     if len(out) == k:
                         return out
         return out

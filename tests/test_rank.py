@@ -307,3 +307,52 @@ def test_toy_aware_evaluation_compares_each_faces_ranked_hit_with_the_blind_one(
         assert all(c > 0 for c in way.changes) and all(0 <= x <= 1 for x in way.localities)
         assert way.moved == sum(g > 0 for g in way.gains)
     assert spread([row], "aware") >= 0 and set(row.to_dict()) >= {"blind_moved", "score_moved"}
+
+
+@pytest.mark.slow
+def test_own_direction_is_the_images_own_and_the_best_previewed(pixel):
+    """--own: the image's own LOCO directions in its mask at the hit's time (warm-started from the hit,
+    the same subspace as from random vectors), of which the one whose preview scores best is applied."""
+    from locobank.rank.own import choose_own, own_basis, own_direction
+    from locobank.rank.preview import posterior_images
+
+    with Catalog.open(pixel["db"]) as cat:
+        pool = candidate_pool(cat, pixel["clip"], "smile", pool=1, index_folder=pixel["index"], device="cpu")
+    model, hit = pool.model, pool.directions[0]
+    opts = _fast(model)
+    x = load_image(pixel["face"], model.resolution)
+    mask = load_mask(pixel["mask"], model.resolution)
+    own = own_direction(model, pixel["clip"], "smile", x, mask, hit, 4.0, sign=pool.hits[0].sign, options=opts)
+    x_t = core.invert(model, x[None], hit.t_edit, opts.steps)
+    warm, moved = own_basis(model, x[None], x_t, hit, mask)
+    cold = core.find_directions(model, x_t, hit.t_edit, mask, rank=warm.shape[0],
+                                constrained=model.settings.basis == "constrained").vectors
+    overlap = torch.linalg.svdvals(warm.flatten(1).double() @ cold.flatten(1).double().T)
+    assert overlap.min() > 0.999  # warm or cold, the same subspace (measured: 1 - 1e-6)
+    v = own.direction.vector
+    assert abs(float(v.norm()) - 1) < 1e-5 and own.direction.source is None and own.direction.t_edit == hit.t_edit
+    sign = pool.hits[0].sign
+    if own.is_hit:  # the hit itself, registered onto the mask, with its sign
+        torch.testing.assert_close(v, sign * moved / moved.norm())
+    else:  # one of the image's own directions
+        assert float(torch.linalg.norm(warm.flatten(1) @ v.flatten())) == pytest.approx(1.0, abs=1e-4)
+    again = choose_own(model, pixel["clip"], "smile", x_t, warm, moved, hit, 4.0, mask, sign=sign)
+    assert torch.equal(again.direction.vector, v) and again.score == pytest.approx(own.score)
+    with torch.no_grad():
+        want = posterior_images(model, x_t, hit.t_edit, 4.0 * v[None])[0]
+    torch.testing.assert_close(own.preview, want.cpu(), atol=2e-5, rtol=0)
+    alone = choose_own(model, pixel["clip"], "smile", x_t, warm, moved, hit, 4.0, mask, with_hit=False)
+    assert own.score >= alone.score - 1e-6 and not alone.is_hit  # the hit only competes: it never lowers the pick
+    assert own.is_hit or torch.equal(alone.direction.vector, v)
+
+
+@pytest.mark.slow
+def test_apply_own_through_the_cli(pixel, tmp_path):
+    args = ["apply", "--query", "smile", str(pixel["face"]), "--mask", str(pixel["mask"]), "--own", "--clip", "toy",
+            "--steps", "8", "--pool", "2", "--spill-passes", "0", "--db", pixel["db"], "--out", str(tmp_path / "own.png")]
+    res = CliRunner().invoke(cli, args, env={"LOCOBANK_HOME": str(tmp_path)})
+    assert res.exit_code == 0, res.output
+    assert ("the image's own direction in the mask, pointed to by #" in res.output or "itself (" in res.output)
+    assert (tmp_path / "own.png").exists()
+    bare = CliRunner().invoke(cli, [a for a in args if a not in ("--mask", str(pixel["mask"]))])
+    assert bare.exit_code == 2 and "own finds the image's own directions" in bare.output

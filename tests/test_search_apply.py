@@ -149,7 +149,8 @@ def test_search_cli_json_schema_and_filters(world, tmp_path):
     assert 1 <= len(hits) <= 4
     for h in hits:
         assert set(h) == {"id", "score", "match", "transfer", "sign", "strength", "label", "label_sign", "mask_label",
-                          "model_id", "fingerprint", "singular_value", "t_edit", "condition", "apply"}
+                          "model_id", "fingerprint", "singular_value", "t_edit", "condition", "unit", "limit", "apply"}
+        assert h["unit"] > 0 and h["limit"] > 0  # the card's strength scale, measured when indexed
         assert h["sign"] in (1, -1) and isinstance(h["score"], float)
         # the strength carries the sign that does the edit, and the command is ready to run
         assert h["strength"] * h["sign"] > 0 and h["apply"].startswith(f"locobank apply {h['id']}:{h['strength']:+g} ")
@@ -157,6 +158,8 @@ def test_search_cli_json_schema_and_filters(world, tmp_path):
         assert h["match"] <= h["score"] + 1e-6
     assert [h["match"] for h in hits] == sorted((h["match"] for h in hits), reverse=True)
     assert (tmp_path / "s.png").exists()
+    text = CliRunner().invoke(cli, ["search", "blond hair", "-k", "1", "--clip", str(world["clip"]), "--db", world["db"]])
+    assert f"{hits[0]['unit']:6.3g}  {hits[0]['limit']:6.3g}  locobank apply" in text.output
     only_mouth = json.loads(CliRunner().invoke(cli, ["search", "smile", "--clip", str(world["clip"]), "--json",
                                                      "--mask", "mouth", "--db", world["db"]]).output)
     assert only_mouth and {h["mask_label"] for h in only_mouth} == {"mouth"}
@@ -409,3 +412,41 @@ def test_quality_figures_follow_from_search_edits_and_probes(world):
 def test_toy_quality_reuse_needs_a_run(tmp_path):
     r = CliRunner().invoke(cli, ["toy", "quality", "--reuse", "--out", str(tmp_path / "none")])
     assert r.exit_code == 1 and "no run in" in r.output
+
+
+@pytest.mark.slow
+def test_cards_record_their_strength_scale_and_apply_reads_units(world, tmp_path):
+    from locobank.embed import EffectRenderer, probe_images, source_mask
+    from locobank.rank.linear import strength_range
+    from locobank.ranges import measure_ranges
+
+    with Catalog.open(world["db"]) as cat:
+        dirs = cat.list_directions()
+        ranges = cat.strength_ranges([d.id for d in dirs])
+        assert sorted(ranges) == sorted(d.id for d in dirs) and all(u > 0 and lim > 0 for u, lim in ranges.values())
+        d = dirs[0]
+        model = load_model(world["model"])
+        r = EffectRenderer(cat, None, model, probe_images(cat, d.fingerprint, 2), 2, 3, None)
+        # measured again, on the images index rendered it on
+        again = strength_range(model, _states(r, d), d.t_edit, cat.load_vector(d.id).float(),
+                               source_mask(cat, d, model), model.strength_for(d.mask_label))
+        assert (again.unit, again.limit) == ranges[d.id]
+        hit = search(cat, world["clip_model"], "smile", k=1)[0]
+        assert (hit.unit, hit.limit) == ranges[hit.id]
+        # a card indexed before revision 0008 gets its scale from measure_ranges (`index build`)
+        cat.put_preview(d.id, cat.get_preview(d.id), cat.preview_strength(d.id), cat.preview_locality(d.id))
+        assert cat.directions_without_range() == [d.id]
+        got = measure_ranges(cat, n_probes=2, steps=3)
+        assert got.measured == 1 and cat.strength_ranges([d.id]) == {d.id: ranges[d.id]}
+    unit = ranges[d.id][0]
+    img = next(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
+    a = _apply(world, f"{d.id}:-1.5x", str(img), "--out", str(tmp_path / "a.png"), "--steps", "3")
+    b = _apply(world, f"{d.id}:{-1.5 * unit!r}", str(img), "--out", str(tmp_path / "b.png"), "--steps", "3")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
+
+
+def _states(renderer, d):
+    from locobank.embed import StateCache
+
+    return StateCache(renderer.model, renderer.steps).states(renderer.uris(d), d.t_edit)

@@ -86,7 +86,9 @@ def direction_detail(res: Resources, direction_id: int) -> tuple[str, Image.Imag
             ("edit time", f"t={r.t_edit} ({r.t_edit_frac:g} T)"), ("rank", f"{r.rank_index} (σ={r.singular_value:.4g})"),
             ("consistency", format_number(card.transfer)), ("locality", format_number(card.local)),
             ("probe images", "-" if effect is None else str(effect.n_images)),
-            ("default strength", format_number(card.strength, "g")), ("harvested on", f"{r.image_uri} ({r.image_sha256[:12]})"),
+            ("default strength", format_number(card.strength, "g")),
+            ("unit strength (1x)", format_number(card.unit, ".3g")), ("linear and local up to", format_number(card.limit, ".3g")),
+            ("harvested on", f"{r.image_uri} ({r.image_sha256[:12]})"),
             ("mask", f"{r.mask_uri or '-'} ({r.mask_sha256[:12]})"), ("run", str(r.run_id)),
             ("found", r.created_at.isoformat(timespec="seconds")), ("locobank", r.locobank_version),
             ("apply", f"`{card.apply_command()}`")]

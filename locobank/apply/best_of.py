@@ -23,6 +23,7 @@ class Candidate:
     hit: object  # locobank.search.Hit
     prep: Prepared
     ranked: object | None = None  # locobank.rank.ImageHit: how it previewed on its image, when ranked there
+    own: object | None = None  # locobank.rank.own.OwnDirection: the image's own direction applied instead
 
 
 def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "face",

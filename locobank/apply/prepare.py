@@ -40,13 +40,30 @@ def prepare(catalog, specs: Sequence[DirectionSpec], *, default_strength: float 
     model = model_for(catalog, recs[0].fingerprint, override=model_override, device=device)
     model = under(model, condition)
     dirs, strengths = [], []
+    units = unit_strengths(catalog, specs)
     for s, r in zip(specs, recs):
         v = catalog.load_vector(r.id, expected_fingerprint=model.fingerprint)
         dirs.append(core.Direction(v.float(), r.t_edit, r.fingerprint, name=f"#{r.id}",
                                      source=source_part(r, model.resolution, model.channels)))
         default = default_strength if default_strength is not None else model.strength_for(r.mask_label)
-        strengths.append(float(default if s.strength is None else s.strength))
+        strengths.append(float(s.units * units[s.id] if s.units is not None else
+                               default if s.strength is None else s.strength))
     return Prepared(model, dirs, strengths)
+
+
+def unit_strengths(catalog, specs: Sequence[DirectionSpec]) -> dict[int, float]:
+    """The unit strength of each direction given in units (``ID:2x``); one whose card records none
+    (indexed before catalog revision 0008) is refused, with what to run."""
+    wanted = [s.id for s in specs if s.units is not None]
+    if not wanted:
+        return {}
+    found = {i: unit for i, (unit, _) in catalog.strength_ranges(wanted).items()}
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise InputError(f"direction(s) {', '.join(map(str, missing))} have no measured unit strength, so a "
+                         "strength in units (2x) cannot be read: run `locobank index build --reembed` to measure "
+                         "it, or give the strength as a number (ID:4)")
+    return found
 
 
 def source_part(rec, resolution: int, channels: int = 3) -> PartPrint | None:

@@ -35,9 +35,27 @@ def ranked_candidates(catalog, clip, req: ApplyRequest,
     for image, mask in zip(req.images, masks_per_image(req.masks, len(req.images))):
         ranked = rank_pool(pool, clip, req.query, image, mask=mask, domain=req.domain, strength=size,
                            resize=req.resize, options=options, batch=req.batch, progress=progress)
-        out.append([Candidate(h.hit, Prepared(pool.model, [h.direction], [flip * h.signed_strength]), h)
-                    for h in ranked[: req.candidates]])
+        top = ranked[: req.candidates]
+        if req.own:
+            out.append([own_candidate(pool.model, clip, req, image, mask, h, options, size, flip) for h in top])
+        else:
+            out.append([Candidate(h.hit, Prepared(pool.model, [h.direction], [flip * h.signed_strength]), h)
+                        for h in top])
     return len(pool.hits), out
+
+
+def own_candidate(model, clip, req: ApplyRequest, image, mask, h, options, size: float | None,
+                  flip: float) -> Candidate:
+    """The ranked hit ``h`` made the image's own direction in its mask (:mod:`locobank.rank.own`: its
+    own directions there and the hit itself, the best previewed), at the hit's part's default strength
+    (``size`` when given), in place of the hit's vector."""
+    from ..rank import as_image, as_mask
+    from ..rank.own import own_direction
+
+    strength = size if size is not None else model.strength_for(h.hit.mask_label)
+    own = own_direction(model, clip, req.query, as_image(model, image, req.resize), as_mask(model, mask, req.resize),
+                        h.direction, strength, sign=h.sign, options=options, domain=req.domain)
+    return Candidate(h.hit, Prepared(model, [own.direction], [flip * own.strength]), h, own)
 
 
 def one_image(req: ApplyRequest, index: int) -> ApplyRequest:
@@ -49,10 +67,19 @@ def one_image(req: ApplyRequest, index: int) -> ApplyRequest:
     return replace(req, images=[image], out=Path(req.out) / name)
 
 
+def _own_what(c: Candidate) -> str:
+    """Which of ``--own``'s candidates was applied."""
+    if c.own.is_hit:
+        return f"#{c.hit.id} itself ({'+' if c.hit.sign > 0 else '-'}v; it previewed better than the image's own directions)"
+    return f"the image's own direction in the mask, pointed to by #{c.hit.id} (|cos| with it {c.own.alignment:.2f})"
+
+
 def ranked_note(image: Path, cands: list[Candidate], pooled: int) -> str:
     """What the ranking chose for one image: the top hit (or the top N), its strength and
     predicted gain."""
     shown = ", ".join(f"#{c.hit.id} ({'+' if c.hit.sign > 0 else '-'}v) at {c.prep.strengths[0]:+.3g}"
                       f"{'' if c.ranked.calibrated else ' (as given)'}, predicted gain {c.ranked.gain:+.2f}"
+                      if c.own is None else
+                      f"{_own_what(c)}, at {c.prep.strengths[0]:+.3g}, predicted gain {c.own.gain:+.2f}"
                       for c in cands)
     return f"{image.name}: ranked {pooled} hits by their previews on it: {shown}"

@@ -33,6 +33,7 @@ class ApplyRequest:
     candidates: int = 1
     pool: int = 32  # query on image files: the text hits each image's previews rank
     blind: bool = False  # query: the text ranking alone, at the parts' default strengths (no previews)
+    own: bool = False  # query with a mask: apply the image's own direction the hit points to (rank.own)
     clip: str = "toy"
     domain: str = "face"
     strength: float | None = None
@@ -67,6 +68,9 @@ class ApplyRequest:
                                 params=("candidates", "query"))
         if self.pool < 1:
             raise ArgumentError(f"pool must be at least 1, got {self.pool}", params=("pool",))
+        if self.own and not (self.query and self.masks and not self.blind and not self.generate):
+            raise ArgumentError("own finds the image's own directions in its mask for a query: give query and "
+                                "one mask, on image files, without blind", params=("own", "query", "mask"))
         if self.query and len(self.masks) > 1:
             raise ArgumentError(f"query applies one direction: give one mask, not {len(self.masks)}",
                                 params=("query", "mask"))

@@ -139,22 +139,30 @@ class EffectStore(CatalogBase):
             if have is not None:
                 raise InputError(f"effects for {clip_id} have dimension {have} in the catalog; got {dim}")
 
-    def put_preview(self, direction_id: int, png: bytes, strength: float, locality: float | None = None) -> None:
-        """Store (or replace) a direction's preview strip PNG, with the locality measured on it."""
+    def put_preview(self, direction_id: int, png: bytes, strength: float, locality: float | None = None,
+                    unit: float | None = None, limit: float | None = None) -> None:
+        """Store (or replace) a direction's preview strip PNG, with the locality measured on it and
+        its strength scale (``unit``, ``limit``; :mod:`locobank.rank.linear`) when measured."""
         png = bytes(png)
         if not png.startswith(PNG_MAGIC):
             raise InputError(f"preview of direction {direction_id} is not a PNG file")
+        for what, v in (("unit", unit), ("limit", limit)):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise InputError(f"preview of direction {direction_id}: {what} strength must be positive, not {v}")
+        opt = lambda v: None if v is None else float(v)  # noqa: E731
         with self._tx(write=True) as s:
             if s.get(Direction, direction_id) is None:
                 raise NotFound(f"no direction {direction_id} in the catalog {self.url}")
-            values = dict(direction_id=int(direction_id), png=png, strength=float(strength),
-                          locality=None if locality is None else float(locality), created_at=self._now(s))
+            values = dict(direction_id=int(direction_id), png=png, strength=float(strength), locality=opt(locality),
+                          unit_strength=opt(unit), linear_limit=opt(limit), created_at=self._now(s))
             stmt = self._insert(Preview).values(**values)
             new = stmt.excluded
             s.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["direction_id"],
-                    set_=dict(png=new.png, strength=new.strength, locality=new.locality, created_at=new.created_at),
+                    set_=dict(png=new.png, strength=new.strength, locality=new.locality,
+                              unit_strength=new.unit_strength, linear_limit=new.linear_limit,
+                              created_at=new.created_at),
                 )
             )
 
@@ -180,6 +188,36 @@ class EffectStore(CatalogBase):
         """The locality measured when the preview was rendered, or None (no preview, or made before 0003)."""
         with self._tx() as s:
             return s.scalar(select(Preview.locality).where(Preview.direction_id == direction_id))
+
+    def set_strength_range(self, direction_id: int, unit: float, limit: float) -> None:
+        """Record the strength scale measured for a direction that has a preview (see ``put_preview``)."""
+        for what, v in (("unit", unit), ("limit", limit)):
+            if not (math.isfinite(v) and v > 0):
+                raise InputError(f"direction {direction_id}: {what} strength must be positive, not {v}")
+        with self._tx(write=True) as s:
+            row = s.get(Preview, int(direction_id))
+            if row is None:
+                raise NotFound(f"direction {direction_id} has no preview in the catalog {self.url}; index it first")
+            row.unit_strength, row.linear_limit = float(unit), float(limit)
+
+    def directions_without_range(self) -> list[int]:
+        """Live directions whose preview records no strength scale yet (indexed before 0008), by id."""
+        with self._tx() as s:
+            return [int(i) for i in s.scalars(
+                select(Preview.direction_id).join(Direction, Preview.direction_id == Direction.id)
+                .where(Preview.unit_strength.is_(None), Direction.deleted_at.is_(None)).order_by(Preview.direction_id))]
+
+    def strength_ranges(self, ids: Iterable[int]) -> dict[int, tuple[float, float]]:
+        """``{id: (unit, limit)}`` of the directions among ``ids`` whose preview records a strength
+        scale (:mod:`locobank.rank.linear`); the others are left out."""
+        wanted = sorted({int(i) for i in ids})
+        out: dict[int, tuple[float, float]] = {}
+        with self._tx() as s:
+            for start in range(0, len(wanted), ID_CHUNK):
+                rows = s.execute(select(Preview.direction_id, Preview.unit_strength, Preview.linear_limit).where(
+                    Preview.direction_id.in_(wanted[start : start + ID_CHUNK]), Preview.unit_strength.is_not(None)))
+                out.update({int(d): (float(u), float(lim)) for d, u, lim in rows})
+        return out
 
     def effect_of(self, direction_id: int, clip_id: str, *, include_deleted: bool = False) -> EffectRecord | None:
         """One direction's effect for one CLIP model, or None (not embedded yet, deleted, unknown)."""

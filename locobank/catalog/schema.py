@@ -203,6 +203,10 @@ class Preview(Base):
     # Measured on the rendered source images: the share of the pixel change at -strength and
     # +strength that falls inside the direction's mask (0002 rows have none).
     locality: Mapped[float | None] = mapped_column(Float)
+    # Measured when the direction is indexed (0008; locobank.rank.linear): the strength of one unit
+    # of change (``apply ID:1x``) and the largest strength at which the edit stays linear and local.
+    unit_strength: Mapped[float | None] = mapped_column(Float)
+    linear_limit: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -92,6 +92,7 @@ class ImageHit:
                 "strength": round(self.signed_strength, 6), "calibrated": self.calibrated,
                 "change": round(self.change, 6), "match": None if self.hit.match is None else round(self.hit.match, 6),
                 "label": self.hit.label, "mask_label": self.hit.mask_label, "t_edit": self.hit.t_edit,
+                "unit": self.hit.unit, "limit": self.hit.limit,
                 "apply": self.command(image, prompt=prompt, mask=mask)}
 
 

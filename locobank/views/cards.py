@@ -48,6 +48,8 @@ class Card:
     preview_strength: float | None = None  # what the stored preview strip was rendered at (-s, 0, +s)
     prompt: str | None = None  # text-to-image models: the prompt it was found (and is applied) under
     edit_prompt: str | None = None  # text-supervised directions: the edit prompt that defined it
+    unit: float | None = None  # the strength of one unit of change (``apply ID:1x``), measured when indexed
+    limit: float | None = None  # the strength up to which it stayed linear and local when indexed
 
     @property
     def caption(self) -> str:
@@ -94,6 +96,7 @@ def describe(catalog: Any, record: DirectionRecord, *, clip_id: str | None = Non
     effect = catalog.effect_of(record.id, clip_id) if clip_id is not None else None
     local = catalog.preview_locality(record.id)
     shown = catalog.preview_strength(record.id)
+    unit, limit = catalog.strength_ranges([record.id]).get(record.id, (None, None))
     if sign is None:
         sign = record.label_sign or 1
     return Card(
@@ -111,6 +114,8 @@ def describe(catalog: Any, record: DirectionRecord, *, clip_id: str | None = Non
         preview_strength=None if shown is None else float(shown),
         prompt=None if record.condition is None else record.condition.get("prompt", ""),
         edit_prompt=None if record.condition is None else record.condition.get("edit_prompt"),
+        unit=unit,
+        limit=limit,
     )
 
 

@@ -50,6 +50,7 @@ class AwareRow:
     faces: list[int]
     blind: Way
     orders: dict[str, Way] = field(default_factory=dict)
+    unit: dict[str, Way] = field(default_factory=dict)  # "blind_1x": the blind hit at its card's unit strength
 
     @property
     def aware(self) -> Way:
@@ -59,19 +60,23 @@ class AwareRow:
         """Plain data, with the counts."""
         d = asdict(self)
         d["blind_moved"] = self.blind.moved
-        d.update({f"{k}_moved": w.moved for k, w in self.orders.items()})
+        d.update({f"{k}_moved": w.moved for k, w in {**self.orders, **self.unit}.items()})
         return d
 
 
-def _models(model: LoadedModel, seeds: Sequence[int], q: str, full_caption: bool) -> list[LoadedModel]:
+def models_for(model: LoadedModel, seeds: Sequence[int], q: str, full_caption: bool) -> list[LoadedModel]:
+    """The model conditioned per face (text-to-image models): on its caption without ``q``'s words,
+    or its whole caption; a pixel model as it is."""
     if model.family.cond is None:
         return [model] * len(seeds)
     text = (lambda s: caption(face(s).attrs)) if full_caption else (lambda s: caption_without(face(s).attrs, q))
     return [conditioned(model, text(s)) for s in seeds]
 
 
-def _measure(way: Way, hit_id: int, strength: float, out: torch.Tensor, ref: torch.Tensor, x_score: float,
+def measure_way(way: Way, hit_id: int, strength: float, out: torch.Tensor, ref: torch.Tensor, x_score: float,
              q: str, seed: int, mask: torch.Tensor) -> None:
+    """One face's edit measured into ``way``: the hit, its strength, the probe gain, the RMS change
+    inside ``mask`` and the locality."""
     from ...rank import change_size
 
     change = (out - ref).cpu()
@@ -95,7 +100,7 @@ def aware_row(catalog, clip, model: LoadedModel, q: str, seeds: Sequence[int], *
     blind = cands.hits[0]
     row = AwareRow(q, part, list(seeds), Way(), {o: Way() for o in orders})
     x = torch.from_numpy(batch(list(seeds))).to(model.device)
-    for i, (s, m) in enumerate(zip(seeds, _models(model, seeds, q, full_caption))):
+    for i, (s, m) in enumerate(zip(seeds, models_for(model, seeds, q, full_caption))):
         opts = core.options_for(m, steps=steps)
         mask = torch.from_numpy(face(s).masks[part])
         ranked = rank_pool(replace(cands, model=m), clip, q, x[i], mask=mask if masked else None, options=opts)
@@ -103,17 +108,20 @@ def aware_row(catalog, clip, model: LoadedModel, q: str, seeds: Sequence[int], *
         in_text_order = [by_hit[id(h)] for h in cands.hits]
         tops = [in_text_order[ordered([h.score for h in in_text_order], o)[0]] for o in orders]
         lam = blind.sign * cands.defaults[0]
-        # the unedited reconstruction, the blind edit and the aware ones share the face's inversion
+        unit = [] if blind.unit is None else [blind.sign * blind.unit]  # the blind hit at its card's 1x
+        # the unedited reconstruction, the blind edits and the aware ones share the face's inversion
         # (and, masked, its re-localisation); the unedited one is the same with or without a mask
         outs = [r.images[0] for _, r in sorted(core.edit_each(
-            m, x[i : i + 1], [cands.directions[0], cands.directions[0]] + [t.direction for t in tops],
-            [0.0, lam] + [t.signed_strength for t in tops], options=opts, mask=mask if masked else None),
+            m, x[i : i + 1], [cands.directions[0]] * (2 + len(unit)) + [t.direction for t in tops],
+            [0.0, lam] + unit + [t.signed_strength for t in tops], options=opts, mask=mask if masked else None),
             key=lambda p: p[0])]
         ref = outs[0]
         score0 = attribute_score(q, to_uint8(ref), face(s).attrs)
-        _measure(row.blind, blind.id, lam, outs[1], ref, score0, q, s, mask)
-        for o, t, out in zip(orders, tops, outs[2:]):
-            _measure(row.orders[o], t.id, t.signed_strength, out, ref, score0, q, s, mask)
+        measure_way(row.blind, blind.id, lam, outs[1], ref, score0, q, s, mask)
+        if unit:
+            measure_way(row.unit.setdefault("blind_1x", Way()), blind.id, unit[0], outs[2], ref, score0, q, s, mask)
+        for o, t, out in zip(orders, tops, outs[2 + len(unit):]):
+            measure_way(row.orders[o], t.id, t.signed_strength, out, ref, score0, q, s, mask)
     return row
 
 
