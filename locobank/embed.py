@@ -113,15 +113,6 @@ def source_mask(catalog, record, model: LoadedModel) -> torch.Tensor | None:
         return None
 
 
-def source_locality(catalog, record, model: LoadedModel, *deltas: torch.Tensor) -> float | None:
-    """Share of the rendered change on the source image (each of ``deltas``) inside the direction's
-    own mask; None when the mask file can no longer be read."""
-    from .core import locality
-
-    mask = source_mask(catalog, record, model)
-    return None if mask is None else locality(torch.cat(list(deltas), 0), mask)
-
-
 def probe_images(catalog, fingerprint: str, n: int) -> list[str]:
     """The first ``n + 1`` distinct images harvested for this model (by id), so probes are stable."""
     seen: list[str] = []
@@ -165,28 +156,30 @@ class EffectRenderer:
         """The images a direction is rendered on: its own, then the probes."""
         return [r.image_uri] + [p for p in self.probes if p != r.image_uri][: self.n_probes]
 
-    def render(self, r: DirectionRecord, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(+lambda, -lambda, 0) renderings: the first two on the source image and the probes,
-        the last on the source image only; all in one sampling pass."""
+    def vector(self, r: DirectionRecord) -> torch.Tensor:
+        """The direction's unit vector on the model's device."""
+        return self.catalog.load_vector(r.id, expected_fingerprint=r.fingerprint).to(self.model.device, torch.float32)
+
+    def states(self, r: DirectionRecord) -> tuple[LoadedModel, torch.Tensor]:
+        """(the model under the direction's prompt, the states of the images it is rendered on)."""
         cache = _cache_for(self.caches, self.model, r.condition, self.steps)
-        xt = cache.states(self.uris(r), r.t_edit)
-        v = self.catalog.load_vector(r.id, expected_fingerprint=r.fingerprint).to(self.model.device, torch.float32)
-        out = core.sample(cache.model, torch.cat([xt + lam * v, xt - lam * v, xt[:1]]), r.t_edit, self.steps)
+        return cache.model, cache.states(self.uris(r), r.t_edit)
+
+    def render(self, r: DirectionRecord, lam: float, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(+lambda, -lambda, 0) renderings along ``v``: the first two on the source image and the
+        probes, the last on the source image only; all in one sampling pass."""
+        model, xt = self.states(r)
+        out = core.sample(model, torch.cat([xt + lam * v, xt - lam * v, xt[:1]]), r.t_edit, self.steps)
         k = len(xt)
         return out[:k], out[k : 2 * k], out[2 * k :]
 
-    def scale(self, r: DirectionRecord, lam: float) -> "StrengthRange | None":
+    def scale(self, r: DirectionRecord, lam: float, v: torch.Tensor, mask: torch.Tensor) -> "StrengthRange":
         """The direction's unit strength and linear limit (:mod:`locobank.rank.linear`), measured
-        inside its own mask on the images it is rendered on; None without a readable mask."""
+        inside its own ``mask`` on the images it is rendered on."""
         from .rank.linear import strength_range
 
-        mask = source_mask(self.catalog, r, self.model)
-        if mask is None:
-            return None
-        cache = _cache_for(self.caches, self.model, r.condition, self.steps)
-        xt = cache.states(self.uris(r), r.t_edit)
-        v = self.catalog.load_vector(r.id, expected_fingerprint=r.fingerprint).to(self.model.device, torch.float32)
-        return strength_range(cache.model, xt, r.t_edit, v, mask, lam)
+        model, xt = self.states(r)
+        return strength_range(model, xt, r.t_edit, v, mask, lam)
 
     def embed(self, r: DirectionRecord, lam: float, plus: torch.Tensor, minus: torch.Tensor) -> NewEffect:
         """The direction's CLIP effect row, from its renderings."""
@@ -196,13 +189,18 @@ class EffectRenderer:
         return NewEffect(direction_id=r.id, clip_id=self.clip.clip_id, vector=vec.cpu().numpy().astype(np.float32),
                          consistency=consistency, n_images=len(plus), strength=lam)
 
-    def preview(self, r: DirectionRecord, lam: float, plus: torch.Tensor, minus: torch.Tensor,
+    def preview(self, r: DirectionRecord, lam: float, v: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor,
                 zero: torch.Tensor) -> tuple:
         """The source image's (-lambda, 0, +lambda) strip, the locality measured on it and the
-        direction's strength scale: the arguments of ``Catalog.put_preview``."""
-        loc = source_locality(self.catalog, r, self.model, plus[0] - zero[0], minus[0] - zero[0])
-        rng = self.scale(r, lam)
-        unit, limit = (None, None) if rng is None else (rng.unit, rng.limit)
+        direction's strength scale (none without a readable mask): ``Catalog.put_preview``'s arguments."""
+        from .core import locality
+
+        mask = source_mask(self.catalog, r, self.model)
+        loc = unit = limit = None
+        if mask is not None:
+            loc = locality(torch.cat([plus[0] - zero[0], minus[0] - zero[0]], 0), mask)
+            rng = self.scale(r, lam, v, mask)
+            unit, limit = rng.unit, rng.limit
         return r.id, preview_strip(torch.stack([minus[0], zero[0], plus[0]])), lam, loc, unit, limit
 
 
@@ -219,9 +217,10 @@ def _embed_one(renderer: EffectRenderer, r: DirectionRecord, out: _Batch, summar
     """Render, embed and measure one direction into ``out``; a failure is counted, not raised."""
     lam = renderer.strength_for(r)
     try:
-        plus, minus, zero = renderer.render(r, lam)
+        v = renderer.vector(r)
+        plus, minus, zero = renderer.render(r, lam, v)
         out.effects.append(renderer.embed(r, lam, plus, minus))
-        out.previews.append(renderer.preview(r, lam, plus, minus, zero))
+        out.previews.append(renderer.preview(r, lam, v, plus, minus, zero))
     except (LocobankError, OSError) as e:
         summary.fail(f"direction {r.id}: {e}")
 

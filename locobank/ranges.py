@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .embed import EffectRenderer, probe_images
+from .embed import EffectRenderer, probe_images, source_mask
 from .errors import LocobankError
 from .models.recorded import model_for
 
@@ -29,8 +29,7 @@ def measure_ranges(catalog, *, ids: Sequence[int] | None = None, model_override:
     ``ids``), at its model's default strength for its part, on its own image and ``n_probes`` probes."""
     summary, start = RangeSummary(), time.perf_counter()
     groups: dict[str, list] = {}
-    for i in (catalog.directions_without_range() if ids is None else ids):
-        r = catalog.get_direction(i)
+    for r in catalog.get_directions(catalog.directions_without_range() if ids is None else ids).values():
         groups.setdefault(r.fingerprint, []).append(r)
     for fp, group in groups.items():
         try:
@@ -41,17 +40,23 @@ def measure_ranges(catalog, *, ids: Sequence[int] | None = None, model_override:
         renderer = EffectRenderer(catalog, None, model, probe_images(catalog, fp, n_probes), n_probes,
                                   int(steps or model.settings.render_steps), None)
         for r in group:
-            try:
-                rng = renderer.scale(r, renderer.strength_for(r))
-            except (LocobankError, OSError) as e:
-                summary.errors.append(f"direction {r.id}: {e}")
-                rng = False
-            if rng is None:
-                summary.errors.append(f"direction {r.id}: its mask file can no longer be read")
-            elif rng:
-                catalog.set_strength_range(r.id, rng.unit, rng.limit)
-                summary.measured += 1
+            _measure_one(catalog, renderer, r, summary)
             if progress:
                 progress(1)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _measure_one(catalog, renderer: EffectRenderer, r, summary: RangeSummary) -> None:
+    """One direction's scale measured and recorded; a failure is counted, not raised."""
+    mask = source_mask(catalog, r, renderer.model)
+    if mask is None:
+        summary.errors.append(f"direction {r.id}: its mask file can no longer be read")
+        return
+    try:
+        rng = renderer.scale(r, renderer.strength_for(r), renderer.vector(r), mask)
+    except (LocobankError, OSError) as e:
+        summary.errors.append(f"direction {r.id}: {e}")
+        return
+    catalog.set_strength_range(r.id, rng.unit, rng.limit)
+    summary.measured += 1

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..models import LoadedModel
-from .preview import CHANGE_TARGET, change_size
+from .preview import CHANGE_TARGET, change_size, posterior_images
 
 LADDER = (0.5, 1.0, 2.0, 4.0)  # doublings, times the part's default strength
 GROWTH = (1.5, 3.0)
@@ -49,16 +49,12 @@ class StrengthRange:
     limit: float
 
 
-@torch.no_grad()
 def ladder_previews(model: LoadedModel, x_t: Tensor, t: int, v: Tensor, strengths: Tensor) -> Tensor:
     """Decoded posterior means (n, S+1, C, H, W) of each state in ``x_t`` (n, *state) moved by each
     strength (0 first) along ``v``."""
     lams = torch.cat([torch.zeros(1), strengths.float()]).to(x_t.device)
-    moved = x_t[:, None] + lams.view(1, -1, *[1] * v.dim()) * v.to(x_t.device, x_t.dtype)
-    flat = moved.reshape(-1, *x_t.shape[1:])
-    images = torch.cat([model.family.decode(model.denoiser.pmp(flat[i : i + 16], t)).float()
-                        for i in range(0, len(flat), 16)])
-    return images.reshape(*moved.shape[:2], *images.shape[1:])
+    deltas = lams.view(-1, *[1] * v.dim()) * v.to(x_t.device, x_t.dtype)
+    return torch.stack([posterior_images(model, x_t[i : i + 1], t, deltas) for i in range(len(x_t))])
 
 
 def localities(images: Tensor, region: Tensor) -> np.ndarray:

@@ -116,7 +116,7 @@ def name_checks(catalog, clip, fingerprint: str, *, ids: Sequence[int] | None = 
         seeds = [seed_of(u) for u in uris]
         if None in seeds:
             continue
-        plus, minus, _ = renderer.render(r, renderer.strength_for(r))
+        plus, minus, _ = renderer.render(r, renderer.strength_for(r), renderer.vector(r))
         out.append(judge(r, phrase_changes(plus, minus, seeds, spreads)))
         if progress:
             progress(1)
