@@ -32,6 +32,12 @@ def tiny_model(tmp_path_factory) -> Path:
     return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny32", size=32)
 
 
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    """A 16-pixel model, for the tests of many runs and workers: their jobs cost a quarter."""
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny16", size=16)
+
+
 @pytest.fixture()
 def faces(tmp_path) -> Path:
     write_dataset(tmp_path / "faces", 3, 1_000_000)
@@ -296,11 +302,11 @@ def _count(db):
 
 
 @pytest.mark.slow
-def test_crash_and_resume_under_sigkill(tiny_model, tmp_path):
-    write_dataset(tmp_path / "faces", 6, 1_000_100)
+def test_crash_and_resume_under_sigkill(small_model, tmp_path):
+    write_dataset(tmp_path / "faces", 4, 1_000_100)
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    cmd = [sys.executable, "-m", "locobank_cli.main", "harvest", "--model", str(tiny_model), "--images", str(tmp_path / "faces"),
-           "--labels", "eyes,mouth", *FAST, "--batch", "2", "--lease", "3", "--max-attempts", "20", "--db", db]
+    cmd = [sys.executable, "-m", "locobank_cli.main", "harvest", "--model", str(small_model), "--images", str(tmp_path / "faces"),
+           "--labels", "eyes,mouth", *FAST, "--resize", "--batch", "2", "--lease", "3", "--max-attempts", "20", "--db", db]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     rng = random.Random(0)
     kills = 0
@@ -312,7 +318,7 @@ def test_crash_and_resume_under_sigkill(tiny_model, tmp_path):
         except Exception:  # not created yet, or mid-migration: nothing done
             return 0
 
-    for _ in range(4):
+    for _ in range(3):
         before = done_jobs()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -331,9 +337,9 @@ def test_crash_and_resume_under_sigkill(tiny_model, tmp_path):
         dirs = cat.list_directions()
         run_id = dirs[0].run_id
         counts = cat.job_counts(run_id)
-        assert counts == {**counts, "done": 12, "failed": 0, "running": 0, "pending": 0}
-        assert len(dirs) == 24
-        assert len({(d.job_id, d.rank_index) for d in dirs}) == 24
+        assert counts == {**counts, "done": 8, "failed": 0, "running": 0, "pending": 0}
+        assert len(dirs) == 16
+        assert len({(d.job_id, d.rank_index) for d in dirs}) == 16
         assert cat.sweep_orphans() == 0
         for d in dirs:
             cat.load_vector(d.id, expected_fingerprint=d.fingerprint)  # hash and fingerprint checked
@@ -341,9 +347,9 @@ def test_crash_and_resume_under_sigkill(tiny_model, tmp_path):
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_four_worker_processes_share_a_postgres_run(tiny_model, faces, pg_url):
-    res = CliRunner().invoke(cli, ["harvest", "--model", str(tiny_model), "--images", str(faces), *FAST,
-                                   "--workers", "4", "--device", "cpu", "--db", pg_url], catch_exceptions=False)
+def test_four_worker_processes_share_a_postgres_run(small_model, faces, pg_url):
+    res = CliRunner().invoke(cli, ["harvest", "--model", str(small_model), "--images", str(faces), *FAST,
+                                   "--resize", "--workers", "4", "--device", "cpu", "--db", pg_url], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     with Catalog.open(pg_url) as cat:
         dirs = cat.list_directions()

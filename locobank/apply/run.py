@@ -3,6 +3,7 @@ image's best of N), a plain edit or a sweep, the files written and what to tell 
 
 from __future__ import annotations
 
+from typing import Sequence
 
 import numpy as np
 
@@ -69,7 +70,8 @@ def _run_ranked(catalog, req: ApplyRequest, progress: Progress | None) -> ApplyO
         files, prep, shifts = run(one_image(req, i), [c.prep for c in cands], cands, clip, text, progress, notes)
         written += files
         if req.masks:
-            notes += relocalised_notes(prep, req.register, req.spill_passes, shifts[0] if shifts else None)
+            here = [c.prep.directions[0].name for c in cands if c.own is not None]
+            notes += relocalised_notes(prep, req.register, req.spill_passes, shifts[0] if shifts else None, here)
     return ApplyOutcome(written, notes)
 
 
@@ -171,13 +173,18 @@ def chosen_note(cands: list[Candidate], picks: list[int]) -> str:
                                           f"{n} image{'s' if n != 1 else ''}" for n, j in counts)
 
 
-def relocalised_notes(prep: Prepared, register: bool, spill_passes: int | None, moves: list | None) -> list[str]:
+def relocalised_notes(prep: Prepared, register: bool, spill_passes: int | None, moves: list | None,
+                      here: Sequence[str] = ()) -> list[str]:
     """How the directions were re-localised on the mask: registered (``moves``: one image's
-    ((dy, dx), (sy, sx)) per direction; None for several images), re-projected, spill passes."""
+    ((dy, dx), (sy, sx)) per direction; None for several images), re-projected, spill passes.
+    ``here`` names the directions found on this image's own mask (``--own``): nothing to register."""
     out = []
     n = prep.model.settings.spill_passes if spill_passes is None else spill_passes
     passes = f", {n} spill pass{'es' if n != 1 else ''}" if n else ""
-    unknown = [d.name for d in prep.directions if d.source is None]
+    unknown = [d.name for d in prep.directions if d.source is None and d.name not in here]
+    found = [d.name for d in prep.directions if d.name in here]
+    if found:
+        out.append(f"made on this image's own mask (--own), so not registered again: {', '.join(found)}")
     if register and unknown:
         out.append(f"not registered (the mask it was harvested with is not recorded, nor its file there): "
                    f"{', '.join(unknown)}")

@@ -37,13 +37,15 @@ def _rows(folder: Path) -> list[dict]:
 
 def write_manifest(faces: Path, labels: tuple[str, ...], supervised: tuple[str, ...] = SUPERVISED) -> Path:
     """``faces/latent.jsonl``: each face under its caption with its part masks, and per query in
-    ``supervised`` one text-supervised row (caption -> the caption with the attribute) on the
-    first face that lacks it."""
+    ``supervised`` whose part is among ``labels`` one text-supervised row (caption -> the caption
+    with the attribute) on the first face that lacks it."""
     rows = _rows(faces)
     out = [{"image": r["image"], "prompt": r["caption"], "masks": {k: r["masks"][k] for k in labels if k in r["masks"]}}
            for r in rows]
     for q in supervised:
         part = part_for(q)
+        if part not in labels:
+            continue
         lacking = [r for r in rows if lacks(q, r["attributes"]["seed"]) and part in r["masks"]]
         if lacking:
             r = lacking[0]

@@ -46,9 +46,9 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> "DemoConfig":
-        """The reduced demo CI runs: two faces harvested, two shown per query, fewer steps."""
-        return cls(faces=2, unseen=2, labels=("mouth", "hair"), rank=2, steps=10, iters=8,
-                   queries=("smile", "blond hair"), k=3, latent_labels=("mouth",), latent_queries=("smile",),
+        """The reduced demo CI runs: two faces' mouths harvested, one query, one face shown, fewer steps."""
+        return cls(faces=2, unseen=1, labels=("mouth",), rank=2, steps=10, iters=8,
+                   queries=("smile",), k=3, latent_labels=("mouth",), latent_queries=("smile",),
                    latent_unseen=1)
 
 
