@@ -72,22 +72,28 @@ def ranked_masked(pixel) -> list:
                               index_folder=pixel["index"], options=_fast(pixel["model"]), order="score")
 
 
-def _state(model, face: Path, t: int) -> torch.Tensor:
-    """The face's state at timestep t, inverted on the grid an edit with :func:`_fast` uses."""
+def _state(model, face: Path, t: int, steps: int | None = None) -> torch.Tensor:
+    """The face's state at timestep t, inverted on the grid an edit with :func:`_fast` uses (or in ``steps``)."""
     from locobank.loco import ddim
 
     x = load_image(face, model.resolution)[None]
-    return core.invert_on(model, x, sorted(set(ddim.timesteps_to(t, _fast(model).steps)) | {t}))
+    return core.invert_on(model, x, sorted(set(ddim.timesteps_to(t, steps or _fast(model).steps)) | {t}))
 
 
-def test_preview_is_the_posterior_mean_of_the_edited_state(pixel):
-    """Without a mask, at a given strength: each preview is x0_hat(x_t + s λ v), computed densely here."""
+@pytest.mark.parametrize("cap", [None, 5])
+def test_preview_is_the_posterior_mean_of_the_edited_state(pixel, cap, monkeypatch):
+    """Without a mask, at a given strength: each preview is x0_hat(x_t + s λ v), computed densely here,
+    x_t inverted in the edit's steps or PREVIEW_STEPS, the fewer."""
+    from locobank.rank import preview
+
+    if cap is not None:
+        monkeypatch.setattr(preview, "PREVIEW_STEPS", cap)
     with Catalog.open(pixel["db"]) as cat:
         pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
         ranked = rank_pool(pool, pixel["clip"], "smile", pixel["face"], strength=3.0, options=_fast(pool.model))
     model = pool.model
     by_id = {h.id: d for h, d in zip(pool.hits, pool.directions)}
-    x_t = _state(model, pixel["face"], pool.directions[0].t_edit)
+    x_t = _state(model, pixel["face"], pool.directions[0].t_edit, cap)
     f = model.family.predictor(pool.directions[0].t_edit)
     for h in ranked:
         v = by_id[h.id].vector

@@ -147,8 +147,8 @@ def score_previews(clip, text: Tensor, previews: Sequence[Previewed], mask: Tens
         return []
     q = torch.as_tensor(text, dtype=torch.float32, device=clip.device).flatten()
     edited = torch.stack([p.preview for p in previews])
-    base = torch.stack([p.unedited for p in previews])
-    e, b = clip.encode_images(edited), clip.encode_images(base)
+    e = clip.encode_images(edited)
+    b = _encode_once(clip, [p.unedited for p in previews]).to(e.device)
     d = e - b
     gain = (d @ q) / d.norm(dim=1).clamp_min(1e-12)
     lost = (1 - (e * b).sum(1)).clamp_min(0)
@@ -157,6 +157,18 @@ def score_previews(clip, text: Tensor, previews: Sequence[Previewed], mask: Tens
         loc = 1.0 if mask is None else core.locality(p.preview - p.unedited, mask)
         out.append((g, loc, l, g * loc - break_weight * l))
     return out
+
+
+def _encode_once(clip, images: Sequence[Tensor]) -> Tensor:
+    """CLIP embeddings of ``images``, each distinct tensor encoded once: the previews of one edit
+    time share their unedited image."""
+    first: dict[int, int] = {}
+    distinct: list[Tensor] = []
+    for im in images:
+        if id(im) not in first:
+            first[id(im)] = len(distinct)
+            distinct.append(im)
+    return clip.encode_images(torch.stack(distinct))[torch.tensor([first[id(im)] for im in images])]
 
 
 def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path | Tensor | None = None,
