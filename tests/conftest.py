@@ -10,6 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, no spin-waiting
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # and so the harvests they start as subprocesses
     import torch
 
     torch.set_num_threads(1)
