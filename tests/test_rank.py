@@ -105,6 +105,30 @@ def test_preview_is_the_posterior_mean_of_the_edited_state(pixel, cap, monkeypat
         assert h.locality == 1.0  # no mask
 
 
+def test_a_preview_in_several_steps_samples_the_edited_state_down_to_an_image(pixel):
+    """--preview-steps K: each preview (and the unedited one) is K DDIM steps from x_t + s λ v to
+    the image, as core.sample takes them; through the CLI the same ranking comes back as JSON."""
+    with Catalog.open(pixel["db"]) as cat:
+        pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
+        ranked = rank_pool(pool, pixel["clip"], "smile", pixel["face"], strength=3.0, options=_fast(pool.model),
+                           preview_steps=3)
+    model, t = pool.model, pool.directions[0].t_edit
+    by_id = {h.id: d for h, d in zip(pool.hits, pool.directions)}
+    x_t = _state(model, pixel["face"], t)
+    for h in ranked:
+        want = core.sample(model, x_t + h.sign * 3.0 * by_id[h.id].vector, t, 3)[0]
+        torch.testing.assert_close(h.preview, want, atol=2e-5, rtol=0)
+        torch.testing.assert_close(h.unedited, core.sample(model, x_t, t, 3)[0], atol=2e-5, rtol=0)
+    res = CliRunner().invoke(cli, ["search", "smile", "--image", str(pixel["face"]), "--strength", "3",
+                                   "--preview-steps", "3", "--steps", "12", "--device", "cpu", "--json",
+                                   "--db", pixel["db"]])
+    assert res.exit_code == 0, res.output
+    (entry,) = json.loads(res.output)
+    assert [(h["id"], h["score"]) for h in entry["hits"]] == [(h.id, pytest.approx(h.score, abs=1e-5)) for h in ranked]
+    with pytest.raises(ArgumentError):
+        rank_pool(pool, pixel["clip"], "smile", pixel["face"], preview_steps=0)
+
+
 def test_masked_preview_is_of_the_relocalised_direction(pixel, ranked_masked):
     """With a mask, the candidates are re-localised as `apply --mask` does (their re-projection
     settled to the previews' own tolerance), then previewed."""
@@ -243,6 +267,8 @@ def test_cli_search_image_refuses_what_does_not_fit(pixel, tmp_path):
     assert no_file.exit_code == 2 and "--mask" in no_file.output
     prompt_alone = run(cli, ["search", "smile", "--prompt", "a face", "--db", pixel["db"]])
     assert prompt_alone.exit_code == 2 and "--prompt goes with --image" in prompt_alone.output
+    walk_alone = run(cli, ["search", "smile", "--preview-steps", "3", "--db", pixel["db"]])
+    assert walk_alone.exit_code == 2 and "--preview-steps goes with --image" in walk_alone.output
     pixel_prompt = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--prompt", "a face",
                              "--device", "cpu", "--db", pixel["db"]])
     assert pixel_prompt.exit_code == 1 and "takes no prompt" in pixel_prompt.output

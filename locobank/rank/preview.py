@@ -19,6 +19,7 @@ from torch import Tensor
 from .. import core
 from ..errors import ArgumentError, InputError
 from ..images import check_mask
+from ..loco import ddim
 from ..models import LoadedModel
 from ..progress import Progress, stage
 from ..settings import EditOptions
@@ -75,6 +76,7 @@ class StateAt:
     index: list[int]
     vectors: Tensor  # (k, *state_shape)
     regions: Tensor  # (k, H, W) bool: where each candidate's change is measured
+    walk: int = 1  # DDIM steps from the edit time to the preview: 1 is the posterior mean
 
 
 @dataclass
@@ -90,18 +92,22 @@ class Previewed:
 
 
 @torch.no_grad()
-def posterior_images(model: LoadedModel, x_t: Tensor, t: int, deltas: Tensor, *, batch: int = 16) -> Tensor:
+def posterior_images(model: LoadedModel, x_t: Tensor, t: int, deltas: Tensor, *, batch: int = 16,
+                     walk: int = 1) -> Tensor:
     """``x0_hat(x_t + delta)`` decoded to images, for each row of ``deltas`` (k, *state_shape),
-    ``batch`` states a pass: the family's posterior-mean predictor, batched."""
+    ``batch`` states a pass: the family's posterior-mean predictor, batched. With ``walk`` > 1,
+    the edited states are sampled down to images in that many DDIM steps instead (a full edit's
+    sampler on a coarser grid): ``walk`` times the cost, closer to the full edit."""
     out = []
     for i in range(0, len(deltas), max(1, int(batch))):
         z = x_t + deltas[i : i + batch].to(x_t.device, x_t.dtype)
-        out.append(model.family.decode(model.denoiser.pmp(z, t)).float())
+        x0 = model.denoiser.pmp(z, t) if walk <= 1 else ddim.sample(model.denoiser, z, t, int(walk))
+        out.append(model.family.decode(x0).float())
     return torch.cat(out)
 
 
 def states_for(model: LoadedModel, image: Tensor, directions: Sequence[core.Direction], *,
-               mask: Tensor | None = None, options: EditOptions | None = None,
+               mask: Tensor | None = None, options: EditOptions | None = None, walk: int = 1,
                progress: Progress | None = None) -> list[StateAt]:
     """The image inverted once per edit time among ``directions``, on the grid a full edit uses
     (:func:`locobank.core.edit_each`; without ``mask`` at most :data:`PREVIEW_STEPS` steps), and
@@ -120,8 +126,8 @@ def states_for(model: LoadedModel, image: Tensor, directions: Sequence[core.Dire
     for t in times:
         idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
         _, x_t, vectors, _, _ = core.shared_at(model, x, t, [dirs[i] for i in idx], opts, mask, tol=PREVIEW_TOL)
-        unedited = posterior_images(model, x_t, t, torch.zeros_like(x_t))[0]
-        out.append(StateAt(t, x_t, unedited, idx, vectors, regions_for(model, [dirs[i] for i in idx], mask)))
+        unedited = posterior_images(model, x_t, t, torch.zeros_like(x_t), walk=walk)[0]
+        out.append(StateAt(t, x_t, unedited, idx, vectors, regions_for(model, [dirs[i] for i in idx], mask), walk))
         step(1)
     return out
 
@@ -158,7 +164,7 @@ def preview_at(model: LoadedModel, state: StateAt, signed: Tensor, batch: int,
     vectors = state.vectors if which is None else state.vectors[which.to(state.vectors.device)]
     regions = state.regions if which is None else state.regions[which]
     deltas = signed.to(vectors.device, vectors.dtype).view(-1, *[1] * (vectors.dim() - 1)) * vectors
-    images = posterior_images(model, state.x_t, state.t, deltas, batch=batch)
+    images = posterior_images(model, state.x_t, state.t, deltas, batch=batch, walk=state.walk)
     return images, change_size(images - state.unedited.to(images.device), regions)
 
 
@@ -211,13 +217,15 @@ def corrected(lam0: Tensor, c0: Tensor, lam1: Tensor, c1: Tensor, target: float)
 def preview_candidates(model: LoadedModel, image: Tensor, directions: Sequence[core.Direction],
                        signs: Sequence[int], defaults: Sequence[float], *, mask: Tensor | None = None,
                        strength: float | None = None, target: float = CHANGE_TARGET,
-                       options: EditOptions | None = None, batch: int = 16,
+                       options: EditOptions | None = None, batch: int = 16, walk: int = 1,
                        progress: Progress | None = None) -> list[Previewed]:
     """Every direction previewed on ``image`` (C, H, W in [-1, 1]) along ``sign * v``, in the order
     given: at ``strength`` if given, else at the strength that changes it by ``target`` (RMS),
     calibrated from its default (``defaults``, the model's strength for its part). With ``mask``
     (H, W) the directions are re-localised on it first and change sizes are measured inside it
-    (without one, inside each direction's own part; :func:`regions_for`)."""
+    (without one, inside each direction's own part; :func:`regions_for`). ``walk``: DDIM steps
+    from the edit time to each preview (1, the posterior mean, is the cheapest; more predict the
+    full edit better, docs/image_search.md)."""
     if not directions:
         raise InputError("no candidate directions to preview")
     if not len(directions) == len(signs) == len(defaults):
@@ -229,7 +237,9 @@ def preview_candidates(model: LoadedModel, image: Tensor, directions: Sequence[c
                             params=("strength",))
     if mask is not None:
         mask = check_mask(mask, (model.resolution, model.resolution)).to(model.device)
-    states = states_for(model, image, directions, mask=mask, options=options, progress=progress)
+    if int(walk) < 1:
+        raise ArgumentError("preview steps must be at least 1", params=("walk",))
+    states = states_for(model, image, directions, mask=mask, options=options, walk=int(walk), progress=progress)
     step = stage(progress, "preview", len(directions))
     out: list[Previewed | None] = [None] * len(directions)
     for st in states:

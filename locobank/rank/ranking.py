@@ -174,10 +174,12 @@ def _encode_once(clip, images: Sequence[Tensor]) -> Tensor:
 def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path | Tensor | None = None,
               domain: str = "face", strength: float | None = None, target: float = CHANGE_TARGET,
               resize: bool = False, options: EditOptions | None = None, steps: int | None = None,
-              batch: int = 16, order: str = "verify", progress: Progress | None = None) -> list[ImageHit]:
+              batch: int = 16, order: str = "verify", preview_steps: int = 1,
+              progress: Progress | None = None) -> list[ImageHit]:
     """The pool's hits ranked for one image by their previews (``order``: see the module
     docstring), best first (ties keep the text search's order). ``options`` say how to invert and
-    re-localise, as for ``apply`` (None: the model's settings; ``steps``, when given, replaces theirs)."""
+    re-localise, as for ``apply`` (None: the model's settings; ``steps``, when given, replaces theirs);
+    ``preview_steps`` how many DDIM steps each preview takes (1: the posterior mean)."""
     from ..search import text_direction
 
     m = pool.model
@@ -185,7 +187,7 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
     mk = as_mask(m, mask, resize)
     previews = preview_candidates(m, x, pool.directions, [h.sign for h in pool.hits], pool.defaults, mask=mk,
                                   strength=strength, target=target, options=core.options_for(m, options, steps=steps),
-                                  batch=batch, progress=progress)
+                                  batch=batch, walk=preview_steps, progress=progress)
     step = stage(progress, "score", len(previews))
     scores = score_previews(clip, text_direction(clip, query, domain), previews, mk)
     step(len(previews))
@@ -230,16 +232,18 @@ def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], 
                     strength: float | None = None, target: float = CHANGE_TARGET, resize: bool = False,
                     model_override: str | None = None, device: str | None = None,
                     options: EditOptions | None = None, steps: int | None = None, order: str = "verify",
-                    progress: Progress | None = None) -> list[list[ImageHit]]:
+                    preview_steps: int = 1, progress: Progress | None = None) -> list[list[ImageHit]]:
     """One ranking per image (:func:`rank_for_image`), the candidates searched and loaded once
-    for all; ``masks`` is one mask for every image or one per image."""
+    for all; ``masks`` is one mask for every image or one per image; ``preview_steps`` as for
+    :func:`rank_pool`."""
     if not images:
         raise InputError("give at least one image to rank the hits for", params=("images",))
     per = masks_per_image(masks, len(images))
     cands = candidate_pool(catalog, clip, query, pool=pool, model=model, domain=domain, index_folder=index_folder,
                            prompt=prompt, model_override=model_override, device=device)
     return [rank_pool(cands, clip, query, im, mask=mk, domain=domain, strength=strength, target=target,
-                      resize=resize, options=options, steps=steps, order=order, progress=progress)
+                      resize=resize, options=options, steps=steps, order=order, preview_steps=preview_steps,
+                      progress=progress)
             for im, mk in zip(images, per)]
 
 
