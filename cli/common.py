@@ -13,7 +13,8 @@ from locobank.errors import ArgumentError, LocobankError
 # The library's errors name Python parameters (``LocobankError.params``); the user typed these.
 FLAGS = {"specs": "ID[:STRENGTH]", "images": "IMAGE files", "query": "--query", "candidates": "--candidates", "pool": "--pool",
          "mask": "--mask", "masks": "--mask", "sweep": "--sweep", "out": "--out", "prompt": "--prompt",
-         "negative_prompt": "--negative-prompt", "guidance": "--guidance", "generate": "--generate"}
+         "negative_prompt": "--negative-prompt", "guidance": "--guidance", "generate": "--generate",
+         "preview_steps": "--preview-steps", "blind": "--blind"}
 
 
 def as_typed(e: LocobankError) -> str:

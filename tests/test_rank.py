@@ -315,6 +315,16 @@ def test_cli_apply_query_applies_each_images_top_ranked_hit_at_its_strength(pixe
     too_few = run(cli, ["apply", "--query", "smile", "--candidates", "3", "--pool", "2", str(faces[0]),
                         "--out", str(tmp_path / "x.png"), *common])
     assert too_few.exit_code == 2 and "make --pool at least as large" in too_few.output, too_few.output
+    walked = run(cli, ["apply", "--query", "smile", "--preview-steps", "3", str(faces[0]), "--out",
+                       str(tmp_path / "w.png"), *common])  # ranked and calibrated on 3-step previews, as search's
+    assert walked.exit_code == 0, walked.output
+    top = _ranking(pixel, faces[0], "--preview-steps", "3")[0]
+    one = run(cli, ["apply", f"{top['id']}:{top['strength']}", str(faces[0]), "--out", str(tmp_path / "one.png"),
+                    *common])
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "w.png")), np.asarray(Image.open(tmp_path / "one.png")))
+    unranked = run(cli, ["apply", "--query", "smile", "--blind", "--preview-steps", "3", str(faces[0]),
+                         "--out", str(tmp_path / "u.png"), *common])
+    assert unranked.exit_code == 2 and "--preview-steps (at least 1) is for a query" in unranked.output, unranked.output
 
 
 def test_toy_aware_evaluation_compares_each_faces_ranked_hit_with_the_blind_one(pixel):

@@ -34,6 +34,7 @@ class ApplyRequest:
     pool: int = 32  # query on image files: the text hits each image's previews rank
     blind: bool = False  # query: the text ranking alone, at the parts' default strengths (no previews)
     own: bool = False  # query with a mask: apply the image's own direction the hit points to (rank.own)
+    preview_steps: int = 1  # query on image files: DDIM steps of each preview (ranking and calibrated strength)
     clip: str = "toy"
     domain: str = "face"
     strength: float | None = None
@@ -68,6 +69,9 @@ class ApplyRequest:
                                 params=("candidates", "query"))
         if self.pool < 1:
             raise ArgumentError(f"pool must be at least 1, got {self.pool}", params=("pool",))
+        if self.preview_steps < 1 or (self.preview_steps > 1 and not self.ranks_per_image()):
+            raise ArgumentError("preview_steps (at least 1) is for a query ranked by its previews on image files, "
+                                "not blind", params=("preview_steps", "blind"))
         if self.own and not (self.query and self.masks and not self.blind and not self.generate):
             raise ArgumentError("own finds the image's own directions in its mask for a query: give query and "
                                 "one mask, on image files, without blind", params=("own", "query", "mask"))
