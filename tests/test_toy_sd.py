@@ -50,10 +50,11 @@ def test_the_models_defaults_make_a_mouth_edit_local_where_locos_do_not(sd):
     st = sd.settings
     assert (st.null_rank, st.basis) == (20, "constrained")
     ours = E.locality_summary(sd, "mouth", 4, 0, t_edit=st.t_edit, strength=8.0, null_rank=st.null_rank,
-                              constrained=True, steps=20, iters=10, passes=st.spill_passes)
-    loco = E.locality_summary(sd, "mouth", 4, 0, t_edit=0.6, strength=8.0, null_rank=5, steps=20, iters=10, passes=0)
+                              constrained=True, steps=20, iters=6, passes=st.spill_passes)
+    loco = E.locality_summary(sd, "mouth", 4, 0, t_edit=0.6, strength=8.0, null_rank=5, steps=20, iters=6, passes=0)
     assert ours["source"]["n"] == 8 and ours["rms_change"] > 0.01, ours
-    # 4 faces, +-8, 10 subspace iterations (10 and 50 give the same here), 20 DDIM steps: with 10 DDIM
+    # 4 faces, +-8, 6 subspace iterations (measured 2026-12-07: medians 0.43 against LOCO's 0.15, 0.79
+    # with the spill passes; 10 and 50 gave the same margins), 20 DDIM steps: with 10 DDIM
     # steps the UNet at step 22,000 fell inside the margin (0.42 against 0.34). The full study: docs/latent.md
     assert ours["source"]["median"] > loco["source"]["median"] + 0.15, (ours, loco)
     # apply --mask's spill passes make it more local still: the spill, carried to the latent
