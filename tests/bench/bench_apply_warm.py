@@ -53,11 +53,11 @@ def main(argv=None) -> dict:
     for i in range(args.faces):
         m = torch.from_numpy(face(HELD_OUT_SEED + 1 + i).masks[args.label])
         row = {}
+        ref = core.edit(model, imgs[i : i + 1], [(d, 0.0)]).images[0]  # the face unedited, untimed
         for name, mem in (("cold", None), ("warm", memory)):
             t0 = time.perf_counter()
             r = core.edit(model, imgs[i : i + 1], [(d, lam)], mask=m, null_bases=mem)
             row[name] = time.perf_counter() - t0
-            ref = core.edit(model, imgs[i : i + 1], [(d, 0.0)]).images[0] if name == "cold" else ref
             row[name + "_loc"] = core.locality(r.images[0] - ref, m)
         rows.append(row)
         print(f"face {i}: cold {row['cold']:.2f} s (locality {row['cold_loc']:.3f}), warm {row['warm']:.2f} s "
