@@ -76,7 +76,7 @@ def search(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, 
     """
     if images:
         return _search_image(query, k, clip_spec, domain, model, label, list(masks), min_score, nprobe, list(images),
-                             prompt, pool, strength, (steps, preview_steps), resize, device, as_json, sheet, db_url)
+                             prompt, pool, strength, steps, preview_steps, resize, device, as_json, sheet, db_url)
     for flag, given in (("--prompt", prompt is not None), ("--strength", strength is not None), ("--resize", resize),
                         ("--device", device is not None), ("--pool", pool != 32), ("--steps", steps is not None),
                         ("--preview-steps", preview_steps != 1)):
@@ -129,10 +129,8 @@ def _search_text(query, k, clip_spec, domain, model, label, mask_label, min_scor
 
 
 def _search_image(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, images, prompt, pool, strength,
-                  steps, resize, device, as_json, sheet, db_url) -> None:
-    """``search --image``: one image-aware ranking per image (:func:`locobank.rank.rank_for_images`);
-    ``steps`` is (the inversion's DDIM steps, each preview's)."""
-    steps, preview_steps = steps
+                  steps, preview_steps, resize, device, as_json, sheet, db_url) -> None:
+    """``search --image``: one image-aware ranking per image (:func:`locobank.rank.rank_for_images`)."""
     for flag, given in (("--label", label is not None), ("--min-score", min_score is not None),
                         ("--nprobe", nprobe is not None)):
         if given:

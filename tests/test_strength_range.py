@@ -68,6 +68,8 @@ def test_cards_store_and_give_their_strength_scale(catalog):
         with pytest.raises(InputError):
             catalog.put_preview(ids[0], PNG, 4.0, unit=bad)
     assert catalog.strength_ranges([ids[0]]) == {ids[0]: (6.0, 4.0)}  # nothing refused was written
+    assert catalog.preview_facts(ids[0]) == (4.0, 0.9, 6.0, 4.0)  # what a card shows, in one read
+    assert catalog.preview_facts(ids[2]) == (None, None, None, None)  # no preview yet
 
 
 def test_migration_0008_keeps_older_previews_without_a_scale(sqlite_url):

@@ -61,7 +61,7 @@ def unit_strengths(catalog, specs: Sequence[DirectionSpec]) -> dict[int, float]:
     missing = sorted(set(wanted) - set(found))
     if missing:
         raise InputError(f"direction(s) {', '.join(map(str, missing))} have no measured unit strength, so a "
-                         "strength in units (2x) cannot be read: run `locobank index build --reembed` to measure "
+                         "strength in units (2x) cannot be read: run `locobank index build` to measure "
                          "it, or give the strength as a number (ID:4)")
     return found
 

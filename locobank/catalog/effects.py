@@ -56,6 +56,13 @@ def _check_clip_id(clip_id: str) -> str:
     return clip_id
 
 
+def _check_range(what: str, unit: float | None, limit: float | None) -> None:
+    """A strength scale's values (:mod:`locobank.rank.linear`) are positive and finite where given."""
+    for name, v in (("unit", unit), ("limit", limit)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise InputError(f"{what}: {name} strength must be positive, not {v}")
+
+
 def _token(*parts: Any) -> str:
     """A short stable digest of some state values."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
@@ -146,9 +153,7 @@ class EffectStore(CatalogBase):
         png = bytes(png)
         if not png.startswith(PNG_MAGIC):
             raise InputError(f"preview of direction {direction_id} is not a PNG file")
-        for what, v in (("unit", unit), ("limit", limit)):
-            if v is not None and not (math.isfinite(v) and v > 0):
-                raise InputError(f"preview of direction {direction_id}: {what} strength must be positive, not {v}")
+        _check_range(f"preview of direction {direction_id}", unit, limit)
         opt = lambda v: None if v is None else float(v)  # noqa: E731
         with self._tx(write=True) as s:
             if s.get(Direction, direction_id) is None:
@@ -189,11 +194,17 @@ class EffectStore(CatalogBase):
         with self._tx() as s:
             return s.scalar(select(Preview.locality).where(Preview.direction_id == direction_id))
 
+    def preview_facts(self, direction_id: int) -> tuple[float | None, float | None, float | None, float | None]:
+        """What a direction's card shows of its preview, in one read: (the strength its strip was
+        rendered at, its locality, its unit strength, its linear limit); Nones without a preview."""
+        with self._tx() as s:
+            row = s.execute(select(Preview.strength, Preview.locality, Preview.unit_strength, Preview.linear_limit)
+                            .where(Preview.direction_id == direction_id)).first()
+        return (None, None, None, None) if row is None else tuple(row)
+
     def set_strength_range(self, direction_id: int, unit: float, limit: float) -> None:
         """Record the strength scale measured for a direction that has a preview (see ``put_preview``)."""
-        for what, v in (("unit", unit), ("limit", limit)):
-            if not (math.isfinite(v) and v > 0):
-                raise InputError(f"direction {direction_id}: {what} strength must be positive, not {v}")
+        _check_range(f"direction {direction_id}", unit, limit)
         with self._tx(write=True) as s:
             row = s.get(Preview, int(direction_id))
             if row is None:

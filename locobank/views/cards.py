@@ -94,9 +94,7 @@ def _tick(unit: float, strength: float | None) -> str:
 def describe(catalog: Any, record: DirectionRecord, *, clip_id: str | None = None, sign: int | None = None) -> Card:
     """The card of one direction; ``transfer`` needs ``clip_id`` (effects are stored per CLIP model)."""
     effect = catalog.effect_of(record.id, clip_id) if clip_id is not None else None
-    local = catalog.preview_locality(record.id)
-    shown = catalog.preview_strength(record.id)
-    unit, limit = catalog.strength_ranges([record.id]).get(record.id, (None, None))
+    shown, local, unit, limit = catalog.preview_facts(record.id)
     if sign is None:
         sign = record.label_sign or 1
     return Card(

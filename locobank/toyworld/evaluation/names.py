@@ -112,8 +112,7 @@ def name_checks(catalog, clip, fingerprint: str, *, ids: Sequence[int] | None = 
     for r in records:
         if r.fingerprint != fingerprint or not r.label:
             continue
-        uris = [r.image_uri] + [p for p in renderer.probes if p != r.image_uri][:n_probes]
-        seeds = [seed_of(u) for u in uris]
+        seeds = [seed_of(u) for u in renderer.uris(r)]
         if None in seeds:
             continue
         plus, minus, _ = renderer.render(r, renderer.strength_for(r), renderer.vector(r))
