@@ -40,6 +40,11 @@ if TYPE_CHECKING:
                    "the hits and calibrates their strength. 5 predicts the full edit better (its strength too: "
                    "about half the spread of the change on our own toy faces) at about 5 times the previews' "
                    "cost (docs/image_search.md).")
+@click.option("--refine", type=click.IntRange(0, 1000), default=None, metavar="N",
+              help="With --query: look again at the first N hits of the one-step ranking, each sampled down in 5 DDIM "
+                   "steps from the edit time (a preview closer to the full edit), re-calibrate their "
+                   "strengths and re-order them; a hit that shows no gain there goes behind every one that "
+                   "does. 0: no second look [2] (docs/image_search.md).")
 @click.option("--own", is_flag=True,
               help="With --query and --mask: apply, instead of each image's top hit, the image's own direction "
                    "in the mask that the hit points to: its own LOCO directions there, found at the hit's edit "
@@ -90,7 +95,7 @@ if TYPE_CHECKING:
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @db_option
 @fail_on_library_errors
-def apply(args, out, query, candidates, pool, blind, preview_steps, own, clip_spec, domain, strength, mask, register, max_shift, spill_passes,
+def apply(args, out, query, candidates, pool, blind, preview_steps, refine, own, clip_spec, domain, strength, mask, register, max_shift, spill_passes,
           orthogonalize, sweep, seed, steps, resize, batch, prompt, negative_prompt, guidance, generate,
           model_override, device, db_url):
     """Apply ID[:STRENGTH] ... to IMAGE... (files, folders or globs).
@@ -120,7 +125,7 @@ def apply(args, out, query, candidates, pool, blind, preview_steps, own, clip_sp
 
     specs, words = split_args(args)
     req = ApplyRequest(images=expand_images(words) if words else [], out=out, specs=specs, query=query,
-                       candidates=candidates, pool=pool, blind=blind, preview_steps=preview_steps, own=own, clip=clip_spec, domain=domain, strength=strength, masks=list(mask),
+                       candidates=candidates, pool=pool, blind=blind, preview_steps=preview_steps, refine=refine, own=own, clip=clip_spec, domain=domain, strength=strength, masks=list(mask),
                        orthogonalize=orthogonalize, sweep=parse_floats(sweep) if sweep is not None else None,
                        resize=resize, batch=batch, model_override=model_override, device=device, seed=seed,
                        steps=steps, max_shift=max_shift, spill_passes=spill_passes, register=register,

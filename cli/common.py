@@ -14,7 +14,7 @@ from locobank.errors import ArgumentError, LocobankError
 FLAGS = {"specs": "ID[:STRENGTH]", "images": "IMAGE files", "query": "--query", "candidates": "--candidates", "pool": "--pool",
          "mask": "--mask", "masks": "--mask", "sweep": "--sweep", "out": "--out", "prompt": "--prompt",
          "negative_prompt": "--negative-prompt", "guidance": "--guidance", "generate": "--generate",
-         "preview_steps": "--preview-steps", "blind": "--blind"}
+         "preview_steps": "--preview-steps", "refine": "--refine", "blind": "--blind"}
 
 
 def as_typed(e: LocobankError) -> str:

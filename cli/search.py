@@ -42,6 +42,11 @@ CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b7
               help="With --image: DDIM steps from the edit time to each preview. 1 is the model's one-pass "
                    "prediction of the edited image; 5 predicts the full edit's ranking far better, at about "
                    "5 times the previews' cost (docs/image_search.md).")
+@click.option("--refine", type=click.IntRange(0, 1000), default=None, metavar="N",
+              help="With --image: look again at the first N hits of the one-step ranking, each sampled down in 5 DDIM "
+                   "steps from the edit time (a preview closer to the full edit), re-calibrate their "
+                   "strengths and re-order them; a hit that shows no gain there goes behind every one that "
+                   "does. 0: no second look [2] (docs/image_search.md).")
 @click.option("--resize", is_flag=True, help="With --image: resize images and masks to the model's size.")
 @click.option("--device", default=None, help="With --image: torch device for the model (default: best available).")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON list (with --image: one entry per image).")
@@ -51,7 +56,7 @@ CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b7
 @db_option
 @fail_on_library_errors
 def search(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, images, prompt, pool, strength,
-           steps, preview_steps, resize, device, as_json, sheet, db_url):
+           steps, preview_steps, refine, resize, device, as_json, sheet, db_url):
     """Find directions whose visible effect matches QUERY ("smile", "blond hair", "frown -> smile").
 
     Each hit shows the command that does the edit: its id with the strength to pass, whose sign
@@ -65,9 +70,11 @@ def search(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, 
     each previewed on it (the model's prediction of the edited image, one inversion and one
     batched pass) and ordered by what the preview shows: gain (how the image's CLIP embedding
     moves towards QUERY, a cosine), locality (the share of the change inside --mask) and what it
-    loses of the image. Each hit comes with the strength that makes its change inside the mask
-    about the same size as every other hit's (an RMS pixel change of 0.15, pixels in [-1, 1];
-    at most three times the model's default), or --strength as given.
+    loses of the image; the first --refine hits are then looked at again, each sampled down in
+    5 DDIM steps (closer to the full edit), and re-ordered. Each hit comes with the strength
+    that makes its change inside the mask about the same size as every other hit's (an RMS
+    pixel change of 0.15, pixels in [-1, 1]; from the default strength of its part up to three
+    times it), or --strength as given.
 
     \b
     locobank search smile --image face.png --mask face_mouth.png
@@ -76,10 +83,11 @@ def search(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, 
     """
     if images:
         return _search_image(query, k, clip_spec, domain, model, label, list(masks), min_score, nprobe, list(images),
-                             prompt, pool, strength, steps, preview_steps, resize, device, as_json, sheet, db_url)
+                             prompt, pool, strength, steps, preview_steps, refine, resize, device, as_json, sheet,
+                             db_url)
     for flag, given in (("--prompt", prompt is not None), ("--strength", strength is not None), ("--resize", resize),
                         ("--device", device is not None), ("--pool", pool != 32), ("--steps", steps is not None),
-                        ("--preview-steps", preview_steps != 1)):
+                        ("--preview-steps", preview_steps != 1), ("--refine", refine is not None)):
         if given:
             raise click.UsageError(f"{flag} goes with --image")
     if len(masks) > 1:
@@ -129,7 +137,7 @@ def _search_text(query, k, clip_spec, domain, model, label, mask_label, min_scor
 
 
 def _search_image(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, images, prompt, pool, strength,
-                  steps, preview_steps, resize, device, as_json, sheet, db_url) -> None:
+                  steps, preview_steps, refine, resize, device, as_json, sheet, db_url) -> None:
     """``search --image``: one image-aware ranking per image (:func:`locobank.rank.rank_for_images`)."""
     for flag, given in (("--label", label is not None), ("--min-score", min_score is not None),
                         ("--nprobe", nprobe is not None)):
@@ -148,7 +156,8 @@ def _search_image(query, k, clip_spec, domain, model, label, masks, min_score, n
         clip = load_clip(clip_spec, device=device)
         rankings = rank_for_images(cat, clip, query, images, masks=[Path(m) for m in masks] or None, prompt=prompt,
                                    pool=pool, model=model, domain=domain, strength=strength, resize=resize,
-                                   device=device, progress=progress, steps=steps, preview_steps=preview_steps)
+                                   device=device, progress=progress, steps=steps, preview_steps=preview_steps,
+                                   **({} if refine is None else {"refine": refine}))
         sheets = []
         if sheet is not None:
             for image, ranked in zip(images, rankings):
@@ -168,10 +177,13 @@ def _search_image(query, k, clip_spec, domain, model, label, masks, min_score, n
 def _print_ranking(query: str, image: Path, ranked, prompt: str | None, mask: str | None) -> None:
     """One image's ranking as a table, best first."""
     click.echo(f"{image}: the hits for {query!r} previewed on it, best first")
-    click.echo(f"{'id':>6}  {'score':>6}  {'gain':>6}  {'local':>6}  {'lost':>6}  {'mask':<8}  command")
+    click.echo(f"{'id':>6}  {'score':>6}  {'gain':>6}  {'local':>6}  {'lost':>6}  {'steps':>5}  {'mask':<8}  command")
     for h in ranked:
-        click.echo(f"{h.id:>6}  {h.score:6.3f}  {h.gain:6.3f}  {h.locality:6.3f}  {h.lost:6.3f}  "
+        click.echo(f"{h.id:>6}  {h.score:6.3f}  {h.gain:6.3f}  {h.locality:6.3f}  {h.lost:6.3f}  {h.steps:>5}  "
                    f"{h.hit.mask_label:<8}  {h.command(str(image), prompt=prompt, mask=mask)}")
+    if any(h.steps > 1 for h in ranked) and any(h.steps == 1 for h in ranked):
+        click.echo("steps: DDIM steps of the hit's preview; the first hits were looked at again in more steps "
+                   "(--refine), so their scores are not on the same footing as the others'")
     if ranked and ranked[0].gain <= 0:
         click.echo(f"note: no preview moves this image towards {query!r}")
 

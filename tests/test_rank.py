@@ -24,7 +24,7 @@ from locobank.index import build_index, catalog_folder
 from locobank.models import load_model, under
 from locobank.paths import TOY_DDPM
 from locobank.errors import ArgumentError
-from locobank.rank import (BREAK_WEIGHT, CALIBRATION_TOL, STRENGTH_CAP, STRENGTH_FLOOR, candidate_pool, change_size, rank_for_image,
+from locobank.rank import (BREAK_WEIGHT, CALIBRATION_TOL, STRENGTH_CAP, STRENGTH_FLOOR, calibrated_strengths, candidate_pool, change_size, rank_for_image,
                            rank_pool)
 from locobank.search import name_directions, text_direction
 from locobank.toyworld import write_dataset
@@ -69,7 +69,7 @@ def ranked_masked(pixel) -> list:
     """'smile' ranked for the unseen face with its mouth mask, at calibrated strengths."""
     with Catalog.open(pixel["db"]) as cat:
         return rank_for_image(cat, pixel["clip"], "smile", pixel["face"], mask=pixel["mask"], device="cpu",
-                              index_folder=pixel["index"], options=_fast(pixel["model"]), order="score")
+                              index_folder=pixel["index"], options=_fast(pixel["model"]), order="score", refine=0)
 
 
 def _state(model, face: Path, t: int, steps: int | None = None) -> torch.Tensor:
@@ -90,7 +90,8 @@ def test_preview_is_the_posterior_mean_of_the_edited_state(pixel, cap, monkeypat
         monkeypatch.setattr(preview, "PREVIEW_STEPS", cap)
     with Catalog.open(pixel["db"]) as cat:
         pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
-        ranked = rank_pool(pool, pixel["clip"], "smile", pixel["face"], strength=3.0, options=_fast(pool.model))
+        ranked = rank_pool(pool, pixel["clip"], "smile", pixel["face"], strength=3.0, options=_fast(pool.model),
+                           refine=0)
     model = pool.model
     by_id = {h.id: d for h, d in zip(pool.hits, pool.directions)}
     x_t = _state(model, pixel["face"], pool.directions[0].t_edit, cap)
@@ -111,7 +112,7 @@ def test_a_preview_in_several_steps_samples_the_edited_state_down_to_an_image(pi
     with Catalog.open(pixel["db"]) as cat:
         pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
         ranked = rank_pool(pool, pixel["clip"], "smile", pixel["face"], strength=3.0, options=_fast(pool.model),
-                           preview_steps=3)
+                           preview_steps=3, refine=0)
     model, t = pool.model, pool.directions[0].t_edit
     by_id = {h.id: d for h, d in zip(pool.hits, pool.directions)}
     x_t = _state(model, pixel["face"], t)
@@ -120,13 +121,51 @@ def test_a_preview_in_several_steps_samples_the_edited_state_down_to_an_image(pi
         torch.testing.assert_close(h.preview, want, atol=2e-5, rtol=0)
         torch.testing.assert_close(h.unedited, core.sample(model, x_t, t, 3)[0], atol=2e-5, rtol=0)
     res = CliRunner().invoke(cli, ["search", "smile", "--image", str(pixel["face"]), "--strength", "3",
-                                   "--preview-steps", "3", "--steps", "12", "--device", "cpu", "--json",
+                                   "--preview-steps", "3", "--refine", "0", "--steps", "12", "--device", "cpu", "--json",
                                    "--db", pixel["db"]])
     assert res.exit_code == 0, res.output
     (entry,) = json.loads(res.output)
     assert [(h["id"], h["score"]) for h in entry["hits"]] == [(h.id, pytest.approx(h.score, abs=1e-5)) for h in ranked]
     with pytest.raises(ArgumentError):
         rank_pool(pool, pixel["clip"], "smile", pixel["face"], preview_steps=0)
+
+
+@pytest.mark.parametrize("order", ["score", "verify"])
+def test_the_first_hits_are_looked_at_again_in_refine_steps(pixel, order):
+    """refine N: the first N hits of the one-step ranking are previewed again, sampled down in
+    REFINE_STEPS DDIM steps from the same inverted state, and re-ordered among themselves by those
+    previews; the rest keep their one-step previews and places (verify: behind any refined hit
+    whose closer look still shows a gain, and ahead of one whose does not)."""
+    from locobank.rank import REFINE_STEPS, VERIFY_FLOOR
+
+    with Catalog.open(pixel["db"]) as cat:
+        pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
+        args = (pool, pixel["clip"], "smile", pixel["face"])
+        one = rank_pool(*args, strength=3.0, options=_fast(pool.model), order=order, refine=0)
+        ranked = rank_pool(*args, strength=3.0, options=_fast(pool.model), order=order, refine=2)
+        with pytest.raises(ArgumentError):
+            rank_pool(*args, refine=-1)
+    model, t = pool.model, pool.directions[0].t_edit
+    by_id = {h.id: d for h, d in zip(pool.hits, pool.directions)}
+    x_t = _state(model, pixel["face"], t)
+    refined = [h for h in ranked if h.steps == REFINE_STEPS]
+    assert {h.id for h in refined} == {h.id for h in one[:2]}
+    (rest,) = [h for h in ranked if h.steps == 1]
+    assert rest.id == one[2].id and rest.score == pytest.approx(one[2].score, abs=1e-6)
+    for h in refined:
+        want = core.sample(model, x_t + h.sign * 3.0 * by_id[h.id].vector, t, REFINE_STEPS)[0]
+        torch.testing.assert_close(h.preview, want, atol=2e-5, rtol=0)
+        torch.testing.assert_close(h.unedited, core.sample(model, x_t, t, REFINE_STEPS)[0], atol=2e-5, rtol=0)
+    if order == "score":
+        assert ranked[:2] == sorted(refined, key=lambda h: -h.score) and ranked[2] is rest
+    else:
+        works = [h.score > VERIFY_FLOOR for h in ranked]
+        assert works == sorted(works, reverse=True)
+        text = [h.id for h in pool.hits]
+        for group in (refined, [rest]):  # within each look, the text order among hits that work alike
+            ids = [h.id for h in ranked if h in group]
+            assert sorted(ids, key=lambda i: (not {h.id: h.score > VERIFY_FLOOR for h in ranked}[i],
+                                              text.index(i))) == ids
 
 
 def test_masked_preview_is_of_the_relocalised_direction(pixel, ranked_masked):
@@ -180,7 +219,7 @@ def test_verify_order_keeps_the_text_order_of_the_hits_whose_previews_work(pixel
         ordered([0.1], "best")
     with Catalog.open(pixel["db"]) as cat:
         verified = rank_for_image(cat, pixel["clip"], "smile", pixel["face"], mask=pixel["mask"], device="cpu",
-                                  index_folder=pixel["index"], options=_fast(pixel["model"]))
+                                  index_folder=pixel["index"], options=_fast(pixel["model"]), refine=0)
         text = [h.id for h in candidate_pool(cat, pixel["clip"], "smile", index_folder=pixel["index"]).hits]
     score = {h.id: h.score for h in ranked_masked}
     assert [h.id for h in verified] == ([i for i in text if score[i] > VERIFY_FLOOR]
@@ -213,6 +252,18 @@ def test_calibrated_strength_reaches_its_size_of_change(pixel):
     assert reached >= 1  # the test exercises the calibration, not only the cap
 
 
+def test_calibrated_strengths_scale_from_where_the_change_was_measured():
+    """Linear from the strength each change was measured at (the defaults, or a coarser look's
+    strengths: the second look starts from the one-step ones), within the defaults' floor and cap."""
+    d = torch.tensor([8.0, 8.0, 8.0, 8.0], dtype=torch.float64)
+    c = torch.tensor([0.3, 0.01, 0.1, 0.2], dtype=torch.float64)
+    assert calibrated_strengths(d, c, 0.15).tolist() == pytest.approx([8 * STRENGTH_FLOOR, 8 * STRENGTH_CAP, 12,
+                                                                       8 * STRENGTH_FLOOR])
+    at = torch.tensor([8.0, 16.0, 12.0, 20.0], dtype=torch.float64)
+    assert calibrated_strengths(d, c, 0.15, at=at).tolist() == pytest.approx([8 * STRENGTH_FLOOR, 8 * STRENGTH_CAP,
+                                                                               18, 15])
+
+
 def test_latent_model_ranks_under_a_prompt(tmp_path):
     """A text-to-image model's candidates are previewed under the prompt given, through its family."""
     model_dir = save_tiny_sd(tmp_path / "sd")
@@ -229,7 +280,7 @@ def test_latent_model_ranks_under_a_prompt(tmp_path):
         index = _index_beside(cat, db_file, clip.clip_id)
         pool = candidate_pool(cat, clip, "smile", pool=2, index_folder=index, prompt="a face", device="cpu")
         ranked = rank_pool(pool, clip, "smile", tmp_path / "b.png", mask=tmp_path / "mouth.png", strength=2.0,
-                           options=_fast(pool.model), order="score")
+                           options=_fast(pool.model), order="score", refine=0)
     assert pool.model.family.cond.prompt == "a face"
     assert len(ranked) == 2 and ranked[0].score >= ranked[1].score
     t = pool.directions[0].t_edit
@@ -251,14 +302,25 @@ def test_cli_search_image_json_and_sheet(pixel, tmp_path):
     hits = entry["hits"]
     assert len(hits) == 3
     for h in hits:
-        assert {"id", "sign", "predicted_gain", "locality", "strength", "score", "apply"} <= set(h)
+        assert {"id", "sign", "predicted_gain", "locality", "strength", "score", "apply", "preview_steps"} <= set(h)
         assert h["strength"] * h["sign"] > 0 and 0 <= h["locality"] <= 1
         assert h["apply"].startswith(f"locobank apply {h['id']}:{h['strength']:+.4g} {pixel['face']} "
                                      f"--mask {pixel['mask']} ")
     works = [h["score"] > 0 for h in hits]  # the default order: hits whose previews work first
     assert works == sorted(works, reverse=True)
+    assert sorted(h["preview_steps"] for h in hits) == [1, 5, 5]  # the first 2 looked at again (REFINE_TOP)
     sheet = Image.open(tmp_path / "s.png")
     assert sheet.size[1] > 3 * 128  # a row of tiles per hit
+
+
+def test_cli_search_image_table_says_which_hits_were_looked_at_again(pixel):
+    """The table's steps column: the first --refine hits' previews took 5 DDIM steps, the rest one."""
+    res = CliRunner().invoke(cli, ["search", "smile", "--image", str(pixel["face"]), "--refine", "1", "--device", "cpu",
+                                   "--steps", "12", "--db", pixel["db"]])
+    assert res.exit_code == 0, res.output
+    rows = [line.split() for line in res.output.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 3 and sorted(int(r[5]) for r in rows) == [1, 1, 5]
+    assert "the first hits were looked at again in more steps (--refine)" in res.output
 
 
 def test_cli_search_image_refuses_what_does_not_fit(pixel, tmp_path):
@@ -269,6 +331,8 @@ def test_cli_search_image_refuses_what_does_not_fit(pixel, tmp_path):
     assert prompt_alone.exit_code == 2 and "--prompt goes with --image" in prompt_alone.output
     walk_alone = run(cli, ["search", "smile", "--preview-steps", "3", "--db", pixel["db"]])
     assert walk_alone.exit_code == 2 and "--preview-steps goes with --image" in walk_alone.output
+    refine_alone = run(cli, ["search", "smile", "--refine", "2", "--db", pixel["db"]])
+    assert refine_alone.exit_code == 2 and "--refine goes with --image" in refine_alone.output
     pixel_prompt = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--prompt", "a face",
                              "--device", "cpu", "--db", pixel["db"]])
     assert pixel_prompt.exit_code == 1 and "takes no prompt" in pixel_prompt.output
@@ -325,6 +389,9 @@ def test_cli_apply_query_applies_each_images_top_ranked_hit_at_its_strength(pixe
     unranked = run(cli, ["apply", "--query", "smile", "--blind", "--preview-steps", "3", str(faces[0]),
                          "--out", str(tmp_path / "u.png"), *common])
     assert unranked.exit_code == 2 and "--preview-steps (at least 1) is for a query" in unranked.output, unranked.output
+    blind_refine = run(cli, ["apply", "--query", "smile", "--blind", "--refine", "2", str(faces[0]),
+                             "--out", str(tmp_path / "u.png"), *common])
+    assert blind_refine.exit_code == 2 and "--refine (0 or more) is for a query" in blind_refine.output
 
 
 def test_toy_aware_evaluation_compares_each_faces_ranked_hit_with_the_blind_one(pixel):

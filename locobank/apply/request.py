@@ -35,6 +35,7 @@ class ApplyRequest:
     blind: bool = False  # query: the text ranking alone, at the parts' default strengths (no previews)
     own: bool = False  # query with a mask: apply the image's own direction the hit points to (rank.own)
     preview_steps: int = 1  # query on image files: DDIM steps of each preview (ranking and calibrated strength)
+    refine: int | None = None  # query on image files: hits looked at again in 5 steps (None: rank.REFINE_TOP)
     clip: str = "toy"
     domain: str = "face"
     strength: float | None = None
@@ -72,6 +73,9 @@ class ApplyRequest:
         if self.preview_steps < 1 or (self.preview_steps > 1 and not self.ranks_per_image()):
             raise ArgumentError("preview_steps (at least 1) is for a query ranked by its previews on image files, "
                                 "not blind", params=("preview_steps", "blind"))
+        if self.refine is not None and (self.refine < 0 or (self.refine > 0 and not self.ranks_per_image())):
+            raise ArgumentError("refine (0 or more) is for a query ranked by its previews on image files, not blind",
+                                params=("refine", "blind"))
         if self.own and not (self.query and self.masks and not self.blind and not self.generate):
             raise ArgumentError("own finds the image's own directions in its mask for a query: give query and "
                                 "one mask, on image files, without blind", params=("own", "query", "mask"))

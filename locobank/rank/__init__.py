@@ -2,7 +2,8 @@
 order and the strength.
 
 - :mod:`.preview`: the posterior mean of each candidate's edited state, batched after one
-  inversion, and strengths calibrated to one size of change (:data:`CHANGE_TARGET`);
+  inversion (or sampled down in a few DDIM steps, for the first hits' second look), and strengths
+  calibrated to one size of change (:data:`CHANGE_TARGET`);
 - :mod:`.ranking`: the previews scored by CLIP (gain, locality, what they break) and ranked;
 - :mod:`.sheet`: the ranking drawn as a contact sheet of previews;
 - :mod:`.linear`: each direction's strength scale, measured when it is indexed (``ID:1x``, its linear limit);
@@ -10,13 +11,14 @@ order and the strength.
 """
 
 from .preview import (CALIBRATION_TOL, CHANGE_TARGET, STRENGTH_CAP, STRENGTH_FLOOR, Previewed, StateAt, calibrated_strengths,
-                      change_size, posterior_images, preview_candidates, regions_for, states_for)
-from .ranking import (BREAK_WEIGHT, ORDERS, VERIFY_FLOOR, ImageHit, Pool, as_image, as_mask, candidate_pool, masks_per_image, ordered,
+                      change_size, narrowed, posterior_images, preview_candidates, preview_pool, preview_states,
+                      regions_for, states_for)
+from .ranking import (BREAK_WEIGHT, ORDERS, REFINE_STEPS, REFINE_TOP, VERIFY_FLOOR, ImageHit, Pool, as_image, as_mask, candidate_pool, masks_per_image, ordered,
                       rank_for_image, rank_for_images, rank_pool,
                       score_previews)
 from .sheet import preview_tiles, ranking_sheet
 
-__all__ = ["as_image", "as_mask", "BREAK_WEIGHT", "ORDERS", "VERIFY_FLOOR", "ordered", "CALIBRATION_TOL", "CHANGE_TARGET", "STRENGTH_CAP", "STRENGTH_FLOOR", "ImageHit", "Pool", "Previewed",
+__all__ = ["as_image", "as_mask", "BREAK_WEIGHT", "ORDERS", "REFINE_STEPS", "REFINE_TOP", "VERIFY_FLOOR", "narrowed", "preview_pool", "preview_states", "ordered", "CALIBRATION_TOL", "CHANGE_TARGET", "STRENGTH_CAP", "STRENGTH_FLOOR", "ImageHit", "Pool", "Previewed",
            "StateAt", "calibrated_strengths", "candidate_pool", "change_size", "posterior_images",
            "masks_per_image", "preview_candidates", "preview_tiles", "rank_for_image", "rank_for_images", "rank_pool", "ranking_sheet",
            "regions_for", "score_previews", "states_for"]

@@ -3,7 +3,8 @@
 A full edit inverts the image, moves its state at the edit time and samples back to pixels. The
 preview stops half-way: it decodes the model's posterior-mean prediction ``x0_hat(x_t + λ s v)``
 of the edited state, one batched network pass for all the candidates after one inversion per edit
-time. A strength is calibrated from the preview's change at the default strength, scaled as if
+time (or, for the few hits the ranking looks at again, :func:`narrowed`, the edited state sampled
+down in a few DDIM steps from the same inversion: closer to the full edit). A strength is calibrated from the preview's change at the default strength, scaled as if
 linear, checked once and corrected once: the predictor is locally linear in the state (what LOCO
 Edit rests on), but a latent model's decoded preview is not (see :func:`corrected`).
 """
@@ -72,7 +73,7 @@ class StateAt:
 
     t: int
     x_t: Tensor  # (1, *state_shape)
-    unedited: Tensor  # (C, H, W) in [-1, 1]: x0_hat(x_t) decoded
+    unedited: Tensor | None  # (C, H, W) in [-1, 1]: x0_hat(x_t) decoded (None: made with the first previews)
     index: list[int]
     vectors: Tensor  # (k, *state_shape)
     regions: Tensor  # (k, H, W) bool: where each candidate's change is measured
@@ -150,46 +151,54 @@ def change_size(change: Tensor, regions: Tensor) -> Tensor:
 
 
 def calibrated_strengths(defaults: Tensor, changes: Tensor, target: float = CHANGE_TARGET,
-                         cap: float = STRENGTH_CAP, floor: float = STRENGTH_FLOOR) -> Tensor:
+                         cap: float = STRENGTH_CAP, floor: float = STRENGTH_FLOOR, at: Tensor | None = None) -> Tensor:
     """The strengths whose change reaches ``target``, from the change each candidate made at its
-    default strength (the preview is linear in the strength), from ``floor`` to ``cap`` times the default."""
-    scale = target / changes.clamp_min(1e-12)
-    return defaults * scale.clamp(min=floor, max=cap)
+    default strength (or at ``at``), as if the preview were linear in the strength, from ``floor``
+    to ``cap`` times the default."""
+    at = defaults if at is None else at
+    return (at * target / changes.clamp_min(1e-12)).clamp(floor * defaults, cap * defaults)
 
 
 def preview_at(model: LoadedModel, state: StateAt, signed: Tensor, batch: int,
                which: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(previews, their change sizes) of ``state``'s candidates (or those ``which`` picks) at the
-    signed strengths ``signed``."""
+    signed strengths ``signed``; a state without its unedited image gets it in the same batch."""
     vectors = state.vectors if which is None else state.vectors[which.to(state.vectors.device)]
     regions = state.regions if which is None else state.regions[which]
     deltas = signed.to(vectors.device, vectors.dtype).view(-1, *[1] * (vectors.dim() - 1)) * vectors
-    images = posterior_images(model, state.x_t, state.t, deltas, batch=batch, walk=state.walk)
+    fresh = state.unedited is None
+    if fresh:
+        deltas = torch.cat([torch.zeros_like(deltas[:1]), deltas])
+    images = posterior_images(model, state.x_t, state.t, deltas, batch=batch + fresh, walk=state.walk)
+    if fresh:
+        state.unedited, images = images[0], images[1:]
     return images, change_size(images - state.unedited.to(images.device), regions)
 
 
 def preview_state(model: LoadedModel, state: StateAt, signs: Tensor, defaults: Tensor, *, strength: float | None,
-                  target: float = CHANGE_TARGET, batch: int = 16) -> list[Previewed]:
+                  target: float = CHANGE_TARGET, batch: int = 16, start: Tensor | None = None) -> list[Previewed]:
     """One edit time's candidates previewed: at ``strength`` when given (as ``apply`` takes it),
-    else at their calibrated strengths (measured at ``defaults``, scaled to ``target``, checked
-    once and corrected once where the check is off by over :data:`CALIBRATION_TOL`)."""
+    else at their calibrated strengths (measured at ``start``, by default ``defaults``, scaled to
+    ``target`` within the floor and cap of ``defaults``, checked once and corrected once where the
+    check is off by over :data:`CALIBRATION_TOL`)."""
     if strength is not None:
         lam = torch.full(defaults.shape, float(strength), dtype=torch.float64)
         images, changes = preview_at(model, state, signs * lam, batch)
         return [Previewed(float(s), float(c), False, p, state.unedited) for s, c, p in zip(lam, changes, images)]
     defaults = defaults.double()
-    images, first = preview_at(model, state, signs * defaults, batch)
-    lam = rounded(calibrated_strengths(defaults, first, target))
+    at = defaults if start is None else start.double()
+    images, first = preview_at(model, state, signs * at, batch)
+    low, high = STRENGTH_FLOOR * defaults, STRENGTH_CAP * defaults
+    lam = rounded(calibrated_strengths(defaults, first, target, at=at))
     changes = first.clone()
-    moved = (lam != defaults).nonzero().flatten()  # the others stay at their default: previewed already
+    moved = (lam != at).nonzero().flatten()  # the others stay where they were measured: previewed already
     if len(moved):
         images[moved], changes[moved] = preview_at(model, state, signs[moved] * lam[moved], batch, which=moved)
-    off = ((changes / target - 1).abs() > CALIBRATION_TOL) & (lam < STRENGTH_CAP * defaults) & (
-        lam > STRENGTH_FLOOR * defaults)
+    off = ((changes / target - 1).abs() > CALIBRATION_TOL) & (lam < high) & (lam > low) & (lam != at)
     if off.any():
         k = off.nonzero().flatten()
-        again = corrected(defaults[k], first[k], lam[k], changes[k], target)
-        lam[k] = rounded(again.clamp(STRENGTH_FLOOR * defaults[k], STRENGTH_CAP * defaults[k]))
+        again = corrected(at[k], first[k], lam[k], changes[k], target)
+        lam[k] = rounded(torch.maximum(torch.minimum(again, high[k]), low[k]))
         images[k], changes[k] = preview_at(model, state, signs[k] * lam[k], batch, which=k)
     return [Previewed(float(s), float(c), True, p, state.unedited) for s, c, p in zip(lam, changes, images)]
 
@@ -219,13 +228,24 @@ def preview_candidates(model: LoadedModel, image: Tensor, directions: Sequence[c
                        strength: float | None = None, target: float = CHANGE_TARGET,
                        options: EditOptions | None = None, batch: int = 16, walk: int = 1,
                        progress: Progress | None = None) -> list[Previewed]:
+    """:func:`preview_pool`'s previews."""
+    return preview_pool(model, image, directions, signs, defaults, mask=mask, strength=strength, target=target,
+                        options=options, batch=batch, walk=walk, progress=progress)[1]
+
+
+def preview_pool(model: LoadedModel, image: Tensor, directions: Sequence[core.Direction],
+                 signs: Sequence[int], defaults: Sequence[float], *, mask: Tensor | None = None,
+                 strength: float | None = None, target: float = CHANGE_TARGET,
+                 options: EditOptions | None = None, batch: int = 16, walk: int = 1,
+                 progress: Progress | None = None) -> tuple[list[StateAt], list[Previewed]]:
     """Every direction previewed on ``image`` (C, H, W in [-1, 1]) along ``sign * v``, in the order
     given: at ``strength`` if given, else at the strength that changes it by ``target`` (RMS),
     calibrated from its default (``defaults``, the model's strength for its part). With ``mask``
     (H, W) the directions are re-localised on it first and change sizes are measured inside it
     (without one, inside each direction's own part; :func:`regions_for`). ``walk``: DDIM steps
     from the edit time to each preview (1, the posterior mean, is the cheapest; more predict the
-    full edit better, docs/image_search.md)."""
+    full edit better, docs/image_search.md). Returns the image's states too (:func:`narrowed`
+    previews a few candidates again from them)."""
     if not directions:
         raise InputError("no candidate directions to preview")
     if not len(directions) == len(signs) == len(defaults):
@@ -240,12 +260,39 @@ def preview_candidates(model: LoadedModel, image: Tensor, directions: Sequence[c
     if int(walk) < 1:
         raise ArgumentError("preview steps must be at least 1", params=("walk",))
     states = states_for(model, image, directions, mask=mask, options=options, walk=int(walk), progress=progress)
-    step = stage(progress, "preview", len(directions))
-    out: list[Previewed | None] = [None] * len(directions)
+    return states, preview_states(model, states, signs, defaults, strength=strength, target=target, batch=batch,
+                                  progress=progress)
+
+
+def preview_states(model: LoadedModel, states: Sequence[StateAt], signs: Sequence[int], defaults: Sequence[float],
+                   *, strength: float | None = None, target: float = CHANGE_TARGET, batch: int = 16,
+                   start: Sequence[float] | None = None, progress: Progress | None = None) -> list[Previewed]:
+    """The candidates of ``states`` (:func:`states_for`, or :func:`narrowed`) previewed as
+    :func:`preview_candidates` does, in the order of their indices; ``start`` (one per candidate of
+    the pool): the strengths a calibration measures first (a coarser look's calibrated ones)
+    instead of the defaults."""
+    step = stage(progress, "preview", sum(len(st.index) for st in states))
+    found: dict[int, Previewed] = {}
     for st in states:
         s = torch.tensor([float(signs[i]) for i in st.index])
         d = torch.tensor([abs(float(defaults[i])) for i in st.index])
-        for i, p in zip(st.index, preview_state(model, st, s, d, strength=strength, target=target, batch=batch)):
-            out[i] = p
+        at = None if start is None else torch.tensor([abs(float(start[i])) for i in st.index])
+        found.update(zip(st.index, preview_state(model, st, s, d, strength=strength, target=target, batch=batch,
+                                                 start=at)))
         step(len(st.index))
-    return [p for p in out if p is not None]
+    return [found[i] for i in sorted(found)]
+
+
+def narrowed(model: LoadedModel, states: Sequence[StateAt], keep: Sequence[int], walk: int) -> list[StateAt]:
+    """The same inverted (and re-localised) states kept only for the candidates ``keep`` (indices
+    into the whole pool), previewed in ``walk`` DDIM steps: a second, finer look at a few
+    candidates without inverting the image again."""
+    out = []
+    for st in states:
+        rows = [j for j, i in enumerate(st.index) if i in set(keep)]
+        if not rows:
+            continue
+        r = torch.tensor(rows)  # the unedited image is sampled with their first previews (preview_at)
+        out.append(StateAt(st.t, st.x_t, None, [st.index[j] for j in rows], st.vectors[r.to(st.vectors.device)],
+                           st.regions[r], walk))
+    return out

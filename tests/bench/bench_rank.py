@@ -70,10 +70,15 @@ def main() -> None:
     ap.add_argument("--preview-tol", default=None,
                     help="comma-separated re-projection tolerances for the masked previews (rank.preview.PREVIEW_TOL), "
                          "each ranked in the same run [the shipped one]")
+    ap.add_argument("--refine", default=None,
+                    help="comma-separated numbers of hits the ranking looks at again in 5 steps (rank_pool's refine), "
+                         "each ranked in the same run [the shipped one]")
     args = ap.parse_args()
+    from locobank.rank import REFINE_TOP
     from locobank.rank import preview as P
 
     tols = [float(v) for v in args.preview_tol.split(",")] if args.preview_tol else [P.PREVIEW_TOL]
+    looks = [int(v) for v in args.refine.split(",")] if args.refine else [REFINE_TOP]
     torch.set_num_threads(args.threads)
     model = load_model(TOY_DDPM, device=args.device)
     clip = load_clip("toy", device=args.device)
@@ -94,11 +99,11 @@ def main() -> None:
             Image.fromarray(f.masks["mouth"].astype("uint8") * 255).save(msk)
             for label, mask in (("plain", None), ("--mask", msk)):
                 full = [timed(lambda: apply_best_of(best, clip, text, [img], mask=mask)) for _ in range(2)]
-                for tol in tols if mask is not None else tols[:1]:
+                for tol, look in [(t, r) for t in (tols if mask is not None else tols[:1]) for r in looks]:
                     P.PREVIEW_TOL = tol
-                    rank = [timed(lambda: rank_pool(pool, clip, "smile", img, mask=mask)) for _ in range(2)]
-                    how = f"{label} tol {tol:g}" if mask is not None else label
-                    print(f"face {s} {how:>14}: rank {args.pool} cold {rank[0]:6.2f} s warm {rank[1]:6.2f} s; "
+                    rank = [timed(lambda: rank_pool(pool, clip, "smile", img, mask=mask, refine=look)) for _ in range(2)]
+                    how = (f"{label} tol {tol:g}" if mask is not None else label) + f" refine {look}"
+                    print(f"face {s} {how:>23}: rank {args.pool} cold {rank[0]:6.2f} s warm {rank[1]:6.2f} s; "
                           f"best of {args.candidates} cold {full[0]:6.2f} s warm {full[1]:6.2f} s; "
                           f"ratio cold {rank[0] / full[0]:.2f} warm {rank[1] / full[1]:.2f}")
                     ratios["cold"].append(rank[0] / full[0])
