@@ -19,7 +19,8 @@ CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b7
               help="How many hits (with --image: how many of each image's ranking to show).")
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help=CLIP_HELP)
 @click.option("--domain", default="face", show_default=True, help='Noun in the prompt "a DOMAIN with TEXT".')
-@click.option("--model", default=None, help="Only directions of this model (id or fingerprint).")
+@click.option("--model", default=None, help="Only directions of this model: its name as the hits list it (e.g. local:toyfaces-sd) or its "
+                   "fingerprint.")
 @click.option("--label", default=None, help="Only directions with this automatic name.")
 @click.option("--mask", "masks", multiple=True,
               help="Without --image: only directions harvested with this mask label. With --image: the mask "

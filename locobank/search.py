@@ -153,6 +153,10 @@ def one_model_hits(catalog, clip: ClipModel, query: str, *, k: int, domain: str 
     """The top ``k`` hits for ``query`` that all belong to one model (the top hit's, or ``model``'s),
     so that one model loads and every hit applies to it. Raises InputError when nothing matches."""
     hits = search(catalog, clip, query, k=k, domain=domain, model=model, index_folder=index_folder)
+    if not hits and model is not None:
+        raise InputError(f"no direction of the model {model!r} matches {query!r}: a model is given by its name "
+                         f"(as `locobank search` lists it, e.g. local:toyfaces-sd) or its fingerprint",
+                         params=("model",))
     if not hits:
         raise InputError(f"no direction matches {query!r}; has `locobank index build` run?", params=("query",))
     if any(h.fingerprint != hits[0].fingerprint for h in hits):

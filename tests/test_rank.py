@@ -331,6 +331,9 @@ def test_cli_search_image_refuses_what_does_not_fit(pixel, tmp_path):
     assert prompt_alone.exit_code == 2 and "--prompt goes with --image" in prompt_alone.output
     walk_alone = run(cli, ["search", "smile", "--preview-steps", "3", "--db", pixel["db"]])
     assert walk_alone.exit_code == 2 and "--preview-steps goes with --image" in walk_alone.output
+    no_model = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--model", "2", "--device", "cpu",
+                         "--db", pixel["db"]])
+    assert no_model.exit_code == 1 and "no direction of the model '2' matches 'smile'" in no_model.output
     refine_alone = run(cli, ["search", "smile", "--refine", "2", "--db", pixel["db"]])
     assert refine_alone.exit_code == 2 and "--refine goes with --image" in refine_alone.output
     pixel_prompt = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--prompt", "a face",
