@@ -46,10 +46,11 @@ ORDERS = ("score", "verify")
 VERIFY_FLOOR = 0.0  # order "verify": a preview whose score is at most this does not count as working
 # The second look: the first REFINE_TOP hits of the one-step ranking are previewed again, sampled
 # down in REFINE_STEPS DDIM steps from the same inverted state, re-calibrated and re-ordered among
-# themselves. One-step previews (the posterior mean) rank a face's candidates unlike their full
-# edits do (median Spearman 0.40 pixel, 0.59 latent, on held-out faces of our own); 5-step ones
-# agree with them (0.90, 0.91), and calibrating on them halves the spread of the full edit's change
-# (docs/image_search.md). Doing it for a few hits only keeps the ranking's cost.
+# themselves. On the quality table's faces, one-step previews (the posterior mean) rank a face's 32
+# candidates unlike their full edits do (median Spearman 0.77 pixel, 0.51 latent); 5-step ones as
+# they do (0.97, 0.86). Looking again at the first 2 moved 88 faces of 90 on the pixel model (86
+# without) and 76 on the latent one (72); at 1, fewer; at 3 or 5, no more (docs/image_search.md).
+# Doing it for a few hits only keeps the ranking's cost (0.2 s more on the toy pixel model).
 REFINE_TOP = 2
 REFINE_STEPS = 5
 
@@ -69,7 +70,7 @@ class ImageHit:
     change: float  # RMS change of the preview inside the mask (pixels in [-1, 1])
     calibrated: bool  # the strength was calibrated (not given)
     preview: Tensor = field(repr=False)  # (C, H, W) in [-1, 1]
-    unedited: Tensor = field(repr=False)  # (C, H, W): the unedited state's posterior mean
+    unedited: Tensor = field(repr=False)  # (C, H, W): the unedited state, previewed the same way
     direction: core.Direction | None = field(default=None, repr=False)  # the hit's vector, loaded
     steps: int = 1  # DDIM steps its preview took from the edit time (1: the posterior mean)
 
