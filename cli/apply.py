@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
-from .common import Finite, Stages, fail_on_library_errors, parse_floats, parse_seeds
+from .common import Finite, Stages, fail_on_library_errors, parse_floats, parse_seeds, refine_option
 from .db import db_option, open_catalog
 
 if TYPE_CHECKING:
@@ -40,11 +40,7 @@ if TYPE_CHECKING:
                    "the hits and calibrates their strength. 5 predicts the full edit better (its strength too: "
                    "about half the spread of the change on our own toy faces) at about 5 times the previews' "
                    "cost (docs/image_search.md).")
-@click.option("--refine", type=click.IntRange(0, 1000), default=None, metavar="N",
-              help="With --query: look again at the first N hits of the one-step ranking, each sampled down in 5 DDIM "
-                   "steps from the edit time (a preview closer to the full edit), re-calibrate their "
-                   "strengths and re-order them; a hit that shows no gain there goes behind every one that "
-                   "does. 0: no second look [2] (docs/image_search.md).")
+@refine_option("--query")
 @click.option("--own", is_flag=True,
               help="With --query and --mask: apply, instead of each image's top hit, the image's own direction "
                    "in the mask that the hit points to: its own LOCO directions there, found at the hit's edit "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import Finite, Stages, fail_on_library_errors
+from .common import Finite, Stages, fail_on_library_errors, refine_option
 from .db import db_option, open_catalog
 
 CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b79k, ARCH@CHECKPOINT, or a folder."
@@ -43,11 +43,7 @@ CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b7
               help="With --image: DDIM steps from the edit time to each preview. 1 is the model's one-pass "
                    "prediction of the edited image; 5 predicts the full edit's ranking far better, at about "
                    "5 times the previews' cost (docs/image_search.md).")
-@click.option("--refine", type=click.IntRange(0, 1000), default=None, metavar="N",
-              help="With --image: look again at the first N hits of the one-step ranking, each sampled down in 5 DDIM "
-                   "steps from the edit time (a preview closer to the full edit), re-calibrate their "
-                   "strengths and re-order them; a hit that shows no gain there goes behind every one that "
-                   "does. 0: no second look [2] (docs/image_search.md).")
+@refine_option("--image")
 @click.option("--resize", is_flag=True, help="With --image: resize images and masks to the model's size.")
 @click.option("--device", default=None, help="With --image: torch device for the model (default: best available).")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON list (with --image: one entry per image).")
@@ -158,7 +154,7 @@ def _search_image(query, k, clip_spec, domain, model, label, masks, min_score, n
         rankings = rank_for_images(cat, clip, query, images, masks=[Path(m) for m in masks] or None, prompt=prompt,
                                    pool=pool, model=model, domain=domain, strength=strength, resize=resize,
                                    device=device, progress=progress, steps=steps, preview_steps=preview_steps,
-                                   **({} if refine is None else {"refine": refine}))
+                                   refine=refine)
         sheets = []
         if sheet is not None:
             for image, ranked in zip(images, rankings):

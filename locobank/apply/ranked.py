@@ -21,7 +21,7 @@ def ranked_candidates(catalog, clip, req: ApplyRequest,
     their previews on it, each prepared at its strength along its sign: the calibrated one, or
     ``req.strength`` as given (a negative one reverses the hit). The pool is the top ``req.pool``
     text hits of one model, loaded once for all images. Returns (the pool's size, the candidates)."""
-    from ..rank import REFINE_TOP, candidate_pool, masks_per_image, rank_pool
+    from ..rank import candidate_pool, masks_per_image, rank_pool
 
     if req.pool < req.candidates:
         raise ArgumentError(f"candidates ({req.candidates}) are taken from the ranked pool: make pool at least as "
@@ -35,7 +35,7 @@ def ranked_candidates(catalog, clip, req: ApplyRequest,
     for image, mask in zip(req.images, masks_per_image(req.masks, len(req.images))):
         ranked = rank_pool(pool, clip, req.query, image, mask=mask, domain=req.domain, strength=size,
                            resize=req.resize, options=options, batch=req.batch, preview_steps=req.preview_steps,
-                           refine=REFINE_TOP if req.refine is None else req.refine, progress=progress)
+                           refine=req.refine, progress=progress)
         top = ranked[: req.candidates]
         if req.own:
             out.append([own_candidate(pool.model, clip, req, image, mask, h, options, size, flip) for h in top])

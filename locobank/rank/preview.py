@@ -198,7 +198,7 @@ def preview_state(model: LoadedModel, state: StateAt, signs: Tensor, defaults: T
     if off.any():
         k = off.nonzero().flatten()
         again = corrected(at[k], first[k], lam[k], changes[k], target)
-        lam[k] = rounded(torch.maximum(torch.minimum(again, high[k]), low[k]))
+        lam[k] = rounded(again.clamp(low[k], high[k]))
         images[k], changes[k] = preview_at(model, state, signs[k] * lam[k], batch, which=k)
     return [Previewed(float(s), float(c), True, p, state.unedited) for s, c, p in zip(lam, changes, images)]
 
@@ -283,13 +283,14 @@ def preview_states(model: LoadedModel, states: Sequence[StateAt], signs: Sequenc
     return [found[i] for i in sorted(found)]
 
 
-def narrowed(model: LoadedModel, states: Sequence[StateAt], keep: Sequence[int], walk: int) -> list[StateAt]:
+def narrowed(states: Sequence[StateAt], keep: Sequence[int], walk: int) -> list[StateAt]:
     """The same inverted (and re-localised) states kept only for the candidates ``keep`` (indices
     into the whole pool), previewed in ``walk`` DDIM steps: a second, finer look at a few
     candidates without inverting the image again."""
+    kept = set(keep)
     out = []
     for st in states:
-        rows = [j for j, i in enumerate(st.index) if i in set(keep)]
+        rows = [j for j, i in enumerate(st.index) if i in kept]
         if not rows:
             continue
         r = torch.tensor(rows)  # the unedited image is sampled with their first previews (preview_at)

@@ -184,16 +184,18 @@ def _encode_once(clip, images: Sequence[Tensor]) -> Tensor:
 def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path | Tensor | None = None,
               domain: str = "face", strength: float | None = None, target: float = CHANGE_TARGET,
               resize: bool = False, options: EditOptions | None = None, steps: int | None = None,
-              batch: int = 16, order: str = "verify", preview_steps: int = 1, refine: int = REFINE_TOP,
+              batch: int = 16, order: str = "verify", preview_steps: int = 1, refine: int | None = None,
               progress: Progress | None = None) -> list[ImageHit]:
     """The pool's hits ranked for one image by their previews (``order``: see the module
     docstring), best first (ties keep the text search's order). ``options`` say how to invert and
     re-localise, as for ``apply`` (None: the model's settings; ``steps``, when given, replaces theirs);
     ``preview_steps`` how many DDIM steps each preview takes (1: the posterior mean). The first
     ``refine`` hits are then previewed again in :data:`REFINE_STEPS` steps (when ``preview_steps``
-    is fewer), re-calibrated, and re-ordered among themselves (0: no second look)."""
+    is fewer), re-calibrated, and re-ordered among themselves (0: no second look; None:
+    :data:`REFINE_TOP`)."""
     from ..search import text_direction
 
+    refine = REFINE_TOP if refine is None else refine
     if refine < 0:
         raise ArgumentError("refine must be 0 or more", params=("refine",))
     m = pool.model
@@ -212,7 +214,7 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
         return [ranked[i] for i in first]
     step = stage(progress, f"{REFINE_STEPS}-step look", 1)
     start = [h.strength for h in ranked]  # the one-step calibration: where the closer one starts
-    again = preview_states(m, narrowed(m, states, top, REFINE_STEPS), signs, pool.defaults, start=start, **look)
+    again = preview_states(m, narrowed(states, top, REFINE_STEPS), signs, pool.defaults, start=start, **look)
     closer = _image_hits(pool, clip, text, again, mk, top, REFINE_STEPS)
     step(1)
     hits = [closer[j] for j in ordered([h.score for h in closer], order)] + [ranked[i] for i in first[len(top):]]
@@ -245,7 +247,8 @@ def rank_for_image(catalog, clip, query: str, image: Path | Tensor, *, mask: Pat
                    index_folder: Path | None = None, strength: float | None = None, target: float = CHANGE_TARGET,
                    resize: bool = False, model_override: str | None = None, device: str | None = None,
                    options: EditOptions | None = None, steps: int | None = None, order: str = "verify",
-                   refine: int = REFINE_TOP, progress: Progress | None = None) -> list[ImageHit]:
+                   preview_steps: int = 1, refine: int | None = None,
+                   progress: Progress | None = None) -> list[ImageHit]:
     """The hits for ``query`` that work on *this* image, best first, each with the strength that
     makes its change visible there (or ``strength`` as given, along each hit's sign).
 
@@ -257,7 +260,8 @@ def rank_for_image(catalog, clip, query: str, image: Path | Tensor, *, mask: Pat
     return rank_for_images(catalog, clip, query, [image], masks=None if mask is None else [mask], prompt=prompt,
                            pool=pool, model=model, domain=domain, index_folder=index_folder, strength=strength,
                            target=target, resize=resize, model_override=model_override, device=device,
-                           options=options, steps=steps, order=order, refine=refine, progress=progress)[0]
+                           options=options, steps=steps, order=order, preview_steps=preview_steps,
+                           refine=refine, progress=progress)[0]
 
 
 def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], *,
@@ -266,7 +270,7 @@ def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], 
                     strength: float | None = None, target: float = CHANGE_TARGET, resize: bool = False,
                     model_override: str | None = None, device: str | None = None,
                     options: EditOptions | None = None, steps: int | None = None, order: str = "verify",
-                    preview_steps: int = 1, refine: int = REFINE_TOP,
+                    preview_steps: int = 1, refine: int | None = None,
                     progress: Progress | None = None) -> list[list[ImageHit]]:
     """One ranking per image (:func:`rank_for_image`), the candidates searched and loaded once
     for all; ``masks`` is one mask for every image or one per image; ``preview_steps`` and
