@@ -71,10 +71,11 @@ def refine_option(given_with: str):
     """``--refine N`` for a command whose hits are ranked by their previews (``given_with``: the
     flag that turns that ranking on); None when not given: the library's default."""
     return click.option("--refine", type=click.IntRange(0, 1000), default=None, metavar="N",
-                        help=f"With {given_with}: look again at the first N hits of the one-step ranking, each sampled "
-                             "down in 5 DDIM steps from the edit time (a preview closer to the full edit), "
-                             "re-calibrate their strengths and re-order them; a hit that shows no gain there goes "
-                             "behind every one that does. 0: no second look [2] (docs/image_search.md).")
+                        help=f"With {given_with}: look again at N hits, the text search's first (whatever its one-step "
+                             "preview said) and the first of the one-step ranking, each sampled down in 5 DDIM steps "
+                             "from the edit time (a preview closer to the full edit), re-calibrate their strengths "
+                             "and re-order them; a hit that shows no gain there goes behind every one that does. "
+                             "0: no second look [2] (docs/image_search.md).")
 
 
 def parse_floats(text: str, lo: float = -100.0, hi: float = 100.0) -> list[float]:

@@ -67,11 +67,12 @@ def search(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, 
     each previewed on it (the model's prediction of the edited image, one inversion and one
     batched pass) and ordered by what the preview shows: gain (how the image's CLIP embedding
     moves towards QUERY, a cosine), locality (the share of the change inside --mask) and what it
-    loses of the image; the first --refine hits are then looked at again, each sampled down in
-    5 DDIM steps (closer to the full edit), and re-ordered. Each hit comes with the strength
-    that makes its change inside the mask about the same size as every other hit's (an RMS
-    pixel change of 0.15, pixels in [-1, 1]; from the default strength of its part up to three
-    times it), or --strength as given.
+    loses of the image; --refine hits (the text search's first and the preview ranking's first)
+    are then looked at again, each sampled down in 5 DDIM steps (closer to the full edit), and
+    re-ordered. Each hit comes with the strength that makes its change inside the mask about the
+    same size as every other hit's (an RMS pixel change of 0.20, pixels in [-1, 1], about 1.3
+    units of ID:1x; from the default strength of its part up to three times it), or --strength
+    as given.
 
     \b
     locobank search smile --image face.png --mask face_mouth.png

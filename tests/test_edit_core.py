@@ -78,6 +78,28 @@ def test_inversion_is_exact_for_a_state_independent_noise_field():
     torch.testing.assert_close(ddim.sample(den, xt, 600, 10), x0, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_sampling_from_a_known_posterior_mean_skips_one_pass_and_lands_alike(kind):
+    """``x0_first``: the first DDIM step takes the posterior mean it is given (and the noise it
+    implies) instead of a network pass, and the sample is the same."""
+    torch.manual_seed(0)
+    w = torch.randn(3, 3) * 0.3
+    calls = []
+
+    def net(x, t):
+        calls.append(x.shape[0])
+        return torch.tanh(torch.einsum("ij,bjhw->bihw", w, x)) * (1 + t[:, None, None, None] / 1000)
+
+    den = Denoiser(net=net, alphas_cumprod=torch.linspace(0.9999, 0.01, 1000, dtype=torch.float64), prediction_type=kind)
+    x = torch.randn(2, 3, 8, 8)
+    plain = ddim.sample(den, x, 600, 5)
+    assert len(calls) == 5
+    first = den.pmp(x, 600)
+    calls.clear()
+    torch.testing.assert_close(ddim.sample(den, x, 600, 5, x0_first=first), plain, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 4
+
+
 @pytest.mark.slow
 def test_inversion_then_sampling_reconstructs_on_the_tiny_model(model, image):
     def psnr(steps):

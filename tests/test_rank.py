@@ -132,10 +132,11 @@ def test_a_preview_in_several_steps_samples_the_edited_state_down_to_an_image(pi
 
 @pytest.mark.parametrize("order", ["score", "verify"])
 def test_the_first_hits_are_looked_at_again_in_refine_steps(pixel, order):
-    """refine N: the first N hits of the one-step ranking are previewed again, sampled down in
-    REFINE_STEPS DDIM steps from the same inverted state, and re-ordered among themselves by those
-    previews; the rest keep their one-step previews and places (verify: behind any refined hit
-    whose closer look still shows a gain, and ahead of one whose does not)."""
+    """refine N: N hits (the text search's first and the first of the one-step ranking) are
+    previewed again, sampled down in REFINE_STEPS DDIM steps from the same inverted state, and
+    re-ordered among themselves by those previews; the rest keep their one-step previews and places
+    (verify: behind any refined hit whose closer look still shows a gain, and ahead of one whose
+    does not)."""
     from locobank.rank import REFINE_STEPS, VERIFY_FLOOR
 
     with Catalog.open(pixel["db"]) as cat:
@@ -149,9 +150,12 @@ def test_the_first_hits_are_looked_at_again_in_refine_steps(pixel, order):
     by_id = {h.id: d for h, d in zip(pool.hits, pool.directions)}
     x_t = _state(model, pixel["face"], t)
     refined = [h for h in ranked if h.steps == REFINE_STEPS]
-    assert {h.id for h in refined} == {h.id for h in one[:2]}
+    text = [h.id for h in pool.hits]
+    looked = {text[0], next(h.id for h in one if h.id != text[0])}
+    assert {h.id for h in refined} == looked
     (rest,) = [h for h in ranked if h.steps == 1]
-    assert rest.id == one[2].id and rest.score == pytest.approx(one[2].score, abs=1e-6)
+    (was,) = [h for h in one if h.id not in looked]
+    assert rest.id == was.id and rest.score == pytest.approx(was.score, abs=1e-6)
     for h in refined:
         want = core.sample(model, x_t + h.sign * 3.0 * by_id[h.id].vector, t, REFINE_STEPS)[0]
         torch.testing.assert_close(h.preview, want, atol=2e-5, rtol=0)
@@ -161,7 +165,6 @@ def test_the_first_hits_are_looked_at_again_in_refine_steps(pixel, order):
     else:
         works = [h.score > VERIFY_FLOOR for h in ranked]
         assert works == sorted(works, reverse=True)
-        text = [h.id for h in pool.hits]
         for group in (refined, [rest]):  # within each look, the text order among hits that work alike
             ids = [h.id for h in ranked if h in group]
             assert sorted(ids, key=lambda i: (not {h.id: h.score > VERIFY_FLOOR for h in ranked}[i],
@@ -226,6 +229,34 @@ def test_verify_order_keeps_the_text_order_of_the_hits_whose_previews_work(pixel
                                         + [i for i in text if score[i] <= VERIFY_FLOOR])
 
 
+def test_the_second_look_takes_the_text_first_hit_and_the_one_step_ranking_first():
+    """The text search's first hit gets its closer look whatever its one-step preview said (a
+    one-step preview can be wrong about it), then the one-step ranking's first hits, N in all."""
+    from locobank.rank import second_look
+
+    assert second_look([2, 0, 1, 3], 2) == [0, 2]
+    assert second_look([0, 3, 1, 2], 2) == [0, 3]
+    assert second_look([3, 1, 0, 2], 3) == [0, 1, 3]
+    assert second_look([3, 1, 0, 2], 1) == [0]
+    assert second_look([3, 1, 0, 2], 0) == []
+
+
+def test_the_second_look_starts_from_the_posterior_means_the_first_computed(pixel, monkeypatch):
+    """The second look's walks start where the one-step previews left off: their first DDIM step
+    reuses the posterior means of the same states (unedited, and each hit at its one-step
+    strength), so the network sees REFINE_STEPS - 1 passes of them, not REFINE_STEPS."""
+    from locobank.rank import REFINE_STEPS
+
+    with Catalog.open(pixel["db"]) as cat:
+        pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
+    net, seen = pool.model.denoiser.net, []
+    monkeypatch.setattr(pool.model.denoiser, "net", lambda x, t: seen.append(x.shape[0]) or net(x, t))
+    rank_pool(pool, pixel["clip"], "smile", pixel["face"], strength=3.0, options=_fast(pool.model), refine=2)
+    steps = _fast(pool.model).steps
+    assert seen[: min(steps, 25)] == [1] * min(steps, 25)  # the inversion
+    assert seen[min(steps, 25):] == [4] + [3] * (REFINE_STEPS - 1)  # unedited + 3 previews; unedited + 2, walked
+
+
 def test_calibrated_strength_reaches_its_size_of_change(pixel):
     """Each calibrated strength changes the preview inside the mask by the target RMS, or sits at
     the cap when even the cap changes less, or at the floor when even the floor changes more."""
@@ -250,6 +281,22 @@ def test_calibrated_strength_reaches_its_size_of_change(pixel):
         else:
             assert h.change < target * (1 + CALIBRATION_TOL)
     assert reached >= 1  # the test exercises the calibration, not only the cap
+
+
+def test_a_change_already_within_the_tolerance_keeps_its_strength(pixel):
+    """A candidate whose change at its default strength is within CALIBRATION_TOL of the target is
+    not moved (nor previewed again): its strength stays the default."""
+    with Catalog.open(pixel["db"]) as cat:
+        pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
+        default = pool.model.strength_for("mouth")
+        args = (pool, pixel["clip"], "smile", pixel["face"])
+        at_default = rank_pool(*args, mask=pixel["mask"], strength=default, options=_fast(pool.model), refine=0)
+        near = at_default[0]
+        ranked = rank_pool(*args, mask=pixel["mask"], target=near.change * (1 + CALIBRATION_TOL / 2),
+                           options=_fast(pool.model), refine=0)
+    (same,) = [h for h in ranked if h.id == near.id]
+    assert same.calibrated and same.strength == pytest.approx(default, abs=1e-9)
+    assert same.change == pytest.approx(near.change, rel=1e-5)
 
 
 def test_calibrated_strengths_scale_from_where_the_change_was_measured():
@@ -321,6 +368,17 @@ def test_cli_search_image_table_says_which_hits_were_looked_at_again(pixel):
     rows = [line.split() for line in res.output.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 3 and sorted(int(r[5]) for r in rows) == [1, 1, 5]
     assert "the first hits were looked at again in more steps (--refine)" in res.output
+
+
+def test_refine_help_says_the_librarys_defaults():
+    """--refine's help names REFINE_TOP and REFINE_STEPS, and search's the calibration's target
+    RANK_TARGET, as literals (the CLI starts without torch): they must say what the library does."""
+    from locobank.rank import RANK_TARGET, REFINE_STEPS, REFINE_TOP
+
+    for cmd in (["search", "--help"], ["apply", "--help"]):
+        text = " ".join(CliRunner().invoke(cli, cmd).output.split())
+        assert f"{REFINE_STEPS} DDIM steps" in text and f"no second look [{REFINE_TOP}]" in text
+    assert f"RMS pixel change of {RANK_TARGET:.2f}" in " ".join(CliRunner().invoke(cli, ["search", "--help"]).output.split())
 
 
 def test_cli_search_image_refuses_what_does_not_fit(pixel, tmp_path):

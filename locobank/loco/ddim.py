@@ -57,6 +57,7 @@ def sample(
     progress=None,
     grid: list[int] | None = None,
     t_stop: int | None = None,
+    x0_first: Tensor | None = None,
 ) -> Tensor:
     """DDIM sampling from ``x_t`` at ``t_start`` to the clean image (or to ``t_stop``).
 
@@ -67,6 +68,8 @@ def sample(
     reference uses eta = 1 there. Noise comes from ``generator`` so results are seeded.
     ``clip_x0`` clamps the predicted clean image to [-1, 1] (and re-derives the noise), as
     samplers do when generating from pure noise; edits leave it off so inversion stays exact.
+    ``x0_first``: the posterior mean at ``x_t`` when it is known already; the first step uses it
+    (and the noise it implies) instead of a network pass.
     """
     ts = list(grid) if grid is not None else timesteps_to(t_start, steps)
     tail_t = tail_below * den.num_timesteps
@@ -74,8 +77,12 @@ def sample(
     for i in range(len(ts) - 1, -1, -1):
         t = ts[i]
         prev = ts[i - 1] if i > 0 else t_stop
-        eps, x0_hat = den.eps_and_x0(x, t)
         a, a_prev = den.abar(t), den.abar(prev)
+        if x0_first is not None and i == len(ts) - 1:
+            x0_hat = x0_first.to(x.device, x.dtype)
+            eps = (x - a.sqrt().item() * x0_hat) / (1 - a).sqrt().item()
+        else:
+            eps, x0_hat = den.eps_and_x0(x, t)
         if clip_x0:
             x0_hat = x0_hat.clamp(-1, 1)
             eps = (x - a.sqrt().item() * x0_hat) / (1 - a).sqrt().item()

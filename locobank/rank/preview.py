@@ -4,14 +4,16 @@ A full edit inverts the image, moves its state at the edit time and samples back
 preview stops half-way: it decodes the model's posterior-mean prediction ``x0_hat(x_t + λ s v)``
 of the edited state, one batched network pass for all the candidates after one inversion per edit
 time (or, for the few hits the ranking looks at again, :func:`narrowed`, the edited state sampled
-down in a few DDIM steps from the same inversion: closer to the full edit). A strength is calibrated from the preview's change at the default strength, scaled as if
-linear, checked once and corrected once: the predictor is locally linear in the state (what LOCO
-Edit rests on), but a latent model's decoded preview is not (see :func:`corrected`).
+down in a few DDIM steps from the same inversion, starting from the posterior means already
+computed: closer to the full edit). A strength is calibrated from the preview's change at the
+default strength (kept where that change is on target already), scaled as if linear, checked once
+and corrected once: the predictor is locally linear in the state (what LOCO Edit rests on), but a
+latent model's decoded preview is not (see :func:`corrected`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -61,8 +63,9 @@ PREVIEW_TOL = 0.15
 # re-projection is made at the inverted state: 25 steps kept the top hit on 13 of 18 and saved less
 # (0.83 of the time), so masked previews keep the model's steps.
 PREVIEW_STEPS = 25
-# The calibration is checked once at the strength it predicts; when the measured change is off by
-# more than this (relative), the strength is corrected once more from that measurement.
+# The calibration's tolerance (relative): a candidate whose change at the strength it is first
+# measured at is this close to the target stays there; the others are checked once at the strength
+# the calibration predicts and, when that check is off by more, corrected once more from it.
 CALIBRATION_TOL = 0.1
 
 
@@ -78,6 +81,9 @@ class StateAt:
     vectors: Tensor  # (k, *state_shape)
     regions: Tensor  # (k, H, W) bool: where each candidate's change is measured
     walk: int = 1  # DDIM steps from the edit time to the preview: 1 is the posterior mean
+    # posterior means at t computed already, by (candidate row, signed strength); row -1 the unedited:
+    # a walk of several steps starts from them instead of a first network pass
+    means: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -92,19 +98,33 @@ class Previewed:
     unedited: Tensor  # (C, H, W) in [-1, 1]
 
 
-@torch.no_grad()
 def posterior_images(model: LoadedModel, x_t: Tensor, t: int, deltas: Tensor, *, batch: int = 16,
-                     walk: int = 1) -> Tensor:
+                     walk: int = 1, known: Tensor | None = None) -> Tensor:
     """``x0_hat(x_t + delta)`` decoded to images, for each row of ``deltas`` (k, *state_shape),
     ``batch`` states a pass: the family's posterior-mean predictor, batched. With ``walk`` > 1,
     the edited states are sampled down to images in that many DDIM steps instead (a full edit's
-    sampler on a coarser grid): ``walk`` times the cost, closer to the full edit."""
-    out = []
-    for i in range(0, len(deltas), max(1, int(batch))):
-        z = x_t + deltas[i : i + batch].to(x_t.device, x_t.dtype)
-        x0 = model.denoiser.pmp(z, t) if walk <= 1 else ddim.sample(model.denoiser, z, t, int(walk))
-        out.append(model.family.decode(x0).float())
-    return torch.cat(out)
+    sampler on a coarser grid): ``walk`` times the cost, closer to the full edit. ``known`` (k,
+    *state_shape): the posterior means of the edited states, when computed already (a walk starts
+    from them without a network pass)."""
+    return _posterior(model, x_t, t, deltas, batch, walk, known)[0]
+
+
+@torch.no_grad()
+def _posterior(model: LoadedModel, x_t: Tensor, t: int, deltas: Tensor, batch: int, walk: int,
+               known: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """:func:`posterior_images`, and with ``walk`` 1 the posterior means they decode."""
+    images, means = [], []
+    b = max(1, int(batch))
+    for i in range(0, len(deltas), b):
+        z = x_t + deltas[i : i + b].to(x_t.device, x_t.dtype)
+        first = None if known is None else known[i : i + b]
+        if walk <= 1:
+            x0 = model.denoiser.pmp(z, t) if first is None else first.to(z.device, z.dtype)
+            means.append(x0)
+        else:
+            x0 = ddim.sample(model.denoiser, z, t, int(walk), x0_first=first)
+        images.append(model.family.decode(x0).float())
+    return torch.cat(images), torch.cat(means) if means else None
 
 
 def states_for(model: LoadedModel, image: Tensor, directions: Sequence[core.Direction], *,
@@ -127,8 +147,8 @@ def states_for(model: LoadedModel, image: Tensor, directions: Sequence[core.Dire
     for t in times:
         idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
         _, x_t, vectors, _, _ = core.shared_at(model, x, t, [dirs[i] for i in idx], opts, mask, tol=PREVIEW_TOL)
-        unedited = posterior_images(model, x_t, t, torch.zeros_like(x_t), walk=walk)[0]
-        out.append(StateAt(t, x_t, unedited, idx, vectors, regions_for(model, [dirs[i] for i in idx], mask), walk))
+        # the unedited image is previewed in the same batch as the first previews (preview_at)
+        out.append(StateAt(t, x_t, None, idx, vectors, regions_for(model, [dirs[i] for i in idx], mask), walk))
         step(1)
     return out
 
@@ -166,10 +186,16 @@ def preview_at(model: LoadedModel, state: StateAt, signed: Tensor, batch: int,
     vectors = state.vectors if which is None else state.vectors[which.to(state.vectors.device)]
     regions = state.regions if which is None else state.regions[which]
     deltas = signed.to(vectors.device, vectors.dtype).view(-1, *[1] * (vectors.dim() - 1)) * vectors
+    rows = range(len(state.index)) if which is None else which.tolist()
+    keys = [(r, float(s)) for r, s in zip(rows, signed.tolist())]
     fresh = state.unedited is None
     if fresh:
         deltas = torch.cat([torch.zeros_like(deltas[:1]), deltas])
-    images = posterior_images(model, state.x_t, state.t, deltas, batch=batch + fresh, walk=state.walk)
+        keys = [(-1, 0.0)] + keys
+    known = torch.stack([state.means[k] for k in keys]) if all(k in state.means for k in keys) else None
+    images, means = _posterior(model, state.x_t, state.t, deltas, batch + fresh, state.walk, known)
+    if means is not None:
+        state.means.update(zip(keys, means))
     if fresh:
         state.unedited, images = images[0], images[1:]
     return images, change_size(images - state.unedited.to(images.device), regions)
@@ -190,6 +216,7 @@ def preview_state(model: LoadedModel, state: StateAt, signs: Tensor, defaults: T
     images, first = preview_at(model, state, signs * at, batch)
     low, high = STRENGTH_FLOOR * defaults, STRENGTH_CAP * defaults
     lam = rounded(calibrated_strengths(defaults, first, target, at=at))
+    lam = torch.where((first / target - 1).abs() <= CALIBRATION_TOL, at, lam)  # on target already: stays
     changes = first.clone()
     moved = (lam != at).nonzero().flatten()  # the others stay where they were measured: previewed already
     if len(moved):
@@ -275,8 +302,8 @@ def preview_states(model: LoadedModel, states: Sequence[StateAt], signs: Sequenc
     found: dict[int, Previewed] = {}
     for st in states:
         s = torch.tensor([float(signs[i]) for i in st.index])
-        d = torch.tensor([abs(float(defaults[i])) for i in st.index])
-        at = None if start is None else torch.tensor([abs(float(start[i])) for i in st.index])
+        d = torch.tensor([abs(float(defaults[i])) for i in st.index], dtype=torch.float64)
+        at = None if start is None else torch.tensor([abs(float(start[i])) for i in st.index], dtype=torch.float64)
         found.update(zip(st.index, preview_state(model, st, s, d, strength=strength, target=target, batch=batch,
                                                  start=at)))
         step(len(st.index))
@@ -294,6 +321,8 @@ def narrowed(states: Sequence[StateAt], keep: Sequence[int], walk: int) -> list[
         if not rows:
             continue
         r = torch.tensor(rows)  # the unedited image is sampled with their first previews (preview_at)
+        row = {-1: -1, **{j: n for n, j in enumerate(rows)}}  # the kept rows' posterior means go along
+        means = {(row[j], s): m for (j, s), m in st.means.items() if j in row}
         out.append(StateAt(st.t, st.x_t, None, [st.index[j] for j in rows], st.vectors[r.to(st.vectors.device)],
-                           st.regions[r], walk))
+                           st.regions[r], walk, means))
     return out

@@ -35,7 +35,7 @@ from ..images import load_image, load_mask
 from ..models import LoadedModel
 from ..progress import Progress, stage
 from ..settings import EditOptions
-from .preview import CHANGE_TARGET, Previewed, narrowed, preview_pool, preview_states
+from .preview import Previewed, narrowed, preview_pool, preview_states
 
 # How much a unit of embedding similarity lost costs against a unit of directional gain. A first,
 # untuned value: in the first runs on unseen toy faces (both models, calibrated strengths) ``lost``
@@ -44,15 +44,25 @@ from .preview import CHANGE_TARGET, Previewed, narrowed, preview_pool, preview_s
 BREAK_WEIGHT = 1.0
 ORDERS = ("score", "verify")
 VERIFY_FLOOR = 0.0  # order "verify": a preview whose score is at most this does not count as working
-# The second look: the first REFINE_TOP hits of the one-step ranking are previewed again, sampled
-# down in REFINE_STEPS DDIM steps from the same inverted state, re-calibrated and re-ordered among
-# themselves. On the quality table's faces, one-step previews (the posterior mean) rank a face's 32
-# candidates unlike their full edits do (median Spearman 0.77 pixel, 0.51 latent); 5-step ones as
-# they do (0.97, 0.86). Looking again at the first 2 moved 88 faces of 90 on the pixel model (86
-# without) and 76 on the latent one (72); at 1, fewer; at 3 or 5, no more (docs/image_search.md).
-# Doing it for a few hits only keeps the ranking's cost (0.2 s more on the toy pixel model).
+# The second look: REFINE_TOP hits, the text search's first and the first of the one-step ranking
+# (second_look), are previewed again, sampled down in REFINE_STEPS DDIM steps from the same inverted
+# state, re-calibrated and re-ordered among themselves. On the quality table's faces, one-step
+# previews (the posterior mean) rank a face's 32 candidates unlike their full edits do (median
+# Spearman 0.77 pixel, 0.51 latent); 5-step ones as they do (0.97, 0.86). Looking again at the first
+# 2 of the one-step ranking moved 88 faces of 90 on the pixel model (86 without) and 76 on the latent
+# one (72); at 1, fewer; at 3 or 5, no more. A one-step preview can also pass over a text hit that
+# works: on held-out faces of our own, giving the text search's first hit its closer look whatever
+# its one-step preview said moved 77 latent faces instead of 73 (86 pixel faces either way), and the
+# table's as many (docs/image_search.md). Doing it for 2 hits only keeps the ranking's cost.
 REFINE_TOP = 2
 REFINE_STEPS = 5
+# The RMS change inside the mask (pixels in [-1, 1]) that the ranking calibrates each hit's strength
+# to: a third more than one unit of strength (CHANGE_TARGET, the size of ``ID:1x``), so that the
+# change shows. Measured with the second look (docs/image_search.md), against 0.15: on the quality
+# table's faces 8 of 9 latent queries at 8 faces of 10 or more instead of 6 (77 faces moved instead
+# of 76), on held-out faces of our own 8 instead of 7 (78 against 77); the pixel model's counts
+# unchanged, the spread of the change lower on both.
+RANK_TARGET = 0.20
 
 
 @dataclass
@@ -182,17 +192,17 @@ def _encode_once(clip, images: Sequence[Tensor]) -> Tensor:
 
 
 def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path | Tensor | None = None,
-              domain: str = "face", strength: float | None = None, target: float = CHANGE_TARGET,
+              domain: str = "face", strength: float | None = None, target: float = RANK_TARGET,
               resize: bool = False, options: EditOptions | None = None, steps: int | None = None,
               batch: int = 16, order: str = "verify", preview_steps: int = 1, refine: int | None = None,
               progress: Progress | None = None) -> list[ImageHit]:
     """The pool's hits ranked for one image by their previews (``order``: see the module
     docstring), best first (ties keep the text search's order). ``options`` say how to invert and
     re-localise, as for ``apply`` (None: the model's settings; ``steps``, when given, replaces theirs);
-    ``preview_steps`` how many DDIM steps each preview takes (1: the posterior mean). The first
-    ``refine`` hits are then previewed again in :data:`REFINE_STEPS` steps (when ``preview_steps``
-    is fewer), re-calibrated, and re-ordered among themselves (0: no second look; None:
-    :data:`REFINE_TOP`)."""
+    ``preview_steps`` how many DDIM steps each preview takes (1: the posterior mean). ``refine``
+    hits (:func:`second_look`: the text search's first and the first of the one-step ranking) are
+    then previewed again in :data:`REFINE_STEPS` steps (when ``preview_steps`` is fewer),
+    re-calibrated, and re-ordered among themselves (0: no second look; None: :data:`REFINE_TOP`)."""
     from ..search import text_direction
 
     refine = REFINE_TOP if refine is None else refine
@@ -209,7 +219,7 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
     text = text_direction(clip, query, domain)
     ranked = _image_hits(pool, clip, text, previews, mk, range(len(previews)), preview_steps)
     first = ordered([h.score for h in ranked], order)
-    top = sorted(first[:refine]) if preview_steps < REFINE_STEPS else []
+    top = second_look(first, refine) if preview_steps < REFINE_STEPS else []
     if not top:
         return [ranked[i] for i in first]
     step = stage(progress, f"{REFINE_STEPS}-step look", 1)
@@ -217,10 +227,17 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
     again = preview_states(m, narrowed(states, top, REFINE_STEPS), signs, pool.defaults, start=start, **look)
     closer = _image_hits(pool, clip, text, again, mk, top, REFINE_STEPS)
     step(1)
-    hits = [closer[j] for j in ordered([h.score for h in closer], order)] + [ranked[i] for i in first[len(top):]]
+    hits = [closer[j] for j in ordered([h.score for h in closer], order)] + [ranked[i] for i in first if i not in top]
     if order == "verify":  # a hit whose closer look shows no gain goes behind every hit that still shows one
         hits.sort(key=lambda h: h.score <= VERIFY_FLOOR)
     return hits
+
+
+def second_look(first: Sequence[int], refine: int) -> list[int]:
+    """The hits (indices in the text search's order) the second look takes, ``refine`` in all:
+    the text search's first hit, whatever its one-step preview said, and the first of the one-step
+    ranking ``first``."""
+    return sorted(([0] + [i for i in first if i != 0])[:refine]) if refine else []
 
 
 def _image_hits(pool: Pool, clip, text: Tensor, previews: Sequence[Previewed], mask: Tensor | None,
@@ -244,7 +261,7 @@ def ordered(scores: Sequence[float], order: str = "score") -> list[int]:
 
 def rank_for_image(catalog, clip, query: str, image: Path | Tensor, *, mask: Path | Tensor | None = None,
                    prompt: str | None = None, pool: int = 32, model: str | None = None, domain: str = "face",
-                   index_folder: Path | None = None, strength: float | None = None, target: float = CHANGE_TARGET,
+                   index_folder: Path | None = None, strength: float | None = None, target: float = RANK_TARGET,
                    resize: bool = False, model_override: str | None = None, device: str | None = None,
                    options: EditOptions | None = None, steps: int | None = None, order: str = "verify",
                    preview_steps: int = 1, refine: int | None = None,
@@ -267,7 +284,7 @@ def rank_for_image(catalog, clip, query: str, image: Path | Tensor, *, mask: Pat
 def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], *,
                     masks: Sequence[Path | Tensor] | None = None, prompt: str | None = None, pool: int = 32,
                     model: str | None = None, domain: str = "face", index_folder: Path | None = None,
-                    strength: float | None = None, target: float = CHANGE_TARGET, resize: bool = False,
+                    strength: float | None = None, target: float = RANK_TARGET, resize: bool = False,
                     model_override: str | None = None, device: str | None = None,
                     options: EditOptions | None = None, steps: int | None = None, order: str = "verify",
                     preview_steps: int = 1, refine: int | None = None,
