@@ -12,7 +12,7 @@ order and the strength.
 """
 
 from .preview import (CALIBRATION_TOL, CHANGE_TARGET, STRENGTH_CAP, STRENGTH_FLOOR, Previewed, StateAt, calibrated_strengths,
-                      change_size, narrowed, posterior_images, preview_candidates, preview_pool, preview_states,
+                      change_size, narrowed, posterior_images, preview_pool, preview_states,
                       regions_for, states_for)
 from .ranking import (BREAK_WEIGHT, ORDERS, RANK_TARGET, REFINE_STEPS, REFINE_TOP, VERIFY_FLOOR, ImageHit, Pool, as_image, as_mask, candidate_pool, masks_per_image, ordered,
                       rank_for_image, rank_for_images, rank_pool, second_look,
@@ -21,5 +21,5 @@ from .sheet import preview_tiles, ranking_sheet
 
 __all__ = ["as_image", "as_mask", "BREAK_WEIGHT", "ORDERS", "RANK_TARGET", "REFINE_STEPS", "REFINE_TOP", "VERIFY_FLOOR", "narrowed", "preview_pool", "preview_states", "ordered", "CALIBRATION_TOL", "CHANGE_TARGET", "STRENGTH_CAP", "STRENGTH_FLOOR", "ImageHit", "Pool", "Previewed",
            "StateAt", "calibrated_strengths", "candidate_pool", "change_size", "posterior_images",
-           "masks_per_image", "preview_candidates", "preview_tiles", "rank_for_image", "rank_for_images", "rank_pool", "ranking_sheet", "second_look",
+           "masks_per_image", "preview_tiles", "rank_for_image", "rank_for_images", "rank_pool", "ranking_sheet", "second_look",
            "regions_for", "score_previews", "states_for"]

@@ -250,16 +250,6 @@ def corrected(lam0: Tensor, c0: Tensor, lam1: Tensor, c1: Tensor, target: float)
     return lam1 * (target / c1.clamp_min(1e-12)) ** (1 / p)
 
 
-def preview_candidates(model: LoadedModel, image: Tensor, directions: Sequence[core.Direction],
-                       signs: Sequence[int], defaults: Sequence[float], *, mask: Tensor | None = None,
-                       strength: float | None = None, target: float = CHANGE_TARGET,
-                       options: EditOptions | None = None, batch: int = 16, walk: int = 1,
-                       progress: Progress | None = None) -> list[Previewed]:
-    """:func:`preview_pool`'s previews."""
-    return preview_pool(model, image, directions, signs, defaults, mask=mask, strength=strength, target=target,
-                        options=options, batch=batch, walk=walk, progress=progress)[1]
-
-
 def preview_pool(model: LoadedModel, image: Tensor, directions: Sequence[core.Direction],
                  signs: Sequence[int], defaults: Sequence[float], *, mask: Tensor | None = None,
                  strength: float | None = None, target: float = CHANGE_TARGET,
@@ -295,7 +285,7 @@ def preview_states(model: LoadedModel, states: Sequence[StateAt], signs: Sequenc
                    *, strength: float | None = None, target: float = CHANGE_TARGET, batch: int = 16,
                    start: Sequence[float] | None = None, progress: Progress | None = None) -> list[Previewed]:
     """The candidates of ``states`` (:func:`states_for`, or :func:`narrowed`) previewed as
-    :func:`preview_candidates` does, in the order of their indices; ``start`` (one per candidate of
+    :func:`preview_pool` does, in the order of their indices; ``start`` (one per candidate of
     the pool): the strengths a calibration measures first (a coarser look's calibrated ones)
     instead of the defaults."""
     step = stage(progress, "preview", sum(len(st.index) for st in states))
