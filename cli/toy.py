@@ -161,7 +161,7 @@ def train_sd_cmd(out, state_dir, vae_steps, steps, export_every, seed, device) -
 @click.option("--adherence-faces", type=click.IntRange(1, 1000), default=200, show_default=True,
               help="Faces generated from held-out captions for prompt adherence.")
 @click.option("--t-edit", type=Finite(0, 1, open_lo=True, open_hi=True), default=None,
-              help="Edit time [the model's locobank.json].")
+              help="Edit time for every part [the model's locobank.json, per part].")
 @click.option("--null-rank", type=click.IntRange(0, 256), default=None, help="Null-space rank [model default].")
 @click.option("--strength", type=Finite(0, 100, open_lo=True), default=None, help="Lambda [model default per part].")
 @click.option("--basis", type=click.Choice(["projected", "constrained"]), default=None, help="[model default]")
@@ -185,7 +185,9 @@ def eval_sd_cmd(model_dir, faces, adherence_faces, t_edit, null_rank, strength, 
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
-    click.echo(f"t_edit {r['t_edit']}, null rank {r['null_rank']}, basis {r['basis']}, guidance {r['guidance']}")
+    per_part = "".join(f" ({p} {t:g})" for p, t in r["t_edit_by_part"].items() if t != r["t_edit"])
+    click.echo(f"t_edit {r['t_edit']}{per_part}, null rank {r['null_rank']}, basis {r['basis']}, "
+               f"guidance {r['guidance']}")
     click.echo(f"VAE reconstruction: PSNR mean {r['vae_psnr']['mean']:.1f} dB, min {r['vae_psnr']['min']:.1f} dB")
     for task, a in r["adherence"].items():
         click.echo(f"adherence {task:15s}: {a['accuracy']:.0%} of {a['n']}")

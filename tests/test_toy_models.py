@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from locobank_cli.main import cli
 from locobank.models import load_model
-from locobank.paths import TOY_CLIP, TOY_DDPM
+from locobank.paths import TOY_CLIP, TOY_DDPM, TOY_SD
 from locobank.toyworld import HELD_OUT_SEED
 from locobank.toyworld.data.probes import lacks
 from locobank.toyworld.demo import DemoConfig, run_demo
@@ -108,6 +108,9 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
     assert smile["prompts"] and not any(w in p for p in smile["prompts"] for w in ("frown", "smil")), smile
     assert len(smile["edits"]) == 1 and (out / smile["edits"][0]).exists()
     assert "The latent world" in html and "text-supervised" in html
+    # the latent half harvests each part at its model's own edit time (the mouth's differs: docs/latent.md)
+    mouth_t = json.loads((TOY_SD / "locobank.json").read_text())["t_edit_by_label"]["mouth"]
+    assert f"(mouth {mouth_t:g})" in html
 
 
 @pytest.mark.slow

@@ -24,6 +24,8 @@ def test_the_shipped_pipeline_loads_as_a_user_checkpoint_would(sd):
     assert type(pipe.text_encoder).__name__ == "CLIPTextModel" and type(pipe.tokenizer).__name__ == "CLIPTokenizer"
     assert sd.kind == "latent" and sd.family.image_shape == (3, 32, 32) and sd.family.state_shape == (4, 16, 16)
     assert sd.settings.guidance == 7.5 and sd.settings.basis == "constrained"
+    # the mouth is edited later than the eyes and hair: it transfers better there (docs/latent.md)
+    assert (sd.settings.t_edit_for("mouth"), sd.settings.t_edit_for("eyes"), sd.settings.t_edit) == (0.4, 0.3, 0.3)
     size = sum(p.stat().st_size for p in TOY_SD.rglob("*.safetensors"))
     assert size < 30e6, size
     from locobank.paths import resolve_model
@@ -49,7 +51,7 @@ def test_the_models_defaults_make_a_mouth_edit_local_where_locos_do_not(sd):
     docs/latent.md."""
     st = sd.settings
     assert (st.null_rank, st.basis) == (20, "constrained")
-    ours = E.locality_summary(sd, "mouth", 4, 0, t_edit=st.t_edit, strength=8.0, null_rank=st.null_rank,
+    ours = E.locality_summary(sd, "mouth", 4, 0, t_edit=st.t_edit_for("mouth"), strength=8.0, null_rank=st.null_rank,
                               constrained=True, steps=20, iters=6, passes=st.spill_passes)
     loco = E.locality_summary(sd, "mouth", 4, 0, t_edit=0.6, strength=8.0, null_rank=5, steps=20, iters=6, passes=0)
     assert ours["source"]["n"] == 8 and ours["rms_change"] > 0.01, ours
@@ -66,7 +68,7 @@ def test_the_models_defaults_make_a_mouth_edit_local_where_locos_do_not(sd):
 def test_a_faces_own_caption_undoes_a_text_supervised_edit_that_the_edit_caption_keeps(sd):
     """On a frowning face, "smile" sampled on under the face's caption moves the mouth less than the
     same edit sampled on under the edit caption; the spill passes keep the latter local."""
-    r = E.supervised_study(sd, "smile", 1, t_edit=sd.settings.t_edit, strength=8.0, null_rank=20, passes=2)
+    r = E.supervised_study(sd, "smile", 1, t_edit=sd.settings.t_edit_for("mouth"), strength=8.0, null_rank=20, passes=2)
     assert r["n"] == 1 and r["moved_right_way_under_edit_caption"] == 1, r
     assert r["gain_median_under_edit_caption"] > r["gain_median"], r
     assert r["locality_under_edit_caption"]["median"] > 0.85 > r["locality"]["median"], r
@@ -98,3 +100,14 @@ def test_quality_faces_are_inverted_and_sampled_under_their_own_captions(sd):
     torch.testing.assert_close(fs.x_t[1:], alone)
     torch.testing.assert_close(fs.sample(sd, fs.x_t, 6), fs.ref)
     assert (core.invert(sd, torch.from_numpy(batch(seeds[1:])), t, 6) - alone).abs().max() > 1e-3  # the caption matters
+
+
+@pytest.mark.slow
+def test_eval_sd_measures_each_part_at_its_own_edit_time():
+    """`locobank toy eval-sd` edits each part at the time the model's locobank.json gives it (the
+    mouth's differs from the others')."""
+    from locobank.toyworld.reports.latent import eval_report
+
+    report = eval_report(faces=1, adherence_faces=1, parts=("mouth",), queries=("blue eyes",), steps=2)
+    assert report["t_edit_by_part"] == {"mouth": 0.4, "eyes": 0.3}
+    assert report["locality"]["mouth"]["source"]["n"] == 2 and report["supervised"]["blue eyes"]["n"] == 1

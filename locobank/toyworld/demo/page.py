@@ -84,9 +84,11 @@ def latent_section(half: LatentHalf) -> list[str]:
     """The report's HTML for the latent half."""
     e = html.escape
     p = half.params
+    per_label = "".join(f" ({k} {v:g})" for k, v in (p.get("t_edit_by_label") or {}).items())
     parts = [f"<h1>The latent world</h1><p>The same faces, harvested with the toy latent text-to-image model "
              f"<code>{e(half.model_id)}</code> (T-LOCO: each face DDIM-inverted under its caption to t_edit "
-             f"{p.get('t_edit')}, rank {p.get('rank')}, null rank {p.get('null_rank')}, {p.get('basis')} basis) in "
+             f"{p.get('t_edit')}{e(per_label)}, rank {p.get('rank')}, null rank {p.get('null_rank')}, "
+             f"{p.get('basis')} basis) in "
              f"{half.seconds:.1f} s, into the same catalog and index as the pixel model's. Text-supervised directions "
              f"come from a (caption, edit prompt) pair: <code>v = J<sup>T</sup>(x̂<sub>0</sub>(edit) − "
              f"x̂<sub>0</sub>(caption))</code> inside the mask, off the null space outside it.</p>",

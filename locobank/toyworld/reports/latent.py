@@ -30,11 +30,12 @@ def eval_report(model_dir: Path | None = None, *, faces: int = 10, adherence_fac
     lm = load_model(model_dir or TOY_SD)
     st = lm.settings
     t = st.t_edit if t_edit is None else t_edit
+    t_for = {p: t if t_edit is not None else st.t_edit_for(p) for p in (*parts, *map(part_for, queries))}
     nr = st.null_rank if null_rank is None else null_rank
     constrained = (basis or st.basis) == "constrained"
     strengths = {p: strength if strength is not None else st.strength_for(p) for p in parts}
-    report: dict = {"model": lm.info(), "t_edit": t, "null_rank": nr, "basis": basis or st.basis,
-                    "guidance": st.guidance, "strength": strengths}
+    report: dict = {"model": lm.info(), "t_edit": t, "t_edit_by_part": t_for, "null_rank": nr,
+                    "basis": basis or st.basis, "guidance": st.guidance, "strength": strengths}
     held = range(HELD_OUT_SEED, HELD_OUT_SEED + 200)
     psnr = E.vae_psnr(lm, held)
     report["vae_psnr"] = {"mean": statistics.mean(psnr), "min": min(psnr), "n": len(psnr)}
@@ -51,15 +52,15 @@ def eval_report(model_dir: Path | None = None, *, faces: int = 10, adherence_fac
     update = stage(progress, "locality", len(parts) + len(queries))
     report["locality"] = {}
     for part in parts:
-        report["locality"][part] = E.locality_summary(lm, part, faces, faces, t_edit=t, strength=strengths[part],
-                                                      null_rank=nr, constrained=constrained, steps=steps,
-                                                      passes=st.spill_passes)
+        report["locality"][part] = E.locality_summary(lm, part, faces, faces, t_edit=t_for[part],
+                                                      strength=strengths[part], null_rank=nr,
+                                                      constrained=constrained, steps=steps, passes=st.spill_passes)
         update(1)
     report["supervised"] = {}
     for q in queries:
-        report["supervised"][q] = E.supervised_study(lm, q, faces, t_edit=t, null_rank=nr, steps=steps,
-                                                     strength=strength or st.strength_for(part_for(q)),
-                                                     passes=st.spill_passes)
+        report["supervised"][q] = E.supervised_study(lm, q, faces, t_edit=t_for[part_for(q)], null_rank=nr,
+                                                     steps=steps, passes=st.spill_passes,
+                                                     strength=strength or st.strength_for(part_for(q)))
         update(1)
     return report
 
