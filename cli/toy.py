@@ -176,6 +176,7 @@ def eval_sd_cmd(model_dir, faces, adherence_faces, t_edit, null_rank, strength, 
     (unsupervised, on the source and on transfer) and text-supervised edits (probe and locality)."""
     import json
 
+    from locobank.settings import edit_times
     from locobank.toyworld.reports.latent import eval_report
 
     with Stages() as progress:
@@ -185,9 +186,8 @@ def eval_sd_cmd(model_dir, faces, adherence_faces, t_edit, null_rank, strength, 
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
-    per_part = "".join(f" ({p} {t:g})" for p, t in r["t_edit_by_part"].items() if t != r["t_edit"])
-    click.echo(f"t_edit {r['t_edit']}{per_part}, null rank {r['null_rank']}, basis {r['basis']}, "
-               f"guidance {r['guidance']}")
+    click.echo(f"t_edit {edit_times(r['t_edit'], r['t_edit_by_part'])}, null rank {r['null_rank']}, "
+               f"basis {r['basis']}, guidance {r['guidance']}")
     click.echo(f"VAE reconstruction: PSNR mean {r['vae_psnr']['mean']:.1f} dB, min {r['vae_psnr']['min']:.1f} dB")
     for task, a in r["adherence"].items():
         click.echo(f"adherence {task:15s}: {a['accuracy']:.0%} of {a['n']}")

@@ -186,6 +186,12 @@ class ModelSettings:
         return {**{k: v for k, v in d.items() if v is not None}, **notes}
 
 
+def edit_times(t_edit: float, by_label: Any = ()) -> str:
+    """The edit time as people read it: ``0.3 (mouth 0.4)``, the labels whose time differs from
+    ``t_edit`` in brackets (``by_label``: a dict or (label, fraction) pairs)."""
+    return f"{t_edit}" + "".join(f" ({k} {v:g})" for k, v in dict(by_label or {}).items() if v != t_edit)
+
+
 def _int_in(name: str, value: Any, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise InputError(f"{name} must be a whole number from {lo} to {hi}, not {value!r}")

@@ -188,6 +188,10 @@ def test_edit_time_per_mask_label(tiny_model, faces, tmp_path):
     assert HarvestParams.from_defaults(model).t_for("hair") == 0.5
     assert HarvestParams.from_defaults(model, rank=None, t_edit=0.3).t_for("hair") == 0.3  # one time for all
     assert HarvestParams.from_defaults(model, rank=None).rank == 3
+    from locobank.settings import edit_times  # as reports and the CLI write them
+
+    assert edit_times(p.t_edit, p.t_edit_by_label) == "0.5 (mouth 0.3)"
+    assert edit_times(0.3, {"mouth": 0.4, "eyes": 0.3}) == "0.3 (mouth 0.4)" and edit_times(0.6) == "0.6"
     with pytest.raises(InputError, match="'hair' must be a fraction"):
         HarvestParams(t_edit_by_label={"hair": 1.5})
     db = f"sqlite:///{tmp_path / 't.db'}"

@@ -8,6 +8,7 @@ import html
 import json
 from typing import TYPE_CHECKING
 
+from ...settings import edit_times
 from ...views import format_number
 from .latent import LatentHalf
 from .queries import POOL
@@ -38,7 +39,7 @@ def write_report(res: DemoResult, model_id: str, params: HarvestParams) -> None:
              "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}"
              "</style>",
              f"<h1>locobank demo</h1><p>Model <code>{e(model_id)}</code>, rank {params.rank}, null rank {params.null_rank}, "
-             f"t_edit {params.t_edit}{''.join(f' ({k} {v:g})' for k, v in params.t_edit_by_label)}, "
+             f"t_edit {edit_times(params.t_edit, params.t_edit_by_label)}, "
              f"Jacobian at {params.jacobian_at} states, {params.basis} basis. "
              f"{res.directions} directions harvested. "
              f"<a href='gallery/index.html'>Open the gallery</a>.</p>",
@@ -84,11 +85,10 @@ def latent_section(half: LatentHalf) -> list[str]:
     """The report's HTML for the latent half."""
     e = html.escape
     p = half.params
-    per_label = "".join(f" ({k} {v:g})" for k, v in (p.get("t_edit_by_label") or {}).items())
     parts = [f"<h1>The latent world</h1><p>The same faces, harvested with the toy latent text-to-image model "
              f"<code>{e(half.model_id)}</code> (T-LOCO: each face DDIM-inverted under its caption to t_edit "
-             f"{p.get('t_edit')}{e(per_label)}, rank {p.get('rank')}, null rank {p.get('null_rank')}, "
-             f"{p.get('basis')} basis) in "
+             f"{e(edit_times(p.get('t_edit'), p.get('t_edit_by_label')))}, rank {p.get('rank')}, "
+             f"null rank {p.get('null_rank')}, {p.get('basis')} basis) in "
              f"{half.seconds:.1f} s, into the same catalog and index as the pixel model's. Text-supervised directions "
              f"come from a (caption, edit prompt) pair: <code>v = J<sup>T</sup>(x̂<sub>0</sub>(edit) − "
              f"x̂<sub>0</sub>(caption))</code> inside the mask, off the null space outside it.</p>",
