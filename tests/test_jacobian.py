@@ -128,6 +128,30 @@ def test_block_krylov_needs_fewer_iterations_than_subspace_iteration(problem):
         block_subspace_svd(lin, [mask], [3], method="lanczos")
 
 
+def test_a_small_krylov_block_finds_a_large_basis_with_fewer_products(problem):
+    """A rank-12 basis grown 4 vectors an iteration (``block``) lands on the dense oracle's subspace,
+    as the whole block of 14 does, with fewer Jacobian products; a watched projection cannot stop a
+    small block before it has all its vectors; a negative block is refused."""
+    fn, x, J, mask = problem
+    outside = ~mask.expand(3, 8, 8)
+    _, S0, Vh0 = torch.linalg.svd(J * outside.reshape(-1, 1).float())
+    runs = {}
+    for block in (0, 4):
+        lin = Linearization(fn, x)
+        (res,) = block_subspace_svd(lin, [outside], [12], tol=1e-4, iters=200, block=block)
+        runs[block] = (res, lin.jvp_calls + lin.vjp_calls)
+        assert res.converged and res.Vh.shape == (12, 192)
+        assert max_principal_angle(Vh0[:12], res.Vh) < 1e-2
+        torch.testing.assert_close(res.S, S0[:12], rtol=1e-3, atol=1e-5)
+    assert runs[4][1] < runs[0][1]
+    assert runs[4][0].iterations > runs[0][0].iterations
+    w = Vh0[:1]  # its projection settles once the top vector is found, long before 24 vectors are
+    (watched,) = block_subspace_svd(Linearization(fn, x), [outside], [24], tol=1e-1, iters=200, block=2, watch=[w])
+    assert watched.Vh.shape == (24, 192) and watched.iterations >= 12  # 2 more rows an iteration
+    with pytest.raises(ValueError, match="block"):
+        block_subspace_svd(Linearization(fn, x), [outside], [12], block=-1)
+
+
 @pytest.mark.slow
 def test_watched_vectors_stop_the_iteration_once_their_projections_settle(problem):
     """With ``watch``, a block stops when the watched vectors' projections settle: never later

@@ -108,6 +108,10 @@ def test_harvest_dry_run_estimates_the_cost_and_writes_nothing(tmp_path):
     assert "per image: inversion 7 FPE" in out.output and "12.0 rounds (assumed)" in out.output
     assert "estimate:" in out.output and "FPE, about" in out.output
     assert not db.exists()
+    # a null basis wider than the Krylov block grows 8 vectors a round, in more rounds
+    wide = CliRunner().invoke(cli, [a if a != "3" else "20" for a in args], catch_exceptions=False)
+    assert wide.exit_code == 0, wide.output
+    assert "16.0 rounds (assumed)" in wide.output
 
 
 def test_pace_says_jobs_done_directions_per_minute_and_time_left():

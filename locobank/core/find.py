@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..images import check_mask
+from ..loco import jacobian
 from ..loco.jacobian import Linearization, block_subspace_svd, project_out
 from ..models import LoadedModel
 from .states import as_batch
@@ -166,4 +167,5 @@ def _diagnostics(edit_res, null_res, lin: Linearization, outside_share: Tensor, 
         "outside_residual": [float(v) for v in outside_share],
         "jvps": lin.jvp_calls,
         "vjps": lin.vjp_calls,
+        "krylov_block": jacobian.KRYLOV_BLOCK,  # vectors per basis per iteration, at most (0: whole blocks)
     }

@@ -4,7 +4,8 @@ Costs are in forward-pass equivalents (FPE, :mod:`locobank.core.cost`): one forw
 model's posterior-mean predictor on one state. The estimate times that pass once, and one JVP
 and one VJP per vector on the same state, so it knows what a subspace-iteration round costs on
 this machine; the number of rounds is an assumption (what the toy models take cold), or the
-mean of the rounds the catalog recorded for this model's earlier jobs, when it has some.
+mean of the rounds the catalog recorded for this model's earlier jobs grown in the same Krylov
+blocks (:data:`locobank.loco.jacobian.KRYLOV_BLOCK`), when it has some.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import torch
 
 from .. import core
 from ..images import load_image
+from ..loco import jacobian
 from ..loco.jacobian import Linearization
 from ..models import LoadedModel, under
 from .inputs import Pair
 
-ROUNDS = 12  # rounds a cold job takes on the toy models (tests/bench/bench_warm.py: 10-13)
+ROUNDS = 12  # rounds a cold job takes on the toy models in whole Krylov blocks (bench_warm.py: 10-13)
+# ... and in blocks of KRYLOV_BLOCK (8) when a basis is wider (null rank 20: bench_harvest.py, 11-18)
+ROUNDS_SMALL_BLOCK = 16
 
 
 @dataclass
@@ -59,7 +63,9 @@ def estimate(model: LoadedModel, pairs: Sequence[Pair], params, *, rounds: float
         torch.zeros(model.channels, model.resolution, model.resolution)
     x_t = core.noise_to(m, x[None].to(model.device), t, [0])[0]
     unit = core.forward_seconds(m, x_t, t)
-    vectors = params.rank + 2 + (params.null_rank + 2 if params.null_rank > 0 else 0)
+    block = jacobian.KRYLOV_BLOCK or 10**9
+    widths = [params.rank + 2] + ([params.null_rank + 2] if params.null_rank > 0 else [])
+    vectors = sum(min(w, block) for w in widths)  # what one round sends through the model
     k = min(16, vectors)  # one chunk, as a round sends them
     lin = Linearization(m.family.predictor(t.step), x_t)
     V = torch.randn(k, *x_t.shape, device=x_t.device)
@@ -70,7 +76,7 @@ def estimate(model: LoadedModel, pairs: Sequence[Pair], params, *, rounds: float
     t0 = time.perf_counter()
     lin.vjp(U)
     vjp = core.fpe((time.perf_counter() - t0) / k, unit)
-    n = ROUNDS if rounds is None else float(rounds)
+    n = (ROUNDS_SMALL_BLOCK if max(widths) > block else ROUNDS) if rounds is None else float(rounds)
     n = min(n, params.iters)
     job = 1 + n * vectors * (jvp + vjp) + params.rank * jvp  # linearisation, rounds, the final check
     inversion = params.steps  # one network pass per step (no decode: at most one FPE)
@@ -113,4 +119,4 @@ def duration(seconds: float) -> str:
     return f"{s} s"
 
 
-__all__ = ["Estimate", "Pace", "ROUNDS", "duration", "estimate"]
+__all__ = ["Estimate", "Pace", "ROUNDS", "ROUNDS_SMALL_BLOCK", "duration", "estimate"]

@@ -123,8 +123,10 @@ def dry_run(req: HarvestRequest) -> Estimate:
 
 
 def _recorded_rounds(db_url: str | None, fingerprint: str) -> tuple[float, int] | None:
-    """The mean rounds of the catalog's finished jobs of this model, and how many; None without."""
+    """The mean rounds of the catalog's finished jobs of this model grown in the same Krylov blocks,
+    and how many; None without."""
     from ..catalog import Catalog, resolve_url
+    from ..loco import jacobian
     from ..errors import LocobankError
 
     try:
@@ -132,7 +134,9 @@ def _recorded_rounds(db_url: str | None, fingerprint: str) -> tuple[float, int] 
             diags = {d.job_id: d.diagnostics for d in cat.list_directions(fingerprint)}
     except (LocobankError, OSError):
         return None
-    rounds = [max(d["iterations"], d.get("null_iterations", 0)) for d in diags.values() if "iterations" in d]
+    block = jacobian.KRYLOV_BLOCK
+    rounds = [max(d["iterations"], d.get("null_iterations", 0)) for d in diags.values()
+              if "iterations" in d and d.get("krylov_block", 0) == block]  # jobs before blocks: whole ones
     return (sum(rounds) / len(rounds), len(rounds)) if rounds else None
 
 

@@ -1,9 +1,11 @@
-"""Benchmark: `apply --mask` over a folder of faces, each image's re-projection cold (random null
-basis) against warm (started from the null basis of the face before, ``core.NullBases``).
+"""Benchmark: `apply --mask` over a folder of faces: each image's re-projection from a random null
+basis grown in whole blocks (the baseline, before 2026-12-07), the same in small Krylov blocks
+(:data:`locobank.loco.jacobian.KRYLOV_BLOCK`), and warm (started from the null basis of the face
+before, ``core.NullBases``).
 
 One mouth direction (found on a held-out face, with its part, as the catalog gives it) is applied
-with a mask to each of N other faces, twice per face, interleaved so load drift hits both: cold,
-then warm. It prints seconds per face, the null basis's iterations, the re-projection's share of
+with a mask to each of N other faces, three times per face, interleaved so load drift hits all:
+whole blocks, small blocks, then warm. It prints seconds per face, the null basis's iterations, the re-projection's share of
 the work in forward-pass equivalents (FPE: one forward pass timed in this run), and the locality
 (share of the change inside the mask) of both, which should agree to two digits.
 
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from locobank import core  # noqa: E402
+from locobank.loco import jacobian  # noqa: E402
 from locobank.loco.register import PartPrint, profiles  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import resolve_model  # noqa: E402
@@ -54,22 +57,27 @@ def main(argv=None) -> dict:
         m = torch.from_numpy(face(HELD_OUT_SEED + 1 + i).masks[args.label])
         row = {}
         ref = core.edit(model, imgs[i : i + 1], [(d, 0.0)]).images[0]  # the face unedited, untimed
-        for name, mem in (("cold", None), ("warm", memory)):
+        shipped = jacobian.KRYLOV_BLOCK
+        for name, mem, block in (("whole", None, 0), ("cold", None, shipped), ("warm", memory, shipped)):
+            jacobian.KRYLOV_BLOCK = block
             t0 = time.perf_counter()
             r = core.edit(model, imgs[i : i + 1], [(d, lam)], mask=m, null_bases=mem)
             row[name] = time.perf_counter() - t0
             row[name + "_loc"] = core.locality(r.images[0] - ref, m)
+        jacobian.KRYLOV_BLOCK = shipped
         rows.append(row)
-        print(f"face {i}: cold {row['cold']:.2f} s (locality {row['cold_loc']:.3f}), warm {row['warm']:.2f} s "
-              f"(locality {row['warm_loc']:.3f})", flush=True)
-    cold = statistics.mean(r["cold"] for r in rows[1:])
-    warm = statistics.mean(r["warm"] for r in rows[1:])
+        print(f"face {i}: whole blocks {row['whole']:.2f} s (locality {row['whole_loc']:.3f}), block {shipped} "
+              f"{row['cold']:.2f} s ({row['cold_loc']:.3f}), warm {row['warm']:.2f} s ({row['warm_loc']:.3f})", flush=True)
+    whole, cold, warm = (statistics.mean(r[k] for r in rows[1:]) for k in ("whole", "cold", "warm"))
     print(f"{args.model}, {args.faces} faces, {args.label}, 2-core CPU (shared): one forward pass {1000 * unit:.1f} ms")
-    print(f"per face after the first: cold {cold:.2f} s = {cold / unit:.0f} FPE, warm {warm:.2f} s = {warm / unit:.0f} FPE: "
-          f"{cold / warm:.2f}x (bar 2x)")
-    print(f"locality: cold {statistics.mean(r['cold_loc'] for r in rows):.3f}, warm {statistics.mean(r['warm_loc'] for r in rows):.3f}; "
-          f"largest difference on one face {max(abs(r['cold_loc'] - r['warm_loc']) for r in rows):.4f}")
-    return {"rows": rows, "ratio": cold / warm}
+    print(f"per face after the first: whole blocks {whole:.2f} s = {whole / unit:.0f} FPE, block {jacobian.KRYLOV_BLOCK} "
+          f"{cold:.2f} s = {cold / unit:.0f} FPE, warm {warm:.2f} s = {warm / unit:.0f} FPE; block / whole "
+          f"{whole / cold:.2f}x, warm / whole {whole / warm:.2f}x (bar 2x)")
+    loc = {k: statistics.mean(r[k + "_loc"] for r in rows) for k in ("whole", "cold", "warm")}
+    print(f"locality: whole blocks {loc['whole']:.3f}, block {jacobian.KRYLOV_BLOCK} {loc['cold']:.3f}, warm {loc['warm']:.3f}; "
+          f"largest difference from the whole blocks' on one face "
+          f"{max(max(abs(r['cold_loc'] - r['whole_loc']), abs(r['warm_loc'] - r['whole_loc'])) for r in rows):.4f}")
+    return {"rows": rows, "ratio": whole / cold, "warm_ratio": whole / warm}
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ image, so they measure the mechanism, not how well real directions transfer.
 
     python tests/bench/bench_gpu.py                 # CUDA: both architectures, fp32 and bf16
     python tests/bench/bench_gpu.py --tiny --device cpu --dtypes fp32   # the reduced CPU run (a test)
+    python tests/bench/bench_gpu.py --null-rank 20 --krylov-block 0     # whole Krylov blocks, to compare
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path[:0] = [str(HERE.parents[1]), str(HERE.parent), str(HERE)]
 
 from locobank import core  # noqa: E402
 from locobank.core.warm import part_of, start_from  # noqa: E402
+from locobank.loco import jacobian  # noqa: E402
 from locobank.loco.jacobian import max_principal_angle  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.models.latent import conditioned  # noqa: E402
@@ -171,6 +173,8 @@ def parse(argv):
     ap.add_argument("--dtypes", default="fp32,bf16")
     ap.add_argument("--skip-sd", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--krylov-block", type=int, default=None,
+                    help="vectors per basis per iteration, at most (0: the whole rank + 2) [KRYLOV_BLOCK]")
     args = ap.parse_args(argv)
     args.pixel_size = args.pixel_size or (16 if args.tiny else 256)
     args.sd_size = args.sd_size or (64 if args.tiny else 512)
@@ -180,7 +184,19 @@ def parse(argv):
 def main(argv=None) -> dict:
     args = parse(argv)
     card = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU (no GPU)"
-    print(f"bench_gpu on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    shipped = jacobian.KRYLOV_BLOCK
+    if args.krylov_block is not None:
+        jacobian.KRYLOV_BLOCK = args.krylov_block
+    try:
+        return _run(args, card)
+    finally:
+        jacobian.KRYLOV_BLOCK = shipped
+
+
+def _run(args, card: str) -> dict:
+    """Every measurement of :func:`main`, printed and returned."""
+    print(f"bench_gpu on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; Krylov block "
+          f"{jacobian.KRYLOV_BLOCK or 'whole'}, rank {args.rank}, null rank {args.null_rank}")
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = pixel_folder(Path(tmp) / "pixel", args.pixel_size, args.tiny)

@@ -1,10 +1,12 @@
-"""Benchmark: harvest throughput on a toy model, cold against warm-started jobs, and what the
+"""Benchmark: harvest throughput on a toy model: the Krylov block of the path before (every basis
+pushes its whole ``r + oversample`` vectors each iteration) against the shipped small block
+(:data:`locobank.loco.jacobian.KRYLOV_BLOCK`), cold against warm-started jobs, and what the
 catalog costs on top of finding directions.
 
-The same jobs run twice through plan() + work(), each into a fresh SQLite catalog: first every
-job from random vectors (``warm_start=False``, the path before warm starts), then warm-started
-(``warm_start=True``: each job starts from the bases of the jobs its worker finished before;
-the catalog is empty at first). Both print directions per minute, and each job's cost in
+The same jobs run through plan() + work(), each run into a fresh SQLite catalog: every job from
+random vectors with the whole block (``warm_start=False``, the baseline), the same with the
+shipped block, then warm-started (``warm_start=True``: each job starts from the bases of the jobs
+its worker finished before; the catalog is empty at first). Each prints directions per minute, and each job's cost in
 forward-pass equivalents (FPE, from its diagnostics: one forward pass of the model, timed in the
 same run, is the unit). Overhead = everything but finding directions, within the run.
 
@@ -27,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from locobank.catalog import Catalog  # noqa: E402
 from locobank.harvest import HarvestParams, discover, plan, work  # noqa: E402
+from locobank.loco import jacobian  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import resolve_model  # noqa: E402
 from locobank.toyworld import HELD_OUT_SEED, write_dataset  # noqa: E402
@@ -68,18 +71,24 @@ def main() -> None:
         tmp = Path(tmp)
         write_dataset(tmp / "faces", args.faces, HELD_OUT_SEED)
         pairs = discover(tmp / "faces", labels=set(args.labels.split(",")))
+        shipped = jacobian.KRYLOV_BLOCK
+        jacobian.KRYLOV_BLOCK = 0
+        whole = harvest(model, pairs, params, tmp / "whole.db", args.batch, warm=False)
+        jacobian.KRYLOV_BLOCK = shipped
         cold = harvest(model, pairs, params, tmp / "cold.db", args.batch, warm=False)
         warm = harvest(model, pairs, params, tmp / "warm.db", args.batch, warm=True)
-        runs = [("cold (baseline)", cold), ("warm", warm)]
+        runs = [("cold, whole block (baseline)", whole), (f"cold, block {shipped}", cold), ("warm", warm)]
         if args.together:
             runs.append(("warm, together", harvest(model, pairs, params, tmp / "both.db", args.batch, True, True)))
     for name, r in runs:
         s = r["summary"]
         inside = s.seconds - s.find_seconds
-        print(f"{name:16s} {r['seconds']:7.2f} s, {s.done} jobs, {s.directions} directions: "
+        print(f"{name:28s} {r['seconds']:7.2f} s, {s.done} jobs, {s.directions} directions: "
               f"{r['per_min']:.1f} directions/min; {r['rounds']:.2f} rounds and {r['fpe']:.0f} FPE per job "
               f"(unit {1000 * r['unit']:.2f} ms); catalog and I/O {100 * inside / s.find_seconds:.1f}% of finding")
-    print(f"throughput warm / cold: {warm['per_min'] / cold['per_min']:.2f}x (bar 2x); "
+    print(f"throughput block {jacobian.KRYLOV_BLOCK} / whole block: {cold['per_min'] / whole['per_min']:.2f}x (bar 2x); "
+          f"FPE per job whole / block {jacobian.KRYLOV_BLOCK}: {whole['fpe'] / cold['fpe']:.2f}x")
+    print(f"throughput warm / cold: {warm['per_min'] / cold['per_min']:.2f}x; "
           f"FPE per job cold / warm: {cold['fpe'] / warm['fpe']:.2f}x")
     if args.together:
         both = runs[-1][1]
