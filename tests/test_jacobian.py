@@ -201,7 +201,7 @@ def test_jvp_falls_back_to_reverse_mode_where_forward_ad_fails(problem, caplog):
         dense = torch.autograd.functional.jacobian(g, x).reshape(192, 192)
     V = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     lin = Linearization(g, x, chunk=2)
-    with caplog.at_level("WARNING", logger="locobank.loco.jacobian"):
+    with caplog.at_level("WARNING", logger="locobank.loco.linearization"):
         JV = lin.jvp(V)
     assert lin.reverse_jvp
     assert sum("reverse mode" in r.message for r in caplog.records) == 1  # said once, not per chunk

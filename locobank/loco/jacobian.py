@@ -1,15 +1,10 @@
-"""Top singular vectors of a (masked) Jacobian by subspace iteration, without forming it.
-
-``J V`` comes from forward-mode AD (``torch.func.jvp`` under ``vmap``) and ``J^T U`` from one
-reverse-mode linearisation (``torch.func.vjp``) reused across iterations. Attention runs on
-PyTorch's math SDPA kernel while tangents flow, since the fused CPU kernels have no
-forward-mode formula.
+"""Top singular vectors of a (masked) Jacobian by block Krylov (or subspace) iteration, without
+forming it: ``J V`` and ``J^T U`` come from one :class:`~.linearization.Linearization` of the
+model function at the state, reused across iterations.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 
 from dataclasses import dataclass, field
@@ -18,90 +13,19 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-log = logging.getLogger(__name__)
+from .linearization import Linearization, math_attention
+
 
 # How many new vectors a Krylov basis pushes through the model per iteration, at most (a basis of
 # rank r takes r + oversample, or this many if fewer). The Krylov space grows by the block each
 # iteration; a smaller block reaches the same accuracy with fewer Jacobian products and more,
-# cheaper iterations. Measured on the toy models (null rank 20: a block of 22 before), 2-core CPU:
-# finding directions took 540 Jacobian products instead of 310-350 and 1.4-1.6 times the time;
-# re-projecting two directions onto another face 1.4-1.9 times the time; every result within
-# 2e-3 rad of a run converged to 1e-5 (docs/performance.md). Blocks of 3 to 4 took fewer
-# products still but no less time (more iterations, each with its own Rayleigh-Ritz step). On a GPU,
-# where a small batch may cost as much as a large one, 0 (the whole block) may be faster.
+# cheaper iterations. Measured on the toy models' null bases of rank 20 (whole blocks of 22),
+# 2-core CPU: with blocks of 8 a harvest job took 310-350 Jacobian products instead of 520-560
+# and its time fell 1.4-1.6 times, a re-projection's 1.4-1.9 times, every result within 2e-3 rad
+# of a run converged to 1e-5 (docs/performance.md). Blocks of 3 to 4 took fewer products still
+# but no less time (more iterations, each with its own Rayleigh-Ritz step). On a GPU, where a
+# small batch may cost as much as a large one, 0 (the whole block) may be faster.
 KRYLOV_BLOCK = 8
-
-
-def math_attention():
-    """Context in which scaled_dot_product_attention uses its differentiable math path."""
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel([SDPBackend.MATH])
-    except ImportError:  # pragma: no cover - older torch
-        return contextlib.nullcontext()
-
-
-class Linearization:
-    """``fn`` linearised at ``x``: batched ``J v`` and ``J^T u`` in chunks of at most ``chunk``."""
-
-    def __init__(self, fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 16):
-        self.fn = fn
-        self.x = x.detach()
-        self.chunk = max(1, int(chunk))
-        with math_attention():
-            out, self._vjp = torch.func.vjp(fn, self.x)
-        self.out = out.detach()
-        self.jvp_calls = 0
-        self.vjp_calls = 0
-        self.reverse_jvp = False  # set once forward-mode AD has failed through fn
-
-    def _chunks(self, T: Tensor):
-        for i in range(0, T.shape[0], self.chunk):
-            yield T[i : i + self.chunk]
-
-    def jvp(self, V: Tensor) -> Tensor:
-        """``J v`` for each row of ``V`` (k, *x.shape) -> (k, *out.shape).
-
-        Forward-mode AD where the model's ops support it; where one does not (no forward formula,
-        or one that mixes dtypes, as layer norm's does in bf16 on some CUDA builds), ``J v`` comes
-        from reverse mode instead, as the derivative of the linear map ``u -> J^T u`` (slower, the
-        same numbers), and the log says so once."""
-        outs = []
-        with math_attention():
-            for c in self._chunks(V):
-                outs.append(self._jvp_chunk(c).detach())
-        self.jvp_calls += V.shape[0]
-        return torch.cat(outs)
-
-    def _jvp_chunk(self, V: Tensor) -> Tensor:
-        if not self.reverse_jvp:
-            try:
-                return torch.func.vmap(self._forward_one)(V)
-            except torch.OutOfMemoryError:
-                raise
-            except RuntimeError as e:
-                self.reverse_jvp = True
-                log.warning("forward-mode AD failed through this model (%s); computing J v in reverse mode",
-                            str(e).splitlines()[0][:200])
-        return torch.func.vmap(self._reverse_one)(V)
-
-    def _forward_one(self, v: Tensor) -> Tensor:
-        return torch.func.jvp(self.fn, (self.x,), (v,))[1]
-
-    def _reverse_one(self, v: Tensor) -> Tensor:
-        # u -> J^T u is linear, so its own VJP at any u, applied to v, is (J^T)^T v = J v.
-        _, back = torch.func.vjp(lambda u: self._vjp(u)[0], torch.zeros_like(self.out))
-        return back(v)[0]
-
-    def vjp(self, U: Tensor) -> Tensor:
-        """``J^T u`` for each row of ``U`` (k, *out.shape) -> (k, *x.shape)."""
-        outs = []
-        with math_attention():
-            for c in self._chunks(U):
-                outs.append(torch.func.vmap(self._vjp)(c)[0].detach())
-        self.vjp_calls += U.shape[0]
-        return torch.cat(outs)
 
 
 @dataclass
@@ -192,16 +116,7 @@ def block_subspace_svd(
     :data:`KRYLOV_BLOCK`; 0: the whole ``r + oversample``). A ``start`` then gives its first rows
     (put its principal ones first), as many as the block holds with ``oversample`` random ones.
     """
-    if method not in ("krylov", "subspace"):
-        raise ValueError(f"method must be 'krylov' or 'subspace', not {method!r}")
-    tols = [float(tol)] * len(masks) if isinstance(tol, (int, float)) else [float(t) for t in tol]
-    for name, per in (("watch", watch), ("start", start)):
-        if per is not None and len(per) != len(masks):
-            raise ValueError(f"{name} needs one entry (or None) per mask: {len(per)} for {len(masks)} masks")
-    block = KRYLOV_BLOCK if block is None else int(block)
-    if block < 0:
-        raise ValueError(f"block must be 0 (the whole block) or more, not {block}")
-    width = None if method == "subspace" or not block else block
+    tols, width = _checked(len(masks), tol, method, block, watch=watch, start=start)
     g = torch.Generator(device="cpu").manual_seed(seed)
     per = [[None] * len(masks) if p is None else p for p in (constraints, watch, start)]
     blocks = [None if r <= 0 else _new_block(lin, mask, r, oversample, tols[i], g, method, max_basis, *[p[i] for p in per],
@@ -216,6 +131,21 @@ def block_subspace_svd(
         if back:
             _backward(lin, back)
     return [None if b is None else _result(b, lin) for b in blocks]
+
+
+def _checked(n: int, tol, method: str, block: int | None, **per) -> tuple[list[float], int | None]:
+    """:func:`block_subspace_svd`'s arguments checked: one tolerance per mask, and the Krylov block
+    (None: whole blocks)."""
+    if method not in ("krylov", "subspace"):
+        raise ValueError(f"method must be 'krylov' or 'subspace', not {method!r}")
+    for name, rows in per.items():
+        if rows is not None and len(rows) != n:
+            raise ValueError(f"{name} needs one entry (or None) per mask: {len(rows)} for {n} masks")
+    block = KRYLOV_BLOCK if block is None else int(block)
+    if block < 0:
+        raise ValueError(f"block must be 0 (the whole block) or more, not {block}")
+    tols = [float(tol)] * n if isinstance(tol, (int, float)) else [float(t) for t in tol]
+    return tols, None if method == "subspace" or not block else block
 
 
 def _start_rows(x: Tensor, m: int, oversample: int, g: torch.Generator, S: Tensor | None) -> Tensor:
