@@ -63,9 +63,9 @@ def estimate(model: LoadedModel, pairs: Sequence[Pair], params, *, rounds: float
         torch.zeros(model.channels, model.resolution, model.resolution)
     x_t = core.noise_to(m, x[None].to(model.device), t, [0])[0]
     unit = core.forward_seconds(m, x_t, t)
-    block = jacobian.KRYLOV_BLOCK or 10**9
-    widths = [params.rank + 2] + ([params.null_rank + 2] if params.null_rank > 0 else [])
-    vectors = sum(min(w, block) for w in widths)  # what one round sends through the model
+    ranks = [params.rank] + ([params.null_rank] if params.null_rank > 0 else [])
+    vectors = sum(jacobian.block_width(r) for r in ranks)  # what one round sends through the model
+    limited = any(jacobian.block_width(r) < jacobian.block_width(r, block=0) for r in ranks)
     k = min(16, vectors)  # one chunk, as a round sends them
     lin = Linearization(m.family.predictor(t.step), x_t)
     V = torch.randn(k, *x_t.shape, device=x_t.device)
@@ -76,7 +76,7 @@ def estimate(model: LoadedModel, pairs: Sequence[Pair], params, *, rounds: float
     t0 = time.perf_counter()
     lin.vjp(U)
     vjp = core.fpe((time.perf_counter() - t0) / k, unit)
-    n = (ROUNDS_SMALL_BLOCK if max(widths) > block else ROUNDS) if rounds is None else float(rounds)
+    n = (ROUNDS_SMALL_BLOCK if limited else ROUNDS) if rounds is None else float(rounds)
     n = min(n, params.iters)
     job = 1 + n * vectors * (jvp + vjp) + params.rank * jvp  # linearisation, rounds, the final check
     inversion = params.steps  # one network pass per step (no decode: at most one FPE)

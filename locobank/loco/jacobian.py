@@ -5,10 +5,11 @@ model function at the state, reused across iterations.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -26,6 +27,26 @@ from .linearization import Linearization, math_attention
 # but no less time (more iterations, each with its own Rayleigh-Ritz step). On a GPU, where a
 # small batch may cost as much as a large one, 0 (the whole block) may be faster.
 KRYLOV_BLOCK = 8
+
+
+def block_width(rank: int, oversample: int = 2, block: int | None = None) -> int:
+    """How many new vectors a Krylov basis of ``rank`` pushes through the model per iteration:
+    ``rank + oversample``, or the block (None: :data:`KRYLOV_BLOCK`; 0: no limit) if fewer."""
+    m = rank + max(0, oversample)
+    block = KRYLOV_BLOCK if block is None else int(block)
+    return min(m, block) if block else m
+
+
+@contextlib.contextmanager
+def krylov_block(block: int) -> Iterator[None]:
+    """:data:`KRYLOV_BLOCK` set to ``block`` inside the ``with`` (0: whole blocks), and back after:
+    how the benchmarks run the path before the small blocks beside the shipped one."""
+    global KRYLOV_BLOCK
+    shipped, KRYLOV_BLOCK = KRYLOV_BLOCK, int(block)
+    try:
+        yield
+    finally:
+        KRYLOV_BLOCK = shipped
 
 
 @dataclass
@@ -173,7 +194,7 @@ def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g:
     m = min(D, r + max(0, oversample))
     if width is not None and S is not None:
         S = S[: max(1, width - max(0, oversample))]  # a start's first rows, its principal ones, fill the block
-    V0 = _start_rows(x, m if width is None else min(m, width), oversample, g, S)
+    V0 = _start_rows(x, min(D, block_width(r, oversample, width or 0)), oversample, g, S)
     if N is not None:
         N = N.reshape(N.shape[0], -1).to(device=x.device, dtype=x.dtype)
         V0 = V0 - (V0 @ N.T) @ N
@@ -343,5 +364,5 @@ def project_out(V: Tensor, N: Tensor) -> Tensor:
     return (P / norms).reshape(V.shape)
 
 
-__all__ = ["Linearization", "SubspaceResult", "block_subspace_svd", "jacobian_svd", "max_principal_angle",
+__all__ = ["KRYLOV_BLOCK", "Linearization", "SubspaceResult", "block_subspace_svd", "block_width", "krylov_block", "jacobian_svd", "max_principal_angle",
            "math_attention", "project_out"]

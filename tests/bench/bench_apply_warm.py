@@ -59,12 +59,11 @@ def main(argv=None) -> dict:
         ref = core.edit(model, imgs[i : i + 1], [(d, 0.0)]).images[0]  # the face unedited, untimed
         shipped = jacobian.KRYLOV_BLOCK
         for name, mem, block in (("whole", None, 0), ("cold", None, shipped), ("warm", memory, shipped)):
-            jacobian.KRYLOV_BLOCK = block
-            t0 = time.perf_counter()
-            r = core.edit(model, imgs[i : i + 1], [(d, lam)], mask=m, null_bases=mem)
-            row[name] = time.perf_counter() - t0
+            with jacobian.krylov_block(block):
+                t0 = time.perf_counter()
+                r = core.edit(model, imgs[i : i + 1], [(d, lam)], mask=m, null_bases=mem)
+                row[name] = time.perf_counter() - t0
             row[name + "_loc"] = core.locality(r.images[0] - ref, m)
-        jacobian.KRYLOV_BLOCK = shipped
         rows.append(row)
         print(f"face {i}: whole blocks {row['whole']:.2f} s (locality {row['whole_loc']:.3f}), block {shipped} "
               f"{row['cold']:.2f} s ({row['cold_loc']:.3f}), warm {row['warm']:.2f} s ({row['warm_loc']:.3f})", flush=True)

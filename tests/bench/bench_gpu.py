@@ -184,13 +184,8 @@ def parse(argv):
 def main(argv=None) -> dict:
     args = parse(argv)
     card = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU (no GPU)"
-    shipped = jacobian.KRYLOV_BLOCK
-    if args.krylov_block is not None:
-        jacobian.KRYLOV_BLOCK = args.krylov_block
-    try:
+    with jacobian.krylov_block(jacobian.KRYLOV_BLOCK if args.krylov_block is None else args.krylov_block):
         return _run(args, card)
-    finally:
-        jacobian.KRYLOV_BLOCK = shipped
 
 
 def _run(args, card: str) -> dict:

@@ -71,13 +71,11 @@ def main() -> None:
         tmp = Path(tmp)
         write_dataset(tmp / "faces", args.faces, HELD_OUT_SEED)
         pairs = discover(tmp / "faces", labels=set(args.labels.split(",")))
-        shipped = jacobian.KRYLOV_BLOCK
-        jacobian.KRYLOV_BLOCK = 0
-        whole = harvest(model, pairs, params, tmp / "whole.db", args.batch, warm=False)
-        jacobian.KRYLOV_BLOCK = shipped
+        with jacobian.krylov_block(0):
+            whole = harvest(model, pairs, params, tmp / "whole.db", args.batch, warm=False)
         cold = harvest(model, pairs, params, tmp / "cold.db", args.batch, warm=False)
         warm = harvest(model, pairs, params, tmp / "warm.db", args.batch, warm=True)
-        runs = [("cold, whole block (baseline)", whole), (f"cold, block {shipped}", cold), ("warm", warm)]
+        runs = [("cold, whole block (baseline)", whole), (f"cold, block {jacobian.KRYLOV_BLOCK}", cold), ("warm", warm)]
         if args.together:
             runs.append(("warm, together", harvest(model, pairs, params, tmp / "both.db", args.batch, True, True)))
     for name, r in runs:

@@ -77,12 +77,11 @@ def main() -> None:
         base = project_out(flat, res.Vh)
         sync()
         t_base = time.perf_counter() - start
-        shipped, jacobian.KRYLOV_BLOCK = jacobian.KRYLOV_BLOCK, 0
-        start = time.perf_counter()
-        whole = core.reproject(model, x_t, t, mask, V, null_rank=null_rank).reshape(flat.shape)
-        sync()
-        t_whole = time.perf_counter() - start
-        jacobian.KRYLOV_BLOCK = shipped
+        with jacobian.krylov_block(0):
+            start = time.perf_counter()
+            whole = core.reproject(model, x_t, t, mask, V, null_rank=null_rank).reshape(flat.shape)
+            sync()
+            t_whole = time.perf_counter() - start
         start = time.perf_counter()
         new = core.reproject(model, x_t, t, mask, V, null_rank=null_rank).reshape(flat.shape)
         sync()
