@@ -64,9 +64,8 @@ def run_online() -> None:
         return
     engine = make_engine(_url(), foreign_keys=False)
     try:
-        with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
-            _run(conn)
-            conn.commit()
+        with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
+            _run(conn)  # in one transaction begun here: alembic would commit each step on SQLite
     finally:
         engine.dispose()
 

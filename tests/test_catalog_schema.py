@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 
 from locobank.catalog import Catalog, resolve_url, upgrade
 from locobank.catalog.connect import _alembic_config, head_revision, make_engine
@@ -53,6 +53,23 @@ def test_upgrade_head_on_empty_postgres_equals_models(pg_url):
         )
         assert storage.scalar_one() == "e"
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrade_runs_every_step_in_one_transaction(backend, request):
+    """Alembic commits after each step on SQLite unless the transaction is the caller's; a worker
+    could then run the next step between two of another's with a stale plan (seen in CI as a
+    KeyError in 0005's batch copy). The whole upgrade commits once, holding the migration lock."""
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    engine = make_engine(url, foreign_keys=False)
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    try:
+        upgrade(url, engine=engine)
+    finally:
+        engine.dispose()
+    assert len(commits) == 1
+    assert_schema_is_models(url)
 
 
 def test_upgrade_is_idempotent_and_downgrade_empties(sqlite_url):

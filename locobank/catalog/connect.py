@@ -191,9 +191,11 @@ def upgrade(url: str | None = None, *, engine: Engine | None = None) -> str:
     # Foreign keys off while migrating: SQLite batch migrations copy tables that others reference.
     eng = engine if engine is not None else make_engine(url, foreign_keys=False)
     try:
-        with eng.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:  # one migrator at a time
+        with eng.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
+            # One transaction for every step, begun here: alembic would otherwise commit after each
+            # migration on SQLite (no transactional DDL, it assumes), and another worker could run
+            # the next step in between with a stale plan. BEGIN IMMEDIATE: one migrator at a time.
             command.upgrade(_alembic_config(url, conn), "head")
-            conn.commit()
     except SQLAlchemyError as e:
         raise CatalogError(f"cannot migrate the catalog at {safe_url(url)}: {e}") from e
     finally:
