@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from locobank.loco.jacobian import (Linearization, block_subspace_svd, jacobian_svd, math_attention,
+from locobank.loco.jacobian import (Linearization, block_subspace_svd, iteration_cap, jacobian_svd, math_attention,
                                     max_principal_angle, project_out)
 from tiny import tiny_unet
 
@@ -150,6 +150,26 @@ def test_a_small_krylov_block_finds_a_large_basis_with_fewer_products(problem):
     assert watched.Vh.shape == (24, 192) and watched.iterations >= 12  # 2 more rows an iteration
     with pytest.raises(ValueError, match="block"):
         block_subspace_svd(Linearization(fn, x), [outside], [12], block=-1)
+
+
+def test_the_iteration_cap_counts_whole_blocks(problem):
+    """``iters`` caps a basis at that many iterations of its whole block: grown 4 vectors at a time,
+    a rank-12 basis (blocks of 14) may take ceil(3 * 14 / 4) = 11 under a cap of 3, about the same
+    Jacobian products, and lands closer to the oracle than 3 whole blocks do (a plain cap of 3 small
+    blocks would hold 12 vectors, barely the rank)."""
+    fn, x, J, mask = problem
+    outside = ~mask.expand(3, 8, 8)
+    _, _, Vh0 = torch.linalg.svd(J * outside.reshape(-1, 1).float())
+    assert iteration_cap(3, 12, block=4) == 11 and iteration_cap(3, 12, block=0) == 3 and iteration_cap(3, 2) == 3
+    runs = {}
+    for block in (0, 4):
+        lin = Linearization(fn, x)
+        (res,) = block_subspace_svd(lin, [outside], [12], tol=1e-9, iters=3, block=block)
+        runs[block] = (res, lin.jvp_calls + lin.vjp_calls, max_principal_angle(Vh0[:12], res.Vh))
+        assert not res.converged
+    assert runs[0][0].iterations == 3 and runs[4][0].iterations == 11
+    assert runs[4][1] <= 1.1 * runs[0][1]
+    assert runs[4][2] < runs[0][2]
 
 
 @pytest.mark.slow

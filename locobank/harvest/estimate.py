@@ -77,7 +77,7 @@ def estimate(model: LoadedModel, pairs: Sequence[Pair], params, *, rounds: float
     lin.vjp(U)
     vjp = core.fpe((time.perf_counter() - t0) / k, unit)
     n = (ROUNDS_SMALL_BLOCK if limited else ROUNDS) if rounds is None else float(rounds)
-    n = min(n, params.iters)
+    n = min(n, max(jacobian.iteration_cap(params.iters, r) for r in ranks))  # the cap counts whole blocks
     job = 1 + n * vectors * (jvp + vjp) + params.rank * jvp  # linearisation, rounds, the final check
     inversion = params.steps  # one network pass per step (no decode: at most one FPE)
     jobs = len({(q.image, q.mask, str(q.condition)) for q in pairs})

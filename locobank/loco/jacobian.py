@@ -37,6 +37,16 @@ def block_width(rank: int, oversample: int = 2, block: int | None = None) -> int
     return min(m, block) if block else m
 
 
+def iteration_cap(iters: int, rank: int, oversample: int = 2, block: int | None = None) -> int:
+    """How many iterations a Krylov basis of ``rank`` may take under a cap of ``iters``: the cap counts
+    whole-block iterations, so a basis grown in a smaller block (:func:`block_width`) may take
+    proportionally more, cheaper ones, ``ceil(iters * (rank + oversample) / width)``: about the same
+    Jacobian products as before the small blocks (a cap of 12 then left the toy models' null bases
+    unconverged, their directions 1e-2 to 4e-2 rad off)."""
+    m = rank + max(0, oversample)
+    return math.ceil(int(iters) * m / max(1, block_width(rank, oversample, block)))
+
+
 @contextlib.contextmanager
 def krylov_block(block: int) -> Iterator[None]:
     """:data:`KRYLOV_BLOCK` set to ``block`` inside the ``with`` (0: whole blocks), and back after:
@@ -116,8 +126,8 @@ def block_subspace_svd(
     ``[V, A V, A^2 V, ...]`` with ``A = J_M^T J_M``, and takes Ritz vectors from that whole
     space: the same model calls per iteration, far fewer iterations when singular values are
     close. The basis restarts from the current Ritz vectors when it reaches ``max_basis`` rows.
-    A block stops when its top-``r`` subspace moves by less than ``tol`` radians (one value, or
-    one per block).
+    A block stops when its top-``r`` subspace moves by less than ``tol`` radians (one value, or one
+    per block), or unconverged after ``iters`` whole-block iterations' worth (:func:`iteration_cap`).
 
     ``constraints[i]``, when given, is a (k, D) matrix with orthonormal rows: block ``i`` then
     looks for its vectors in the orthogonal complement of those rows (``J_M (I - N^T N)``).
@@ -141,11 +151,11 @@ def block_subspace_svd(
     g = torch.Generator(device="cpu").manual_seed(seed)
     per = [[None] * len(masks) if p is None else p for p in (constraints, watch, start)]
     blocks = [None if r <= 0 else _new_block(lin, mask, r, oversample, tols[i], g, method, max_basis, *[p[i] for p in per],
-                                             width=width)
+                                             width=width, iters=iters)
               for i, (mask, r) in enumerate(zip(masks, ranks))]
     active = [b for b in blocks if b is not None]
-    for _ in range(iters):
-        live = [b for b in active if not b["done"]]
+    for _ in range(max((b["limit"] for b in active), default=0)):
+        live = [b for b in active if not b["done"] and b["it"] < b["limit"]]
         if not live:
             break
         back = _forward(lin, live)
@@ -186,9 +196,10 @@ def _start_rows(x: Tensor, m: int, oversample: int, g: torch.Generator, S: Tenso
 
 def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g: torch.Generator, method: str,
                max_basis: int | None, N: Tensor | None, W: Tensor | None, S: Tensor | None = None,
-               width: int | None = None) -> dict:
+               width: int | None = None, iters: int = 50) -> dict:
     """One block's state: a random or given start (off the constraint rows), its basis cap and stop
-    rules; ``width``: the Krylov block, at most this many start rows (given and random)."""
+    rules; ``width``: the Krylov block, at most this many start rows (given and random); ``iters``:
+    the cap in whole blocks (:func:`iteration_cap`)."""
     x = lin.x
     D = x.numel()
     m = min(D, r + max(0, oversample))
@@ -203,7 +214,8 @@ def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g:
         W = W.reshape(W.shape[0], -1).to(device=x.device, dtype=torch.float64)
     return {"N": N, "r": r, "m": m, "cap": cap, "tol": tol, "mask": _prepare_mask(mask, lin.out.shape, x.device),
             "V": _orth_rows(V0), "Q": None, "Y": None, "prev": None, "done": False, "it": 0,
-            "angle": math.inf, "hist": [], "watch": W, "shadow": None, "moved": None}
+            "angle": math.inf, "hist": [], "watch": W, "shadow": None, "moved": None,
+            "limit": iteration_cap(iters, r, oversample, width or 0)}
 
 
 def _forward(lin: Linearization, live: list[dict]) -> list[tuple[dict, Tensor]]:
@@ -364,5 +376,6 @@ def project_out(V: Tensor, N: Tensor) -> Tensor:
     return (P / norms).reshape(V.shape)
 
 
-__all__ = ["KRYLOV_BLOCK", "Linearization", "SubspaceResult", "block_subspace_svd", "block_width", "krylov_block", "jacobian_svd", "max_principal_angle",
+__all__ = ["KRYLOV_BLOCK", "Linearization", "SubspaceResult", "block_subspace_svd", "block_width", "iteration_cap",
+           "krylov_block", "jacobian_svd", "max_principal_angle",
            "math_attention", "project_out"]
