@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
-from .common import Finite, Stages, fail_on_library_errors, parse_floats, parse_seeds, refine_option
+from .common import Finite, Stages, fail_on_library_errors, parse_floats, parse_seeds, precision_option, refine_option
 from .db import db_option, open_catalog
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
                    "about half the spread of the change on our own toy faces) at about 5 times the previews' "
                    "cost (docs/image_search.md).")
 @refine_option("--query")
+@precision_option("--query")
 @click.option("--own", is_flag=True,
               help="With --query and --mask: apply, instead of each image's top hit, the image's own direction "
                    "in the mask that the hit points to: its own LOCO directions there, found at the hit's edit "
@@ -91,7 +92,7 @@ if TYPE_CHECKING:
 @click.option("--device", default=None, help="cuda, cpu, ... [cuda when present]")
 @db_option
 @fail_on_library_errors
-def apply(args, out, query, candidates, pool, blind, preview_steps, refine, own, clip_spec, domain, strength, mask, register, max_shift, spill_passes,
+def apply(args, out, query, candidates, pool, blind, preview_steps, refine, preview_precision, own, clip_spec, domain, strength, mask, register, max_shift, spill_passes,
           orthogonalize, sweep, seed, steps, resize, batch, prompt, negative_prompt, guidance, generate,
           model_override, device, db_url):
     """Apply ID[:STRENGTH] ... to IMAGE... (files, folders or globs).
@@ -121,7 +122,8 @@ def apply(args, out, query, candidates, pool, blind, preview_steps, refine, own,
 
     specs, words = split_args(args)
     req = ApplyRequest(images=expand_images(words) if words else [], out=out, specs=specs, query=query,
-                       candidates=candidates, pool=pool, blind=blind, preview_steps=preview_steps, refine=refine, own=own, clip=clip_spec, domain=domain, strength=strength, masks=list(mask),
+                       candidates=candidates, pool=pool, blind=blind, preview_steps=preview_steps, refine=refine,
+                       preview_precision=preview_precision, own=own, clip=clip_spec, domain=domain, strength=strength, masks=list(mask),
                        orthogonalize=orthogonalize, sweep=parse_floats(sweep) if sweep is not None else None,
                        resize=resize, batch=batch, model_override=model_override, device=device, seed=seed,
                        steps=steps, max_shift=max_shift, spill_passes=spill_passes, register=register,

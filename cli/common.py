@@ -14,7 +14,8 @@ from locobank.errors import ArgumentError, LocobankError
 FLAGS = {"specs": "ID[:STRENGTH]", "images": "IMAGE files", "query": "--query", "candidates": "--candidates", "pool": "--pool",
          "mask": "--mask", "masks": "--mask", "sweep": "--sweep", "out": "--out", "prompt": "--prompt",
          "negative_prompt": "--negative-prompt", "guidance": "--guidance", "generate": "--generate",
-         "preview_steps": "--preview-steps", "refine": "--refine", "blind": "--blind"}
+         "preview_steps": "--preview-steps", "refine": "--refine", "blind": "--blind",
+         "preview_precision": "--preview-precision"}
 
 
 def as_typed(e: LocobankError) -> str:
@@ -76,6 +77,16 @@ def refine_option(given_with: str):
                              "from the edit time (a preview closer to the full edit), re-calibrate their strengths "
                              "and re-order them; a hit that shows no gain there goes behind every one that does. "
                              "0: no second look [2] (docs/image_search.md).")
+
+
+def precision_option(given_with: str):
+    """``--preview-precision`` for a command whose hits are ranked by their previews; None when not
+    given: the library's default ("auto")."""
+    return click.option("--preview-precision", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
+                        help=f"With {given_with}: what the previews' network passes run in. auto: bfloat16 for a float32 "
+                             "pixel-space model on a device that computes it natively (a CUDA card with bf16, a CPU "
+                             "with AVX512-BF16 or AMX), else the model's own; the inversion and the re-localisation "
+                             "never change [auto] (docs/image_search.md).")
 
 
 def parse_floats(text: str, lo: float = -100.0, hi: float = 100.0) -> list[float]:

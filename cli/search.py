@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import Finite, Stages, fail_on_library_errors, refine_option
+from .common import Finite, Stages, fail_on_library_errors, precision_option, refine_option
 from .db import db_option, open_catalog
 
 CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b79k, ARCH@CHECKPOINT, or a folder."
@@ -44,6 +44,7 @@ CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b7
                    "prediction of the edited image; 5 predicts the full edit's ranking far better, at about "
                    "5 times the previews' cost (docs/image_search.md).")
 @refine_option("--image")
+@precision_option("--image")
 @click.option("--resize", is_flag=True, help="With --image: resize images and masks to the model's size.")
 @click.option("--device", default=None, help="With --image: torch device for the model (default: best available).")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON list (with --image: one entry per image).")
@@ -53,7 +54,7 @@ CLIP_HELP = "CLIP model: 'toy' (shipped), ARCH/TAG like ViT-B-32/laion2b_s34b_b7
 @db_option
 @fail_on_library_errors
 def search(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, images, prompt, pool, strength,
-           steps, preview_steps, refine, resize, device, as_json, sheet, db_url):
+           steps, preview_steps, refine, preview_precision, resize, device, as_json, sheet, db_url):
     """Find directions whose visible effect matches QUERY ("smile", "blond hair", "frown -> smile").
 
     Each hit shows the command that does the edit: its id with the strength to pass, whose sign
@@ -81,11 +82,12 @@ def search(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, 
     """
     if images:
         return _search_image(query, k, clip_spec, domain, model, label, list(masks), min_score, nprobe, list(images),
-                             prompt, pool, strength, steps, preview_steps, refine, resize, device, as_json, sheet,
-                             db_url)
+                             prompt, pool, strength, steps, preview_steps, refine, preview_precision, resize, device,
+                             as_json, sheet, db_url)
     for flag, given in (("--prompt", prompt is not None), ("--strength", strength is not None), ("--resize", resize),
                         ("--device", device is not None), ("--pool", pool != 32), ("--steps", steps is not None),
-                        ("--preview-steps", preview_steps != 1), ("--refine", refine is not None)):
+                        ("--preview-steps", preview_steps != 1), ("--refine", refine is not None),
+                        ("--preview-precision", preview_precision is not None)):
         if given:
             raise click.UsageError(f"{flag} goes with --image")
     if len(masks) > 1:
@@ -135,7 +137,7 @@ def _search_text(query, k, clip_spec, domain, model, label, mask_label, min_scor
 
 
 def _search_image(query, k, clip_spec, domain, model, label, masks, min_score, nprobe, images, prompt, pool, strength,
-                  steps, preview_steps, refine, resize, device, as_json, sheet, db_url) -> None:
+                  steps, preview_steps, refine, preview_precision, resize, device, as_json, sheet, db_url) -> None:
     """``search --image``: one image-aware ranking per image (:func:`locobank.rank.rank_for_images`)."""
     for flag, given in (("--label", label is not None), ("--min-score", min_score is not None),
                         ("--nprobe", nprobe is not None)):
@@ -155,7 +157,7 @@ def _search_image(query, k, clip_spec, domain, model, label, masks, min_score, n
         rankings = rank_for_images(cat, clip, query, images, masks=[Path(m) for m in masks] or None, prompt=prompt,
                                    pool=pool, model=model, domain=domain, strength=strength, resize=resize,
                                    device=device, progress=progress, steps=steps, preview_steps=preview_steps,
-                                   refine=refine)
+                                   refine=refine, precision=preview_precision)
         sheets = []
         if sheet is not None:
             for image, ranked in zip(images, rankings):

@@ -44,6 +44,17 @@ def _index_beside(cat: Catalog, db_file: Path, clip_id: str) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module", autouse=True)
+def float32_previews():
+    """The tests below compare previews with float32 computed densely: pin the previews' precision,
+    whatever the machine's bfloat16 (:func:`test_previews_in_bfloat16` tests that path)."""
+    from locobank.rank import preview
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(preview, "PREVIEW_PRECISION", "fp32")
+        yield
+
+
 @pytest.fixture(scope="module")
 def pixel(tmp_path_factory) -> dict:
     """The toy DDPM's directions of one face's mouth, embedded with the toy CLIP and indexed."""
@@ -104,6 +115,37 @@ def test_preview_is_the_posterior_mean_of_the_edited_state(pixel, cap, monkeypat
         torch.testing.assert_close(h.preview, want, atol=2e-5, rtol=0)
         torch.testing.assert_close(h.unedited, base, atol=2e-5, rtol=0)
         assert h.locality == 1.0  # no mask
+
+
+def test_previews_in_bfloat16(pixel, monkeypatch):
+    """precision "bf16" autocasts the previews' network passes: each preview lies within bfloat16's
+    error of the float32 one, its change within 10 %; "auto" picks it only for a float32 pixel
+    model on a device that computes bfloat16 natively; an unknown precision is refused."""
+    from types import SimpleNamespace
+
+    from locobank.errors import ArgumentError
+    from locobank.rank import preview
+
+    model = pixel["model"]
+    assert preview.preview_dtype(model, "fp32") is None and preview.preview_dtype(model, "bf16") is torch.bfloat16
+    for native, want in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(preview, "_native_bf16", lambda device, native=native: native)
+        assert preview.preview_dtype(model, "auto") is want
+    latent = SimpleNamespace(dtype=torch.float32, device="cpu", family=SimpleNamespace(bf16_previews=False))
+    half = SimpleNamespace(dtype=torch.float16, device="cpu", family=model.family)
+    assert preview.preview_dtype(latent, "auto") is None and preview.preview_dtype(half, "bf16") is None
+    with pytest.raises(ArgumentError, match="preview precision"):
+        preview.preview_dtype(model, "fp8")
+    with Catalog.open(pixel["db"]) as cat:
+        pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
+        runs = {p: {h.id: h for h in rank_pool(pool, pixel["clip"], "smile", pixel["face"], strength=3.0,
+                                               options=_fast(pool.model), refine=0, precision=p)}
+                for p in ("fp32", "bf16")}
+    for i, h in runs["bf16"].items():
+        f = runs["fp32"][i]
+        assert 1e-4 < float((h.preview - f.preview).abs().max()) < 0.05  # rounded, not broken
+        assert abs(h.change - f.change) < 0.1 * f.change
+        # scores are not compared: a faint change's CLIP gain is within bfloat16's noise (docs/image_search.md)
 
 
 def test_a_preview_in_several_steps_samples_the_edited_state_down_to_an_image(pixel):
@@ -394,6 +436,13 @@ def test_cli_search_image_refuses_what_does_not_fit(pixel, tmp_path):
     assert no_model.exit_code == 1 and "no direction of the model '2' matches 'smile'" in no_model.output
     refine_alone = run(cli, ["search", "smile", "--refine", "2", "--db", pixel["db"]])
     assert refine_alone.exit_code == 2 and "--refine goes with --image" in refine_alone.output
+    precision_alone = run(cli, ["search", "smile", "--preview-precision", "bf16", "--db", pixel["db"]])
+    assert precision_alone.exit_code == 2 and "--preview-precision goes with --image" in precision_alone.output
+    unknown = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--preview-precision", "fp8", "--db", pixel["db"]])
+    assert unknown.exit_code == 2 and "fp8" in unknown.output
+    blind = run(cli, ["apply", "--query", "smile", "--blind", "--preview-precision", "fp32", str(pixel["face"]),
+                      "--out", str(tmp_path / "o.png"), "--db", pixel["db"]])
+    assert blind.exit_code == 2 and "--preview-precision" in blind.output
     pixel_prompt = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--prompt", "a face",
                              "--device", "cpu", "--db", pixel["db"]])
     assert pixel_prompt.exit_code == 1 and "takes no prompt" in pixel_prompt.output

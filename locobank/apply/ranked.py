@@ -35,7 +35,7 @@ def ranked_candidates(catalog, clip, req: ApplyRequest,
     for image, mask in zip(req.images, masks_per_image(req.masks, len(req.images))):
         ranked = rank_pool(pool, clip, req.query, image, mask=mask, domain=req.domain, strength=size,
                            resize=req.resize, options=options, batch=req.batch, preview_steps=req.preview_steps,
-                           refine=req.refine, progress=progress)
+                           refine=req.refine, precision=req.preview_precision, progress=progress)
         top = ranked[: req.candidates]
         if req.own:
             out.append([own_candidate(pool.model, clip, req, image, mask, h, options, size, flip) for h in top])

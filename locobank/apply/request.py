@@ -36,6 +36,7 @@ class ApplyRequest:
     own: bool = False  # query with a mask: apply the image's own direction the hit points to (rank.own)
     preview_steps: int = 1  # query on image files: DDIM steps of each preview (ranking and calibrated strength)
     refine: int | None = None  # query on image files: hits looked at again in 5 steps (None: rank.REFINE_TOP)
+    preview_precision: str | None = None  # query on image files: the previews' dtype (None: rank.PREVIEW_PRECISION)
     clip: str = "toy"
     domain: str = "face"
     strength: float | None = None
@@ -76,6 +77,9 @@ class ApplyRequest:
         if self.refine is not None and (self.refine < 0 or (self.refine > 0 and not self.ranks_per_image())):
             raise ArgumentError("refine (0 or more) is for a query ranked by its previews on image files, not blind",
                                 params=("refine", "blind"))
+        if self.preview_precision is not None and not self.ranks_per_image():
+            raise ArgumentError("preview_precision is for a query ranked by its previews on image files, not blind",
+                                params=("preview_precision", "blind"))
         if self.own and not (self.query and self.masks and not self.blind and not self.generate):
             raise ArgumentError("own finds the image's own directions in its mask for a query: give query and "
                                 "one mask, on image files, without blind", params=("own", "query", "mask"))

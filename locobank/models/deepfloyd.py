@@ -32,6 +32,7 @@ class IFFamily(LatentFamily):
 
     name = "if"
     clip_sample = True  # pixels: clamp the predicted clean image when generating
+    bf16_previews = False  # not measured (locobank.rank.preview)
 
     def __init__(self, unet: Any, text_encoder: Any, tokenizer: Any, alphas_cumprod: Tensor, prediction_type: str,
                  device: torch.device, dtype: torch.dtype, condition: Condition | None = None):

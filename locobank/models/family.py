@@ -40,6 +40,7 @@ class ModelFamily(Protocol):
     state_shape: tuple[int, int, int]  # (C, h, w) of a state x_t and of a direction
     image_shape: tuple[int, int, int]  # (C, H, W) of the images; masks are H x W
     clip_sample: bool  # clamp predicted clean states to [-1, 1] when generating (pixels, not latents)
+    bf16_previews: bool  # image-aware previews may run in bfloat16 under "auto" (locobank.rank.preview)
 
     def encode(self, images: Tensor) -> Tensor:
         """Clean images (B, C, H, W) in [-1, 1] to clean states (B, *state_shape)."""
@@ -64,6 +65,7 @@ class PixelFamily:
 
     name = "pixel"
     clip_sample = True
+    bf16_previews = True  # measured on the toy pixel model: the same top hits (locobank.rank.preview)
     cond = None  # unconditional: takes no prompt
 
     def __init__(self, denoiser: Denoiser, channels: int, resolution: int):

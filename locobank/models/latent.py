@@ -31,6 +31,7 @@ class LatentFamily:
 
     name = "latent"
     clip_sample = False  # latents are not bounded to [-1, 1]
+    bf16_previews = False  # decoded previews moved too much in bfloat16 (locobank.rank.preview)
 
     def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, alphas_cumprod: Tensor,
                  prediction_type: str, device: torch.device, dtype: torch.dtype, condition: Condition | None = None,

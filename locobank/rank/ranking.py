@@ -195,14 +195,16 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
               domain: str = "face", strength: float | None = None, target: float = RANK_TARGET,
               resize: bool = False, options: EditOptions | None = None, steps: int | None = None,
               batch: int = 16, order: str = "verify", preview_steps: int = 1, refine: int | None = None,
-              progress: Progress | None = None) -> list[ImageHit]:
+              precision: str | None = None, progress: Progress | None = None) -> list[ImageHit]:
     """The pool's hits ranked for one image by their previews (``order``: see the module
     docstring), best first (ties keep the text search's order). ``options`` say how to invert and
     re-localise, as for ``apply`` (None: the model's settings; ``steps``, when given, replaces theirs);
     ``preview_steps`` how many DDIM steps each preview takes (1: the posterior mean). ``refine``
     hits (:func:`second_look`: the text search's first and the first of the one-step ranking) are
     then previewed again in :data:`REFINE_STEPS` steps (when ``preview_steps`` is fewer),
-    re-calibrated, and re-ordered among themselves (0: no second look; None: :data:`REFINE_TOP`)."""
+    re-calibrated, and re-ordered among themselves (0: no second look; None: :data:`REFINE_TOP`).
+    ``precision``: what the previews' network passes run in (:func:`.preview.preview_dtype`; None:
+    :data:`.preview.PREVIEW_PRECISION`, bfloat16 where the device computes it natively)."""
     from ..search import text_direction
 
     refine = REFINE_TOP if refine is None else refine
@@ -215,7 +217,7 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
     look = dict(strength=strength, target=target, batch=batch)
     states, previews = preview_pool(m, x, pool.directions, signs, pool.defaults, mask=mk,
                                     options=core.options_for(m, options, steps=steps), walk=preview_steps,
-                                    progress=progress, **look)
+                                    precision=precision, progress=progress, **look)
     text = text_direction(clip, query, domain)
     ranked = _image_hits(pool, clip, text, previews, mk, range(len(previews)), preview_steps)
     first = ordered([h.score for h in ranked], order)
@@ -264,7 +266,7 @@ def rank_for_image(catalog, clip, query: str, image: Path | Tensor, *, mask: Pat
                    index_folder: Path | None = None, strength: float | None = None, target: float = RANK_TARGET,
                    resize: bool = False, model_override: str | None = None, device: str | None = None,
                    options: EditOptions | None = None, steps: int | None = None, order: str = "verify",
-                   preview_steps: int = 1, refine: int | None = None,
+                   preview_steps: int = 1, refine: int | None = None, precision: str | None = None,
                    progress: Progress | None = None) -> list[ImageHit]:
     """The hits for ``query`` that work on *this* image, best first, each with the strength that
     makes its change visible there (or ``strength`` as given, along each hit's sign).
@@ -278,7 +280,7 @@ def rank_for_image(catalog, clip, query: str, image: Path | Tensor, *, mask: Pat
                            pool=pool, model=model, domain=domain, index_folder=index_folder, strength=strength,
                            target=target, resize=resize, model_override=model_override, device=device,
                            options=options, steps=steps, order=order, preview_steps=preview_steps,
-                           refine=refine, progress=progress)[0]
+                           refine=refine, precision=precision, progress=progress)[0]
 
 
 def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], *,
@@ -287,11 +289,11 @@ def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], 
                     strength: float | None = None, target: float = RANK_TARGET, resize: bool = False,
                     model_override: str | None = None, device: str | None = None,
                     options: EditOptions | None = None, steps: int | None = None, order: str = "verify",
-                    preview_steps: int = 1, refine: int | None = None,
+                    preview_steps: int = 1, refine: int | None = None, precision: str | None = None,
                     progress: Progress | None = None) -> list[list[ImageHit]]:
     """One ranking per image (:func:`rank_for_image`), the candidates searched and loaded once
     for all; ``masks`` is one mask for every image or one per image; ``preview_steps`` and
-    ``refine`` as for :func:`rank_pool`."""
+    ``refine`` and ``precision`` as for :func:`rank_pool`."""
     if not images:
         raise InputError("give at least one image to rank the hits for", params=("images",))
     per = masks_per_image(masks, len(images))
@@ -299,7 +301,7 @@ def rank_for_images(catalog, clip, query: str, images: Sequence[Path | Tensor], 
                            prompt=prompt, model_override=model_override, device=device)
     return [rank_pool(cands, clip, query, im, mask=mk, domain=domain, strength=strength, target=target,
                       resize=resize, options=options, steps=steps, order=order, preview_steps=preview_steps,
-                      refine=refine, progress=progress)
+                      refine=refine, precision=precision, progress=progress)
             for im, mk in zip(images, per)]
 
 

@@ -1,5 +1,7 @@
 """Benchmark: ranking a pool of candidates for one image by their previews (`search --image`)
 against `apply --query --candidates 5` (full edits of the top 5, best kept) on the same image.
+``--precision fp32,auto`` ranks with float32 previews and with the shipped choice (bfloat16 where the
+device computes it natively) in the same run.
 
 The candidates are the top ``--pool`` mouth directions of one held-out face (`find_directions`),
 as catalog hits would give them (registered on their source part); the images are other held-out
@@ -73,12 +75,16 @@ def main() -> None:
     ap.add_argument("--refine", default=None,
                     help="comma-separated numbers of hits the ranking looks at again in 5 steps (rank_pool's refine), "
                          "each ranked in the same run [the shipped one]")
+    ap.add_argument("--precision", default=None,
+                    help="comma-separated precisions of the previews' network passes (auto, bf16, fp32; "
+                         "rank_pool's precision), each ranked in the same run [the shipped one, auto]")
     args = ap.parse_args()
     from locobank.rank import REFINE_TOP
     from locobank.rank import preview as P
 
     tols = [float(v) for v in args.preview_tol.split(",")] if args.preview_tol else [P.PREVIEW_TOL]
     looks = [int(v) for v in args.refine.split(",")] if args.refine else [REFINE_TOP]
+    kinds = args.precision.split(",") if args.precision else [P.PREVIEW_PRECISION]
     torch.set_num_threads(args.threads)
     model = load_model(TOY_DDPM, device=args.device)
     clip = load_clip("toy", device=args.device)
@@ -90,7 +96,7 @@ def main() -> None:
     hw = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"toy model, {hw}; rank {args.pool} previews against best of {args.candidates} full edits; "
           f"{model.settings.steps} DDIM steps")
-    ratios: dict[str, list[float]] = {"cold": [], "warm": []}
+    ratios: dict[str, dict[str, list[float]]] = {k: {"cold": [], "warm": []} for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         for s in range(HELD_OUT_SEED + 1, HELD_OUT_SEED + 1 + args.images):
             f = face(s)
@@ -99,17 +105,20 @@ def main() -> None:
             Image.fromarray(f.masks["mouth"].astype("uint8") * 255).save(msk)
             for label, mask in (("plain", None), ("--mask", msk)):
                 full = [timed(lambda: apply_best_of(best, clip, text, [img], mask=mask)) for _ in range(2)]
-                for tol, look in [(t, r) for t in (tols if mask is not None else tols[:1]) for r in looks]:
+                for tol, look, kind in [(t, r, k) for t in (tols if mask is not None else tols[:1]) for r in looks
+                                        for k in kinds]:
                     P.PREVIEW_TOL = tol
-                    rank = [timed(lambda: rank_pool(pool, clip, "smile", img, mask=mask, refine=look)) for _ in range(2)]
-                    how = (f"{label} tol {tol:g}" if mask is not None else label) + f" refine {look}"
+                    rank = [timed(lambda: rank_pool(pool, clip, "smile", img, mask=mask, refine=look, precision=kind))
+                            for _ in range(2)]
+                    how = (f"{label} tol {tol:g}" if mask is not None else label) + f" refine {look} {kind}"
                     print(f"face {s} {how:>23}: rank {args.pool} cold {rank[0]:6.2f} s warm {rank[1]:6.2f} s; "
                           f"best of {args.candidates} cold {full[0]:6.2f} s warm {full[1]:6.2f} s; "
                           f"ratio cold {rank[0] / full[0]:.2f} warm {rank[1] / full[1]:.2f}")
-                    ratios["cold"].append(rank[0] / full[0])
-                    ratios["warm"].append(rank[1] / full[1])
-    print(f"ranking / full-edit choice, worst over images, masks and tolerances: cold {max(ratios['cold']):.2f}, "
-          f"warm {max(ratios['warm']):.2f} (the issue's bar: at most 0.25)")
+                    ratios[kind]["cold"].append(rank[0] / full[0])
+                    ratios[kind]["warm"].append(rank[1] / full[1])
+    for kind, r in ratios.items():
+        print(f"ranking / full-edit choice, previews {kind}, worst over images, masks and tolerances: "
+              f"cold {max(r['cold']):.2f}, warm {max(r['warm']):.2f} (the issue's bar: at most 0.25)")
 
 
 if __name__ == "__main__":
