@@ -43,7 +43,9 @@ from .db import db_option
                    "the inverted states are atypical and the mouth directions there are not local). "
                    "Directions are applied to inverted states either way. [model default, else inverted]")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM inversion steps [model default, else 50].")
-@click.option("--iters", type=click.IntRange(1, 1000), default=50, show_default=True, help="Subspace-iteration cap.")
+@click.option("--iters", type=click.IntRange(1, 1000), default=50, show_default=True, help="Subspace-iteration cap, counted in whole blocks: a basis grown a few vectors "
+                   "at a time (locobank.loco.jacobian.KRYLOV_BLOCK) may take proportionally more, cheaper "
+                   "iterations.")
 @click.option("--tol", type=Finite(0, 1, open_lo=True), default=1e-3, show_default=True, help="Convergence: subspace change in radians.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resize", is_flag=True, help="Resize images and masks to the model's size instead of failing the job.")

@@ -268,7 +268,7 @@ def eval_cmd(model_dir, faces, parts, t_edit, null_rank, strength, basis, jacobi
 @click.option("--unseen", type=click.IntRange(1, 200), default=20, show_default=True,
               help="Unseen faces for the locality, linearity and composition bars.")
 @click.option("--rank", type=click.IntRange(1, 20), default=3, show_default=True)
-@click.option("--iters", type=click.IntRange(1, 200), default=12, show_default=True, help="Iteration cap of the SVD.")
+@click.option("--iters", type=click.IntRange(1, 200), default=12, show_default=True, help="Iteration cap of the SVD, counted in whole blocks (as harvest --iters).")
 @click.option("--reuse", is_flag=True, help="Measure an existing run in --out instead of harvesting again.")
 @click.option("--spill-passes", type=click.IntRange(0, 20), default=None,
               help="Spill passes of the apply bars' edits, as `apply --spill-passes` [model default, else 2].")

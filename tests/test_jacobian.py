@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from locobank.loco.jacobian import (Linearization, block_subspace_svd, iteration_cap, jacobian_svd, math_attention,
+from locobank.loco.jacobian import (Linearization, block_subspace_svd, block_width, iteration_cap, jacobian_svd, math_attention,
                                     max_principal_angle, project_out)
 from tiny import tiny_unet
 
@@ -160,7 +160,8 @@ def test_the_iteration_cap_counts_whole_blocks(problem):
     fn, x, J, mask = problem
     outside = ~mask.expand(3, 8, 8)
     _, _, Vh0 = torch.linalg.svd(J * outside.reshape(-1, 1).float())
-    assert iteration_cap(3, 12, block=4) == 11 and iteration_cap(3, 12, block=0) == 3 and iteration_cap(3, 2) == 3
+    assert iteration_cap(3, 12, block=4) == 11 and iteration_cap(3, 12, block=0) == 3 and iteration_cap(3, 2) == 6
+    assert [block_width(r) for r in (1, 3, 5, 12, 20, 40)] == [2, 2, 3, 5, 8, 8] and block_width(5, block=0) == 7
     runs = {}
     for block in (0, 4):
         lin = Linearization(fn, x)

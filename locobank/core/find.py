@@ -146,8 +146,9 @@ def _assemble(model: LoadedModel, lin: Linearization, tt: int, x: Tensor, m: Ten
     energy = JV.flatten(1).pow(2).sum(1).clamp_min(1e-30)
     outside_share = (JV * _sides(model, m)[1]).flatten(1).pow(2).sum(1) / energy
     diag = _diagnostics(edit_res, null_res, lin, outside_share, seconds)
-    diag.update(mask_area=int(m.sum()), rank=rank, null_rank=0 if null_res is None else null_res.Vh.shape[0],
-                warm=list(start.columns))
+    null_rank = 0 if null_res is None else null_res.Vh.shape[0]
+    diag.update(mask_area=int(m.sum()), rank=rank, null_rank=null_rank, warm=list(start.columns),
+                krylov_widths=[jacobian.block_width(rank), jacobian.block_width(null_rank) if null_rank else 0])
     null_s = null_res.S if null_res is not None else torch.zeros(0)
     found = Start(edit_res.Vh.detach(), null_res.Vh.detach() if null_res is not None else None)
     return Directions(vectors=vectors.detach(), singular_values=edit_res.S.detach(),

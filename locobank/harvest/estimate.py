@@ -24,7 +24,8 @@ from ..models import LoadedModel, under
 from .inputs import Pair
 
 ROUNDS = 12  # rounds a cold job takes on the toy models in whole Krylov blocks (bench_warm.py: 10-13)
-# ... and in blocks of KRYLOV_BLOCK (8) when a basis is wider (null rank 20: bench_harvest.py, 11-18)
+# ... and in small blocks (a third of a basis's width, at most KRYLOV_BLOCK): null rank 20 in blocks of
+# 8, 11-20 (bench_harvest.py); rank 5 and null rank 5 in blocks of 3, 7-18 (docs/performance.md)
 ROUNDS_SMALL_BLOCK = 16
 
 

@@ -116,15 +116,15 @@ def dry_run(req: HarvestRequest) -> Estimate:
     any work: nothing is written, and the catalog is read (when it exists) only for the rounds
     its earlier jobs of this model took."""
     _, lm, params, pairs, _ = _inputs(req)
-    rounds = _recorded_rounds(req.db_url, lm.fingerprint)
+    rounds = _recorded_rounds(req.db_url, lm.fingerprint, params.rank, params.null_rank)
     if rounds is None:
         return estimate(lm, pairs, params)
     return estimate(lm, pairs, params, rounds=rounds[0], rounds_from=f"{rounds[1]} earlier jobs")
 
 
-def _recorded_rounds(db_url: str | None, fingerprint: str) -> tuple[float, int] | None:
-    """The mean rounds of the catalog's finished jobs of this model grown in the same Krylov blocks,
-    and how many; None without."""
+def _recorded_rounds(db_url: str | None, fingerprint: str, rank: int, null_rank: int) -> tuple[float, int] | None:
+    """The mean rounds of the catalog's finished jobs of this model whose bases grew as these ranks'
+    would now (the same Krylov block widths), and how many; None without."""
     from ..catalog import Catalog, resolve_url
     from ..loco import jacobian
     from ..errors import LocobankError
@@ -134,9 +134,9 @@ def _recorded_rounds(db_url: str | None, fingerprint: str) -> tuple[float, int] 
             diags = {d.job_id: d.diagnostics for d in cat.list_directions(fingerprint)}
     except (LocobankError, OSError):
         return None
-    block = jacobian.KRYLOV_BLOCK
+    widths = [jacobian.block_width(rank), jacobian.block_width(null_rank) if null_rank > 0 else 0]
     rounds = [max(d["iterations"], d.get("null_iterations", 0)) for d in diags.values()
-              if "iterations" in d and d.get("krylov_block", 0) == block]  # jobs before blocks: whole ones
+              if "iterations" in d and d.get("krylov_widths") == widths]  # older jobs did not record them
     return (sum(rounds) / len(rounds), len(rounds)) if rounds else None
 
 

@@ -17,24 +17,27 @@ from torch import Tensor
 from .linearization import Linearization, math_attention
 
 
-# How many new vectors a Krylov basis pushes through the model per iteration, at most (a basis of
-# rank r takes r + oversample, or this many if fewer). The Krylov space grows by the block each
-# iteration; a smaller block reaches the same accuracy with fewer Jacobian products and more,
-# cheaper iterations. Measured on the toy models' null bases of rank 20 (whole blocks of 22),
-# 2-core CPU: with blocks of 8 a harvest job took 310-350 Jacobian products instead of 520-560
-# and its time fell 1.4-1.6 times, a re-projection's 1.4-1.9 times, every result within 2e-3 rad
-# of a run converged to 1e-5 (docs/performance.md). Blocks of 3 to 4 took fewer products still
-# but no less time (more iterations, each with its own Rayleigh-Ritz step). On a GPU, where a
-# small batch may cost as much as a large one, 0 (the whole block) may be faster.
+# How many new vectors a Krylov basis pushes through the model per iteration, at most: a basis of
+# width m = rank + oversample pushes a third of it (at least 2), and never more than this. The Krylov
+# space grows by the block each iteration; a smaller block reaches the same accuracy with fewer
+# Jacobian products in more, cheaper iterations. Measured on the 2-core CPU (docs/performance.md):
+# - the toy models' null bases of rank 20 (whole blocks of 22) in blocks of 8: a harvest job took
+#   310-350 Jacobian products instead of 520-560 and 1.45-1.5 times less time, a re-projection
+#   1.4-1.9 times less, every result within 2e-3 rad of a run converged to 1e-5; blocks of 3 to 4
+#   took fewer products still but no less time there (each iteration's own overhead);
+# - rank 5 / null rank 5 jobs (whole blocks of 7; the reference comparisons) in blocks of 3: 1.2-1.6
+#   times less time on both toy models, 0.55-0.64 of the products, within 7.5e-4 rad of converged.
+# On a GPU, where a small batch may cost as much as a large one, 0 (the whole block) may be faster.
 KRYLOV_BLOCK = 8
 
 
 def block_width(rank: int, oversample: int = 2, block: int | None = None) -> int:
-    """How many new vectors a Krylov basis of ``rank`` pushes through the model per iteration:
-    ``rank + oversample``, or the block (None: :data:`KRYLOV_BLOCK`; 0: no limit) if fewer."""
+    """How many new vectors a Krylov basis of ``rank`` pushes through the model per iteration: a
+    third of its width ``rank + oversample`` (at least 2, at most the width), and at most the block
+    (None: :data:`KRYLOV_BLOCK`); with a block of 0, the whole width."""
     m = rank + max(0, oversample)
     block = KRYLOV_BLOCK if block is None else int(block)
-    return min(m, block) if block else m
+    return min(m, block, max(2, math.ceil(m / 3))) if block else m
 
 
 def iteration_cap(iters: int, rank: int, oversample: int = 2, block: int | None = None) -> int:
