@@ -69,12 +69,15 @@ from .db import db_option
 @click.option("--together", is_flag=True,
               help="Find a batch's jobs on the same image (its masks) together: one linearisation and their "
                    "vectors in the same model calls (a GPU win; on the 2-core CPU no faster).")
-@click.option("--cold", is_flag=True,
-              help="Start every job from random vectors instead of the bases of the jobs done before.")
+@click.option("--warm", is_flag=True,
+              help="Start each job from the catalog's bases for its mask label and edit time and from the jobs "
+                   "done before, instead of random vectors. The answer is the same to the tolerance; on the toy "
+                   "models it was no faster (other faces' bases start no closer than random ones), so jobs "
+                   "start cold unless asked (docs/performance.md).")
 @db_option
 @fail_on_library_errors
 def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit_for, jacobian_at, steps, iters, tol, seed, resize, batch, workers,
-            device, lease, max_attempts, retry_failed, plan_only, dry_run, together, cold, db_url):
+            device, lease, max_attempts, retry_failed, plan_only, dry_run, together, warm, db_url):
     """Find LOCO directions for every (image, mask) pair and store them in the catalog.
 
     Safe to repeat and to kill: finished jobs are kept, a job that was running is taken back at
@@ -93,7 +96,7 @@ def harvest(model, images, masks, labels, rank, null_rank, basis, t_edit, t_edit
     req = HarvestRequest(model=model, images=images, masks=masks,
                          labels={s.strip() for s in labels.split(",") if s.strip()} if labels else None, given=given,
                          workers=workers, device=device, batch=batch, lease_seconds=lease, max_attempts=max_attempts,
-                         retry_failed=retry_failed, plan_only=plan_only, db_url=db_url, warm_start=not cold,
+                         retry_failed=retry_failed, plan_only=plan_only, db_url=db_url, warm_start=warm,
                          together=together)
     if dry_run:
         _estimate(estimate(req))

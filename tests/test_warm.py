@@ -67,7 +67,7 @@ def _harvest(tmp_path, faces: int, *extra: str):
 
 @pytest.mark.slow
 def test_harvest_warm_starts_later_jobs_and_records_their_cost(tmp_path):
-    folder, db, _ = _harvest(tmp_path, 3, "--labels", "mouth", "--batch", "2")
+    folder, db, _ = _harvest(tmp_path, 3, "--labels", "mouth", "--batch", "2", "--warm")
     with Catalog.open(db) as cat:
         dirs = cat.list_directions()
         by_job = {d.job_id: d.diagnostics for d in dirs}
@@ -176,6 +176,7 @@ def test_harvest_together_finds_each_images_masks_in_one_group(tmp_path):
         diags = {d.job_id: d.diagnostics for d in cat.list_directions()}
     assert sorted(d.get("masks_together", 1) for d in diags.values()) == [2, 2, 2, 2]
     assert all(d["fpe"] > 0 for d in diags.values())
+    assert all(d["warm"] == [0, 0] for d in diags.values())  # without --warm, every job starts cold
 
 
 def test_reprojection_warm_started_from_the_image_before_gives_the_same_vectors(model):

@@ -34,7 +34,7 @@ class HarvestRequest:
     retry_failed: bool = False
     plan_only: bool = False
     db_url: str | None = None
-    warm_start: bool = True  # jobs start from the bases of those done before (harvest.warm)
+    warm_start: bool = False  # jobs start from the bases of those done before (harvest.warm); no faster measured
     together: bool = False  # a batch's jobs on one state go through the model together
 
 

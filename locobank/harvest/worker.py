@@ -241,7 +241,7 @@ def _states_by_time(model: LoadedModel, times: dict, ready: list, params: Harves
 
 def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, owner: str | None = None,
          batch: int = 4, lease_seconds: float = 600.0, max_attempts: int = 3,
-         on_job: Callable[[str, int], None] | None = None, warm_start: bool = True,
+         on_job: Callable[[str, int], None] | None = None, warm_start: bool = False,
          together: bool = False) -> Summary:
     """Claim and run jobs of ``run_id`` until none is left; returns what this worker did.
 
@@ -249,7 +249,9 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     inversion, or seeded noise with ``jacobian_at="noised"``); then each job's
     directions are found and committed with its job in one transaction. With ``warm_start`` each
     unsupervised job starts from the catalog's bases for its mask label and edit time and from
-    the jobs this worker finished last (:func:`locobank.harvest.warm.warm_start`). Each job's
+    the jobs this worker finished last (:func:`locobank.harvest.warm.warm_start`; off by default:
+    on the toy models other faces' bases start no closer than random vectors, and in small Krylov
+    blocks warm jobs ran 0.91-0.99 times as fast as cold ones, docs/performance.md). Each job's
     diagnostics record its cost in forward-pass equivalents (``fpe``: one forward pass of the
     model, timed on the batch's first state, is the unit). With ``together``, the batch's jobs on
     one state go through the model together (:func:`conditions.find_together`).
