@@ -174,7 +174,8 @@ def parse(argv):
     ap.add_argument("--skip-sd", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--krylov-block", type=int, default=None,
-                    help="vectors per basis per iteration, at most (0: the whole rank + 2) [KRYLOV_BLOCK]")
+                    help="vectors per basis per iteration, at most (a third of its width below that; 0: the whole "
+                         "rank + 2) [KRYLOV_BLOCK]")
     args = ap.parse_args(argv)
     args.pixel_size = args.pixel_size or (16 if args.tiny else 256)
     args.sd_size = args.sd_size or (64 if args.tiny else 512)
@@ -190,8 +191,10 @@ def main(argv=None) -> dict:
 
 def _run(args, card: str) -> dict:
     """Every measurement of :func:`main`, printed and returned."""
+    widths = [jacobian.block_width(r) for r in (args.rank, args.null_rank)]
     print(f"bench_gpu on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; Krylov block "
-          f"{jacobian.KRYLOV_BLOCK or 'whole'}, rank {args.rank}, null rank {args.null_rank}")
+          f"{jacobian.KRYLOV_BLOCK or 'whole'} (edit and null bases grow {widths[0]} and {widths[1]} vectors an "
+          f"iteration), rank {args.rank}, null rank {args.null_rank}")
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = pixel_folder(Path(tmp) / "pixel", args.pixel_size, args.tiny)
