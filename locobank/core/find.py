@@ -148,7 +148,7 @@ def _assemble(model: LoadedModel, lin: Linearization, tt: int, x: Tensor, m: Ten
     diag = _diagnostics(edit_res, null_res, lin, outside_share, seconds)
     null_rank = 0 if null_res is None else null_res.Vh.shape[0]
     diag.update(mask_area=int(m.sum()), rank=rank, null_rank=null_rank, warm=list(start.columns),
-                krylov_widths=[jacobian.block_width(rank), jacobian.block_width(null_rank) if null_rank else 0])
+                krylov_widths=jacobian.basis_widths(rank, null_rank))
     null_s = null_res.S if null_res is not None else torch.zeros(0)
     found = Start(edit_res.Vh.detach(), null_res.Vh.detach() if null_res is not None else None)
     return Directions(vectors=vectors.detach(), singular_values=edit_res.S.detach(),

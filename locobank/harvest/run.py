@@ -134,7 +134,7 @@ def _recorded_rounds(db_url: str | None, fingerprint: str, rank: int, null_rank:
             diags = {d.job_id: d.diagnostics for d in cat.list_directions(fingerprint)}
     except (LocobankError, OSError):
         return None
-    widths = [jacobian.block_width(rank), jacobian.block_width(null_rank) if null_rank > 0 else 0]
+    widths = jacobian.basis_widths(rank, null_rank)
     rounds = [max(d["iterations"], d.get("null_iterations", 0)) for d in diags.values()
               if "iterations" in d and d.get("krylov_widths") == widths]  # older jobs did not record them
     return (sum(rounds) / len(rounds), len(rounds)) if rounds else None

@@ -50,6 +50,12 @@ def iteration_cap(iters: int, rank: int, oversample: int = 2, block: int | None 
     return math.ceil(int(iters) * m / max(1, block_width(rank, oversample, block)))
 
 
+def basis_widths(rank: int, null_rank: int) -> list[int]:
+    """How many vectors a job's edit basis and null basis push per iteration (:func:`block_width`;
+    0 for no null basis): what its diagnostics record as ``krylov_widths``."""
+    return [block_width(rank), block_width(null_rank) if null_rank > 0 else 0]
+
+
 @contextlib.contextmanager
 def krylov_block(block: int) -> Iterator[None]:
     """:data:`KRYLOV_BLOCK` set to ``block`` inside the ``with`` (0: whole blocks), and back after:
@@ -206,9 +212,10 @@ def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g:
     x = lin.x
     D = x.numel()
     m = min(D, r + max(0, oversample))
+    w = min(D, block_width(r, oversample, width or 0))
     if width is not None and S is not None:
-        S = S[: max(1, width - max(0, oversample))]  # a start's first rows, its principal ones, fill the block
-    V0 = _start_rows(x, min(D, block_width(r, oversample, width or 0)), oversample, g, S)
+        S = S[: max(1, w - max(0, oversample))]  # a start's first rows, its principal ones, fill the block
+    V0 = _start_rows(x, w, oversample, g, S)
     if N is not None:
         N = N.reshape(N.shape[0], -1).to(device=x.device, dtype=x.dtype)
         V0 = V0 - (V0 @ N.T) @ N
@@ -379,6 +386,7 @@ def project_out(V: Tensor, N: Tensor) -> Tensor:
     return (P / norms).reshape(V.shape)
 
 
-__all__ = ["KRYLOV_BLOCK", "Linearization", "SubspaceResult", "block_subspace_svd", "block_width", "iteration_cap",
+__all__ = ["KRYLOV_BLOCK", "Linearization", "SubspaceResult", "basis_widths", "block_subspace_svd", "block_width",
+           "iteration_cap",
            "krylov_block", "jacobian_svd", "max_principal_angle",
            "math_attention", "project_out"]

@@ -156,25 +156,18 @@ def _posterior(model: LoadedModel, x_t: Tensor, t: int, deltas: Tensor, batch: i
                known: Tensor | None, autocast: torch.dtype | None = None) -> tuple[Tensor, Tensor | None]:
     """:func:`posterior_images`, and with ``walk`` 1 the posterior means they decode (in ``x_t``'s
     dtype); ``autocast``: the dtype the network passes run in (None: the model's)."""
-    if autocast is None:
-        return _posterior_passes(model, x_t, t, deltas, batch, walk, known)
-    with torch.autocast(x_t.device.type, dtype=autocast):
-        return _posterior_passes(model, x_t, t, deltas, batch, walk, known)
-
-
-def _posterior_passes(model: LoadedModel, x_t: Tensor, t: int, deltas: Tensor, batch: int, walk: int,
-                      known: Tensor | None) -> tuple[Tensor, Tensor | None]:
     images, means = [], []
     b = max(1, int(batch))
-    for i in range(0, len(deltas), b):
-        z = x_t + deltas[i : i + b].to(x_t.device, x_t.dtype)
-        first = None if known is None else known[i : i + b]
-        if walk <= 1:
-            x0 = model.denoiser.pmp(z, t).to(z.dtype) if first is None else first.to(z.device, z.dtype)
-            means.append(x0)
-        else:
-            x0 = ddim.sample(model.denoiser, z, t, int(walk), x0_first=first).to(z.dtype)
-        images.append(model.family.decode(x0).float())
+    with torch.autocast(x_t.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        for i in range(0, len(deltas), b):
+            z = x_t + deltas[i : i + b].to(x_t.device, x_t.dtype)
+            first = None if known is None else known[i : i + b]
+            if walk <= 1:
+                x0 = model.denoiser.pmp(z, t).to(z.dtype) if first is None else first.to(z.device, z.dtype)
+                means.append(x0)
+            else:
+                x0 = ddim.sample(model.denoiser, z, t, int(walk), x0_first=first).to(z.dtype)
+            images.append(model.family.decode(x0).float())
     return torch.cat(images), torch.cat(means) if means else None
 
 

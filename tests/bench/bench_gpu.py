@@ -191,7 +191,7 @@ def main(argv=None) -> dict:
 
 def _run(args, card: str) -> dict:
     """Every measurement of :func:`main`, printed and returned."""
-    widths = [jacobian.block_width(r) for r in (args.rank, args.null_rank)]
+    widths = jacobian.basis_widths(args.rank, args.null_rank)
     print(f"bench_gpu on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; Krylov block "
           f"{jacobian.KRYLOV_BLOCK or 'whole'} (edit and null bases grow {widths[0]} and {widths[1]} vectors an "
           f"iteration), rank {args.rank}, null rank {args.null_rank}")

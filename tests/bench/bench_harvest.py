@@ -76,7 +76,7 @@ def main() -> None:
             whole = harvest(model, pairs, params, tmp / "whole.db", args.batch, warm=False)
         cold = harvest(model, pairs, params, tmp / "cold.db", args.batch, warm=False)
         warm = harvest(model, pairs, params, tmp / "warm.db", args.batch, warm=True)
-        widths = [jacobian.block_width(r) for r in (params.rank, params.null_rank)]
+        widths = jacobian.basis_widths(params.rank, params.null_rank)
         runs = [("cold, whole blocks (baseline)", whole), (f"cold, blocks of {widths[0]} and {widths[1]}", cold),
                 ("warm (--warm)", warm)]
         if args.together:
