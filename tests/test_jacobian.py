@@ -173,22 +173,6 @@ def test_the_iteration_cap_counts_whole_blocks(problem):
     assert runs[4][2] < runs[0][2]
 
 
-def test_a_warm_start_fills_only_its_basis_block(problem):
-    """A rank-3 basis grows 2 vectors an iteration (a third of 5): a start of 10 rows gives its first
-    one, with the oversample's 2 random rows (3 rows a block), not 6 (8 rows: the cap of a block)."""
-    fn, x, _, mask = problem
-    sizes: list[int] = []
-
-    class Counting(Linearization):
-        def jvp(self, V):
-            sizes.append(V.shape[0])
-            return super().jvp(V)
-
-    start = torch.linalg.qr(torch.randn(192, 10, generator=torch.Generator().manual_seed(3)))[0].T
-    block_subspace_svd(Counting(fn, x), [mask.expand(3, 8, 8)], [3], iters=1, start=[start])
-    assert set(sizes) == {3}  # 1 start row + 2 random, then blocks as wide
-
-
 @pytest.mark.slow
 def test_watched_vectors_stop_the_iteration_once_their_projections_settle(problem):
     """With ``watch``, a block stops when the watched vectors' projections settle: never later

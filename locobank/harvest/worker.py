@@ -251,7 +251,7 @@ def work(catalog, model: LoadedModel, run_id: int, params: HarvestParams, *, own
     unsupervised job starts from the catalog's bases for its mask label and edit time and from
     the jobs this worker finished last (:func:`locobank.harvest.warm.warm_start`; off by default:
     on the toy models other faces' bases start no closer than random vectors, and in small Krylov
-    blocks warm jobs ran 0.96-1.03 times as fast as cold ones, docs/performance.md). Each job's
+    blocks warm jobs ran 0.73-0.99 times as fast as cold ones, docs/performance.md). Each job's
     diagnostics record its cost in forward-pass equivalents (``fpe``: one forward pass of the
     model, timed on the batch's first state, is the unit). With ``together``, the batch's jobs on
     one state go through the model together (:func:`conditions.find_together`).

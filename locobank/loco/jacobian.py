@@ -214,7 +214,7 @@ def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g:
     m = min(D, r + max(0, oversample))
     w = min(D, block_width(r, oversample, width or 0))
     if width is not None and S is not None:
-        S = S[: max(1, w - max(0, oversample))]  # a start's first rows, its principal ones, fill the block
+        S = S[: max(1, width - max(0, oversample))]  # a start's first rows, its principal ones, fill KRYLOV_BLOCK
     V0 = _start_rows(x, w, oversample, g, S)
     if N is not None:
         N = N.reshape(N.shape[0], -1).to(device=x.device, dtype=x.dtype)
