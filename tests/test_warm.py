@@ -106,7 +106,7 @@ def test_harvest_dry_run_estimates_the_cost_and_writes_nothing(tmp_path):
     out = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert "4 jobs on 2 images" in out.output
-    assert "per image: inversion 7 FPE" in out.output and "16.0 rounds (assumed)" in out.output
+    assert "per image: inversion 7 FPE" in out.output and "20.0 rounds (assumed)" in out.output
     assert "estimate:" in out.output and "FPE, about" in out.output
     assert not db.exists()
     # whole Krylov blocks (the path before the small ones) take fewer, wider rounds

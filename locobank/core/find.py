@@ -78,7 +78,7 @@ def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tens
     tt, x, null_rank, (m,) = _checked(model, x_te, t, [mask], rank, null_rank)
     inside, outside = _sides(model, m)
     begun = time.perf_counter()
-    lin = Linearization(model.family.predictor(tt), x, chunk=chunk)
+    lin = Linearization(model.family.predictor(tt), x, chunk=chunk, key=model.fingerprint)
     start = start or Start()
     null_res = None
     if null_rank > 0:
@@ -103,7 +103,7 @@ def find_many(model: LoadedModel, x_te: Tensor, t: float | int, masks: Sequence[
     if len(starts) != len(ms):
         raise InputError(f"give one start (or None) per mask: {len(starts)} for {len(ms)} masks")
     begun = time.perf_counter()
-    lin = Linearization(model.family.predictor(tt), x, chunk=chunk)
+    lin = Linearization(model.family.predictor(tt), x, chunk=chunk, key=model.fingerprint)
     sides = [_sides(model, m) for m in ms]
     res = block_subspace_svd(lin, [side for pair in sides for side in pair], [rank, null_rank] * len(ms), iters=iters,
                              tol=[tol, max(tol, null_tol)] * len(ms), seed=seed,

@@ -51,7 +51,7 @@ def find_supervised(source: LoadedModel, edit: LoadedModel, x_te: Tensor, t: flo
     m = check_mask(mask, tuple(shape[-2:]), need_outside=null_rank > 0).to(source.device)
     inside = m[None].expand(*shape)
     start = time.perf_counter()
-    lin = Linearization(source.family.predictor(tt), z[0], chunk=chunk)
+    lin = Linearization(source.family.predictor(tt), z[0], chunk=chunk, key=source.fingerprint)
     with torch.no_grad():
         delta = (edit.family.predictor(tt)(z[0]) - lin.out) * inside
     _check_change(delta, lin.out * inside)

@@ -142,7 +142,7 @@ def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vec
         return vectors
     m = check_mask(mask, (model.resolution, model.resolution)).to(model.device)
     outside = (~m)[None].expand(*model.family.image_shape)
-    lin = Linearization(model.family.predictor(tt), x[0])
+    lin = Linearization(model.family.predictor(tt), x[0], key=model.fingerprint)
     flat = vectors.to(model.device, torch.float32).reshape(vectors.shape[0], -1)
     start = memory.start(tt) if memory is not None else None
     (null_res,) = block_subspace_svd(lin, [outside], [null_rank], seed=seed, tol=tol, watch=[flat], start=[start])

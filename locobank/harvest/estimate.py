@@ -24,9 +24,9 @@ from ..models import LoadedModel, under
 from .inputs import Pair
 
 ROUNDS = 12  # rounds a cold job takes on the toy models in whole Krylov blocks (bench_warm.py: 10-13)
-# ... and in small blocks (a third of a basis's width, at most KRYLOV_BLOCK): null rank 20 in blocks of
-# 8, 11-20 (bench_harvest.py); rank 5 and null rank 5 in blocks of 3, 7-18 (docs/performance.md)
-ROUNDS_SMALL_BLOCK = 16
+# ... and in small blocks (a quarter of a basis's width, at most KRYLOV_BLOCK): null rank 20 in blocks of
+# 4, 16-25 on the toy models (docs/performance.md)
+ROUNDS_SMALL_BLOCK = 20
 
 
 @dataclass
@@ -68,7 +68,7 @@ def estimate(model: LoadedModel, pairs: Sequence[Pair], params, *, rounds: float
     vectors = sum(jacobian.block_width(r) for r in ranks)  # what one round sends through the model
     limited = any(jacobian.block_width(r) < jacobian.block_width(r, block=0) for r in ranks)
     k = min(16, vectors)  # one chunk, as a round sends them
-    lin = Linearization(m.family.predictor(t.step), x_t)
+    lin = Linearization(m.family.predictor(t.step), x_t, key=m.fingerprint)
     V = torch.randn(k, *x_t.shape, device=x_t.device)
     lin.vjp(lin.jvp(V[:1]))  # the first calls pay for setting up forward-mode AD and vmap: untimed
     t0 = time.perf_counter()

@@ -18,26 +18,28 @@ from .linearization import Linearization, math_attention
 
 
 # How many new vectors a Krylov basis pushes through the model per iteration, at most: a basis of
-# width m = rank + oversample pushes a third of it (at least 2), and never more than this. The Krylov
+# width m = rank + oversample pushes a quarter of it (at least 2), and never more than this. The Krylov
 # space grows by the block each iteration; a smaller block reaches the same accuracy with fewer
-# Jacobian products in more, cheaper iterations. Measured on the 2-core CPU (docs/performance.md):
-# - the toy models' null bases of rank 20 (whole blocks of 22) in blocks of 8: a harvest job took
-#   310-350 Jacobian products instead of 520-560 and 1.45-1.5 times less time, a re-projection
-#   1.4-1.9 times less, every result within 2e-3 rad of a run converged to 1e-5; blocks of 3 to 4
-#   took fewer products still but no less time there (each iteration's own overhead);
-# - rank 5 / null rank 5 jobs (whole blocks of 7; the reference comparisons) in blocks of 3: 1.2-1.6
-#   times less time on both toy models, 0.55-0.64 of the products, within 7.5e-4 rad of converged.
+# Jacobian products in more, cheaper iterations, as long as an iteration's own overhead stays small.
+# Measured on the 2-core CPU (docs/performance.md), 6 jobs per toy model, each against the job
+# converged to 1e-6:
+# - with J v in forward mode (a fixed ~0.06 s a call), the toy models' null bases of rank 20 (whole
+#   blocks of 22) paid best in blocks of 8 (harvest 1.4-1.5 times less time), rank 5 in blocks of 3;
+# - with J v in reverse mode (:data:`locobank.loco.linearization.JVP_MODE`, ~0.01 s a call), blocks of
+#   4 for rank 20 and of 2 for rank 3-5 took 1.2 (toy DDPM) and 1.1 (latent) times less time than
+#   blocks of 8 and 2-3, within 5.7e-4 rad of converged (blocks of 8: 4.8e-4); blocks of 2-3 for
+#   rank 20 were no faster and up to 1.7e-3 rad off.
 # On a GPU, where a small batch may cost as much as a large one, 0 (the whole block) may be faster.
-KRYLOV_BLOCK = 8
+KRYLOV_BLOCK = 4
 
 
 def block_width(rank: int, oversample: int = 2, block: int | None = None) -> int:
     """How many new vectors a Krylov basis of ``rank`` pushes through the model per iteration: a
-    third of its width ``rank + oversample`` (at least 2, at most the width), and at most the block
+    quarter of its width ``rank + oversample`` (at least 2, at most the width), and at most the block
     (None: :data:`KRYLOV_BLOCK`); with a block of 0, the whole width."""
     m = rank + max(0, oversample)
     block = KRYLOV_BLOCK if block is None else int(block)
-    return min(m, block, max(2, math.ceil(m / 3))) if block else m
+    return min(m, block, max(2, math.ceil(m / 4))) if block else m
 
 
 def iteration_cap(iters: int, rank: int, oversample: int = 2, block: int | None = None) -> int:
@@ -143,10 +145,9 @@ def block_subspace_svd(
 
     ``watch[i]``, when given, is a (k, D) matrix of vectors that the caller will project onto
     (or off) block ``i``'s subspace. The block then also stops when those projections move by
-    less than ``tol`` of each vector's norm from one iteration to the next: the answer the caller
-    needs has settled. A projection moves by at most the sine of the subspace's angle, so this
-    never stops later than the angle test (on the toy model's null bases, a few iterations
-    sooner at the same ``tol``; :func:`locobank.core.reproject`).
+    less than ``tol`` of each vector's norm over a whole block's worth of iterations (one in whole
+    blocks, ``ceil(m / width)`` in small ones): the answer the caller needs has settled
+    (:func:`locobank.core.reproject`).
 
     ``start[i]``, when given, is a (k, D) matrix of rows (any number) where block ``i`` starts,
     with ``oversample`` fresh random rows added; a wide start is cut to the top ``r + oversample``
@@ -224,7 +225,7 @@ def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g:
         W = W.reshape(W.shape[0], -1).to(device=x.device, dtype=torch.float64)
     return {"N": N, "r": r, "m": m, "cap": cap, "tol": tol, "mask": _prepare_mask(mask, lin.out.shape, x.device),
             "V": _orth_rows(V0), "Q": None, "Y": None, "prev": None, "done": False, "it": 0,
-            "angle": math.inf, "hist": [], "watch": W, "shadow": None, "moved": None,
+            "angle": math.inf, "hist": [], "watch": W, "shadow": None, "moved": None, "w": w,
             "limit": iteration_cap(iters, r, oversample, width or 0)}
 
 
@@ -289,16 +290,20 @@ def _narrow(b: dict) -> Tensor:
 
 def _watched_settled(b: dict) -> bool:
     """Whether the block's watched vectors' projections onto its current top subspace moved by
-    less than its ``tol`` (relative to each vector's norm) since the last iteration."""
+    less than its ``tol`` (relative to each vector's norm) over the last whole block's worth of
+    iterations (``ceil(m / width)``: one iteration in whole blocks). A basis grown a few vectors at
+    a time moves little per iteration however far from settled, so one iteration is too short a
+    look (in blocks of 4, a rank-20 null basis shared by several directions stopped with their
+    projections 30 % from settled)."""
     W = b["watch"]
     if W is None:
         return False
     top = b["top"].to(torch.float64)
-    shadow = (W @ top.T) @ top
-    before, b["shadow"] = b["shadow"], shadow
-    if before is None:
+    lag = max(1, math.ceil(b["m"] / max(1, b["w"])))
+    shadows = b["shadow"] = (b["shadow"] or [])[-lag:] + [(W @ top.T) @ top]
+    if len(shadows) <= lag:
         return False
-    b["moved"] = float(((shadow - before).norm(dim=1) / W.norm(dim=1).clamp_min(1e-30)).max())
+    b["moved"] = float(((shadows[-1] - shadows[0]).norm(dim=1) / W.norm(dim=1).clamp_min(1e-30)).max())
     return b["moved"] < b["tol"]
 
 

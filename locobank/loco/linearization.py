@@ -1,19 +1,59 @@
-"""A model function linearised at one state: batched ``J v`` by forward-mode AD (``torch.func.jvp``
-under ``vmap``) and ``J^T u`` from one reverse-mode linearisation (``torch.func.vjp``) reused
-across calls. Attention runs on PyTorch's math SDPA kernel while tangents flow, since the fused
-CPU kernels have no forward-mode formula.
+"""A model function linearised at one state: ``J^T u`` from one reverse-mode linearisation
+(``torch.func.vjp``) reused across calls, and batched ``J v`` either by forward-mode AD
+(``torch.func.jvp`` under ``vmap``) or as the derivative of that linear map ``u -> J^T u``, itself
+linearised once and reused (:data:`JVP_MODE`). Attention runs on PyTorch's math SDPA kernel while
+tangents flow, since the fused CPU kernels have no forward-mode formula.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable
+import time
+from typing import Callable, Hashable
 
 import torch
 from torch import Tensor
 
 log = logging.getLogger(__name__)
+
+# How ``J v`` is computed: "forward" (forward-mode AD, which runs the model's forward pass again with
+# tangents each call), "reverse" (the derivative of ``u -> J^T u``, linearised once per state and
+# reused: each call is one pass back through the backward graph), or "auto": on the CPU, the faster
+# of the two, timed on the first call (and remembered per model, see ``key``); forward elsewhere.
+# Measured on the 2-core CPU (docs/performance.md): on the toy models' 32-pixel UNets forward mode
+# costs a fixed ~0.06 s a call (per-operation overhead), the reused reverse map ~0.01 s, so J v of
+# 2-3 vectors took 2.1-2.4 times less time in reverse; on the ddpm-celebahq-256 architecture at 64²,
+# where the arithmetic dominates, reverse took 1.8 times longer and 0.23 GiB more. The same numbers
+# to 1e-6 either way. On a GPU forward mode is the measured path (the H200 figures), and the reverse
+# map would hold the backward pass's own graph in GPU memory.
+JVP_MODE = "auto"
+JVP_MODES = ("auto", "forward", "reverse")
+_CHOSEN: dict[Hashable, bool] = {}  # auto's choice per (key, state shape, dtype, device): reverse or not
+
+
+def resolve_jvp_mode(mode: str | None, device: torch.device) -> str:
+    """``mode`` (None: :data:`JVP_MODE`) for ``device``: "forward", "reverse", or "auto" where the
+    choice is timed (the CPU)."""
+    mode = JVP_MODE if mode is None else mode
+    if mode not in JVP_MODES:
+        raise ValueError(f"the J v mode must be one of {', '.join(JVP_MODES)}, not {mode!r}")
+    if mode == "auto" and torch.device(device).type != "cpu":
+        return "forward"
+    return mode
+
+
+@contextlib.contextmanager
+def jvp_mode(mode: str):
+    """:data:`JVP_MODE` set to ``mode`` inside the ``with``, and back after: how the benchmarks run
+    the forward-mode path beside the shipped one."""
+    global JVP_MODE
+    resolve_jvp_mode(mode, torch.device("cpu"))
+    shipped, JVP_MODE = JVP_MODE, mode
+    try:
+        yield
+    finally:
+        JVP_MODE = shipped
 
 
 def math_attention():
@@ -27,9 +67,12 @@ def math_attention():
 
 
 class Linearization:
-    """``fn`` linearised at ``x``: batched ``J v`` and ``J^T u`` in chunks of at most ``chunk``."""
+    """``fn`` linearised at ``x``: batched ``J v`` and ``J^T u`` in chunks of at most ``chunk``;
+    ``mode``: how ``J v`` is computed (None: :data:`JVP_MODE`); ``key``: what identifies ``fn``'s
+    model (its fingerprint), so that auto's timed choice is made once per model, not per state."""
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 16):
+    def __init__(self, fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 16, mode: str | None = None,
+                 key: Hashable | None = None):
         self.fn = fn
         self.x = x.detach()
         self.chunk = max(1, int(chunk))
@@ -38,7 +81,11 @@ class Linearization:
         self.out = out.detach()
         self.jvp_calls = 0
         self.vjp_calls = 0
-        self.reverse_jvp = False  # set once forward-mode AD has failed through fn
+        mode = resolve_jvp_mode(mode, self.x.device)
+        self._memo = None if key is None else (key, tuple(self.x.shape), self.x.dtype, str(self.x.device))
+        # J v in reverse mode (chosen, timed faster, or since forward-mode AD failed); None: not timed yet
+        self.reverse_jvp: bool | None = mode == "reverse" if mode != "auto" else _CHOSEN.get(self._memo)
+        self._transpose = None  # the linear map v -> J v, as the VJP of u -> J^T u (built on first use)
 
     def _chunks(self, T: Tensor):
         for i in range(0, T.shape[0], self.chunk):
@@ -47,16 +94,40 @@ class Linearization:
     def jvp(self, V: Tensor) -> Tensor:
         """``J v`` for each row of ``V`` (k, *x.shape) -> (k, *out.shape).
 
-        Forward-mode AD where the model's ops support it; where one does not (no forward formula,
-        or one that mixes dtypes, as layer norm's does in bf16 on some CUDA builds), ``J v`` comes
-        from reverse mode instead, as the derivative of the linear map ``u -> J^T u`` (slower, the
-        same numbers), and the log says so once."""
+        In reverse mode, as the derivative of the linear map ``u -> J^T u``, linearised once. In
+        forward mode where the model's ops support it; where one does not (no forward formula, or
+        one that mixes dtypes, as layer norm's does in bf16 on some CUDA builds), in reverse mode
+        instead (the same numbers), and the log says so once. Under "auto" on the CPU the first
+        chunk for a model runs both ways, twice, timed, and the faster one serves from then on."""
         outs = []
         with math_attention():
             for c in self._chunks(V):
-                outs.append(self._jvp_chunk(c).detach())
+                outs.append((self._timed_choice(c) if self.reverse_jvp is None else self._jvp_chunk(c)).detach())
         self.jvp_calls += V.shape[0]
         return torch.cat(outs)
+
+    def _timed_choice(self, V: Tensor) -> Tensor:
+        """``J v`` of one chunk both ways, each once untimed (a first call pays one-off set-up) and
+        once timed; the faster way is kept (the reverse map's build not counted: it serves every
+        later call on this state)."""
+        try:
+            out = torch.func.vmap(self._forward_one)(V)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError:
+            self.reverse_jvp = False
+            return self._jvp_chunk(V)  # forward mode fails here: the fallback says so
+        self._build_transpose()
+        torch.func.vmap(self._reverse_one)(V)
+        seconds = []
+        for one in (self._forward_one, self._reverse_one):
+            start = time.perf_counter()
+            torch.func.vmap(one)(V)
+            seconds.append(time.perf_counter() - start)
+        self.reverse_jvp = seconds[1] < seconds[0]
+        if self._memo is not None:
+            _CHOSEN[self._memo] = self.reverse_jvp
+        return out
 
     def _jvp_chunk(self, V: Tensor) -> Tensor:
         if not self.reverse_jvp:
@@ -68,15 +139,19 @@ class Linearization:
                 self.reverse_jvp = True
                 log.warning("forward-mode AD failed through this model (%s); computing J v in reverse mode",
                             str(e).splitlines()[0][:200])
+        self._build_transpose()
         return torch.func.vmap(self._reverse_one)(V)
+
+    def _build_transpose(self) -> None:
+        if self._transpose is None:  # built here, outside vmap, once per state
+            _, self._transpose = torch.func.vjp(lambda u: self._vjp(u)[0], torch.zeros_like(self.out))
 
     def _forward_one(self, v: Tensor) -> Tensor:
         return torch.func.jvp(self.fn, (self.x,), (v,))[1]
 
     def _reverse_one(self, v: Tensor) -> Tensor:
         # u -> J^T u is linear, so its own VJP at any u, applied to v, is (J^T)^T v = J v.
-        _, back = torch.func.vjp(lambda u: self._vjp(u)[0], torch.zeros_like(self.out))
-        return back(v)[0]
+        return self._transpose(v)[0]
 
     def vjp(self, U: Tensor) -> Tensor:
         """``J^T u`` for each row of ``U`` (k, *out.shape) -> (k, *x.shape)."""
@@ -88,4 +163,4 @@ class Linearization:
         return torch.cat(outs)
 
 
-__all__ = ["Linearization", "math_attention"]
+__all__ = ["JVP_MODE", "JVP_MODES", "Linearization", "jvp_mode", "math_attention", "resolve_jvp_mode"]

@@ -1,6 +1,7 @@
 """Benchmark: `apply --mask` over a folder of faces: each image's re-projection from a random null
-basis grown in whole blocks (the baseline, before 2026-12-07), the same in small Krylov blocks
-(:data:`locobank.loco.jacobian.KRYLOV_BLOCK`), and warm (started from the null basis of the face
+basis grown in whole blocks with J v in forward mode (the baseline, before 2026-12-07), the shipped
+path (small Krylov blocks, :data:`locobank.loco.jacobian.KRYLOV_BLOCK`, and J v as
+:data:`locobank.loco.linearization.JVP_MODE` says), and warm (started from the null basis of the face
 before, ``core.NullBases``).
 
 One mouth direction (found on a held-out face, with its part, as the catalog gives it) is applied
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from locobank import core  # noqa: E402
 from locobank.loco import jacobian  # noqa: E402
+from locobank.loco.linearization import JVP_MODE, jvp_mode  # noqa: E402
 from locobank.loco.register import PartPrint, profiles  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import resolve_model  # noqa: E402
@@ -58,19 +60,21 @@ def main(argv=None) -> dict:
         row = {}
         ref = core.edit(model, imgs[i : i + 1], [(d, 0.0)]).images[0]  # the face unedited, untimed
         shipped = jacobian.KRYLOV_BLOCK
-        for name, mem, block in (("whole", None, 0), ("cold", None, shipped), ("warm", memory, shipped)):
-            with jacobian.krylov_block(block):
+        for name, mem, block, mode in (("whole", None, 0, "forward"), ("cold", None, shipped, None),
+                                       ("warm", memory, shipped, None)):
+            with jacobian.krylov_block(block), jvp_mode(mode or JVP_MODE):
                 t0 = time.perf_counter()
                 r = core.edit(model, imgs[i : i + 1], [(d, lam)], mask=m, null_bases=mem)
                 row[name] = time.perf_counter() - t0
             row[name + "_loc"] = core.locality(r.images[0] - ref, m)
         rows.append(row)
-        print(f"face {i}: whole blocks {row['whole']:.2f} s (locality {row['whole_loc']:.3f}), block {shipped} "
+        print(f"face {i}: whole blocks, forward J v {row['whole']:.2f} s (locality {row['whole_loc']:.3f}), block {shipped} "
               f"{row['cold']:.2f} s ({row['cold_loc']:.3f}), warm {row['warm']:.2f} s ({row['warm_loc']:.3f})", flush=True)
     whole, cold, warm = (statistics.mean(r[k] for r in rows[1:]) for k in ("whole", "cold", "warm"))
     print(f"{args.model}, {args.faces} faces, {args.label}, 2-core CPU (shared): one forward pass {1000 * unit:.1f} ms")
-    print(f"per face after the first: whole blocks {whole:.2f} s = {whole / unit:.0f} FPE, block {jacobian.KRYLOV_BLOCK} "
-          f"{cold:.2f} s = {cold / unit:.0f} FPE, warm {warm:.2f} s = {warm / unit:.0f} FPE; block / whole "
+    print(f"per face after the first: whole blocks, forward J v {whole:.2f} s = {whole / unit:.0f} FPE, block "
+          f"{jacobian.KRYLOV_BLOCK}, J v {JVP_MODE} "
+          f"{cold:.2f} s = {cold / unit:.0f} FPE, warm {warm:.2f} s = {warm / unit:.0f} FPE; shipped / baseline "
           f"{whole / cold:.2f}x, warm / whole {whole / warm:.2f}x (bar 2x)")
     loc = {k: statistics.mean(r[k + "_loc"] for r in rows) for k in ("whole", "cold", "warm")}
     print(f"locality: whole blocks {loc['whole']:.3f}, block {jacobian.KRYLOV_BLOCK} {loc['cold']:.3f}, warm {loc['warm']:.3f}; "

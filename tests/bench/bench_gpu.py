@@ -13,6 +13,7 @@ image, so they measure the mechanism, not how well real directions transfer.
     python tests/bench/bench_gpu.py                 # CUDA: both architectures, fp32 and bf16
     python tests/bench/bench_gpu.py --tiny --device cpu --dtypes fp32   # the reduced CPU run (a test)
     python tests/bench/bench_gpu.py --null-rank 20 --krylov-block 0     # whole Krylov blocks, to compare
+    python tests/bench/bench_gpu.py --skip-sd --jvp-mode reverse         # J v from the reused reverse map
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from locobank import core  # noqa: E402
 from locobank.core.warm import part_of, start_from  # noqa: E402
 from locobank.loco import jacobian  # noqa: E402
 from locobank.loco.jacobian import max_principal_angle  # noqa: E402
+from locobank.loco.linearization import JVP_MODE, JVP_MODES, jvp_mode, resolve_jvp_mode  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.models.latent import conditioned  # noqa: E402
 
@@ -174,8 +176,11 @@ def parse(argv):
     ap.add_argument("--skip-sd", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--krylov-block", type=int, default=None,
-                    help="vectors per basis per iteration, at most (a third of its width below that; 0: the whole "
+                    help="vectors per basis per iteration, at most (a quarter of its width below that; 0: the whole "
                          "rank + 2) [KRYLOV_BLOCK]")
+    ap.add_argument("--jvp-mode", choices=JVP_MODES, default=None,
+                    help="how J v is computed: forward-mode AD, the reused reverse map, or auto (reverse on the CPU, "
+                         "forward on a GPU) [JVP_MODE]")
     args = ap.parse_args(argv)
     args.pixel_size = args.pixel_size or (16 if args.tiny else 256)
     args.sd_size = args.sd_size or (64 if args.tiny else 512)
@@ -185,7 +190,8 @@ def parse(argv):
 def main(argv=None) -> dict:
     args = parse(argv)
     card = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU (no GPU)"
-    with jacobian.krylov_block(jacobian.KRYLOV_BLOCK if args.krylov_block is None else args.krylov_block):
+    with jacobian.krylov_block(jacobian.KRYLOV_BLOCK if args.krylov_block is None else args.krylov_block), \
+            jvp_mode(args.jvp_mode or JVP_MODE):
         return _run(args, card)
 
 
@@ -194,7 +200,8 @@ def _run(args, card: str) -> dict:
     widths = jacobian.basis_widths(args.rank, args.null_rank)
     print(f"bench_gpu on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; Krylov block "
           f"{jacobian.KRYLOV_BLOCK or 'whole'} (edit and null bases grow {widths[0]} and {widths[1]} vectors an "
-          f"iteration), rank {args.rank}, null rank {args.null_rank}")
+          f"iteration), J v {resolve_jvp_mode(None, torch.device(args.device))} mode, rank {args.rank}, "
+          f"null rank {args.null_rank}")
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = pixel_folder(Path(tmp) / "pixel", args.pixel_size, args.tiny)

@@ -1,12 +1,13 @@
-"""Benchmark: harvest throughput on a toy model: the Krylov blocks of the path before (every basis
-pushes its whole ``r + oversample`` vectors each iteration) against the shipped small blocks
-(:func:`locobank.loco.jacobian.block_width`: a third of each basis, at most ``KRYLOV_BLOCK``),
+"""Benchmark: harvest throughput on a toy model: the path before (every basis pushes its whole
+``r + oversample`` vectors each iteration, J v in forward mode) against the shipped one (small
+blocks, :func:`locobank.loco.jacobian.block_width`: a quarter of each basis, at most
+``KRYLOV_BLOCK``; J v as :data:`locobank.loco.linearization.JVP_MODE` says: reverse on the CPU),
 cold against warm-started jobs (``--warm``), and what the catalog costs on top of finding
 directions.
 
 The same jobs run through plan() + work(), each run into a fresh SQLite catalog: every job from
-random vectors with the whole block (``warm_start=False``, the baseline), the same with the
-shipped block, then warm-started (``warm_start=True``: each job starts from the bases of the jobs
+random vectors with the whole block and forward J v (``warm_start=False``, the baseline), small
+blocks with forward J v, the shipped path, then warm-started (``warm_start=True``: each job starts from the bases of the jobs
 its worker finished before; the catalog is empty at first). Each prints directions per minute, and each job's cost in
 forward-pass equivalents (FPE, from its diagnostics: one forward pass of the model, timed in the
 same run, is the unit). Overhead = everything but finding directions, within the run.
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from locobank.catalog import Catalog  # noqa: E402
 from locobank.harvest import HarvestParams, discover, plan, work  # noqa: E402
 from locobank.loco import jacobian  # noqa: E402
+from locobank.loco.linearization import jvp_mode, resolve_jvp_mode  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import resolve_model  # noqa: E402
 from locobank.toyworld import HELD_OUT_SEED, write_dataset  # noqa: E402
@@ -72,23 +74,28 @@ def main() -> None:
         tmp = Path(tmp)
         write_dataset(tmp / "faces", args.faces, HELD_OUT_SEED)
         pairs = discover(tmp / "faces", labels=set(args.labels.split(",")))
-        with jacobian.krylov_block(0):
+        with jacobian.krylov_block(0), jvp_mode("forward"):
             whole = harvest(model, pairs, params, tmp / "whole.db", args.batch, warm=False)
+        with jvp_mode("forward"):
+            small = harvest(model, pairs, params, tmp / "small.db", args.batch, warm=False)
         cold = harvest(model, pairs, params, tmp / "cold.db", args.batch, warm=False)
         warm = harvest(model, pairs, params, tmp / "warm.db", args.batch, warm=True)
         widths = jacobian.basis_widths(params.rank, params.null_rank)
-        runs = [("cold, whole blocks (baseline)", whole), (f"cold, blocks of {widths[0]} and {widths[1]}", cold),
+        runs = [("cold, whole blocks, forward J v (baseline)", whole),
+                (f"cold, blocks of {widths[0]} and {widths[1]}, forward J v", small),
+                (f"cold, the same, J v {resolve_jvp_mode(None, torch.device('cpu'))} (shipped)", cold),
                 ("warm (--warm)", warm)]
         if args.together:
             runs.append(("warm, together", harvest(model, pairs, params, tmp / "both.db", args.batch, True, True)))
     for name, r in runs:
         s = r["summary"]
         inside = s.seconds - s.find_seconds
-        print(f"{name:28s} {r['seconds']:7.2f} s, {s.done} jobs, {s.directions} directions: "
+        print(f"{name:44s} {r['seconds']:7.2f} s, {s.done} jobs, {s.directions} directions: "
               f"{r['per_min']:.1f} directions/min; {r['rounds']:.2f} rounds and {r['fpe']:.0f} FPE per job "
               f"(unit {1000 * r['unit']:.2f} ms); catalog and I/O {100 * inside / s.find_seconds:.1f}% of finding")
-    print(f"throughput small blocks / whole blocks: {cold['per_min'] / whole['per_min']:.2f}x (bar 2x); "
-          f"FPE per job whole / small: {whole['fpe'] / cold['fpe']:.2f}x")
+    print(f"throughput shipped / baseline: {cold['per_min'] / whole['per_min']:.2f}x (bar 2x); "
+          f"FPE per job baseline / shipped: {whole['fpe'] / cold['fpe']:.2f}x; small blocks alone "
+          f"{small['per_min'] / whole['per_min']:.2f}x, then the J v mode {cold['per_min'] / small['per_min']:.2f}x")
     print(f"throughput warm / cold: {warm['per_min'] / cold['per_min']:.2f}x; "
           f"FPE per job cold / warm: {cold['fpe'] / warm['fpe']:.2f}x")
     if args.together:

@@ -122,9 +122,9 @@ class TimedLinearization(Linearization):
 
     runs: list["TimedLinearization"] = []
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 16):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 16, **given):
         start = time.perf_counter()
-        super().__init__(fn, x, chunk=chunk)
+        super().__init__(fn, x, chunk=chunk, **given)
         _sync(x.device)
         self.setup = time.perf_counter() - start
         self.calls: list[tuple[str, int, float]] = []
