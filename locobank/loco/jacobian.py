@@ -294,7 +294,7 @@ def _watched_settled(b: dict) -> bool:
     iterations (``ceil(m / width)``: one iteration in whole blocks). A basis grown a few vectors at
     a time moves little per iteration however far from settled, so one iteration is too short a
     look (in blocks of 4, a rank-20 null basis shared by several directions stopped with their
-    projections 30 % from settled)."""
+    projections 33 % from settled)."""
     W = b["watch"]
     if W is None:
         return False
