@@ -19,7 +19,7 @@ from .direction import Direction, EditResult, check_direction, compose, locality
 from .each import SharedAt, edit_each, shared_at
 from . import warm
 from .cost import forward_seconds, fpe
-from .find import Directions, Start, find_directions, find_many
+from .find import Directions, Start, find_directions, find_many, linearize
 from .supervised import find_supervised
 from .spill import spill_pass, with_spill_passes
 from .states import as_batch, generate, generate_to, invert, invert_on, noise_for, noise_to, sample
@@ -28,5 +28,5 @@ from .transfer import REPROJECT_TOL, NullBases, align, masks_for, register, relo
 
 __all__ = ["REPROJECT_TOL", "NullBases", "Direction", "Directions", "Start", "forward_seconds", "fpe", "warm", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
            "check_direction", "compose", "edit", "edit_each", "shared_at", "SharedAt", "find_directions", "find_many", "find_supervised", "generate",
-           "generate_to", "invert", "invert_on", "locality", "noise_for", "masks_for", "noise_to", "options_for", "register", "relocalize", "reproject", "sample",
+           "generate_to", "invert", "invert_on", "linearize", "locality", "noise_for", "masks_for", "noise_to", "options_for", "register", "relocalize", "reproject", "sample",
            "spill_pass", "to_timestep", "with_spill_passes"]

@@ -54,6 +54,12 @@ class Directions:
         return Direction(self.vectors[i], self.t_edit, self.fingerprint)
 
 
+def linearize(model: LoadedModel, tt: int, x: Tensor, chunk: int = 16) -> Linearization:
+    """The model's posterior-mean predictor at timestep ``tt``, linearised at the state ``x``; its
+    fingerprint lets the ``J v`` mode be timed once per model (:data:`~locobank.loco.linearization.JVP_MODE`)."""
+    return Linearization(model.family.predictor(tt), x, chunk=chunk, key=model.fingerprint)
+
+
 def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tensor, rank: int = 5,
                     null_rank: int | None = None, *, iters: int = 50, tol: float = 1e-3, null_tol: float = 1e-2,
                     chunk: int = 16, seed: int = 0, constrained: bool = False,
@@ -78,7 +84,7 @@ def find_directions(model: LoadedModel, x_te: Tensor, t: float | int, mask: Tens
     tt, x, null_rank, (m,) = _checked(model, x_te, t, [mask], rank, null_rank)
     inside, outside = _sides(model, m)
     begun = time.perf_counter()
-    lin = Linearization(model.family.predictor(tt), x, chunk=chunk, key=model.fingerprint)
+    lin = linearize(model, tt, x, chunk)
     start = start or Start()
     null_res = None
     if null_rank > 0:
@@ -103,7 +109,7 @@ def find_many(model: LoadedModel, x_te: Tensor, t: float | int, masks: Sequence[
     if len(starts) != len(ms):
         raise InputError(f"give one start (or None) per mask: {len(starts)} for {len(ms)} masks")
     begun = time.perf_counter()
-    lin = Linearization(model.family.predictor(tt), x, chunk=chunk, key=model.fingerprint)
+    lin = linearize(model, tt, x, chunk)
     sides = [_sides(model, m) for m in ms]
     res = block_subspace_svd(lin, [side for pair in sides for side in pair], [rank, null_rank] * len(ms), iters=iters,
                              tol=[tol, max(tol, null_tol)] * len(ms), seed=seed,

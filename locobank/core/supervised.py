@@ -12,9 +12,9 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..images import check_mask
-from ..loco.jacobian import Linearization, block_subspace_svd, project_out
+from ..loco.jacobian import block_subspace_svd, project_out
 from ..models import LoadedModel
-from .find import Directions
+from .find import Directions, linearize
 from .states import as_batch
 from .time import to_timestep
 
@@ -51,7 +51,7 @@ def find_supervised(source: LoadedModel, edit: LoadedModel, x_te: Tensor, t: flo
     m = check_mask(mask, tuple(shape[-2:]), need_outside=null_rank > 0).to(source.device)
     inside = m[None].expand(*shape)
     start = time.perf_counter()
-    lin = Linearization(source.family.predictor(tt), z[0], chunk=chunk, key=source.fingerprint)
+    lin = linearize(source, tt, z[0], chunk)
     with torch.no_grad():
         delta = (edit.family.predictor(tt)(z[0]) - lin.out) * inside
     _check_change(delta, lin.out * inside)

@@ -13,8 +13,9 @@ from ..errors import InputError
 from ..images import check_mask
 from ..loco import register as reg
 from ..loco.align import align_to_mask, register_shift
-from ..loco.jacobian import Linearization, block_subspace_svd, project_out
+from ..loco.jacobian import block_subspace_svd, project_out
 from ..models import LoadedModel
+from .find import linearize
 from .states import as_batch
 from .time import to_timestep
 
@@ -142,7 +143,7 @@ def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vec
         return vectors
     m = check_mask(mask, (model.resolution, model.resolution)).to(model.device)
     outside = (~m)[None].expand(*model.family.image_shape)
-    lin = Linearization(model.family.predictor(tt), x[0], key=model.fingerprint)
+    lin = linearize(model, tt, x[0])
     flat = vectors.to(model.device, torch.float32).reshape(vectors.shape[0], -1)
     start = memory.start(tt) if memory is not None else None
     (null_res,) = block_subspace_svd(lin, [outside], [null_rank], seed=seed, tol=tol, watch=[flat], start=[start])

@@ -19,7 +19,6 @@ import torch
 from .. import core
 from ..images import load_image
 from ..loco import jacobian
-from ..loco.jacobian import Linearization
 from ..models import LoadedModel, under
 from .inputs import Pair
 
@@ -68,7 +67,7 @@ def estimate(model: LoadedModel, pairs: Sequence[Pair], params, *, rounds: float
     vectors = sum(jacobian.block_width(r) for r in ranks)  # what one round sends through the model
     limited = any(jacobian.block_width(r) < jacobian.block_width(r, block=0) for r in ranks)
     k = min(16, vectors)  # one chunk, as a round sends them
-    lin = Linearization(m.family.predictor(t.step), x_t, key=m.fingerprint)
+    lin = core.linearize(m, t.step, x_t)
     V = torch.randn(k, *x_t.shape, device=x_t.device)
     lin.vjp(lin.jvp(V[:1]))  # the first calls pay for setting up forward-mode AD and vmap: untimed
     t0 = time.perf_counter()

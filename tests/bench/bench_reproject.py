@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from locobank import core  # noqa: E402
 from locobank.loco import jacobian  # noqa: E402
-from locobank.loco.jacobian import Linearization, block_subspace_svd, project_out  # noqa: E402
+from locobank.loco.jacobian import block_subspace_svd, project_out  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import TOY_DDPM  # noqa: E402
 from locobank.toyworld import HELD_OUT_SEED, batch, face  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
         outside = (~mask.to(model.device))[None].expand(model.channels, -1, -1)
         sync()
         start = time.perf_counter()
-        lin = Linearization(model.family.predictor(t), x_t[0])
+        lin = core.linearize(model, t, x_t[0])
         (res,) = block_subspace_svd(lin, [outside], [null_rank], tol=1e-3, block=0)
         base = project_out(flat, res.Vh)
         sync()
@@ -91,7 +91,7 @@ def main() -> None:
         totals["new"] += t_new
         cos = torch.nn.functional.cosine_similarity(base, new, dim=1)
         cos_whole = torch.nn.functional.cosine_similarity(whole, new, dim=1)
-        out = Linearization(model.family.predictor(t), x_t[0])
+        out = core.linearize(model, t, x_t[0])
         spill = [(out.jvp(P.reshape(-1, *x_t.shape[1:])) * outside).flatten(1).norm(dim=1) for P in (flat, base, new)]
         print(f"face {s}: basis settled {t_base:5.2f} s ({res.iterations} iterations), projection settled, whole "
               f"block {t_whole:5.2f} s, new (block {jacobian.KRYLOV_BLOCK}) {t_new:5.2f} s ({t_whole / t_new:.2f}x); "
