@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
-from .common import Finite, Stages, fail_on_library_errors, parse_floats, parse_seeds, precision_option, refine_option
+from .common import Finite, MaskPath, Stages, fail_on_library_errors, parse_floats, parse_seeds, precision_option, refine_option
 from .db import db_option, open_catalog
 
 if TYPE_CHECKING:
@@ -55,9 +55,12 @@ if TYPE_CHECKING:
 @click.option("--strength", type=Finite(-100, 100), default=None,
               help="Strength for ids given without one [the model's default for its mask label, else 8]; "
                    "negative reverses the edit; at most 100 in size.")
-@click.option("--mask", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
-              help="Mask of the part to edit on the (one) target image; repeat it to give one per direction. "
-                   "Each direction is re-projected off the image's own null space outside the masks.")
+@click.option("--mask", type=MaskPath(), multiple=True,
+              help="Mask of the part to edit on the target image; repeat it to give one per direction. Each "
+                   "direction is re-projected off the image's own null space outside the masks. For several "
+                   "images give each its own with a pattern: {stem} stands for each image's file name without "
+                   "its suffix (--mask 'masks/{stem}_mouth.png'); the images are then edited together, a batch "
+                   "at a time (--batch).")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="With --mask: first move each direction from the part it was harvested on to the part under "
                    "its --mask: the shift that lays the one mask over the other, then a sub-pixel offset and "
@@ -105,6 +108,7 @@ def apply(args, out, query, candidates, pool, blind, preview_steps, refine, prev
     locobank apply --query "blond hair" --candidates 5 faces/ --out blond/   # best of each image's top 5
     locobank apply 12 face.png --sweep -8,-4,0,4,8 --out sweep.png
     locobank apply 12 face.png --mask mouth.png --out smile.png   # re-localised
+    locobank apply 12 faces/ --mask "masks/{stem}_mouth.png" --out edited/   # each its own mask
     locobank apply --query smile face.png --mask mouth.png --own --out smile.png  # the face's own direction
     locobank apply 7 photo.png --prompt "a photo of a man" --out edited.png     # SD: under a caption
     locobank apply 7 --prompt "a photo of a man" --generate 0,1 --out samples/  # SD: edit samples

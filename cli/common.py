@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from pathlib import Path
 
 import click
 
@@ -68,6 +69,21 @@ class Finite(click.ParamType):
         return x
 
 
+class MaskPath(click.Path):
+    """A mask file that exists, or a pattern with ``{stem}`` naming each image's own (its files are
+    checked against the images, by the request)."""
+
+    name = "mask"
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if "{stem}" in str(value):
+            return Path(value)
+        return super().convert(value, param, ctx)
+
+
 def refine_option(given_with: str):
     """``--refine N`` for a command whose hits are ranked by their previews (``given_with``: the
     flag that turns that ranking on); None when not given: the library's default."""
@@ -85,8 +101,8 @@ def precision_option(given_with: str):
     return click.option("--preview-precision", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
                         help=f"With {given_with}: what the previews' network passes run in. auto: bfloat16 for a float32 "
                              "pixel-space model on a device that computes it natively (a CUDA card with bf16, a CPU "
-                             "with AVX512-BF16 or AMX), else the model's own; the inversion and the re-localisation "
-                             "never change [auto] (docs/image_search.md).")
+                             "with AVX512-BF16 or AMX), else the model's own; with --mask the re-projection's Jacobian "
+                             "products too; the inversion never changes [auto] (docs/image_search.md).")
 
 
 def parse_floats(text: str, lo: float = -100.0, hi: float = 100.0) -> list[float]:

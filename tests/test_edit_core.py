@@ -457,3 +457,49 @@ def test_edit_each_gives_each_directions_own_edit(model, image, mask):
         list(core.edit_each(model, two, dirs, strengths, steps=2, mask=mask))
     with pytest.raises(InputError, match="one strength per direction"):
         list(core.edit_each(model, image, dirs, strengths[:2], steps=2))
+
+
+def test_edit_masked_edits_each_image_on_its_own_mask_as_one_by_one(model, image, mask):
+    """Several images, each with its own mask, edited together (one batch through the model) give
+    what editing each alone with its mask gives: the same registration moves, the same images to
+    float rounding, the same unedited references; with tail noise each gets the noise it would
+    alone. Refusals: a count of masks that does not match the images."""
+    g = torch.Generator().manual_seed(11)
+    images = torch.stack([image, torch.rand(3, 16, 16, generator=g) * 2 - 1, torch.rand(3, 16, 16, generator=g) * 2 - 1])
+    masks = [mask, shift(mask.float()[None], 1, 2)[0].bool(), shift(mask.float()[None], -3, -1)[0].bool()]
+    smask = shift(mask.float()[None], -2, 1)[0].bool()
+    v = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(7)) * smask
+    d = core.Direction(v / v.norm(), core.to_timestep(model, 0.6), source=PartPrint(smask))
+    opts = dict(steps=6, null_rank=3, spill_passes=1)
+    together = core.edit_masked(model, images, [(d, 3.0)], masks, **opts)
+    alone = [core.edit(model, images[i : i + 1], [(d, 3.0)], mask=masks[i], **opts) for i in range(3)]
+    assert len(together) == 3
+    for a, b in zip(together, alone):
+        assert a.images.shape == b.images.shape == (1, 3, 16, 16)
+        torch.testing.assert_close(a.images, b.images, atol=1e-4, rtol=0)  # batched convolutions round differently
+        torch.testing.assert_close(a.reference, b.reference, atol=1e-4, rtol=0)
+        assert a.shifts == b.shifts and a.scales == b.scales
+    assert together[1].shifts != together[2].shifts  # each registered onto its own part
+    noisy = core.edit_masked(model, images[:2], [(d, 3.0)], masks[:2], eta_tail=0.5, **opts)
+    one = core.edit(model, images[1:2], [(d, 3.0)], mask=masks[1], eta_tail=0.5, **opts)
+    torch.testing.assert_close(noisy[1].images, one.images, atol=1e-4, rtol=0)
+    with pytest.raises(InputError, match="for each image: 2 for 3 images"):
+        core.edit_masked(model, images, [(d, 3.0)], masks[:2], **opts)
+    with pytest.raises(InputError, match="edit_masked"):
+        core.edit(model, images[:2], [(d, 3.0)], mask=mask, **opts)
+
+
+def test_shared_at_re_localises_in_the_dtype_asked_and_inverts_in_the_models(model, image, mask):
+    """``shared_at(autocast=bfloat16)`` (the masked previews on a device with native bfloat16) runs
+    the re-projection's network passes in bfloat16: vectors close to float32's but not the same,
+    returned in float32; the inversion is the model's either way (the same state to the bit)."""
+    v = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * mask
+    t = core.to_timestep(model, 0.6)
+    dirs = [core.Direction(u / u.norm(), t) for u in v]
+    opts = core.options_for(model, steps=6, null_rank=3)
+    full = core.shared_at(model, image[None], t, dirs, opts, mask, tol=1e-3)
+    half = core.shared_at(model, image[None], t, dirs, opts, mask, tol=1e-3, autocast=torch.bfloat16)
+    assert torch.equal(full.x_t, half.x_t)
+    assert half.vectors.dtype == torch.float32 and not torch.equal(full.vectors, half.vectors)
+    cos = torch.nn.functional.cosine_similarity(full.vectors.flatten(1), half.vectors.flatten(1))
+    assert bool((cos > 0.98).all()), cos

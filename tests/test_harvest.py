@@ -505,3 +505,30 @@ def test_the_next_harvest_takes_back_a_dead_workers_job_at_once(tiny8, tmp_path)
     assert "still leased" not in res.output
     with Catalog.open(db) as cat:
         assert cat.get_job(job.id).status == "done" and cat.get_job(job.id).attempts == 2
+
+
+def test_an_images_masks_share_one_inversion(tiny_model, faces, tmp_path, monkeypatch):
+    """A claimed batch brings each image to its edit time once, whatever number of its masks the
+    batch holds: 3 faces x 2 masks in batches of 4 invert 2 images, then 1 (not 4 and 2), and every
+    job's directions are the same as with one job per batch."""
+    from locobank import core
+    from locobank.harvest import HarvestParams, plan, work
+    from locobank.models import load_model
+
+    model = load_model(tiny_model, device="cpu")
+    params = HarvestParams(rank=2, null_rank=2, steps=3, iters=4, t_edit=0.5)
+    pairs = discover(faces, labels={"mouth", "hair"})
+    inverted, invert = [], core.invert
+    monkeypatch.setattr(core, "invert", lambda m, x, *a, **k: inverted.append(len(x)) or invert(m, x, *a, **k))
+    found = {}
+    for batch in (4, 1):
+        inverted.clear()
+        with Catalog.open(f"sqlite:///{tmp_path / f'b{batch}.db'}", upgrade=True) as cat:
+            run = plan(cat, model, pairs, params)
+            assert work(cat, model, run.id, params, batch=batch).done == 6
+            found[batch] = {(d.image_sha256, d.mask_label, d.rank_index): np.asarray(cat.load_vector(d.id)).ravel()
+                            for d in cat.list_directions()}
+        assert inverted == ([2, 1] if batch == 4 else [1] * 6)
+    assert found[4].keys() == found[1].keys() and len(found[4]) == 12
+    for k, v in found[4].items():
+        assert abs(abs(float(v @ found[1][k])) - 1.0) < 1e-4  # unit vectors, the same up to sign

@@ -504,6 +504,29 @@ def test_cli_apply_query_applies_each_images_top_ranked_hit_at_its_strength(pixe
     assert blind_refine.exit_code == 2 and "--refine (0 or more) is for a query" in blind_refine.output
 
 
+@pytest.mark.slow
+def test_cli_apply_query_with_a_mask_pattern_ranks_each_image_on_its_own_mask(pixel, tmp_path):
+    """apply --query over several images with --mask 'DIR/{stem}_mouth.png': each image ranked and
+    edited on its own mask, the same file as the query on that image alone with its mask."""
+    run = CliRunner().invoke
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(pixel["face"]).save(folder / "a.png")
+    Image.open(pixel["mask"]).save(folder / "a_mouth.png")
+    Image.open(pixel["face"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "b.png")
+    Image.open(pixel["mask"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "b_mouth.png")
+    common = ["--device", "cpu", "--steps", "8", "--refine", "0", "--db", pixel["db"]]
+    res = run(cli, ["apply", "--query", "smile", str(folder / "a.png"), str(folder / "b.png"), "--mask",
+                    str(folder / "{stem}_mouth.png"), "--out", str(tmp_path / "q"), *common])
+    assert res.exit_code == 0, res.output
+    for name in ("a", "b"):
+        one = run(cli, ["apply", "--query", "smile", str(folder / f"{name}.png"), "--mask",
+                        str(folder / f"{name}_mouth.png"), "--out", str(tmp_path / f"{name}.png"), *common])
+        assert one.exit_code == 0, one.output
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "q" / f"{name}.png")),
+                              np.asarray(Image.open(tmp_path / f"{name}.png")))
+
+
 def test_toy_aware_evaluation_compares_each_faces_ranked_hit_with_the_blind_one(pixel):
     """The toy world's image-aware figures: per face, the blind top hit at its part's default
     strength and the face's own ranked top hit at its calibrated strength, each measured by the

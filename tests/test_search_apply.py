@@ -223,6 +223,31 @@ def test_apply_writes_what_it_promises_and_is_seeded(world, tmp_path):
 
 
 @pytest.mark.slow
+def test_apply_with_a_mask_pattern_edits_each_image_on_its_own_mask(world, tmp_path):
+    """``--mask 'DIR/{stem}_mouth.png'`` gives each image of a folder its own mask; the folder is
+    edited together and each file comes out as that image edited alone with its mask (to one grey
+    level: batched convolutions round differently); a sweep with a pattern runs image by image."""
+    unseen = sorted(p for p in (world["root"] / "unseen").glob("face_*.png") if p.stem.count("_") == 1)
+    pattern = str(world["root"] / "unseen" / "{stem}_mouth.png")
+    many = _apply(world, "1:3", str(world["root"] / "unseen"), "--mask", pattern, "--out", str(tmp_path / "many"),
+                  "--steps", "3")
+    assert many.exit_code == 0, many.output
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(p.name for p in unseen)
+    assert "re-localised on the mask" in many.output
+    for img in unseen:
+        one = _apply(world, "1:3", str(img), "--mask", str(img).replace(".png", "_mouth.png"),
+                     "--out", str(tmp_path / f"one_{img.name}"), "--steps", "3")
+        assert one.exit_code == 0, one.output
+        a = np.asarray(Image.open(tmp_path / "many" / img.name), dtype=int)
+        b = np.asarray(Image.open(tmp_path / f"one_{img.name}"), dtype=int)
+        assert np.abs(a - b).max() <= 1
+    sweep = _apply(world, "1", str(world["root"] / "unseen"), "--sweep", "-4,4", "--mask", pattern,
+                   "--out", str(tmp_path / "sweeps"), "--steps", "3")
+    assert sweep.exit_code == 0, sweep.output
+    assert sorted(p.name for p in (tmp_path / "sweeps").iterdir()) == sorted(f"{p.stem}_sweep.png" for p in unseen)
+
+
+@pytest.mark.slow
 def test_best_of_keeps_each_images_edit_that_clip_sees_furthest_along_the_text(world):
     """apply_best_of against its definition: every candidate applied on its own (masked too), and
     per image the edit with the largest CLIP(edited) . text kept, with its moves. Plain it is the

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import torch
 
 from .. import core
+from ..errors import InputError
 from ..settings import EditOptions
 from .prepare import MaskArg, Prepared, load_masks
 from .sources import Source, load_sources
@@ -16,7 +17,7 @@ from .sources import Source, load_sources
 def apply_to_images(prep: Prepared, images: Sequence[Source], *, options: EditOptions | None = None,
                     mask: MaskArg = None, resize: bool = False, orthogonalize: bool = False, batch: int = 16,
                     progress: Callable[[int], None] | None = None, shifts: list | None = None,
-                    warm_null: bool = True) -> list[torch.Tensor]:
+                    warm_null: bool = True, image_masks: Sequence[MaskArg] | None = None) -> list[torch.Tensor]:
     """Edited images (3, H, W in [-1, 1]) in the order given, processed ``batch`` at a time.
 
     ``options`` say how to sample and re-localise (default: the model's settings). With ``mask``
@@ -27,9 +28,13 @@ def apply_to_images(prep: Prepared, images: Sequence[Source], *, options: EditOp
     per-direction ((dy, dx), (sy, sx)): shift and scale. An int in ``images`` is a seed: the
     sample of the bound prompt from that seed's noise is edited on its own sampling trajectory.
     With ``warm_null`` each image's re-projection starts from the null basis of the image before
-    (:class:`locobank.core.transfer.NullBases`)."""
+    (:class:`locobank.core.transfer.NullBases`). ``image_masks`` (instead of ``mask``) gives each
+    image its own: the images of a batch are then re-localised one by one and inverted, edited and
+    sampled together (:func:`locobank.core.edit_masked`)."""
     m = prep.model
     opts = core.options_for(m, options)
+    if image_masks is not None:
+        return _each_masked(prep, images, opts, image_masks, resize, orthogonalize, batch, progress, shifts, warm_null)
     masks = load_masks(prep, mask, resize)
     if masks is not None:
         batch = 1  # the re-projection is per image
@@ -42,6 +47,27 @@ def apply_to_images(prep: Prepared, images: Sequence[Source], *, options: EditOp
         out += list(res.images.cpu())
         if shifts is not None and masks is not None:
             shifts.append(list(zip(res.shifts, res.scales)))
+        if progress:
+            progress(len(x))
+    return out
+
+
+def _each_masked(prep: Prepared, images: Sequence[Source], opts, image_masks: Sequence[MaskArg], resize: bool,
+                 orthogonalize: bool, batch: int, progress, shifts: list | None, warm_null: bool) -> list[torch.Tensor]:
+    """:func:`apply_to_images` with each image's own masks, ``batch`` images through the model at a time."""
+    if len(image_masks) != len(images):
+        raise InputError(f"give one mask (or one per direction) for each image: {len(image_masks)} for "
+                         f"{len(images)} images", params=("mask",))
+    null_bases = core.NullBases() if warm_null else None
+    out: list[torch.Tensor] = []
+    for i in range(0, len(images), batch):
+        x, at_time = load_sources(prep, images[i : i + batch], resize, opts.steps)
+        masks = [load_masks(prep, mk, resize) for mk in image_masks[i : i + batch]]
+        res = core.edit_masked(prep.model, x, list(zip(prep.directions, prep.strengths)), masks, options=opts,
+                               inverted=at_time, orthogonalize=orthogonalize, null_bases=null_bases)
+        out += [r.images[0].cpu() for r in res]
+        if shifts is not None:
+            shifts += [list(zip(r.shifts, r.scales)) for r in res]
         if progress:
             progress(len(x))
     return out

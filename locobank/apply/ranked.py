@@ -32,7 +32,8 @@ def ranked_candidates(catalog, clip, req: ApplyRequest,
     size = None if req.strength is None else abs(req.strength)
     flip = -1.0 if req.strength is not None and req.strength < 0 else 1.0
     out = []
-    for image, mask in zip(req.images, masks_per_image(req.masks, len(req.images))):
+    masks = [req.masks_for(p)[0] for p in req.images] if req.per_image_masks() else req.masks
+    for image, mask in zip(req.images, masks_per_image(masks, len(req.images))):
         ranked = rank_pool(pool, clip, req.query, image, mask=mask, domain=req.domain, strength=size,
                            resize=req.resize, options=options, batch=req.batch, preview_steps=req.preview_steps,
                            refine=req.refine, precision=req.preview_precision, progress=progress)
@@ -65,7 +66,7 @@ def one_image(req: ApplyRequest, index: int) -> ApplyRequest:
     if len(req.images) == 1:
         return req
     name = f"{image.stem}_sweep.png" if req.sweep is not None else f"{image.stem}.png"
-    return replace(req, images=[image], out=Path(req.out) / name)
+    return replace(req, images=[image], out=Path(req.out) / name, masks=req.masks_for(image))
 
 
 def _own_what(c: Candidate) -> str:

@@ -17,6 +17,7 @@ from .specs import DirectionSpec
 if TYPE_CHECKING:
     from ..models import LoadedModel
 
+STEM = "{stem}"  # in a mask's path: each image's file name without its suffix (one mask per image)
 MAX_STRENGTH = 100.0  # |lambda| on a unit direction; the LOCO reference uses 8, the toy model 4-12
 
 
@@ -93,12 +94,41 @@ class ApplyRequest:
                 raise ArgumentError("sweep needs at least one strength, e.g. [-8, -4, 0, 4, 8]", params=("sweep",))
             for s in self.sweep:
                 check_strength(s)
-        if len(self.sources()) > 1 and self.masks:
-            raise ArgumentError(f"{len(self.sources())} images were given with masks; a mask is one image's: apply "
-                                f"a mask to one image at a time", params=("masks",))
+        self._check_masks()
         self._check_condition()
         check_out(self.out, many=len(self.sources()) > 1)
         return self
+
+    def _check_masks(self) -> None:
+        """One image's masks, or a pattern naming each image's (``{stem}``), whose files all exist."""
+        if not self.masks:
+            return
+        if not self.per_image_masks():
+            if len(self.sources()) > 1:
+                raise ArgumentError(f"{len(self.sources())} images were given with one mask, which is one image's: "
+                                    f"give each image its own with a pattern, e.g. masks/{{stem}}_mouth.png, where "
+                                    f"{{stem}} is each image's file name without its suffix", params=("masks",))
+            return
+        if any(STEM not in str(m) for m in self.masks):
+            raise ArgumentError(f"give every mask as a pattern with {STEM}, or none: {', '.join(map(str, self.masks))}",
+                                params=("masks",))
+        if self.generate:
+            raise ArgumentError(f"a mask pattern ({STEM}) names image files' masks; a prompt's samples have none",
+                                params=("masks", "generate"))
+        missing = [str(p) for image in self.images for p in self.masks_for(image) if not p.is_file()]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise ArgumentError(f"{len(missing)} mask file{'s' if len(missing) > 1 else ''} of the pattern "
+                                f"{', '.join(map(str, self.masks))} not found: {', '.join(missing[:3])}{more}",
+                                params=("masks",))
+
+    def per_image_masks(self) -> bool:
+        """Whether the masks are patterns that name each image's own (``{stem}``)."""
+        return any(STEM in str(m) for m in self.masks)
+
+    def masks_for(self, image: Path) -> list[Path]:
+        """``image``'s masks: the patterns with its stem put in (plain masks as they are)."""
+        return [Path(str(m).replace(STEM, Path(image).stem)) for m in self.masks]
 
     def _check_condition(self) -> None:
         """Prompt, guidance and seeds: what generation needs, and nothing that cannot work."""
@@ -137,8 +167,16 @@ class ApplyRequest:
         return model.settings.edit_options(seed=self.seed, steps=self.steps, max_shift=self.max_shift,
                                            spill_passes=self.spill_passes, register=self.register)
 
+    def image_masks(self) -> list[list[Path]] | None:
+        """Each image's own masks, for several images given a mask pattern (else None: ``mask_arg``)."""
+        if self.per_image_masks() and len(self.images) > 1:
+            return [self.masks_for(p) for p in self.images]
+        return None
+
     def mask_arg(self) -> list[Path] | None:
-        """The target masks as the apply functions' ``mask`` takes them (None: none)."""
+        """The target masks as the apply functions' ``mask`` takes them, for one image (None: none)."""
+        if self.per_image_masks() and len(self.images) == 1:
+            return self.masks_for(self.images[0])
         return list(self.masks) or None
 
 

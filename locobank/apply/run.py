@@ -23,6 +23,8 @@ def run_apply(catalog, req: ApplyRequest, progress: Progress | None = None) -> A
     or a prompt's samples, take the text ranking."""
     if req.ranks_per_image():
         return _run_ranked(catalog, req, progress)
+    if req.image_masks() is not None and (req.sweep is not None or req.candidates > 1):
+        return _one_by_one(catalog, req, progress)
     notes: list[str] = []
     cands: list[Candidate] | None = None
     clip = text = None
@@ -75,6 +77,18 @@ def _run_ranked(catalog, req: ApplyRequest, progress: Progress | None) -> ApplyO
     return ApplyOutcome(written, notes)
 
 
+def _one_by_one(catalog, req: ApplyRequest, progress: Progress | None) -> ApplyOutcome:
+    """Each image with its own masks, as a request of its own (sweeps, and the best of a blind
+    query's candidates, with a mask pattern); the notes said once."""
+    req.out.mkdir(parents=True, exist_ok=True)
+    written, notes = [], []
+    for i in range(len(req.images)):
+        done = run_apply(catalog, one_image(req, i), progress)
+        written += done.written
+        notes += [n for n in done.notes if n not in notes]
+    return ApplyOutcome(written, notes)
+
+
 def _pick(req, pool, clip, text, progress, label: str, shifts=None):
     """Each image's best of the candidates (with ``shifts``, the edits too)."""
     update = stage(progress, label, len(req.sources()) * len(pool))
@@ -90,7 +104,9 @@ def _run_edit(req, pool, cands, clip, text, progress, notes):
         prep = kept(pool, picks)
     else:
         prep = pool[0]
-        edited = apply_to_images(prep, req.sources(), options=req.edit_options(prep.model), mask=req.mask_arg(),
+        each = req.image_masks()
+        edited = apply_to_images(prep, req.sources(), options=req.edit_options(prep.model),
+                                 mask=req.mask_arg() if each is None else None, image_masks=each,
                                  resize=req.resize, orthogonalize=req.orthogonalize, batch=req.batch,
                                  progress=stage(progress, "apply", len(req.sources())), shifts=shifts)
     written = [save_image(img, req.out / f"{stem(p)}.png" if many else req.out)

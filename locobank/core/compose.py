@@ -53,6 +53,43 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
     the same options and seed, is given). ``null_bases`` (:class:`~locobank.core.transfer.NullBases`)
     warm-starts the re-projection from the image edited before.
     """
+    opts, dirs, strengths, x = _checked(model, images, directions, t_edit, inverted, options, given)
+    if mask is None:
+        return _edit_at_times(model, x, dirs, strengths, opts, orthogonalize=orthogonalize, inverted=inverted,
+                              progress=progress)
+    if x.shape[0] != 1:
+        raise InputError("a target mask applies to one image at a time; give each image its own mask with "
+                         "core.edit_masked")
+    return _masked(model, x, dirs, strengths, opts, [mask], orthogonalize=orthogonalize, inverted=inverted,
+                   progress=progress, references=None if reference is None else [reference],
+                   null_bases=null_bases)[0]
+
+
+def edit_masked(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
+                masks: Sequence[Tensor | Sequence[Tensor]], t_edit: float | int | None = None, *,
+                options: EditOptions | None = None, orthogonalize: bool = False, inverted: bool = False,
+                progress=None, null_bases: NullBases | None = None, **given) -> list[EditResult]:
+    """:func:`edit` with a target mask for each of several images: ``masks[i]`` is image ``i``'s
+    (one for all directions, or one per direction). Each image's directions are re-localised on its
+    own masks as :func:`edit` does for one; the inversions, edits, unedited references and spill
+    passes of all the images go through the model together, one batch per sampler step (with tail
+    noise, ``eta_tail`` > 0, one image at a time, so that each gets the noise it would alone).
+    Returns one :class:`~locobank.core.direction.EditResult` per image, as :func:`edit` gives it."""
+    opts, dirs, strengths, x = _checked(model, images, directions, t_edit, inverted, options, given)
+    masks = list(masks)
+    if len(masks) != x.shape[0]:
+        raise InputError(f"give one mask (or one per direction) for each image: {len(masks)} for {x.shape[0]} images")
+    if opts.eta_tail > 0 and x.shape[0] > 1:
+        return [r for i in range(x.shape[0])
+                for r in _masked(model, x[i : i + 1], dirs, strengths, opts, masks[i : i + 1],
+                                 orthogonalize=orthogonalize, inverted=inverted, progress=progress,
+                                 null_bases=null_bases)]
+    return _masked(model, x, dirs, strengths, opts, masks, orthogonalize=orthogonalize, inverted=inverted,
+                   progress=progress, null_bases=null_bases)
+
+
+def _checked(model: LoadedModel, images: Tensor, directions, t_edit, inverted: bool, options, given: dict):
+    """An edit's options, directions (each at its time), strengths and images (or states), checked."""
     opts = options_for(model, options, **given)
     pairs = list(directions)
     if not pairs:
@@ -61,10 +98,7 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
         strengths = [float(s) for _, s in pairs]
     except (TypeError, ValueError) as e:
         raise InputError(f"strengths must be numbers: {e}") from e
-    dirs = _at_times(model, pairs, t_edit, inverted)
-    return _edit_at_times(model, as_batch(model, images, state=inverted), dirs, strengths, opts, mask=mask,
-                          orthogonalize=orthogonalize, inverted=inverted, progress=progress, reference=reference,
-                          null_bases=null_bases)
+    return opts, _at_times(model, pairs, t_edit, inverted), strengths, as_batch(model, images, state=inverted)
 
 
 def _at_times(model: LoadedModel, pairs: list, t_edit: float | int | None, inverted: bool) -> list[Direction]:
@@ -118,51 +152,83 @@ def _invert_to_times(model: LoadedModel, x: Tensor, times: list[int], grid: list
     return states
 
 
-def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], opts: EditOptions,
-                   *, mask, orthogonalize: bool, inverted: bool, progress=None,
-                   reference: Tensor | None = None, null_bases: NullBases | None = None) -> EditResult:
-    """Invert to the highest edit time, then on the way back down add each direction when the
-    sampler passes its own timestep (one time: the plain LOCO edit). The DDIM grid is the usual
-    one for the highest time with every direction's time added; inversion and sampling walk the
-    same grid in segments, so with zero strengths this is a plain reconstruction. With
-    ``inverted`` (one time only) ``x`` is already the state at that time. With a mask, the
-    spill passes correct the highest time's edit for its spill outside the masks' union."""
+def _grid(dirs: list[Direction], opts: EditOptions) -> tuple[list[int], list[int]]:
+    """The edit times, and the DDIM grid: the usual one for the highest time with every
+    direction's time added; inversion and sampling walk it in segments, so with zero strengths an
+    edit is a plain reconstruction."""
     times = sorted({d.t_edit for d in dirs})
-    grid = sorted(set(ddim.timesteps_to(times[-1], opts.steps)) | set(times))
-    if mask is not None and x.shape[0] != 1:
-        raise InputError("a target mask applies to one image at a time")
+    return times, sorted(set(ddim.timesteps_to(times[-1], opts.steps)) | set(times))
+
+
+def _deltas(vectors: list[Tensor], dirs: list[Direction], strengths: list[float], times: list[int],
+            orthogonalize: bool) -> dict[int, Tensor]:
+    """Each edit time's step: the sum of the directions added there, each at its strength."""
+    parts = scaled(vectors, strengths, orthogonalize)
+    return {t: sum(p for p, d in zip(parts, dirs) if d.t_edit == t).reshape(vectors[0].shape).to(vectors[0].dtype)
+            for t in times}
+
+
+def _edit_at_times(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], opts: EditOptions,
+                   *, orthogonalize: bool, inverted: bool, progress=None) -> EditResult:
+    """Invert to the highest edit time, then on the way back down add each direction when the
+    sampler passes its own timestep (one time: the plain LOCO edit). With ``inverted`` (one time
+    only) ``x`` is already the state at that time."""
+    times, grid = _grid(dirs, opts)
     states = _invert_to_times(model, x, times, grid, inverted, progress)
+    delta = _deltas([d.vector.to(model.device, torch.float32) for d in dirs], dirs, strengths, times, orthogonalize)
+    top = times[-1]
+    y = walk(model, grid, states[top], delta, seed=opts.seed, eta_tail=opts.eta_tail, progress=progress)
+    return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t_edit=top)
+
+
+def _relocalized(model: LoadedModel, states: dict[int, Tensor], image: Tensor | None, dirs: list[Direction],
+                 mask, opts: EditOptions, null_bases: NullBases | None) -> tuple[list, list, list, Tensor]:
+    """One image's directions re-localised on its masks, each time's at its own state (``image``:
+    the clean image, for registration; None when inverted). Returns the vectors, shifts, scales and
+    the masks' union."""
     vectors = [d.vector.to(model.device, torch.float32) for d in dirs]
     shifts: list[tuple[float, float]] = [(0.0, 0.0)] * len(dirs)
     scales: list[tuple[float, float]] = [(1.0, 1.0)] * len(dirs)
-    if mask is not None:
-        masks = masks_for(model, mask, len(dirs))
-        union = torch.stack(masks).any(0)
-        for t in times:
-            idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
-            moved, moves, sizes = relocalize(model, states[t], t, [masks[i] for i in idx],
-                                             torch.stack([vectors[i] for i in idx]), null_rank=opts.null_rank,
-                                             max_shift=opts.max_shift, seed=opts.seed, union=union,
-                                             sources=[dirs[i].source for i in idx] if opts.register else None,
-                                             image=None if inverted else x[0], memory=null_bases)
-            for i, v, m, k in zip(idx, moved, moves, sizes):
-                vectors[i], shifts[i], scales[i] = v, m, k
-    parts = scaled(vectors, strengths, orthogonalize)
-    delta = {t: sum(p for p, d in zip(parts, dirs) if d.t_edit == t).reshape(vectors[0].shape).to(vectors[0].dtype)
-             for t in times}
+    masks = masks_for(model, mask, len(dirs))
+    union = torch.stack(masks).any(0)
+    for t in sorted(states):
+        idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
+        moved, moves, sizes = relocalize(model, states[t], t, [masks[i] for i in idx],
+                                         torch.stack([vectors[i] for i in idx]), null_rank=opts.null_rank,
+                                         max_shift=opts.max_shift, seed=opts.seed, union=union,
+                                         sources=[dirs[i].source for i in idx] if opts.register else None,
+                                         image=image, memory=null_bases)
+        for i, v, m, k in zip(idx, moved, moves, sizes):
+            vectors[i], shifts[i], scales[i] = v, m, k
+    return vectors, shifts, scales, union
+
+
+def _masked(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], opts: EditOptions,
+            masks: list, *, orthogonalize: bool, inverted: bool, progress=None, references: list | None = None,
+            null_bases: NullBases | None = None) -> list[EditResult]:
+    """Images ``x`` (B of them) each edited with its own masks ``masks[i]``: inverted together,
+    each image's directions re-localised on its masks, then sampled together, with the spill passes
+    correcting the highest time's edit for its spill outside each image's masks' union.
+    ``references``: each image's unedited sample from an earlier edit of the same state and
+    options (None: sampled here when spill passes need it)."""
+    times, grid = _grid(dirs, opts)
+    states = _invert_to_times(model, x, times, grid, inverted, progress)
+    found = [_relocalized(model, {t: s[i : i + 1] for t, s in states.items()}, None if inverted else x[i], dirs,
+                          masks[i], opts, null_bases) for i in range(x.shape[0])]
+    per_image = [_deltas(v, dirs, strengths, times, orthogonalize) for v, _, _, _ in found]
+    delta = {t: torch.stack([d[t] for d in per_image]) for t in times}
+    unions = torch.stack([u for _, _, _, u in found])
     top = times[-1]
 
     def walk_all(deltas: dict[int, Tensor]) -> Tensor:
         return walk(model, grid, states[top], deltas, seed=opts.seed, eta_tail=opts.eta_tail, progress=progress)
 
-    if mask is None:
-        y = walk_all(delta)
-    else:  # one image: walk it as (C, H, W) like its edit
-        if reference is None and opts.spill_passes:
-            reference = walk_all({t: torch.zeros_like(v) for t, v in delta.items()})[0]
-        delta[top], y = with_spill_passes(model, top, delta[top], union, opts.spill_passes,
-                                          lambda d: walk_all({**delta, top: d})[0], reference)
-        y = y[None]
-    return EditResult(images=y, x_t=states[top], x_t_edited=states[top] + delta[top], t_edit=top,
-                      shifts=shifts if mask is not None else [], scales=scales if mask is not None else [],
-                      reference=reference if mask is not None else None)
+    reference = None if references is None else torch.stack(list(references))  # each (C, H, W)
+    if reference is None and opts.spill_passes:
+        reference = walk_all({t: torch.zeros_like(v) for t, v in delta.items()})
+    delta[top], y = with_spill_passes(model, top, delta[top], unions, opts.spill_passes,
+                                      lambda d: walk_all({**delta, top: d}), reference)
+    x_t, edited = states[top], states[top] + delta[top]
+    return [EditResult(images=y[i : i + 1], x_t=x_t[i : i + 1], x_t_edited=edited[i : i + 1], t_edit=top,
+                       shifts=found[i][1], scales=found[i][2], reference=None if reference is None else reference[i])
+            for i in range(x.shape[0])]

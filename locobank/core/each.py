@@ -66,19 +66,21 @@ class SharedAt(NamedTuple):
 
 
 def shared_at(model: LoadedModel, x: Tensor, t: int, dirs: Sequence[Direction], opts: EditOptions,
-              mask: Tensor | None = None, tol: float = REPROJECT_TOL) -> SharedAt:
+              mask: Tensor | None = None, tol: float = REPROJECT_TOL, autocast: torch.dtype | None = None) -> SharedAt:
     """One inversion of ``x`` (one image with ``mask``) to timestep ``t`` and, with ``mask``, one
     re-localisation of every direction on it, as :func:`relocalize` does for ``apply --mask``
-    (its re-projection settled to ``tol``)."""
+    (its re-projection settled to ``tol``; ``autocast``: the dtype its network passes run in, None
+    for the model's; the inversion always runs in the model's)."""
     grid = sorted(set(ddim.timesteps_to(t, opts.steps)) | {t})
     x_t = ddim.invert(model.denoiser, model.family.encode(x), t, grid=grid)
     vectors = torch.stack([d.vector.to(model.device, torch.float32) for d in dirs])
     if mask is None:
         return SharedAt(grid, x_t, vectors, None, None)
-    vectors, shifts, scales = relocalize(model, x_t, t, mask, vectors, null_rank=opts.null_rank,
-                                         max_shift=opts.max_shift, seed=opts.seed, union=mask, image=x[0],
-                                         sources=[d.source for d in dirs] if opts.register else None, tol=tol)
-    return SharedAt(grid, x_t, vectors, shifts, scales)
+    with torch.autocast(x_t.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        vectors, shifts, scales = relocalize(model, x_t, t, mask, vectors, null_rank=opts.null_rank,
+                                             max_shift=opts.max_shift, seed=opts.seed, union=mask, image=x[0],
+                                             sources=[d.source for d in dirs] if opts.register else None, tol=tol)
+    return SharedAt(grid, x_t, vectors.float(), shifts, scales)
 
 
 def _each_at(model: LoadedModel, x: Tensor, t: int, idx: list[int], dirs: list[Direction],

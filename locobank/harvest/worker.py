@@ -229,13 +229,17 @@ def _states_by_time(model: LoadedModel, times: dict, ready: list, params: Harves
         return conditions.states_of(model, ready, ts, params.steps), ts
     for t in sorted(set(ts)):
         idx = [i for i, ti in enumerate(ts) if ti == t]
-        x = torch.stack([ready[i][1] for i in idx])
+        first = {}  # an image's jobs (its masks) share its state: each image brought to t once
+        for i in idx:
+            first.setdefault(ready[i][0].image_sha256, i)
+        x = torch.stack([ready[i][1] for i in first.values()])
         if params.jacobian_at == "noised":
-            out = core.noise_to(model, x, t, [noise_seed(params, ready[i][0].image_sha256) for i in idx])
+            out = core.noise_to(model, x, t, [noise_seed(params, sha) for sha in first])
         else:
             out = core.invert(model, x, t, params.steps)
-        for i, xt in zip(idx, out):
-            xts[i] = xt
+        state = dict(zip(first, out))
+        for i in idx:
+            xts[i] = state[ready[i][0].image_sha256]
     return xts, ts
 
 

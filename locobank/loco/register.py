@@ -67,18 +67,19 @@ def fit_axis(source: Tensor, target: Tensor, c_source: float, c_target: float,
         return 0.0, 1.0
     step = OFFSET_STEP * n / 32
     offsets = np.arange(-max_offset, max_offset + 1e-9, step)
+    ks = np.asarray(scales, dtype=np.float64)
     u = np.arange(n, dtype=np.float64)
-    best, best_key = None, None
-    for d in offsets:
-        for k in scales:
-            w = np.interp(c_source + (u - c_target - d) / k, u, s, left=0.0, right=0.0)
-            wc = w - w.mean()
-            nw = np.linalg.norm(wc)
-            score = float(wc @ tc / (nw * np.linalg.norm(tc))) if nw > 1e-12 else -1.0
-            key = (round(score, 6), -abs(d) / max(max_offset, 1e-9) - abs(k - 1))
-            if best_key is None or key > best_key:
-                best, best_key = (float(d), float(k)), key
-    return best
+    d, k = np.repeat(offsets, len(ks)), np.tile(ks, len(offsets))  # every (offset, scale), offset-major
+    w = np.interp(c_source + (u[None] - c_target - d[:, None]) / k[:, None], u, s, left=0.0, right=0.0)
+    wc = w - w.mean(1, keepdims=True)
+    nw = np.linalg.norm(wc, axis=1)
+    flat = nw <= 1e-12
+    score = np.where(flat, -1.0, (wc @ tc) / np.where(flat, 1.0, nw * np.linalg.norm(tc)))
+    rounded = np.round(score, 6)
+    near = -np.abs(d) / max(max_offset, 1e-9) - np.abs(k - 1)  # ties go to the candidate nearest (0, 1)
+    best = np.flatnonzero(rounded == rounded.max())
+    i = int(best[np.argmax(near[best])])  # the first of equal keys, as a loop in that order would keep
+    return float(d[i]), float(k[i])
 
 
 def warp(v: Tensor, c: tuple[float, float], y: tuple[float, float], x: tuple[float, float]) -> Tensor:
