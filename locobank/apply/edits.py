@@ -3,6 +3,7 @@ a time. A sweep of one image over strengths is :func:`locobank.apply.settle.swee
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -25,28 +26,24 @@ def apply_to_images(prep: Prepared, images: Sequence[Source], *, options: EditOp
     from its source mask onto its mask (unless ``options.register`` is off), shifted further when
     ``options.max_shift`` allows, re-projected, then corrected by ``options.spill_passes`` spill
     passes (see :func:`locobank.core.edit`); ``shifts``, when given a list, receives each image's
-    per-direction ((dy, dx), (sy, sx)): shift and scale. An int in ``images`` is a seed: the
-    sample of the bound prompt from that seed's noise is edited on its own sampling trajectory.
-    With ``warm_null`` each image's re-projection starts from the null basis of the image before
-    (:class:`locobank.core.transfer.NullBases`). ``image_masks`` (instead of ``mask``) gives each
-    image its own: the images of a batch are then re-localised one by one and inverted, edited and
-    sampled together (:func:`locobank.core.edit_masked`)."""
+    per-direction ((dy, dx), (sy, sx)): shift and scale. ``image_masks`` (instead of ``mask``)
+    gives each image its own. With masks the images of a batch are re-localised one by one and
+    inverted, edited and sampled together (:func:`locobank.core.edit_masked`); with ``warm_null``
+    each image's re-projection starts from the null basis of the image before
+    (:class:`locobank.core.transfer.NullBases`). An int in ``images`` is a seed: the sample of the
+    bound prompt from that seed's noise is edited on its own sampling trajectory."""
     m = prep.model
     opts = core.options_for(m, options)
+    if image_masks is None and mask is not None and (isinstance(mask, (str, Path)) or len(mask)):
+        image_masks = [mask] * len(images)  # the same masks on every image
     if image_masks is not None:
         return _each_masked(prep, images, opts, image_masks, resize, orthogonalize, batch, progress, shifts, warm_null)
-    masks = load_masks(prep, mask, resize)
-    if masks is not None:
-        batch = 1  # the re-projection is per image
     out: list[torch.Tensor] = []
-    null_bases = core.NullBases() if masks is not None and warm_null else None
     for i in range(0, len(images), batch):
         x, at_time = load_sources(prep, images[i : i + batch], resize, opts.steps)
         res = core.edit(m, x, list(zip(prep.directions, prep.strengths)), options=opts, inverted=at_time,
-                        mask=masks, orthogonalize=orthogonalize, null_bases=null_bases)
+                        orthogonalize=orthogonalize)
         out += list(res.images.cpu())
-        if shifts is not None and masks is not None:
-            shifts.append(list(zip(res.shifts, res.scales)))
         if progress:
             progress(len(x))
     return out
