@@ -9,7 +9,7 @@ import torch
 
 from locobank.loco.jacobian import (Linearization, block_subspace_svd, block_width, iteration_cap, jacobian_svd, math_attention,
                                     max_principal_angle, project_out)
-from locobank.loco.linearization import jvp_mode, resolve_jvp_mode
+from locobank.loco.linearization import jvp_mode, resolve_jvp_mode, resolve_vjp_mode, vjp_mode
 from tiny import tiny_unet
 
 
@@ -235,6 +235,38 @@ def test_jvp_falls_back_to_reverse_mode_where_forward_ad_fails(problem, caplog):
     plain = Linearization(fn, x, mode="forward")  # where forward mode works it is used, and agrees with the dense J
     torch.testing.assert_close(plain.jvp(V).reshape(5, -1), V.reshape(5, -1) @ J.T, rtol=1e-4, atol=1e-5)
     assert not plain.reverse_jvp
+
+
+def test_jtu_through_a_batch_of_copies_equals_the_dense_jacobian_and_the_vmapped_path(problem, caplog):
+    """J^T u as one backward pass through k copies of the state (the CPU's default) agrees with the
+    dense Jacobian and with the vmapped path; each chunk size gets its graph, the two latest kept; a
+    model that cannot run under vmap (random noise inside) falls back to the vmapped path, said once."""
+    fn, x, J, _ = problem
+    U = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    want = U.reshape(5, -1) @ J
+    assert resolve_vjp_mode("auto", torch.device("cpu")) == "batched"
+    assert resolve_vjp_mode("auto", torch.device("cuda")) == "vmap"
+    for mode in ("batched", "vmap"):
+        with vjp_mode(mode):
+            lin = Linearization(fn, x, chunk=2)
+        assert lin.batched_vjp is (mode == "batched")
+        torch.testing.assert_close(lin.vjp(U).reshape(5, -1), want, rtol=1e-4, atol=1e-5)
+        assert sorted(lin._graphs) == ([1, 2] if mode == "batched" else [])  # chunks of 2, 2 and 1
+        torch.testing.assert_close(lin.vjp(U[:3]).reshape(3, -1), want[:3], rtol=1e-4, atol=1e-5)
+    lin = Linearization(fn, x, chunk=8, mode="reverse")
+    for k in (1, 2, 3, 4):
+        lin.vjp(U[:k])
+    assert sorted(lin._graphs) == [3, 4]  # at most two sizes held
+    noisy = lambda z: fn(z) + 0 * torch.randn_like(z)  # noqa: E731  (vmap refuses random ops by default)
+    lin = Linearization(noisy, x, chunk=5)
+    with caplog.at_level("WARNING", logger="locobank.loco.linearization"):
+        got = [lin.vjp(U), lin.vjp(U)]
+    assert not lin.batched_vjp
+    assert sum("under vmap" in r.message for r in caplog.records) == 1
+    torch.testing.assert_close(got[1].reshape(5, -1), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="J\\^T u mode"):
+        with vjp_mode("sideways"):
+            pass
 
 
 class _Scale(torch.autograd.Function):

@@ -1,7 +1,7 @@
 """Benchmark: `apply --mask` over a folder of faces: each image's re-projection from a random null
-basis grown in whole blocks with J v in forward mode (the baseline, before 2026-12-07), the shipped
-path (small Krylov blocks, :data:`locobank.loco.jacobian.KRYLOV_BLOCK`, and J v as
-:data:`locobank.loco.linearization.JVP_MODE` says), and warm (started from the null basis of the face
+basis grown in whole blocks with J v in forward mode and J^T u under vmap (the baseline, before
+2026-12-07), the shipped path (small Krylov blocks, :data:`locobank.loco.jacobian.KRYLOV_BLOCK`, J v as
+:data:`locobank.loco.linearization.JVP_MODE` says and J^T u as ``VJP_MODE`` does), and warm (started from the null basis of the face
 before, ``core.NullBases``).
 
 One mouth direction (found on a held-out face, with its part, as the catalog gives it) is applied
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from locobank import core  # noqa: E402
 from locobank.loco import jacobian  # noqa: E402
-from locobank.loco.linearization import JVP_MODE, jvp_mode  # noqa: E402
+from locobank.loco.linearization import JVP_MODE, VJP_MODE, jvp_mode, vjp_mode  # noqa: E402
 from locobank.loco.register import PartPrint, profiles  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import resolve_model  # noqa: E402
@@ -73,9 +73,9 @@ def main(argv=None) -> dict:
         ref = core.edit(model, imgs[i : i + 1], [(d, 0.0)]).images[0]  # the face unedited, untimed
         row = {"ref": ref}
         shipped = jacobian.KRYLOV_BLOCK
-        for name, mem, block, mode in (("whole", None, 0, "forward"), ("cold", None, shipped, None),
-                                       ("warm", memory, shipped, None)):
-            with jacobian.krylov_block(block), jvp_mode(mode or JVP_MODE):
+        for name, mem, block, mode, vmode in (("whole", None, 0, "forward", "vmap"), ("cold", None, shipped, None, None),
+                                              ("warm", memory, shipped, None, None)):
+            with jacobian.krylov_block(block), jvp_mode(mode or JVP_MODE), vjp_mode(vmode or VJP_MODE):
                 t0 = time.perf_counter()
                 r = core.edit(model, imgs[i : i + 1], [(d, lam)], mask=m, null_bases=mem)
                 row[name] = time.perf_counter() - t0

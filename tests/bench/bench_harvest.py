@@ -9,7 +9,8 @@ The same jobs run through plan() + work(), each run into a fresh SQLite catalog:
 random vectors with the whole block and forward J v, each job inverting its own image
 (``warm_start=False``, the baseline: the path before; a batch now brings an image to its edit time
 once for all its masks), small
-blocks with forward J v, the shipped path, then warm-started (``warm_start=True``: each job starts from the bases of the jobs
+blocks with forward J v (and J^T u under vmap, as before), the shipped path (J^T u through a batch of
+copies of the state, :data:`locobank.loco.linearization.VJP_MODE`), then warm-started (``warm_start=True``: each job starts from the bases of the jobs
 its worker finished before; the catalog is empty at first). Each prints directions per minute, and each job's cost in
 forward-pass equivalents (FPE, from its diagnostics: one forward pass of the model, timed in the
 same run, is the unit). Overhead = everything but finding directions, within the run.
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from locobank.catalog import Catalog  # noqa: E402
 from locobank.harvest import HarvestParams, discover, plan, work, worker  # noqa: E402
 from locobank.loco import jacobian  # noqa: E402
-from locobank.loco.linearization import jvp_mode, resolve_jvp_mode  # noqa: E402
+from locobank.loco.linearization import jvp_mode, resolve_jvp_mode, resolve_vjp_mode, vjp_mode  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import resolve_model  # noqa: E402
 from locobank.toyworld import HELD_OUT_SEED, write_dataset  # noqa: E402
@@ -95,16 +96,18 @@ def main() -> None:
         tmp = Path(tmp)
         write_dataset(tmp / "faces", args.faces, HELD_OUT_SEED)
         pairs = discover(tmp / "faces", labels=set(args.labels.split(",")))
-        with jacobian.krylov_block(0), jvp_mode("forward"), each_job_inverted():
+        with jacobian.krylov_block(0), jvp_mode("forward"), vjp_mode("vmap"), each_job_inverted():
             whole = harvest(model, pairs, params, tmp / "whole.db", args.batch, warm=False)
-        with jvp_mode("forward"):
+        with jvp_mode("forward"), vjp_mode("vmap"):
             small = harvest(model, pairs, params, tmp / "small.db", args.batch, warm=False)
         cold = harvest(model, pairs, params, tmp / "cold.db", args.batch, warm=False)
         warm = harvest(model, pairs, params, tmp / "warm.db", args.batch, warm=True)
         widths = jacobian.basis_widths(params.rank, params.null_rank)
+        cpu = torch.device("cpu")
         runs = [("cold, whole blocks, forward J v, an inversion per job (baseline)", whole),
                 (f"cold, blocks of {widths[0]} and {widths[1]}, forward J v", small),
-                (f"cold, the same, J v {resolve_jvp_mode(None, torch.device('cpu'))} (shipped)", cold),
+                (f"cold, the same, J v {resolve_jvp_mode(None, cpu)}, J^T u {resolve_vjp_mode(None, cpu)} (shipped)",
+                 cold),
                 ("warm (--warm)", warm)]
         if args.together:
             runs.append(("warm, together", harvest(model, pairs, params, tmp / "both.db", args.batch, True, True)))
@@ -116,7 +119,8 @@ def main() -> None:
               f"(unit {1000 * r['unit']:.2f} ms); catalog and I/O {100 * inside / s.find_seconds:.1f}% of finding")
     print(f"throughput shipped / baseline: {cold['per_min'] / whole['per_min']:.2f}x (bar 2x); "
           f"FPE per job baseline / shipped: {whole['fpe'] / cold['fpe']:.2f}x; small blocks alone "
-          f"{small['per_min'] / whole['per_min']:.2f}x, then the J v mode {cold['per_min'] / small['per_min']:.2f}x")
+          f"{small['per_min'] / whole['per_min']:.2f}x, then the J v and J^T u modes "
+          f"{cold['per_min'] / small['per_min']:.2f}x")
     print(f"throughput warm / cold: {warm['per_min'] / cold['per_min']:.2f}x; "
           f"FPE per job cold / warm: {cold['fpe'] / warm['fpe']:.2f}x")
     if args.together:
