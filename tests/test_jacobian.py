@@ -9,6 +9,7 @@ import torch
 
 from locobank.loco.jacobian import (Linearization, block_subspace_svd, block_width, iteration_cap, jacobian_svd, math_attention,
                                     max_principal_angle, project_out)
+from locobank.loco import linearization
 from locobank.loco.linearization import jvp_mode, resolve_jvp_mode, resolve_vjp_mode, vjp_mode
 from tiny import tiny_unet
 
@@ -237,10 +238,10 @@ def test_jvp_falls_back_to_reverse_mode_where_forward_ad_fails(problem, caplog):
     assert not plain.reverse_jvp
 
 
-def test_jtu_through_a_batch_of_copies_equals_the_dense_jacobian_and_the_vmapped_path(problem, caplog):
+def test_jtu_through_a_batch_of_copies_equals_the_dense_jacobian_and_the_vmapped_path(problem, caplog, monkeypatch):
     """J^T u as one backward pass through k copies of the state (the CPU's default) agrees with the
     dense Jacobian and with the vmapped path; each chunk size gets its graph, the two latest kept; a
-    model that cannot run under vmap (random noise inside) falls back to the vmapped path, said once."""
+    chunk whose copies would save more than VJP_GRAPH_BYTES goes through vmap; a model that cannot run under vmap (random noise inside) falls back to the vmapped path, said once."""
     fn, x, J, _ = problem
     U = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     want = U.reshape(5, -1) @ J
@@ -257,6 +258,10 @@ def test_jtu_through_a_batch_of_copies_equals_the_dense_jacobian_and_the_vmapped
     for k in (1, 2, 3, 4):
         lin.vjp(U[:k])
     assert sorted(lin._graphs) == [3, 4]  # at most two sizes held
+    monkeypatch.setattr(linearization, "VJP_GRAPH_BYTES", int(2.5 * lin._copy_bytes))
+    lin = Linearization(fn, x, chunk=4, mode="reverse")  # chunks of 4 and 1: the 4 copies would save too much
+    torch.testing.assert_close(lin.vjp(U).reshape(5, -1), want, rtol=1e-4, atol=1e-5)
+    assert sorted(lin._graphs) == [1] and lin.batched_vjp  # the 4 through vmap, the batched path kept for small chunks
     noisy = lambda z: fn(z) + 0 * torch.randn_like(z)  # noqa: E731  (vmap refuses random ops by default)
     lin = Linearization(noisy, x, chunk=5)
     with caplog.at_level("WARNING", logger="locobank.loco.linearization"):

@@ -41,6 +41,10 @@ _CHOSEN: dict[Hashable, bool] = {}  # auto's choice per (key, state shape, dtype
 # batched, the same numbers to 2e-5.
 VJP_MODE = "auto"
 VJP_MODES = ("auto", "vmap", "batched")
+# A batched graph holds what the forward pass saves for its backward, once per copy: a chunk whose
+# copies would save more than this (measured on one copy: about 11 MiB on the toy DDPM, gigabytes on
+# SD-sized models) goes through the vmapped path, which saves it once.
+VJP_GRAPH_BYTES = 1 << 30
 
 
 def resolve_jvp_mode(mode: str | None, device: torch.device) -> str:
@@ -120,6 +124,7 @@ class Linearization:
         self._transpose = None  # the linear map v -> J v, as the VJP of u -> J^T u (built on first use)
         self.batched_vjp = resolve_vjp_mode(None, self.x.device) == "batched"
         self._graphs: dict[int, tuple[Tensor, Tensor]] = {}  # k -> (k copies of x, their outputs): batched J^T u
+        self._copy_bytes: int | None = None  # what one copy's forward graph saves (measured on first use)
 
     def _chunks(self, T: Tensor):
         for i in range(0, T.shape[0], self.chunk):
@@ -200,26 +205,43 @@ class Linearization:
 
     def _batched_vjp(self, U: Tensor) -> Tensor | None:
         """``J^T u`` for a chunk as one backward pass through a batch of ``len(U)`` copies of the
-        state, whose forward graph is made on first use and kept (the two latest sizes); None where
-        ``fn`` cannot run under vmap (the vmapped path then serves, and the log says so once)."""
+        state, whose forward graph is made on first use and kept (the two latest sizes). None where
+        the copies' saved activations would pass :data:`VJP_GRAPH_BYTES` (measured on one copy
+        first), or where ``fn`` cannot run under vmap (said once): the vmapped path then serves."""
         k = U.shape[0]
-        if k not in self._graphs:
-            try:
-                with torch.enable_grad():
-                    xs = self.x.expand(k, *self.x.shape).clone().requires_grad_(True)
-                    ys = torch.func.vmap(self.fn)(xs)
-            except torch.OutOfMemoryError:
-                raise
-            except RuntimeError as e:
-                self.batched_vjp = False
-                log.warning("this model cannot run as a batch of copies (%s); computing J^T u under vmap",
-                            str(e).splitlines()[0][:200])
-                return None
-            while len(self._graphs) >= 2:
-                self._graphs.pop(next(iter(self._graphs)))
-            self._graphs[k] = (xs, ys)
+        if self._copy_bytes is None and self._graph(1) is None:
+            return None
+        if k * self._copy_bytes > VJP_GRAPH_BYTES or (k not in self._graphs and self._graph(k) is None):
+            return None
         xs, ys = self._graphs[k]
         return torch.autograd.grad(ys, xs, U.to(ys.dtype), retain_graph=True)[0]
+
+    def _graph(self, k: int) -> int | None:
+        """The forward graph of ``k`` copies of the state, kept (at most two sizes); returns the bytes
+        its saved tensors take (the first one's sets ``_copy_bytes``), None where it cannot be made."""
+        saved = [0]
+
+        def pack(t: Tensor) -> Tensor:
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        try:
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                xs = self.x.expand(k, *self.x.shape).clone().requires_grad_(True)
+                ys = torch.func.vmap(self.fn)(xs)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as e:
+            self.batched_vjp = False
+            log.warning("this model cannot run as a batch of copies (%s); computing J^T u under vmap",
+                        str(e).splitlines()[0][:200])
+            return None
+        while len(self._graphs) >= 2:
+            self._graphs.pop(next(iter(self._graphs)))
+        self._graphs[k] = (xs, ys)
+        if self._copy_bytes is None:
+            self._copy_bytes = saved[0]  # parameters saved by the layers included: an upper bound per copy
+        return saved[0]
 
 
 __all__ = ["JVP_MODE", "JVP_MODES", "VJP_MODE", "VJP_MODES", "Linearization", "jvp_mode", "math_attention",
