@@ -36,7 +36,7 @@ _CHOSEN: dict[Hashable, bool] = {}  # auto's choice per (key, state shape, dtype
 # under ``vmap``: one recorded forward pass, its backward batched by vmap's rules), "batched" (the
 # state repeated k times and passed forward once as a batch, its graph kept and reused: each call is
 # one plain backward pass of a batch of k), or "auto": batched on the CPU, vmap elsewhere (a batched
-# graph holds k copies of the forward pass's activations; the chunk bounds k). Measured on the 2-core
+# graph holds k copies of the forward pass's activations: VJP_GRAPH_BYTES bounds them). Measured on the 2-core
 # CPU (docs/performance.md): on the toy DDPM, 2 / 4 / 8 rows took 1.45 / 1.23 / 1.32 times less time
 # batched, the same numbers to 2e-5.
 VJP_MODE = "auto"
