@@ -209,8 +209,10 @@ class Linearization:
         the copies' saved activations would pass :data:`VJP_GRAPH_BYTES` (measured on one copy
         first), or where ``fn`` cannot run under vmap (said once): the vmapped path then serves."""
         k = U.shape[0]
-        if self._copy_bytes is None and self._graph(1) is None:
-            return None
+        if self._copy_bytes is None:
+            self._copy_bytes = self._graph(1)  # the layers' saved parameters included: an upper bound per copy
+            if self._copy_bytes is None:
+                return None
         if k * self._copy_bytes > VJP_GRAPH_BYTES or (k not in self._graphs and self._graph(k) is None):
             return None
         xs, ys = self._graphs[k]
@@ -218,7 +220,7 @@ class Linearization:
 
     def _graph(self, k: int) -> int | None:
         """The forward graph of ``k`` copies of the state, kept (at most two sizes); returns the bytes
-        its saved tensors take (the first one's sets ``_copy_bytes``), None where it cannot be made."""
+        its saved tensors take, None where it cannot be made."""
         saved = [0]
 
         def pack(t: Tensor) -> Tensor:
@@ -239,8 +241,6 @@ class Linearization:
         while len(self._graphs) >= 2:
             self._graphs.pop(next(iter(self._graphs)))
         self._graphs[k] = (xs, ys)
-        if self._copy_bytes is None:
-            self._copy_bytes = saved[0]  # parameters saved by the layers included: an upper bound per copy
         return saved[0]
 
 
