@@ -23,7 +23,7 @@ from locobank.images import load_image, load_mask
 from locobank.index import build_index, catalog_folder
 from locobank.models import load_model, under
 from locobank.paths import TOY_DDPM
-from locobank.errors import ArgumentError
+from locobank.errors import ArgumentError, InputError
 from locobank.rank import (BREAK_WEIGHT, CALIBRATION_TOL, STRENGTH_CAP, STRENGTH_FLOOR, calibrated_strengths, candidate_pool, change_size, rank_for_image,
                            rank_pool)
 from locobank.search import name_directions, text_direction
@@ -123,7 +123,7 @@ def test_previews_in_bfloat16(pixel, monkeypatch):
     model on a device that computes bfloat16 natively; an unknown precision is refused."""
     from types import SimpleNamespace
 
-    from locobank.errors import ArgumentError
+    from locobank.errors import ArgumentError, InputError
     from locobank.rank import preview
 
     model = pixel["model"]
@@ -525,6 +525,57 @@ def test_cli_apply_query_with_a_mask_pattern_ranks_each_image_on_its_own_mask(pi
         assert one.exit_code == 0, one.output
         assert np.array_equal(np.asarray(Image.open(tmp_path / "q" / f"{name}.png")),
                               np.asarray(Image.open(tmp_path / f"{name}.png")))
+
+
+def test_cli_apply_query_with_a_mask_edits_from_its_rankings_inversion(pixel, tmp_path, monkeypatch):
+    """apply --query --mask inverts the image once: the edit starts from the state its ranking
+    inverted on the same grid, and the file is the same as applying the top hit with the mask."""
+    from locobank.loco import ddim
+
+    run = CliRunner().invoke
+    common = ["--device", "cpu", "--steps", "8", "--refine", "0", "--db", pixel["db"]]
+    masked = ["--mask", str(pixel["mask"])]
+    found = run(cli, ["search", "smile", "--image", str(pixel["face"]), "--json", *masked, *common])
+    assert found.exit_code == 0, found.output
+    top = json.loads(found.output)[0]["hits"][0]
+    inversions = []
+    real = ddim.invert
+    monkeypatch.setattr(ddim, "invert", lambda *a, **k: inversions.append(k.get("grid")) or real(*a, **k))
+    res = run(cli, ["apply", "--query", "smile", str(pixel["face"]), *masked, "--out", str(tmp_path / "q.png"),
+                    *common])
+    assert res.exit_code == 0, res.output
+    assert f"ranked 3 hits by their previews on it: #{top['id']} " in res.output
+    assert len(inversions) == 1, inversions  # the ranking's; before, the edit inverted the image again
+    one = run(cli, ["apply", f"{top['id']}:{top['strength']}", str(pixel["face"]), *masked,
+                    "--out", str(tmp_path / "one.png"), *common])
+    assert one.exit_code == 0, one.output
+    assert inversions[1] == inversions[0]  # the plain apply inverts itself, on the same grid
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "q.png")), np.asarray(Image.open(tmp_path / "one.png")))
+
+
+def test_edit_masked_starts_from_given_states_only_on_its_own_grid(pixel):
+    """core.edit_masked uses an image's given inversion when it lies on the edit's grid at its time
+    (the same result as inverting), and inverts the image itself when the grid differs."""
+    from locobank.loco import ddim
+
+    m = pixel["model"]
+    opts = _fast(m)
+    x = load_image(pixel["face"], m.resolution)[None]
+    mask = load_mask(pixel["mask"], m.resolution)
+    t = core.to_timestep(m, m.settings.t_edit)
+    v = torch.randn(1, *m.family.state_shape, generator=torch.Generator().manual_seed(0))
+    direction = core.Direction(v[0] / v.norm(), t, m.fingerprint)
+    grid = sorted(set(ddim.timesteps_to(t, opts.steps)) | {t})
+    x_t = core.invert_on(m, x, grid)
+    plain = core.edit_masked(m, x, [(direction, 2.0)], [mask], options=opts)[0]
+    given = core.edit_masked(m, x, [(direction, 2.0)], [mask], options=opts, at=[core.Inverted(grid, {t: x_t})])[0]
+    # the same state; the images to rounding (a process's first Jacobian products time the J v modes)
+    assert torch.equal(given.x_t, plain.x_t) and torch.allclose(given.images, plain.images, atol=1e-5)
+    wrong = core.edit_masked(m, x, [(direction, 2.0)], [mask], options=opts,
+                             at=[core.Inverted(grid[1:], {t: torch.zeros_like(x_t)})])[0]  # another grid: not used
+    assert torch.equal(wrong.x_t, plain.x_t) and torch.allclose(wrong.images, plain.images, atol=1e-5)
+    with pytest.raises(InputError, match="one inverted state"):
+        core.edit_masked(m, x, [(direction, 2.0)], [mask], options=opts, at=[None, None])
 
 
 def test_toy_aware_evaluation_compares_each_faces_ranked_hit_with_the_blind_one(pixel):

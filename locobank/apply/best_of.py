@@ -24,6 +24,7 @@ class Candidate:
     prep: Prepared
     ranked: object | None = None  # locobank.rank.ImageHit: how it previewed on its image, when ranked there
     own: object | None = None  # locobank.rank.own.OwnDirection: the image's own direction applied instead
+    inverted: list | None = None  # the ranking's inversions of its image (locobank.core.Inverted), for the edit
 
 
 def query_candidates(catalog, clip, query: str, *, k: int = 1, domain: str = "face",

@@ -34,15 +34,16 @@ def ranked_candidates(catalog, clip, req: ApplyRequest,
     out = []
     masks = [req.masks_for(p)[0] for p in req.images] if req.per_image_masks() else req.masks
     for image, mask in zip(req.images, masks_per_image(masks, len(req.images))):
+        inverted: list = []  # the ranking's inversions: a masked edit on the same grid starts from them
         ranked = rank_pool(pool, clip, req.query, image, mask=mask, domain=req.domain, strength=size,
                            resize=req.resize, options=options, batch=req.batch, preview_steps=req.preview_steps,
-                           refine=req.refine, precision=req.preview_precision, progress=progress)
+                           refine=req.refine, precision=req.preview_precision, progress=progress, inverted=inverted)
         top = ranked[: req.candidates]
         if req.own:
             out.append([own_candidate(pool.model, clip, req, image, mask, h, options, size, flip) for h in top])
         else:
-            out.append([Candidate(h.hit, Prepared(pool.model, [h.direction], [flip * h.signed_strength]), h)
-                        for h in top])
+            out.append([Candidate(h.hit, Prepared(pool.model, [h.direction], [flip * h.signed_strength]), h,
+                                  inverted=inverted) for h in top])
     return len(pool.hits), out
 
 

@@ -108,7 +108,8 @@ def _run_edit(req, pool, cands, clip, text, progress, notes):
         edited = apply_to_images(prep, req.sources(), options=req.edit_options(prep.model),
                                  mask=req.mask_arg() if each is None else None, image_masks=each,
                                  resize=req.resize, orthogonalize=req.orthogonalize, batch=req.batch,
-                                 progress=stage(progress, "apply", len(req.sources())), shifts=shifts)
+                                 progress=stage(progress, "apply", len(req.sources())), shifts=shifts,
+                                 inverted=_ranked_inversion(req, cands))
     written = [save_image(img, req.out / f"{stem(p)}.png" if many else req.out)
                for p, img in zip(req.sources(), edited)]
     desc = ", ".join(f"{d.name}:{s:g}" for d, s in zip(prep.directions, prep.strengths))
@@ -119,6 +120,11 @@ def _run_edit(req, pool, cands, clip, text, progress, notes):
     else:
         notes.append(f"applied {desc} to {what} -> {req.out}")
     return written, prep, shifts
+
+
+def _ranked_inversion(req: ApplyRequest, cands: list[Candidate]) -> list | None:
+    """The ranking's inversion of the one image edited (None for several, or none kept)."""
+    return [cands[0].inverted] if len(req.sources()) == 1 and cands and cands[0].inverted else None
 
 
 def _run_sweep(req, pool, cands, clip, text, progress, notes):

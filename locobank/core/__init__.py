@@ -14,7 +14,7 @@ Everything here talks to the model through :class:`~locobank.models.family.Model
 """
 
 from ..settings import EditOptions
-from .compose import edit, edit_masked, options_for
+from .compose import Inverted, edit, edit_masked, options_for
 from .direction import Direction, EditResult, check_direction, compose, locality
 from .each import SharedAt, edit_each, shared_at
 from . import warm
@@ -26,7 +26,7 @@ from .states import as_batch, generate, generate_to, invert, invert_on, noise_fo
 from .time import EditTime, to_timestep
 from .transfer import REPROJECT_TOL, NullBases, align, masks_for, register, relocalize, reproject
 
-__all__ = ["REPROJECT_TOL", "NullBases", "Direction", "Directions", "Start", "forward_seconds", "fpe", "warm", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
+__all__ = ["REPROJECT_TOL", "Inverted", "NullBases", "Direction", "Directions", "Start", "forward_seconds", "fpe", "warm", "EditOptions", "EditResult", "EditTime", "align", "as_batch",
            "check_direction", "compose", "edit", "edit_each", "edit_masked", "shared_at", "SharedAt", "find_directions", "find_many", "find_supervised", "generate",
            "generate_to", "invert", "invert_on", "linearize", "locality", "noise_for", "masks_for", "noise_to", "options_for", "register", "relocalize", "reproject", "sample",
            "spill_pass", "to_timestep", "with_spill_passes"]

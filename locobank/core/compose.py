@@ -3,6 +3,7 @@ several (each direction added when the sampler passes its own time)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
@@ -65,27 +66,43 @@ def edit(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Directio
                    null_bases=null_bases)[0]
 
 
+@dataclass
+class Inverted:
+    """One image's states at edit times (each (1, *state_shape)), inverted along ``grid``: what an
+    edit on the same grid starts from instead of inverting the image again (``apply --query
+    --mask`` edits from its ranking's inversion)."""
+
+    grid: list[int]
+    states: dict[int, Tensor]
+
+
 def edit_masked(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
                 masks: Sequence[Tensor | Sequence[Tensor]], t_edit: float | int | None = None, *,
                 options: EditOptions | None = None, orthogonalize: bool = False, inverted: bool = False,
-                progress=None, null_bases: NullBases | None = None, **given) -> list[EditResult]:
+                progress=None, null_bases: NullBases | None = None, at: Sequence[Inverted | None] | None = None,
+                **given) -> list[EditResult]:
     """:func:`edit` with a target mask for each of several images: ``masks[i]`` is image ``i``'s
     (one for all directions, or one per direction). Each image's directions are re-localised on its
     own masks as :func:`edit` does for one; the inversions, edits, unedited references and spill
     passes of all the images go through the model together, one batch per sampler step (with tail
     noise, ``eta_tail`` > 0, one image at a time, so that each gets the noise it would alone).
+    ``at[i]``, when given, is image ``i`` inverted already (:class:`Inverted`): used when every
+    image's states lie on this edit's grid at its times, else the images are inverted as usual.
     Returns one :class:`~locobank.core.direction.EditResult` per image, as :func:`edit` gives it."""
     opts, dirs, strengths, x = _checked(model, images, directions, t_edit, inverted, options, given)
     masks = list(masks)
     if len(masks) != x.shape[0]:
         raise InputError(f"give one mask (or one per direction) for each image: {len(masks)} for {x.shape[0]} images")
+    if at is not None and len(at) != x.shape[0]:
+        raise InputError(f"give one inverted state (or None) for each image: {len(at)} for {x.shape[0]} images")
+    at = list(at) if at is not None else [None] * x.shape[0]
     if opts.eta_tail > 0 and x.shape[0] > 1:
         return [r for i in range(x.shape[0])
                 for r in _masked(model, x[i : i + 1], dirs, strengths, opts, masks[i : i + 1],
                                  orthogonalize=orthogonalize, inverted=inverted, progress=progress,
-                                 null_bases=null_bases)]
+                                 null_bases=null_bases, at=at[i : i + 1])]
     return _masked(model, x, dirs, strengths, opts, masks, orthogonalize=orthogonalize, inverted=inverted,
-                   progress=progress, null_bases=null_bases)
+                   progress=progress, null_bases=null_bases, at=at)
 
 
 def _checked(model: LoadedModel, images: Tensor, directions, t_edit, inverted: bool, options, given: dict):
@@ -152,6 +169,13 @@ def _invert_to_times(model: LoadedModel, x: Tensor, times: list[int], grid: list
     return states
 
 
+def _states_given(at: Sequence[Inverted | None] | None, times: list[int], grid: list[int]) -> dict[int, Tensor] | None:
+    """The images' states at ``times`` stacked from ``at``, when every image has them on ``grid``; else None."""
+    if not at or any(a is None or list(a.grid) != list(grid) or any(t not in a.states for t in times) for a in at):
+        return None
+    return {t: torch.cat([a.states[t] for a in at]) for t in times}
+
+
 def _grid(dirs: list[Direction], opts: EditOptions) -> tuple[list[int], list[int]]:
     """The edit times, and the DDIM grid: the usual one for the highest time with every
     direction's time added; inversion and sampling walk it in segments, so with zero strengths an
@@ -205,14 +229,16 @@ def _relocalized(model: LoadedModel, states: dict[int, Tensor], image: Tensor | 
 
 def _masked(model: LoadedModel, x: Tensor, dirs: list[Direction], strengths: list[float], opts: EditOptions,
             masks: list, *, orthogonalize: bool, inverted: bool, progress=None, references: list | None = None,
-            null_bases: NullBases | None = None) -> list[EditResult]:
+            null_bases: NullBases | None = None, at: Sequence[Inverted | None] | None = None) -> list[EditResult]:
     """Images ``x`` (B of them) each edited with its own masks ``masks[i]``: inverted together,
     each image's directions re-localised on its masks, then sampled together, with the spill passes
     correcting the highest time's edit for its spill outside each image's masks' union.
     ``references``: each image's unedited sample from an earlier edit of the same state and
-    options (None: sampled here when spill passes need it)."""
+    options (None: sampled here when spill passes need it); ``at``: see :func:`edit_masked`."""
     times, grid = _grid(dirs, opts)
-    states = _invert_to_times(model, x, times, grid, inverted, progress)
+    states = None if inverted else _states_given(at, times, grid)
+    if states is None:
+        states = _invert_to_times(model, x, times, grid, inverted, progress)
     found = [_relocalized(model, {t: s[i : i + 1] for t, s in states.items()}, None if inverted else x[i], dirs,
                           masks[i], opts, null_bases) for i in range(x.shape[0])]
     per_image = [_deltas(v, dirs, strengths, times, orthogonalize) for v, _, _, _ in found]

@@ -101,6 +101,7 @@ class StateAt:
     # a walk of several steps starts from them instead of a first network pass
     means: dict = field(default_factory=dict, repr=False)
     autocast: torch.dtype | None = None  # the dtype its previews' network passes run in (None: the model's)
+    grid: list[int] | None = None  # the DDIM grid x_t was inverted along
 
 
 @dataclass
@@ -196,11 +197,11 @@ def states_for(model: LoadedModel, image: Tensor, directions: Sequence[core.Dire
     out = []
     for t in times:
         idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
-        _, x_t, vectors, _, _ = core.shared_at(model, x, t, [dirs[i] for i in idx], opts, mask, tol=PREVIEW_TOL,
-                                               autocast=dtype)
+        grid, x_t, vectors, _, _ = core.shared_at(model, x, t, [dirs[i] for i in idx], opts, mask, tol=PREVIEW_TOL,
+                                                  autocast=dtype)
         # the unedited image is previewed in the same batch as the first previews (preview_at)
         out.append(StateAt(t, x_t, None, idx, vectors, regions_for(model, [dirs[i] for i in idx], mask), walk,
-                           autocast=dtype))
+                           autocast=dtype, grid=grid))
         step(1)
     return out
 
@@ -367,5 +368,5 @@ def narrowed(states: Sequence[StateAt], keep: Sequence[int], walk: int) -> list[
         row = {-1: -1, **{j: n for n, j in enumerate(rows)}}  # the kept rows' posterior means go along
         means = {(row[j], s): m for (j, s), m in st.means.items() if j in row}
         out.append(StateAt(st.t, st.x_t, None, [st.index[j] for j in rows], st.vectors[r.to(st.vectors.device)],
-                           st.regions[r], walk, means, st.autocast))
+                           st.regions[r], walk, means, st.autocast, st.grid))
     return out

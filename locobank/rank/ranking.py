@@ -195,7 +195,8 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
               domain: str = "face", strength: float | None = None, target: float = RANK_TARGET,
               resize: bool = False, options: EditOptions | None = None, steps: int | None = None,
               batch: int = 16, order: str = "verify", preview_steps: int = 1, refine: int | None = None,
-              precision: str | None = None, progress: Progress | None = None) -> list[ImageHit]:
+              precision: str | None = None, progress: Progress | None = None,
+              inverted: list | None = None) -> list[ImageHit]:
     """The pool's hits ranked for one image by their previews (``order``: see the module
     docstring), best first (ties keep the text search's order). ``options`` say how to invert and
     re-localise, as for ``apply`` (None: the model's settings; ``steps``, when given, replaces theirs);
@@ -204,7 +205,9 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
     then previewed again in :data:`REFINE_STEPS` steps (when ``preview_steps`` is fewer),
     re-calibrated, and re-ordered among themselves (0: no second look; None: :data:`REFINE_TOP`).
     ``precision``: what the previews' network passes run in (:func:`.preview.preview_dtype`; None:
-    :data:`.preview.PREVIEW_PRECISION`, bfloat16 where the device computes it natively)."""
+    :data:`.preview.PREVIEW_PRECISION`, bfloat16 where the device computes it natively). ``inverted``,
+    when given a list, receives the image's inversion (:class:`locobank.core.Inverted`, one per edit
+    time): an edit on the same grid starts from it instead of inverting the image again."""
     from ..search import text_direction
 
     refine = REFINE_TOP if refine is None else refine
@@ -218,6 +221,8 @@ def rank_pool(pool: Pool, clip, query: str, image: Path | Tensor, *, mask: Path 
     states, previews = preview_pool(m, x, pool.directions, signs, pool.defaults, mask=mk,
                                     options=core.options_for(m, options, steps=steps), walk=preview_steps,
                                     precision=precision, progress=progress, **look)
+    if inverted is not None:
+        inverted += [core.Inverted(st.grid, {st.t: st.x_t}) for st in states]
     text = text_direction(clip, query, domain)
     ranked = _image_hits(pool, clip, text, previews, mk, range(len(previews)), preview_steps)
     first = ordered([h.score for h in ranked], order)
