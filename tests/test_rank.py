@@ -123,7 +123,7 @@ def test_previews_in_bfloat16(pixel, monkeypatch):
     model on a device that computes bfloat16 natively; an unknown precision is refused."""
     from types import SimpleNamespace
 
-    from locobank.errors import ArgumentError, InputError
+    from locobank.errors import ArgumentError
     from locobank.rank import preview
 
     model = pixel["model"]
@@ -528,8 +528,9 @@ def test_cli_apply_query_with_a_mask_pattern_ranks_each_image_on_its_own_mask(pi
 
 
 def test_cli_apply_query_with_a_mask_edits_from_its_rankings_inversion(pixel, tmp_path, monkeypatch):
-    """apply --query --mask inverts the image once: the edit starts from the state its ranking
-    inverted on the same grid, and the file is the same as applying the top hit with the mask."""
+    """apply --query --mask inverts the image once: the edit (or with --candidates N, the full
+    edits) starts from the state its ranking inverted on the same grid, and the file is the same
+    as applying the top hit with the mask (as choosing among the full edits that invert it again)."""
     from locobank.loco import ddim
 
     run = CliRunner().invoke
@@ -551,6 +552,16 @@ def test_cli_apply_query_with_a_mask_edits_from_its_rankings_inversion(pixel, tm
     assert one.exit_code == 0, one.output
     assert inversions[1] == inversions[0]  # the plain apply inverts itself, on the same grid
     assert np.array_equal(np.asarray(Image.open(tmp_path / "q.png")), np.asarray(Image.open(tmp_path / "one.png")))
+    del inversions[:]
+    best = ["apply", "--query", "smile", str(pixel["face"]), *masked, "--candidates", "2", *common]
+    shared = run(cli, [*best, "--out", str(tmp_path / "b.png")])  # the full edits start from it too
+    assert shared.exit_code == 0 and "kept per image: #" in shared.output, shared.output
+    assert len(inversions) == 1, inversions
+    monkeypatch.setattr("locobank.apply.run._ranked_inversion", lambda req, cands: None)  # the path before
+    alone = run(cli, [*best, "--out", str(tmp_path / "b0.png")])
+    assert alone.exit_code == 0 and len(inversions) == 3, inversions
+    a, b = (np.asarray(Image.open(tmp_path / f), dtype=np.int16) for f in ("b.png", "b0.png"))
+    assert np.abs(a - b).max() <= 1  # the same edit to rounding (bitwise in a fresh process; here, after other calls, within a level)
 
 
 def test_edit_masked_starts_from_given_states_only_on_its_own_grid(pixel):

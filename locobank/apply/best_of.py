@@ -67,8 +67,8 @@ def choose(outputs: Sequence[torch.Tensor], clip, text) -> list[int]:
 
 def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[Source], *,
                   options: EditOptions | None = None, mask: MaskArg = None, resize: bool = False, batch: int = 16,
-                  progress: Callable[[int], None] | None = None,
-                  shifts: list | None = None) -> tuple[list[torch.Tensor], list[int]]:
+                  progress: Callable[[int], None] | None = None, shifts: list | None = None,
+                  inverted: Sequence[Sequence | None] | None = None) -> tuple[list[torch.Tensor], list[int]]:
     """Each image edited by every candidate (one direction each, at its strength), with the
     options of :func:`apply_to_images` (``mask`` included), keeping per image the edit
     :func:`choose` picks: (edited images, the index of the candidate kept for each), ``batch``
@@ -80,7 +80,8 @@ def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[S
     another hit turns those blond. Choosing among the real edits means the choice is made on
     exactly what is returned. The candidates share each image's inversion and, with ``mask``,
     its re-projection and unedited reference (:func:`locobank.core.edit_each`); only the best
-    edit so far of each image is kept in memory."""
+    edit so far of each image is kept in memory. ``inverted[i]`` (with ``mask``): image ``i``'s
+    inversions made already (:class:`locobank.core.Inverted`, e.g. by its ranking)."""
     if not candidates:
         raise InputError("no candidate directions to choose from")
     if len({c.model.fingerprint for c in candidates}) > 1:
@@ -106,7 +107,9 @@ def apply_best_of(candidates: Sequence[Prepared], clip, text, images: Sequence[S
         best = score = None
         kept = torch.zeros(len(x), dtype=torch.long)
         moves: list = [None] * len(x)
-        for j, r in core.edit_each(m, x, dirs, strengths, options=opts, mask=one, batch=batch, progress=progress):
+        at = inverted[i] if inverted is not None and masks is not None else None
+        for j, r in core.edit_each(m, x, dirs, strengths, options=opts, mask=one, batch=batch, progress=progress,
+                                   at=at):
             out = r.images.cpu()
             sc = (clip.encode_images(out) @ q).cpu()
             if best is None:

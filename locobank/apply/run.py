@@ -89,17 +89,20 @@ def _one_by_one(catalog, req: ApplyRequest, progress: Progress | None) -> ApplyO
     return ApplyOutcome(written, notes)
 
 
-def _pick(req, pool, clip, text, progress, label: str, shifts=None):
-    """Each image's best of the candidates (with ``shifts``, the edits too)."""
+def _pick(req, pool, clip, text, progress, label: str, shifts=None, inverted=None):
+    """Each image's best of the candidates (with ``shifts``, the edits too; ``inverted``: each image's
+    inversions made already)."""
     update = stage(progress, label, len(req.sources()) * len(pool))
     return apply_best_of(pool, clip, text, req.sources(), options=req.edit_options(pool[0].model),
-                         mask=req.mask_arg(), resize=req.resize, batch=req.batch, progress=update, shifts=shifts)
+                         mask=req.mask_arg(), resize=req.resize, batch=req.batch, progress=update, shifts=shifts,
+                         inverted=inverted)
 
 
 def _run_edit(req, pool, cands, clip, text, progress, notes):
     many, shifts = len(req.sources()) > 1, []
     if len(pool) > 1:
-        edited, picks = _pick(req, pool, clip, text, progress, f"apply {len(pool)} hits, keep the best", shifts)
+        edited, picks = _pick(req, pool, clip, text, progress, f"apply {len(pool)} hits, keep the best", shifts,
+                              _ranked_inversion(req, cands))
         notes.append(chosen_note(cands, picks))
         prep = kept(pool, picks)
     else:

@@ -12,7 +12,7 @@ from ..images import check_mask
 from ..loco import ddim
 from ..models import LoadedModel
 from ..settings import EditOptions
-from .compose import options_for, walk
+from .compose import Inverted, options_for, walk
 from .direction import Direction, EditResult, check_direction, scaled
 from .spill import with_spill_passes
 from .states import as_batch
@@ -21,7 +21,8 @@ from .transfer import REPROJECT_TOL, relocalize
 
 def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction], strengths: Sequence[float], *,
               options: EditOptions | None = None, mask: Tensor | None = None, batch: int = 16,
-              progress: Callable[[int], None] | None = None, **given) -> Iterator[tuple[int, EditResult]]:
+              progress: Callable[[int], None] | None = None, at: Sequence[Inverted] | None = None,
+              **given) -> Iterator[tuple[int, EditResult]]:
     """Each direction applied alone, at its strength, to the same ``images``: yields (index of
     the direction, its :class:`EditResult`) as one :func:`~locobank.core.edit` call each would
     give, with the work they share done once. Results come grouped by edit time, so that a
@@ -34,7 +35,8 @@ def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction
     edit to the re-projection's tolerance), and the unedited reference of the spill passes;
     their edits and spill passes are then sampled ``batch`` directions at a time (one at a
     time with ``eta_tail``, so each gets the tail noise a lone edit would). ``progress`` is
-    called with the number of images after each direction's edits."""
+    called with the number of images after each direction's edits. ``at``: the images' inversions
+    made already (:class:`~locobank.core.compose.Inverted`), used where they lie on the edit's grid."""
     opts = options_for(model, options, **given)
     dirs = [check_direction(model, d, None) for d in directions]
     if not dirs:
@@ -50,7 +52,7 @@ def edit_each(model: LoadedModel, images: Tensor, directions: Sequence[Direction
         mask = check_mask(mask, (model.resolution, model.resolution)).to(model.device)
     for t in sorted({d.t_edit for d in dirs}):
         idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
-        yield from _each_at(model, x, t, idx, dirs, strengths, opts, mask, batch, progress)
+        yield from _each_at(model, x, t, idx, dirs, strengths, opts, mask, batch, progress, at)
 
 
 class SharedAt(NamedTuple):
@@ -66,13 +68,19 @@ class SharedAt(NamedTuple):
 
 
 def shared_at(model: LoadedModel, x: Tensor, t: int, dirs: Sequence[Direction], opts: EditOptions,
-              mask: Tensor | None = None, tol: float = REPROJECT_TOL, autocast: torch.dtype | None = None) -> SharedAt:
+              mask: Tensor | None = None, tol: float = REPROJECT_TOL, autocast: torch.dtype | None = None,
+              at: Sequence[Inverted] | None = None) -> SharedAt:
     """One inversion of ``x`` (one image with ``mask``) to timestep ``t`` and, with ``mask``, one
     re-localisation of every direction on it, as :func:`relocalize` does for ``apply --mask``
     (its re-projection settled to ``tol``; ``autocast``: the dtype its network passes run in, None
-    for the model's; the inversion always runs in the model's)."""
+    for the model's; the inversion always runs in the model's; ``at``: the images' inversions made
+    already, used where one lies on this grid at ``t`` for the same number of images)."""
     grid = sorted(set(ddim.timesteps_to(t, opts.steps)) | {t})
-    x_t = ddim.invert(model.denoiser, model.family.encode(x), t, grid=grid)
+    given = [a.states[t] for a in at or () if list(a.grid) == grid and t in a.states]
+    if given and given[0].shape[0] == x.shape[0]:
+        x_t = given[0]
+    else:
+        x_t = ddim.invert(model.denoiser, model.family.encode(x), t, grid=grid)
     vectors = torch.stack([d.vector.to(model.device, torch.float32) for d in dirs])
     if mask is None:
         return SharedAt(grid, x_t, vectors, None, None)
@@ -85,9 +93,9 @@ def shared_at(model: LoadedModel, x: Tensor, t: int, dirs: Sequence[Direction], 
 
 def _each_at(model: LoadedModel, x: Tensor, t: int, idx: list[int], dirs: list[Direction],
              strengths: Sequence[float], opts: EditOptions, mask: Tensor | None, batch: int,
-             progress) -> Iterator[tuple[int, EditResult]]:
+             progress, at: Sequence[Inverted] | None = None) -> Iterator[tuple[int, EditResult]]:
     """The edits of the directions ``idx``, all found at timestep ``t``."""
-    grid, x_t, vectors, shifts, scales = shared_at(model, x, t, [dirs[i] for i in idx], opts, mask)
+    grid, x_t, vectors, shifts, scales = shared_at(model, x, t, [dirs[i] for i in idx], opts, mask, at=at)
     deltas = torch.stack([p.reshape(v.shape).to(v.dtype)
                           for p, v in zip(scaled(vectors, [strengths[i] for i in idx], False), vectors)])
 

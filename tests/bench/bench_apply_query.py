@@ -1,12 +1,13 @@
 """Benchmark: `apply --query TEXT FACE --mask M` editing from its ranking's inversion against the
-path before, which inverted the image again for the edit (the same 50-step grid, the same state).
+path before, which inverted the image again for the edit (the same 50-step grid, the same state);
+with ``--candidates N``, the N full edits of the ranking's top N.
 
 A catalog of mouth directions is harvested from a few toy faces, embedded and indexed; each
 held-out face is then edited through the CLI both ways, alternating (before, shared, shared,
 before), in one process, so that load drifts alike on both. Prints each way's seconds per face and
 their ratio.
 
-    .venv/bin/python tests/bench/bench_apply_query.py [--faces 4] [--query smile] [--sources 3]
+    .venv/bin/python tests/bench/bench_apply_query.py [--faces 4] [--query smile] [--sources 3] [--candidates 1]
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=4, help="held-out faces to edit")
     ap.add_argument("--query", default="smile")
     ap.add_argument("--sources", type=int, default=3, help="faces whose mouth directions make the catalog")
+    ap.add_argument("--candidates", type=int, default=1, help="full edits of the ranking's top N, the best kept")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp())
     db = catalog(root, args.sources)
@@ -69,14 +71,15 @@ def main() -> None:
             t0 = time.perf_counter()
             res = CliRunner().invoke(cli, ["apply", "--query", args.query, str(face), "--mask",
                                            str(face.with_name(f"{face.stem}_mouth.png")), "--out",
-                                           str(root / f"{way}.png"), "--device", "cpu", "--db", db])
+                                           str(root / f"{way}.png"), "--candidates", str(args.candidates),
+                                           "--device", "cpu", "--db", db])
             times[way].append(time.perf_counter() - t0)
             if res.exit_code != 0:
                 raise SystemExit(res.output)
     run_module._ranked_inversion = shared
     for way, ts in times.items():
         print(f"{way:>7}: {statistics.mean(ts):.2f} s per face (median {statistics.median(ts):.2f}), "
-              f"{len(ts)} edits of {len(faces)} faces")
+              f"{len(ts)} runs on {len(faces)} faces, --candidates {args.candidates}")
     print(f"ratio (before / shared), by the mean: {statistics.mean(times['before']) / statistics.mean(times['shared']):.3f}")
 
 
