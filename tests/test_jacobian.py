@@ -201,6 +201,59 @@ def test_watched_vectors_stop_the_iteration_once_their_projections_settle(proble
     assert loose.iterations < basis.iterations  # a loose tolerance on the projection stops sooner
 
 
+def _dense_share(J, outside, w, N):
+    """Each row of ``w`` projected off ``N``'s rows: its share of change (under the dense ``J``) where ``outside``."""
+    p = w - (w @ N.T) @ N
+    Jp = p @ J.T
+    sel = outside.reshape(-1)
+    return Jp[:, sel].pow(2).sum(1) / Jp.pow(2).sum(1)
+
+
+def test_watched_share_is_exact_and_stops_once_it_settles(problem, monkeypatch):
+    """With ``settle="share"``, a watched block follows each projected vector's share of change inside
+    its mask, computed from the products already made: at every iteration it equals the dense
+    oracle's share off that iteration's basis. The block stops once the share has settled, no later
+    than the projection test, and the share at its stop is the converged basis's to the tolerance.
+    Each watched vector settles on its own, so watching it with others gives its projection alone."""
+    from locobank.loco import watch
+
+    fn, x, J, mask = problem
+    outside = ~mask.expand(3, 8, 8)
+    _, _, Vh0 = torch.linalg.svd(J * outside.reshape(-1, 1).float())
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(2, 192, generator=g)
+    seen = []
+    real = watch.shares
+
+    def spy(b):
+        got = real(b)
+        seen.append((got, _dense_share(J.double(), outside, b["watch"], b["top"].double())))
+        return got
+
+    monkeypatch.setattr(watch, "shares", spy)
+    lin = Linearization(fn, x)
+    for block in (0, 2):
+        seen.clear()
+        (shared,) = block_subspace_svd(lin, [outside], [6], tol=1e-2, iters=200, watch=[w], block=block,
+                                       settle="share")
+        (projected,) = block_subspace_svd(lin, [outside], [6], tol=1e-2, iters=200, watch=[w], block=block)
+        assert shared.converged and shared.iterations <= projected.iterations and shared.moved < 1e-2
+        assert len(seen) >= 2 and all(torch.allclose(a, b, atol=1e-6) for a, b in seen)
+        final = _dense_share(J.double(), outside, w.double(), Vh0[:6].double())
+        assert (seen[-1][1] - final).abs().max() < 1e-2
+    # each vector settles on its own: watched with another, its projection is the one it has alone
+    (pair,) = block_subspace_svd(lin, [outside], [6], tol=1e-2, iters=200, watch=[w], block=2, settle="share")
+    for i in range(2):
+        (alone,) = block_subspace_svd(lin, [outside], [6], tol=1e-2, iters=200, watch=[w[i : i + 1]], block=2,
+                                      settle="share")
+        assert alone.iterations <= pair.iterations
+        torch.testing.assert_close(pair.projected[i], alone.projected[0], atol=1e-9, rtol=0)
+    with pytest.raises(ValueError, match="settle must be one of"):
+        block_subspace_svd(lin, [outside], [6], watch=[w], settle="bases")
+    with pytest.raises(ValueError, match="needs a masked block"):
+        block_subspace_svd(lin, [None], [6], watch=[w], settle="share")
+
+
 class _BackwardOnlySquare(torch.autograd.Function):
     """x**2 with a backward formula and no forward-mode one, as some ops of real models are."""
 

@@ -215,8 +215,8 @@ def test_the_first_hits_are_looked_at_again_in_refine_steps(pixel, order):
 
 def test_masked_preview_is_of_the_relocalised_direction(pixel, ranked_masked):
     """With a mask, the candidates are re-localised as `apply --mask` does (their re-projection
-    settled to the previews' own tolerance), then previewed."""
-    from locobank.rank.preview import PREVIEW_TOL
+    settled to the previews' own tolerance and stop), then previewed."""
+    from locobank.rank.preview import PREVIEW_SETTLE, PREVIEW_TOL
 
     with Catalog.open(pixel["db"]) as cat:
         pool = candidate_pool(cat, pixel["clip"], "smile", pool=3, index_folder=pixel["index"], device="cpu")
@@ -227,7 +227,8 @@ def test_masked_preview_is_of_the_relocalised_direction(pixel, ranked_masked):
     x_t = _state(model, pixel["face"], t)
     vectors, _, _ = core.relocalize(model, x_t, t, mask, torch.stack([d.vector for d in pool.directions]),
                                     null_rank=opts.null_rank, max_shift=opts.max_shift, seed=opts.seed, union=mask,
-                                    image=x, sources=[d.source for d in pool.directions], tol=PREVIEW_TOL)
+                                    image=x, sources=[d.source for d in pool.directions], tol=PREVIEW_TOL,
+                                    settle=PREVIEW_SETTLE)
     by_id = {h.id: v for h, v in zip(pool.hits, vectors)}
     f = model.family.predictor(t)
     for h in ranked_masked:

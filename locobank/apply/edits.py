@@ -18,7 +18,7 @@ from .sources import Source, load_sources
 def apply_to_images(prep: Prepared, images: Sequence[Source], *, options: EditOptions | None = None,
                     mask: MaskArg = None, resize: bool = False, orthogonalize: bool = False, batch: int = 16,
                     progress: Callable[[int], None] | None = None, shifts: list | None = None,
-                    warm_null: bool = True, image_masks: Sequence[MaskArg] | None = None,
+                    warm_null: bool = False, image_masks: Sequence[MaskArg] | None = None,
                     inverted: Sequence[Sequence | None] | None = None) -> list[torch.Tensor]:
     """Edited images (3, H, W in [-1, 1]) in the order given, processed ``batch`` at a time.
 
@@ -31,7 +31,9 @@ def apply_to_images(prep: Prepared, images: Sequence[Source], *, options: EditOp
     gives each image its own. With masks the images of a batch are re-localised one by one and
     inverted, edited and sampled together (:func:`locobank.core.edit_masked`); with ``warm_null``
     each image's re-projection starts from the null basis of the image before
-    (:class:`locobank.core.transfer.NullBases`). An int in ``images`` is a seed: the sample of the
+    (:class:`locobank.core.transfer.NullBases`; off by default: it saved no time, measured, and a
+    re-projection that stops when its direction's spill settles would then stop elsewhere than the
+    same image's alone, so a folder's edits would differ from one image's). An int in ``images`` is a seed: the sample of the
     bound prompt from that seed's noise is edited on its own sampling trajectory. ``inverted[i]``
     (with masks): image ``i``'s inversions already made (:class:`locobank.core.Inverted`, e.g. by
     its ranking), used where they lie on the edit's grid."""

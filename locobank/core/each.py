@@ -69,10 +69,10 @@ class SharedAt(NamedTuple):
 
 def shared_at(model: LoadedModel, x: Tensor, t: int, dirs: Sequence[Direction], opts: EditOptions,
               mask: Tensor | None = None, tol: float = REPROJECT_TOL, autocast: torch.dtype | None = None,
-              at: Sequence[Inverted] | None = None) -> SharedAt:
+              at: Sequence[Inverted] | None = None, settle: str | None = None) -> SharedAt:
     """One inversion of ``x`` (one image with ``mask``) to timestep ``t`` and, with ``mask``, one
     re-localisation of every direction on it, as :func:`relocalize` does for ``apply --mask``
-    (its re-projection settled to ``tol``; ``autocast``: the dtype its network passes run in, None
+    (its re-projection settled to ``tol``, watching ``settle`` as :func:`reproject` does; ``autocast``: the dtype its network passes run in, None
     for the model's; the inversion always runs in the model's; ``at``: the images' inversions made
     already, used where one lies on this grid at ``t`` for the same number of images)."""
     grid = sorted(set(ddim.timesteps_to(t, opts.steps)) | {t})
@@ -87,7 +87,8 @@ def shared_at(model: LoadedModel, x: Tensor, t: int, dirs: Sequence[Direction], 
     with torch.autocast(x_t.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
         vectors, shifts, scales = relocalize(model, x_t, t, mask, vectors, null_rank=opts.null_rank,
                                              max_shift=opts.max_shift, seed=opts.seed, union=mask, image=x[0],
-                                             sources=[d.source for d in dirs] if opts.register else None, tol=tol)
+                                             sources=[d.source for d in dirs] if opts.register else None, tol=tol,
+                                             settle=settle)
     return SharedAt(grid, x_t, vectors.float(), shifts, scales)
 
 

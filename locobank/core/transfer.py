@@ -19,12 +19,17 @@ from .find import linearize
 from .states import as_batch
 from .time import to_timestep
 
-# How far a re-projected direction may still move between iterations of the target's null
-# basis when reproject stops (relative to its norm). On 4 held-out toy faces (null rank 20), a
-# basis settled to 1e-3 rad took 12-14 iterations; the projection settled to 1e-3 took 9-12,
-# and to 1e-2 took 7-10, with the same vectors (cosine >= 0.99999) and the same change outside
-# the mask (to 4 digits).
+# When reproject stops: with "projection", once each re-projected direction moves by less than this
+# (relative to its norm) over a block's worth of iterations of the target's null basis; with "share",
+# once each direction's share of change outside the mask moves by less than this, its projection
+# having moved by less than locobank.loco.watch.SHARE_GUARD (5 %). On 4 held-out toy faces (null
+# rank 20, whole blocks), a basis settled to 1e-3 rad took 12-14 iterations; the projection settled
+# to 1e-2, 7-10, with the same vectors (cosine >= 0.99999) and the same change outside the mask.
 REPROJECT_TOL = 1e-2
+# What a re-projection watches (:func:`reproject`). "share": the null basis of rank 20 has no spectral
+# gap, so the projection keeps moving after the spill it leaves has settled; on 4 held-out toy faces in
+# blocks of 4, 17-24 iterations against 22-29, the outside share within 0.003 (docs/performance.md).
+REPROJECT_SETTLE = "share"
 
 
 def masks_for(model: LoadedModel, masks: Tensor | Sequence[Tensor], n: int) -> list[Tensor]:
@@ -124,14 +129,16 @@ class NullBases:
 
 def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vectors: Tensor, *,
               null_rank: int | None = None, seed: int = 0, tol: float = REPROJECT_TOL,
-              memory: NullBases | None = None) -> Tensor:
+              memory: NullBases | None = None, settle: str | None = None) -> Tensor:
     """``vectors`` (k, *state_shape) projected off the top-``null_rank`` null basis of *this*
     image's predictor Jacobian outside ``mask``: a direction found on another image, made local
     on this one.
 
-    The basis is iterated until the vectors' projections move by less than ``tol`` of their
-    norm from one iteration to the next (``watch`` in :func:`block_subspace_svd`), not until
-    the whole basis settles: the projection is the answer, and it settles first. With
+    The basis is iterated until what the projection is for has settled (``watch`` in
+    :func:`block_subspace_svd`), not until the whole basis does: with ``settle="share"`` (the
+    default, :data:`REPROJECT_SETTLE`) each projected vector's share of change outside ``mask`` moves by less than ``tol``
+    over a block's worth of iterations; with ``"projection"`` the projections themselves, by less
+    than ``tol`` of their norm (cheaper for many vectors: the share costs one ``J v`` of them). With
     ``memory`` the basis starts from the one found on the image before (and is kept for the next).
     """
     tt = to_timestep(model, t)
@@ -146,9 +153,12 @@ def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vec
     lin = linearize(model, tt, x[0])
     flat = vectors.to(model.device, torch.float32).reshape(vectors.shape[0], -1)
     start = memory.start(tt) if memory is not None else None
-    (null_res,) = block_subspace_svd(lin, [outside], [null_rank], seed=seed, tol=tol, watch=[flat], start=[start])
+    (null_res,) = block_subspace_svd(lin, [outside], [null_rank], seed=seed, tol=tol, watch=[flat], start=[start],
+                                     settle=REPROJECT_SETTLE if settle is None else settle)
     if memory is not None:
         memory.keep(tt, null_res.Vh)
+    if null_res.projected is not None:  # each vector where its own share settled: the same alone or with others
+        return project_out(null_res.projected.to(flat.dtype), None).reshape(vectors.shape)
     return project_out(flat, null_res.Vh).reshape(vectors.shape)
 
 
@@ -156,8 +166,8 @@ def relocalize(model: LoadedModel, x_t: Tensor, t: float | int, masks: Tensor | 
                null_rank: int | None = None, max_shift: int | None = None, seed: int = 0,
                union: Tensor | None = None, sources: Sequence[reg.PartPrint | None] | None = None,
                image: Tensor | None = None,
-               memory: NullBases | None = None,
-               tol: float = REPROJECT_TOL) -> tuple[Tensor, list[tuple[float, float]], list[tuple[float, float]]]:
+               memory: NullBases | None = None, tol: float = REPROJECT_TOL,
+               settle: str | None = None) -> tuple[Tensor, list[tuple[float, float]], list[tuple[float, float]]]:
     """A transferred edit made local on *this* image: ``vectors`` each registered from its source
     part onto its mask (:func:`register`, for those with a source in ``sources``; ``image`` is
     this image, clean, for the profile fit), shifted further onto the mask where ``max_shift``
@@ -172,5 +182,6 @@ def relocalize(model: LoadedModel, x_t: Tensor, t: float | int, masks: Tensor | 
     aligned, more = align(model, vectors, ms, max_shift=max_shift)
     shifts = [(a + c, b + d) for (a, b), (c, d) in zip(shifts, more)]
     outside_of = torch.stack(ms).any(0) if union is None else union
-    return (reproject(model, x_t, t, outside_of, aligned, null_rank=null_rank, seed=seed, memory=memory, tol=tol),
+    return (reproject(model, x_t, t, outside_of, aligned, null_rank=null_rank, seed=seed, memory=memory, tol=tol,
+                      settle=settle),
             shifts, scales)

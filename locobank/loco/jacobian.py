@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from . import watch as watching
 from .linearization import Linearization, math_attention
 
 
@@ -82,6 +83,7 @@ class SubspaceResult:
     angle: float  # last change of the subspace, radians
     history: list[float] = field(default_factory=list)
     moved: float | None = None  # with watched vectors: the last change of their projections (relative)
+    projected: Tensor | None = None  # settle="share": each watched vector off the basis where it settled
 
 
 def max_principal_angle(A: Tensor, B: Tensor) -> float:
@@ -128,6 +130,7 @@ def block_subspace_svd(
     watch: Sequence[Tensor | None] | None = None,
     start: Sequence[Tensor | None] | None = None,
     block: int | None = None,
+    settle: str = "projection",
 ) -> list[SubspaceResult]:
     """Top singular triplets of ``P_m J`` for several masks at once, sharing one linearisation.
 
@@ -147,7 +150,8 @@ def block_subspace_svd(
     (or off) block ``i``'s subspace. The block then also stops when those projections move by
     less than ``tol`` of each vector's norm over a whole block's worth of iterations (one in whole
     blocks, ``ceil(m / width)`` in small ones): the answer the caller needs has settled
-    (:func:`locobank.core.reproject`).
+    (:func:`locobank.core.reproject`); with ``settle="share"``, each one's share of change inside
+    the block's mask, each vector on its own (:mod:`.watch`).
 
     ``start[i]``, when given, is a (k, D) matrix of rows (any number) where block ``i`` starts,
     with ``oversample`` fresh random rows added; a wide start is cut to the top ``r + oversample``
@@ -157,26 +161,27 @@ def block_subspace_svd(
     :data:`KRYLOV_BLOCK`; 0: the whole ``r + oversample``). A ``start`` then gives its first rows
     (put its principal ones first), as many as the block holds with ``oversample`` random ones.
     """
-    tols, width = _checked(len(masks), tol, method, block, watch=watch, start=start)
+    tols, width = _checked(len(masks), tol, method, block, settle, watch=watch, start=start)
     g = torch.Generator(device="cpu").manual_seed(seed)
     per = [[None] * len(masks) if p is None else p for p in (constraints, watch, start)]
     blocks = [None if r <= 0 else _new_block(lin, mask, r, oversample, tols[i], g, method, max_basis, *[p[i] for p in per],
-                                             width=width, iters=iters)
+                                             width=width, iters=iters, share=settle == "share")
               for i, (mask, r) in enumerate(zip(masks, ranks))]
     active = [b for b in blocks if b is not None]
     for _ in range(max((b["limit"] for b in active), default=0)):
         live = [b for b in active if not b["done"] and b["it"] < b["limit"]]
-        if not live:
+        back = _forward(lin, live) if live else None
+        if not back:
             break
-        back = _forward(lin, live)
-        if back:
-            _backward(lin, back)
+        _backward(lin, back)
     return [None if b is None else _result(b, lin) for b in blocks]
 
 
-def _checked(n: int, tol, method: str, block: int | None, **per) -> tuple[list[float], int | None]:
+def _checked(n: int, tol, method: str, block: int | None, settle: str, **per) -> tuple[list[float], int | None]:
     """:func:`block_subspace_svd`'s arguments checked: one tolerance per mask, and the Krylov block
     (None: whole blocks)."""
+    if settle not in watching.SETTLE_MODES:
+        raise ValueError(f"settle must be one of {', '.join(watching.SETTLE_MODES)}, not {settle!r}")
     if method not in ("krylov", "subspace"):
         raise ValueError(f"method must be 'krylov' or 'subspace', not {method!r}")
     for name, rows in per.items():
@@ -206,7 +211,7 @@ def _start_rows(x: Tensor, m: int, oversample: int, g: torch.Generator, S: Tenso
 
 def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g: torch.Generator, method: str,
                max_basis: int | None, N: Tensor | None, W: Tensor | None, S: Tensor | None = None,
-               width: int | None = None, iters: int = 50) -> dict:
+               width: int | None = None, iters: int = 50, share: bool = False) -> dict:
     """One block's state: a random or given start (off the constraint rows), its basis cap and stop
     rules; ``width``: the Krylov block, at most this many start rows (given and random); ``iters``:
     the cap in whole blocks (:func:`iteration_cap`)."""
@@ -223,10 +228,13 @@ def _new_block(lin: Linearization, mask, r: int, oversample: int, tol: float, g:
     cap = m if method == "subspace" else max(2 * m, min(max_basis or 24 * m, D // 2))
     if W is not None:
         W = W.reshape(W.shape[0], -1).to(device=x.device, dtype=torch.float64)
-    return {"N": N, "r": r, "m": m, "cap": cap, "tol": tol, "mask": _prepare_mask(mask, lin.out.shape, x.device),
-            "V": _orth_rows(V0), "Q": None, "Y": None, "prev": None, "done": False, "it": 0,
-            "angle": math.inf, "hist": [], "watch": W, "shadow": None, "moved": None, "w": w,
-            "limit": iteration_cap(iters, r, oversample, width or 0)}
+    b = {"N": N, "r": r, "m": m, "cap": cap, "tol": tol, "mask": _prepare_mask(mask, lin.out.shape, x.device),
+         "V": _orth_rows(V0), "Q": None, "Y": None, "prev": None, "done": False, "it": 0,
+         "angle": math.inf, "hist": [], "watch": W, "shadow": None, "moved": None, "w": w,
+         "limit": iteration_cap(iters, r, oversample, width or 0)}
+    if share and W is not None:
+        watching.start_share(lin, b)
+    return b
 
 
 def _forward(lin: Linearization, live: list[dict]) -> list[tuple[dict, Tensor]]:
@@ -239,6 +247,7 @@ def _forward(lin: Linearization, live: list[dict]) -> list[tuple[dict, Tensor]]:
         k = b["V"].shape[0]
         Yb = Y[pos : pos + k]
         pos += k
+        watching.keep_rows(b, Yb)
         if b["mask"] is not None:
             Yb = Yb * b["mask"]
         Yb = Yb.reshape(k, -1)
@@ -248,7 +257,7 @@ def _forward(lin: Linearization, live: list[dict]) -> list[tuple[dict, Tensor]]:
         if b["Q"].shape[0] > b["m"] and b["it"] == 0:
             Yb = _narrow(b)  # a wide start: go on with its top Ritz vectors only
         b["it"] += 1
-        settled = _watched_settled(b)
+        settled = watching.settled(b)
         if b["prev"] is not None:
             b["angle"] = max_principal_angle(b["prev"], b["top"])
             b["hist"].append(b["angle"])
@@ -275,36 +284,19 @@ def _backward(lin: Linearization, back: list[tuple[dict, Tensor]]) -> None:
 def _result(b: dict, lin: Linearization) -> SubspaceResult:
     r = b["r"]
     return SubspaceResult(U=b["U"][:r].reshape(r, *lin.out.shape), S=b["S"][:r], Vh=b["top"], iterations=b["it"],
-                          converged=b["done"], angle=float(b["angle"]), history=b["hist"], moved=b["moved"])
+                          converged=b["done"], angle=float(b["angle"]), history=b["hist"], moved=b["moved"],
+                          projected=watching.projected(b))
 
 
 def _narrow(b: dict) -> Tensor:
     """Cut a block's basis back to its top ``m`` Ritz vectors, whose masked ``J q`` are
     ``U diag(S)`` already: no model call. Returns their ``J q`` rows."""
     m = b["m"]
+    watching.narrow_rows(b, m)
     b["Q"] = b["ritz"][:m]
     b["Y"] = (b["U"][:m] * b["S"][:m, None]).to(b["Y"].dtype)
     b["V"] = b["Q"]
     return b["Y"]
-
-
-def _watched_settled(b: dict) -> bool:
-    """Whether the block's watched vectors' projections onto its current top subspace moved by
-    less than its ``tol`` (relative to each vector's norm) over the last whole block's worth of
-    iterations (``ceil(m / width)``: one iteration in whole blocks). A basis grown a few vectors at
-    a time moves little per iteration however far from settled, so one iteration is too short a
-    look (in blocks of 4, a rank-20 null basis shared by several directions stopped with their
-    projections 33 % from settled)."""
-    W = b["watch"]
-    if W is None:
-        return False
-    top = b["top"].to(torch.float64)
-    lag = max(1, math.ceil(b["m"] / max(1, b["w"])))
-    shadows = b["shadow"] = (b["shadow"] or [])[-lag:] + [(W @ top.T) @ top]
-    if len(shadows) <= lag:
-        return False
-    b["moved"] = float(((shadows[-1] - shadows[0]).norm(dim=1) / W.norm(dim=1).clamp_min(1e-30)).max())
-    return b["moved"] < b["tol"]
 
 
 def _next_block(b: dict, W: Tensor) -> None:
@@ -317,6 +309,7 @@ def _next_block(b: dict, W: Tensor) -> None:
         b["V"] = _orth_rows(W) if b["cap"] == b["m"] else b["ritz"][: b["m"]]
         b["Q"] = None
         b["Y"] = None
+        watching.forget_rows(b)
         return
     Q = b["Q"].to(torch.float64)
     W = W.to(torch.float64)
@@ -341,6 +334,7 @@ def _ritz(b: dict) -> None:
     Uy, S, Qh = torch.linalg.svd(Ymat.T, full_matrices=False)  # Ymat.T = Uy diag(S) Qh
     ritz = Qh @ b["Q"].to(torch.float64)  # rows: right Ritz vectors, by descending S
     dt = b["Q"].dtype
+    b["Qh"] = Qh
     b["ritz"] = ritz.to(dt)
     b["top"] = b["ritz"][: b["r"]]
     b["S"] = S.to(dt)

@@ -54,6 +54,10 @@ STRENGTH_FLOOR = 1.0
 # 1e-2 and the same top hit on all 6, at less than half the time (tests/bench/bench_rank.py
 # --preview-tol: ranking with a mask at 0.20-0.22 of best-of-5's cost, against 0.47-0.50).
 PREVIEW_TOL = 0.15
+# ... watching the projected vectors themselves (``apply`` watches each direction's share of change
+# outside the mask, :data:`locobank.core.transfer.REPROJECT_SETTLE`, which first costs one J v of every
+# watched vector: here 32 candidates; not measured for the previews).
+PREVIEW_SETTLE = "projection"
 # Without a mask, the previews invert the image on a coarser grid than a full edit: at most this many
 # DDIM steps to the edit time (a full edit takes the model's steps, 50 on the toy models). The
 # inversion is most of an unmasked ranking's cost. On 6 held-out faces of our own x smile, blue eyes,
@@ -198,7 +202,7 @@ def states_for(model: LoadedModel, image: Tensor, directions: Sequence[core.Dire
     for t in times:
         idx = [i for i, d in enumerate(dirs) if d.t_edit == t]
         grid, x_t, vectors, _, _ = core.shared_at(model, x, t, [dirs[i] for i in idx], opts, mask, tol=PREVIEW_TOL,
-                                                  autocast=dtype)
+                                                  autocast=dtype, settle=PREVIEW_SETTLE)
         # the unedited image is previewed in the same batch as the first previews (preview_at)
         out.append(StateAt(t, x_t, None, idx, vectors, regions_for(model, [dirs[i] for i in idx], mask), walk,
                            autocast=dtype, grid=grid))

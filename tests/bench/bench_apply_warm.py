@@ -1,14 +1,16 @@
 """Benchmark: `apply --mask` over a folder of faces: each image's re-projection from a random null
-basis grown in whole blocks with J v in forward mode and J^T u under vmap (the baseline, before
-2026-12-07), the shipped path (small Krylov blocks, :data:`locobank.loco.jacobian.KRYLOV_BLOCK`, J v as
-:data:`locobank.loco.linearization.JVP_MODE` says and J^T u as ``VJP_MODE`` does), and warm (started from the null basis of the face
+basis grown in whole blocks with J v in forward mode and J^T u under vmap, stopped when the projected
+vector settles (the baseline, before 2026-12-07), the shipped path (small Krylov blocks,
+:data:`locobank.loco.jacobian.KRYLOV_BLOCK`, J v as :data:`locobank.loco.linearization.JVP_MODE` says,
+J^T u as ``VJP_MODE`` does, stopped when the direction's share of change outside the mask settles,
+:data:`locobank.core.transfer.REPROJECT_SETTLE`), and warm (started from the null basis of the face
 before, ``core.NullBases``).
 
 One mouth direction (found on a held-out face, with its part, as the catalog gives it) is applied
 with a mask to each of N other faces, three times per face, interleaved so load drift hits all:
 whole blocks, small blocks, then warm. Then the whole folder as `apply --mask 'DIR/{stem}_mouth.png'`
-runs it (``core.edit_masked``: every face re-localised on its own mask, warm from the face before, and
-the inversions, edits, references and spill passes of all the faces in one batch through the model),
+runs it (``core.edit_masked``: every face re-localised on its own mask, from random vectors as one at a
+time, and the inversions, edits, references and spill passes of all the faces in one batch through the model),
 twice, before and after the one-by-one runs' middle face, so load drift hits it as the others. It prints seconds per face, the null basis's iterations, the re-projection's share of
 the work in forward-pass equivalents (FPE: one forward pass timed in this run), and the locality
 (share of the change inside the mask) of both, which should agree to two digits.
@@ -19,6 +21,7 @@ the work in forward-pass equivalents (FPE: one forward pass timed in this run), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -36,6 +39,20 @@ from locobank.loco.register import PartPrint, profiles  # noqa: E402
 from locobank.models import load_model  # noqa: E402
 from locobank.paths import resolve_model  # noqa: E402
 from locobank.toyworld.data.faces import HELD_OUT_SEED, batch, face  # noqa: E402
+
+
+@contextlib.contextmanager
+def settling(mode: str | None):
+    """The re-projection's stop (:data:`locobank.core.transfer.REPROJECT_SETTLE`) set to ``mode`` (None:
+    the shipped one) inside the ``with``."""
+    from locobank.core import transfer
+
+    shipped = transfer.REPROJECT_SETTLE
+    transfer.REPROJECT_SETTLE = mode or shipped
+    try:
+        yield
+    finally:
+        transfer.REPROJECT_SETTLE = shipped
 
 
 def main(argv=None) -> dict:
@@ -61,7 +78,7 @@ def main(argv=None) -> dict:
 
     def folder() -> tuple[float, list]:
         t0 = time.perf_counter()
-        res = core.edit_masked(model, imgs, [(d, lam)], masks, null_bases=core.NullBases())
+        res = core.edit_masked(model, imgs, [(d, lam)], masks)  # as `apply --mask` over a folder: cold bases
         return (time.perf_counter() - t0) / args.faces, [r.images[0] for r in res]
 
     batched = []
@@ -73,9 +90,10 @@ def main(argv=None) -> dict:
         ref = core.edit(model, imgs[i : i + 1], [(d, 0.0)]).images[0]  # the face unedited, untimed
         row = {"ref": ref}
         shipped = jacobian.KRYLOV_BLOCK
-        for name, mem, block, mode, vmode in (("whole", None, 0, "forward", "vmap"), ("cold", None, shipped, None, None),
-                                              ("warm", memory, shipped, None, None)):
-            with jacobian.krylov_block(block), jvp_mode(mode or JVP_MODE), vjp_mode(vmode or VJP_MODE):
+        for name, mem, block, mode, vmode, stop in (("whole", None, 0, "forward", "vmap", "projection"),
+                                                    ("cold", None, shipped, None, None, None),
+                                                    ("warm", memory, shipped, None, None, None)):
+            with jacobian.krylov_block(block), jvp_mode(mode or JVP_MODE), vjp_mode(vmode or VJP_MODE), settling(stop):
                 t0 = time.perf_counter()
                 r = core.edit(model, imgs[i : i + 1], [(d, lam)], mask=m, null_bases=mem)
                 row[name] = time.perf_counter() - t0
@@ -95,7 +113,7 @@ def main(argv=None) -> dict:
         r["batch_loc"] = core.locality(img - r["ref"], m)
     folder_s = statistics.mean(b for b, _ in batched)
     mid = {k: statistics.median(r[k] for r in rows[1:]) for k in ("whole", "cold")}  # one slow face moves a mean
-    print(f"the folder together (core.edit_masked, {args.faces} faces in one batch, warm null bases): "
+    print(f"the folder together (core.edit_masked, {args.faces} faces in one batch): "
           f"{' and '.join(f'{b:.2f}' for b, _ in batched)} s = {folder_s / unit:.0f} FPE per face; "
           f"/ baseline {whole / folder_s:.2f}x (bar 2x), / one by one {cold / folder_s:.2f}x; against the medians "
           f"per face ({mid['whole']:.2f} s, {mid['cold']:.2f} s): {mid['whole'] / folder_s:.2f}x, {mid['cold'] / folder_s:.2f}x")
