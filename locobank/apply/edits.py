@@ -33,10 +33,10 @@ def apply_to_images(prep: Prepared, images: Sequence[Source], *, options: EditOp
     each image's re-projection starts from the null basis of the image before
     (:class:`locobank.core.transfer.NullBases`; off by default: it saved no time, measured, and a
     re-projection that stops when its direction's spill settles would then stop elsewhere than the
-    same image's alone, so a folder's edits would differ from one image's). An int in ``images`` is a seed: the sample of the
-    bound prompt from that seed's noise is edited on its own sampling trajectory. ``inverted[i]``
-    (with masks): image ``i``'s inversions already made (:class:`locobank.core.Inverted`, e.g. by
-    its ranking), used where they lie on the edit's grid."""
+    same image's alone, so a folder's edits would differ from one image's). An int in ``images``
+    is a seed: the sample of the bound prompt from that seed's noise is edited on its own sampling
+    trajectory. ``inverted[i]`` (with masks): image ``i``'s inversions already made
+    (:class:`locobank.core.Inverted`, e.g. by its ranking), used where they lie on the edit's grid."""
     m = prep.model
     opts = core.options_for(m, options)
     if image_masks is None and mask is not None and (isinstance(mask, (str, Path)) or len(mask)):

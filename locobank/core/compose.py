@@ -75,6 +75,10 @@ class Inverted:
     grid: list[int]
     states: dict[int, Tensor]
 
+    def state(self, grid: Sequence[int], t: int) -> Tensor | None:
+        """The state at ``t`` when it was inverted along ``grid``, else None."""
+        return self.states.get(t) if list(self.grid) == list(grid) else None
+
 
 def edit_masked(model: LoadedModel, images: Tensor, directions: Iterable[tuple[Direction | Tensor, float]],
                 masks: Sequence[Tensor | Sequence[Tensor]], t_edit: float | int | None = None, *,
@@ -171,9 +175,10 @@ def _invert_to_times(model: LoadedModel, x: Tensor, times: list[int], grid: list
 
 def _states_given(at: Sequence[Inverted | None] | None, times: list[int], grid: list[int]) -> dict[int, Tensor] | None:
     """The images' states at ``times`` stacked from ``at``, when every image has them on ``grid``; else None."""
-    if not at or any(a is None or list(a.grid) != list(grid) or any(t not in a.states for t in times) for a in at):
+    given = {t: [None if a is None else a.state(grid, t) for a in at or ()] for t in times}
+    if not at or any(s is None for states in given.values() for s in states):
         return None
-    return {t: torch.cat([a.states[t] for a in at]) for t in times}
+    return {t: torch.cat(states) for t, states in given.items()}
 
 
 def _grid(dirs: list[Direction], opts: EditOptions) -> tuple[list[int], list[int]]:

@@ -72,11 +72,12 @@ def shared_at(model: LoadedModel, x: Tensor, t: int, dirs: Sequence[Direction], 
               at: Sequence[Inverted] | None = None, settle: str | None = None) -> SharedAt:
     """One inversion of ``x`` (one image with ``mask``) to timestep ``t`` and, with ``mask``, one
     re-localisation of every direction on it, as :func:`relocalize` does for ``apply --mask``
-    (its re-projection settled to ``tol``, watching ``settle`` as :func:`reproject` does; ``autocast``: the dtype its network passes run in, None
-    for the model's; the inversion always runs in the model's; ``at``: the images' inversions made
-    already, used where one lies on this grid at ``t`` for the same number of images)."""
+    (its re-projection settled to ``tol``, watching ``settle`` as :func:`reproject` does;
+    ``autocast``: the dtype its network passes run in, None for the model's; the inversion always
+    runs in the model's; ``at``: the images' inversions made already, used where one lies on this
+    grid at ``t`` for the same number of images)."""
     grid = sorted(set(ddim.timesteps_to(t, opts.steps)) | {t})
-    given = [a.states[t] for a in at or () if list(a.grid) == grid and t in a.states]
+    given = [s for s in (a.state(grid, t) for a in at or ()) if s is not None]
     if given and given[0].shape[0] == x.shape[0]:
         x_t = given[0]
     else:

@@ -136,9 +136,10 @@ def reproject(model: LoadedModel, x_t: Tensor, t: float | int, mask: Tensor, vec
 
     The basis is iterated until what the projection is for has settled (``watch`` in
     :func:`block_subspace_svd`), not until the whole basis does: with ``settle="share"`` (the
-    default, :data:`REPROJECT_SETTLE`) each projected vector's share of change outside ``mask`` moves by less than ``tol``
-    over a block's worth of iterations; with ``"projection"`` the projections themselves, by less
-    than ``tol`` of their norm (cheaper for many vectors: the share costs one ``J v`` of them). With
+    default, :data:`REPROJECT_SETTLE`) each projected vector's share of change outside ``mask``
+    moves by less than ``tol`` over a block's worth of iterations; with ``"projection"`` the
+    projections themselves, by less than ``tol`` of their norm (cheaper for many vectors: the share
+    costs one ``J v`` of them). With
     ``memory`` the basis starts from the one found on the image before (and is kept for the next).
     """
     tt = to_timestep(model, t)

@@ -176,8 +176,7 @@ class Linearization:
                 raise
             except RuntimeError as e:
                 self.reverse_jvp = True
-                log.warning("forward-mode AD failed through this model (%s); computing J v in reverse mode",
-                            str(e).splitlines()[0][:200])
+                _falling_back("forward-mode AD failed through this model", e, "computing J v in reverse mode")
         self._build_transpose()
         return torch.func.vmap(self._reverse_one)(V)
 
@@ -235,13 +234,17 @@ class Linearization:
             raise
         except RuntimeError as e:
             self.batched_vjp = False
-            log.warning("this model cannot run as a batch of copies (%s); computing J^T u under vmap",
-                        str(e).splitlines()[0][:200])
+            _falling_back("this model cannot run as a batch of copies", e, "computing J^T u under vmap")
             return None
         while len(self._graphs) >= 2:
             self._graphs.pop(next(iter(self._graphs)))
         self._graphs[k] = (xs, ys)
         return saved[0]
+
+
+def _falling_back(what: str, e: RuntimeError, instead: str) -> None:
+    """Say once, in the log, that a path failed (with the error's first line) and what serves instead."""
+    log.warning("%s (%s); %s", what, str(e).splitlines()[0][:200], instead)
 
 
 __all__ = ["JVP_MODE", "JVP_MODES", "VJP_MODE", "VJP_MODES", "Linearization", "jvp_mode", "math_attention",
